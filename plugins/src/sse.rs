@@ -1,0 +1,108 @@
+//! Server-sent events framing: splits a byte stream into complete events, so the gateway can
+//! flush each event as one frame and plugins can read `data:` payloads without re-buffering.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Accumulates chunks and yields complete events (each including its terminating blank line).
+#[derive(Debug, Default)]
+pub struct SseSplitter {
+    buf: BytesMut,
+    /// Where to resume looking for a boundary: bytes before it hold none.
+    scanned: usize,
+}
+
+impl SseSplitter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `chunk` and returns the next complete event, if one is ready. Call
+    /// [`SseSplitter::next_event`] until it returns `None` to drain the rest.
+    pub fn push(&mut self, chunk: &[u8]) -> Option<Bytes> {
+        self.buf.extend_from_slice(chunk);
+        self.next_event()
+    }
+
+    /// Returns the next complete event already buffered.
+    pub fn next_event(&mut self) -> Option<Bytes> {
+        let Some(end) = find_event_end(&self.buf, self.scanned.saturating_sub(2)) else {
+            self.scanned = self.buf.len();
+            return None;
+        };
+        self.scanned = 0;
+        Some(self.buf.split_to(end).freeze())
+    }
+
+    /// Bytes of an unfinished event, taken at the end of the stream.
+    pub fn take_rest(&mut self) -> Option<Bytes> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        self.scanned = 0;
+        let rest = self.buf.split().freeze();
+        Some(rest)
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.remaining()
+    }
+}
+
+/// The index just past the first blank line (`\n\n`, `\r\n\r\n` or `\r\r`) at or after `from`.
+fn find_event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < buf.len() {
+        match buf[i] {
+            b'\n' if buf.get(i + 1) == Some(&b'\n') => return Some(i + 2),
+            b'\n' if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+            b'\r' if buf.get(i + 1) == Some(&b'\r') => return Some(i + 2),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The payload of an event's `data:` lines, joined by `\n` as the SSE spec says; `None` when the
+/// event has no data line (comments, `event:`-only keep-alives).
+pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for line in event.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            let joined = data.get_or_insert_with(Vec::new);
+            if !joined.is_empty() {
+                joined.push(b'\n');
+            }
+            joined.extend_from_slice(rest);
+        }
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_events_across_chunk_boundaries() {
+        let mut sse = SseSplitter::new();
+        assert_eq!(sse.push(b"data: {\"a\":1}\n"), None);
+        assert_eq!(sse.push(b"\ndata: two\n\ndata: thr").as_deref(), Some(&b"data: {\"a\":1}\n\n"[..]));
+        assert_eq!(sse.next_event().as_deref(), Some(&b"data: two\n\n"[..]));
+        assert_eq!(sse.next_event(), None);
+        assert_eq!(sse.take_rest().as_deref(), Some(&b"data: thr"[..]));
+    }
+
+    #[test]
+    fn understands_crlf_boundaries() {
+        let mut sse = SseSplitter::new();
+        assert_eq!(sse.push(b"data: x\r\n\r\ndata: y").as_deref(), Some(&b"data: x\r\n\r\n"[..]));
+    }
+
+    #[test]
+    fn joins_multiple_data_lines() {
+        assert_eq!(event_data(b"event: m\ndata: a\ndata:b\n\n").as_deref(), Some(&b"a\nb"[..]));
+        assert_eq!(event_data(b": keep-alive\n\n"), None);
+    }
+}

@@ -1,0 +1,314 @@
+//! The APISIX v3 resource API for routes and services: envelopes, status codes, paging.
+
+use http::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::{AdminError, AdminReply, AdminResult, Query};
+use crate::resource::route::RouteSpec;
+use crate::resource::{group_prefix, resource_key, unix_now, valid_id, Kind};
+use crate::snapshot::{compile_route, compile_service, ServiceEntry};
+use crate::state::{Shared, STORE_ROOT};
+use crate::store::KeyValue;
+
+/// `GET /apisix/admin/status`: the applied revision, the backend, and rejected resources.
+pub fn status(shared: &Shared) -> AdminResult {
+    let snapshot = shared.snapshot.load();
+    Ok(AdminReply::ok(json!({
+        "revision": shared.applied_revision().max(snapshot.revision),
+        "store": shared.store.backend(),
+        "gateway_group_id": shared.config.gateway_group_id,
+        "rejected": snapshot.rejected,
+    })))
+}
+
+/// Everything under `/apisix/admin/{routes,services}[/{id}]`.
+pub async fn resource(
+    shared: &Shared,
+    method: &Method,
+    kind: &str,
+    id: Option<&str>,
+    query: &Query<'_>,
+    body: bytes::Bytes,
+) -> AdminResult {
+    let kind = Kind::parse(kind)
+        .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, format!("unknown resource `{kind}`")))?;
+    let group = query.group();
+    if group.contains('/') {
+        return Err(AdminError::bad_request("invalid gateway_group_id"));
+    }
+    let api = Api { shared, kind, group };
+    match (method, id) {
+        (&Method::GET, None) => api.list(query).await,
+        (&Method::GET, Some(id)) => api.get(id).await,
+        (&Method::PUT, id) => {
+            let value = parse_object(&body)?;
+            let id = resolve_id(id, &value)?;
+            api.write(id, value).await
+        }
+        (&Method::POST, None) => {
+            let mut value = parse_object(&body)?;
+            if value.contains_key("id") {
+                return Err(AdminError::bad_request("POST makes its own id: use PUT to choose one"));
+            }
+            let id = format!("{:020}", rand::random::<u64>() % 10u64.pow(19));
+            value.insert("id".into(), Value::String(id.clone()));
+            api.write(id, value).await
+        }
+        (&Method::PATCH, Some(id)) => api.patch(id, &body).await,
+        (&Method::DELETE, Some(id)) => api.delete(id, query.get("force") == Some("true")).await,
+        _ => Err(AdminError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here"))),
+    }
+}
+
+struct Api<'a> {
+    shared: &'a Shared,
+    kind: Kind,
+    group: &'a str,
+}
+
+impl Api<'_> {
+    fn key(&self, id: &str) -> String {
+        resource_key(STORE_ROOT, self.group, self.kind, id)
+    }
+
+    /// The APISIX envelope of one stored resource.
+    fn envelope(&self, id: &str, kv: &KeyValue) -> Result<Value, AdminError> {
+        let value: Value = serde_json::from_slice(&kv.value).map_err(|_| {
+            AdminError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("stored {} `{id}` is not JSON", self.kind.as_str()),
+            )
+        })?;
+        Ok(json!({
+            "key": format!("/apisix/{}/{id}", self.kind.as_str()),
+            "value": value,
+            "createdIndex": kv.create_revision,
+            "modifiedIndex": kv.mod_revision,
+        }))
+    }
+
+    async fn get(&self, id: &str) -> AdminResult {
+        let kv = self.shared.store.get(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
+        Ok(AdminReply::ok(self.envelope(id, &kv)?))
+    }
+
+    async fn list(&self, query: &Query<'_>) -> AdminResult {
+        let prefix = format!("{}{}/", group_prefix(STORE_ROOT, self.group), self.kind.as_str());
+        let (items, _) = self.shared.store.list(&prefix).await?;
+        let total = items.len();
+        let number = |name: &str| -> Result<Option<usize>, AdminError> {
+            query
+                .get(name)
+                .map(|v| {
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| AdminError::bad_request(format!("{name} must be a positive integer")))
+                })
+                .transpose()
+        };
+        let (page, page_size) = (number("page")?, number("page_size")?);
+        let window: Box<dyn Iterator<Item = &KeyValue>> = match (page, page_size) {
+            (None, None) => Box::new(items.iter()),
+            (page, size) => {
+                let size = size.unwrap_or(10);
+                Box::new(items.iter().skip((page.unwrap_or(1) - 1) * size).take(size))
+            }
+        };
+        let list = window
+            .map(|kv| self.envelope(kv.key.rsplit('/').next().unwrap_or_default(), kv))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AdminReply::ok(json!({ "list": list, "total": total })))
+    }
+
+    /// Validates and stores a whole resource (create or replace).
+    async fn write(&self, id: String, mut value: Map<String, Value>) -> AdminResult {
+        if !valid_id(&id) {
+            return Err(AdminError::bad_request(format!("invalid id `{id}`: use 1 to 64 of [a-zA-Z0-9-_.]")));
+        }
+        let key = self.key(&id);
+        let previous = self.shared.store.get(&key).await?;
+        let now = unix_now();
+        let create_time = previous
+            .as_ref()
+            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .and_then(|v| v.get("create_time").and_then(Value::as_u64))
+            .unwrap_or(now);
+        value.insert("id".into(), Value::String(id.clone()));
+        value.insert("create_time".into(), create_time.into());
+        value.insert("update_time".into(), now.into());
+        let value = Value::Object(value);
+        self.validate(&id, &value).await?;
+        let bytes = bytes::Bytes::from(value.to_string());
+        let put = self.shared.store.put(&key, bytes.clone(), None).await?;
+        let created = put.previous.is_none();
+        let kv = KeyValue {
+            key,
+            value: bytes,
+            create_revision: put.previous.map_or(put.revision, |p| p.create_revision),
+            mod_revision: put.revision,
+        };
+        Ok(AdminReply {
+            status: if created { StatusCode::CREATED } else { StatusCode::OK },
+            body: self.envelope(&id, &kv)?,
+            revision: Some(put.revision),
+        })
+    }
+
+    /// The same checks reload makes, so what the admin API accepts always goes live.
+    async fn validate(&self, id: &str, value: &Value) -> Result<(), AdminError> {
+        let invalid =
+            |err: switchyard_plugins::ConfigError| AdminError::bad_request(format!("invalid configuration: {err}"));
+        let registry = &self.shared.registry;
+        match self.kind {
+            Kind::Services => {
+                compile_service(value.to_string().as_bytes(), registry).map_err(invalid)?;
+            }
+            Kind::Routes => {
+                let (spec, upstream) = RouteSpec::parse(value).map_err(invalid)?;
+                let service = match &spec.service_id {
+                    Some(service_id) => {
+                        let key = resource_key(STORE_ROOT, self.group, Kind::Services, service_id);
+                        let kv = self.shared.store.get(&key).await?.ok_or_else(|| {
+                            AdminError::bad_request(format!(
+                                "failed to fetch service info by service id [{service_id}], response code: 404"
+                            ))
+                        })?;
+                        let (spec, upstream) = compile_service(&kv.value, registry).map_err(invalid)?;
+                        Some(ServiceEntry { spec, upstream, revision: kv.mod_revision })
+                    }
+                    None => None,
+                };
+                compile_route(id, &spec, upstream.as_ref(), service.as_ref(), registry).map_err(invalid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// JSON merge patch (RFC 7396) onto the stored resource, then a full validation.
+    async fn patch(&self, id: &str, body: &[u8]) -> AdminResult {
+        let patch = parse_object(body)?;
+        if patch.get("id").is_some_and(|v| id_string(v).as_deref() != Some(id)) {
+            return Err(AdminError::bad_request("the id in the body does not match the path"));
+        }
+        let kv = self.shared.store.get(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
+        let mut value: Value = serde_json::from_slice(&kv.value)
+            .map_err(|_| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored resource is not JSON"))?;
+        merge_patch(&mut value, &Value::Object(patch));
+        let Value::Object(value) = value else {
+            return Err(AdminError::bad_request("the patched resource is not an object"));
+        };
+        self.write(id.to_string(), value).await
+    }
+
+    async fn delete(&self, id: &str, force: bool) -> AdminResult {
+        if self.kind == Kind::Services && !force {
+            let users = self.routes_using(id).await?;
+            if !users.is_empty() {
+                return Err(AdminError::bad_request(format!(
+                    "can not delete this service directly, route [{}] is still using it now (use ?force=true)",
+                    users.join(", ")
+                )));
+            }
+        }
+        let revision = self.shared.store.delete(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
+        Ok(AdminReply {
+            status: StatusCode::OK,
+            body: json!({ "deleted": "1", "key": format!("/apisix/{}/{id}", self.kind.as_str()) }),
+            revision: Some(revision),
+        })
+    }
+
+    /// Ids of the group's routes whose `service_id` is `service_id`.
+    async fn routes_using(&self, service_id: &str) -> Result<Vec<String>, AdminError> {
+        let prefix = format!("{}routes/", group_prefix(STORE_ROOT, self.group));
+        let (routes, _) = self.shared.store.list(&prefix).await?;
+        Ok(routes
+            .iter()
+            .filter(|kv| {
+                serde_json::from_slice::<Value>(&kv.value)
+                    .ok()
+                    .is_some_and(|v| v.get("service_id").and_then(id_string).as_deref() == Some(service_id))
+            })
+            .map(|kv| kv.key.rsplit('/').next().unwrap_or_default().to_string())
+            .collect())
+    }
+}
+
+/// The body as a JSON object, whatever the Content-Type said (`curl -d` sends form-urlencoded).
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, AdminError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(AdminError::bad_request("request body is empty: send a JSON object"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(AdminError::bad_request("request body must be a JSON object")),
+        Err(err) => Err(AdminError::bad_request(format!("invalid JSON in request body: {err}"))),
+    }
+}
+
+/// An id given as a string or a number (APISIX accepts both).
+fn id_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The id of a PUT: the path's, or the body's; both given must agree.
+fn resolve_id(path_id: Option<&str>, body: &Map<String, Value>) -> Result<String, AdminError> {
+    let body_id = match body.get("id") {
+        None => None,
+        Some(v) => Some(id_string(v).ok_or_else(|| AdminError::bad_request("id must be a string or a number"))?),
+    };
+    match (path_id, body_id) {
+        (Some(path), Some(body)) if path != body => {
+            Err(AdminError::bad_request(format!("wrong id: the path says `{path}`, the body says `{body}`")))
+        }
+        (Some(path), _) => Ok(path.to_string()),
+        (None, Some(body)) => Ok(body),
+        (None, None) => Err(AdminError::bad_request("missing id: put it in the path or in the body")),
+    }
+}
+
+/// RFC 7396: objects merge recursively, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = json!({"a": 1, "b": {"c": 2, "d": 3}});
+        merge_patch(&mut target, &json!({"a": null, "b": {"c": 5}, "e": [1]}));
+        assert_eq!(target, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    }
+
+    #[test]
+    fn ids_from_path_and_body_must_agree() {
+        let body = json!({"id": 7}).as_object().cloned().unwrap();
+        assert_eq!(resolve_id(None, &body).unwrap(), "7");
+        assert_eq!(resolve_id(Some("7"), &body).unwrap(), "7");
+        assert!(resolve_id(Some("8"), &body).is_err());
+        assert!(resolve_id(None, &Map::new()).is_err());
+    }
+}

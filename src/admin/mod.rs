@@ -1,0 +1,147 @@
+//! The admin listener: key check, then the APISIX resource API under `/apisix/admin`.
+
+mod apisix;
+mod query;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::StatusCode;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::error::json_response;
+use crate::proxy::ResponseBody;
+use crate::state::Shared;
+
+pub use query::Query;
+
+/// The largest admin request body (APISIX's limit).
+pub const MAX_ADMIN_BODY: usize = 1536 * 1024;
+
+/// An admin answer: a status, a JSON body, and for writes the store revision they made (also
+/// sent as `x-switchyard-revision`, so clients can wait until `status.revision` reaches it).
+pub struct AdminReply {
+    pub status: StatusCode,
+    pub body: serde_json::Value,
+    pub revision: Option<u64>,
+}
+
+impl AdminReply {
+    pub fn ok(body: serde_json::Value) -> Self {
+        Self { status: StatusCode::OK, body, revision: None }
+    }
+}
+
+pub type AdminResult = Result<AdminReply, AdminError>;
+
+/// An admin failure, rendered as `{"error_msg": ...}`.
+#[derive(Debug)]
+pub struct AdminError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Key not found")
+    }
+}
+
+impl From<crate::store::StoreError> for AdminError {
+    fn from(err: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match err {
+            StoreError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            StoreError::Conflict => Self::new(StatusCode::CONFLICT, err.to_string()),
+            StoreError::Internal(detail) => {
+                tracing::error!(%detail, "config store failure");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "config store failure")
+            }
+        }
+    }
+}
+
+/// Serves one request on an admin listener.
+pub async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
+    let (head, body) = req.into_parts();
+    let result = if !authorized(&shared, &head.headers) {
+        Err(AdminError::new(StatusCode::UNAUTHORIZED, "failed to check token"))
+    } else {
+        match read_admin_body(body).await {
+            Ok(body) => dispatch(&shared, &head, body).await,
+            Err(err) => Err(err),
+        }
+    };
+    let response = match result {
+        Ok(reply) => {
+            let mut response = json_response(reply.status, &reply.body);
+            if let Some(revision) = reply.revision {
+                response.headers_mut().insert("x-switchyard-revision", revision.into());
+            }
+            response
+        }
+        Err(err) => json_response(err.status, &serde_json::json!({ "error_msg": err.message })),
+    };
+    response.map(ResponseBody::full)
+}
+
+async fn dispatch(shared: &Shared, head: &http::request::Parts, body: Bytes) -> AdminResult {
+    let path = head.uri.path().trim_end_matches('/');
+    let query = Query::parse(head.uri.query());
+    let Some(rest) = path.strip_prefix("/apisix/admin/") else {
+        return Err(AdminError::new(StatusCode::NOT_FOUND, format!("no admin API at {path}")));
+    };
+    if rest == "status" {
+        return apisix::status(shared);
+    }
+    let (kind, id) = match rest.split_once('/') {
+        Some((kind, id)) => (kind, Some(id)),
+        None => (rest, None),
+    };
+    apisix::resource(shared, &head.method, kind, id, &query, body).await
+}
+
+/// Accepts `X-API-KEY: <key>` or `Authorization: Bearer <key>`, compared in constant time.
+fn authorized(shared: &Shared, headers: &http::HeaderMap) -> bool {
+    let presented = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        })
+        .map(str::trim);
+    let Some(presented) = presented else { return false };
+    shared.config.admin.keys.iter().fold(false, |ok, key| ok | constant_time_eq(key.as_bytes(), presented.as_bytes()))
+}
+
+/// Compares without an early exit on the first differing byte.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn read_admin_body(body: Incoming) -> Result<Bytes, AdminError> {
+    match Limited::new(body, MAX_ADMIN_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(AdminError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_ADMIN_BODY} bytes"),
+        )),
+        Err(_) => Err(AdminError::bad_request("failed to read the request body")),
+    }
+}

@@ -1,0 +1,89 @@
+//! Errors the gateway itself answers with, and how they are rendered for the client.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::StatusCode;
+use switchyard_plugins::{ErrorStyle, Response};
+
+/// Everything that makes the gateway answer a proxied request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("404 Route Not Found")]
+    RouteNotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("no upstream is configured or available for this route")]
+    NoUpstream,
+    #[error("failed to connect to the upstream")]
+    UpstreamConnect,
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("the upstream connection failed")]
+    UpstreamBroken,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::RouteNotFound => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamConnect => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamBroken => StatusCode::BAD_GATEWAY,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable reason: the OpenAI `code`, and the access log's error field.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::RouteNotFound => "route_not_found",
+            ProxyError::BadRequest(_) => "invalid_request",
+            ProxyError::PayloadTooLarge(_) => "request_too_large",
+            ProxyError::NoUpstream => "no_upstream_available",
+            ProxyError::UpstreamConnect => "upstream_connect_failed",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::UpstreamBroken => "upstream_failed",
+            ProxyError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The client-facing message: internal details stay in the log.
+    fn public_message(&self) -> String {
+        match self {
+            ProxyError::Internal(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Renders the error as `{"error_msg"}` (APISIX) or `{"error":{...}}` (OpenAI).
+    pub fn to_response(&self, style: ErrorStyle) -> Response {
+        error_response(self.status(), style, &self.public_message(), self.reason())
+    }
+}
+
+/// An error response in the given style. The OpenAI `type` follows the status class.
+pub fn error_response(status: StatusCode, style: ErrorStyle, message: &str, code: &str) -> Response {
+    let body = match style {
+        ErrorStyle::Apisix => serde_json::json!({ "error_msg": message }),
+        ErrorStyle::OpenAi => {
+            let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+            serde_json::json!({ "error": { "message": message, "type": kind, "code": code } })
+        }
+    };
+    json_response(status, &body)
+}
+
+/// A JSON response with `content-type: application/json`.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,78 @@
+//! The `switchyard` binary: `switchyard [-c|--config FILE]` (default `conf/config.yaml`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use switchyard::{Config, Gateway};
+
+fn main() -> ExitCode {
+    let path = match config_path(std::env::args().skip(1)) {
+        Ok(path) => path,
+        Err(message) => {
+            eprintln!("switchyard: {message}\nusage: switchyard [-c|--config FILE]");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("switchyard: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("switchyard: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let gateway = match Gateway::start(config).await {
+            Ok(gateway) => gateway,
+            Err(err) => {
+                eprintln!("switchyard: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        gateway.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn config_path(mut args: impl Iterator<Item = String>) -> Result<PathBuf, String> {
+    let mut path = PathBuf::from("conf/config.yaml");
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-c" | "--config" => path = args.next().ok_or("-c needs a file")?.into(),
+            "-h" | "--help" => return Err("the config file defaults to conf/config.yaml".into()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(path)
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(true).init();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,245 @@
+//! The response body sent to clients: a whole body, or an upstream body relayed as it arrives
+//! through the route's body filters, event by event for `text/event-stream`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use http_body::{Body, Frame, SizeHint};
+use switchyard_plugins::sse::SseSplitter;
+use switchyard_plugins::{Ctx, Outcome};
+use tokio::time::{Instant, Sleep};
+
+use super::finish::Finisher;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What hyper sends to the client.
+pub enum ResponseBody {
+    Full(Option<Bytes>),
+    Relay(Box<RelayBody>),
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes) -> Self {
+        ResponseBody::Full(Some(bytes))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut *self {
+            ResponseBody::Full(bytes) => {
+                Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b))))
+            }
+            ResponseBody::Relay(relay) => Pin::new(relay.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+            ResponseBody::Relay(relay) => relay.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            ResponseBody::Relay(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// Limits a relayed body must respect.
+pub struct RelayLimits {
+    /// Longest stall between two upstream reads.
+    pub stall: Duration,
+    pub max_duration: Option<Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+/// Why a relay ended before the upstream finished.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    Stalled,
+    TooLong,
+    TooLarge,
+    Broken,
+}
+
+impl Cut {
+    fn message(self) -> &'static str {
+        match self {
+            Cut::Stalled => "the upstream stopped sending before the response was complete",
+            Cut::TooLong => "the response exceeded the maximum stream duration",
+            Cut::TooLarge => "the response exceeded the maximum response size",
+            Cut::Broken => "the upstream connection broke before the response was complete",
+        }
+    }
+}
+
+/// Relays an upstream body. Dropping it (the client went away) drops the upstream stream, which
+/// cancels the upstream request; the log phase runs exactly once either way.
+pub struct RelayBody {
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    sse: Option<SseSplitter>,
+    ctx: Ctx,
+    finisher: Finisher,
+    outcome: Outcome,
+    limits: RelayLimits,
+    stall: Pin<Box<Sleep>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    received: u64,
+    /// The final empty filter call (end of stream) has been made.
+    done: bool,
+    logged: bool,
+}
+
+impl RelayBody {
+    pub fn new(
+        upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+        event_stream: bool,
+        ctx: Ctx,
+        finisher: Finisher,
+        status: u16,
+        limits: RelayLimits,
+    ) -> Self {
+        let elapsed = ctx.started.elapsed();
+        let deadline = limits.max_duration.map(|d| Box::pin(tokio::time::sleep(d.saturating_sub(elapsed))));
+        Self {
+            upstream,
+            sse: event_stream.then(SseSplitter::new),
+            ctx,
+            finisher,
+            outcome: Outcome { status, ..Outcome::default() },
+            stall: Box::pin(tokio::time::sleep(limits.stall)),
+            deadline,
+            limits,
+            received: 0,
+            done: false,
+            logged: false,
+        }
+    }
+
+    /// Runs the body filters on one piece and returns it as a frame, or `None` when the filters
+    /// emptied it.
+    fn filtered(&mut self, mut chunk: Bytes, end: bool) -> Option<Bytes> {
+        for plugin in self.finisher.route.chain.with_phase(switchyard_plugins::Phases::BODY_FILTER) {
+            plugin.body_filter(&mut self.ctx, &mut chunk, end);
+        }
+        self.outcome.body_bytes += chunk.len() as u64;
+        (!chunk.is_empty()).then_some(chunk)
+    }
+
+    /// Ends the body early. Event streams get a final SSE `error` event (and never `[DONE]`), so
+    /// a client cannot mistake a cut answer for a complete one; other bodies end with an error,
+    /// which aborts the response on the wire.
+    fn cut(&mut self, cut: Cut) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        self.outcome.aborted = true;
+        self.outcome.error = Some(cut.message().into());
+        self.finish();
+        if self.sse.is_some() {
+            let event = serde_json::json!({
+                "error": {"message": cut.message(), "type": "server_error", "code": "upstream_stream_error"}
+            });
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(format!("event: error\ndata: {event}\n\n"))))));
+        }
+        Poll::Ready(Some(Err(cut.message().into())))
+    }
+
+    fn finish(&mut self) {
+        if !self.logged {
+            self.logged = true;
+            self.finisher.finish(&self.ctx, &self.outcome);
+        }
+    }
+}
+
+impl Body for RelayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(event) = this.sse.as_mut().and_then(SseSplitter::next_event) {
+                match this.filtered(event, false) {
+                    Some(frame) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
+                    None => continue,
+                }
+            }
+            if let Some(deadline) = this.deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return this.cut(Cut::TooLong);
+                }
+            }
+            match this.upstream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if this.received == 0 {
+                        this.ctx.ai.time_to_first_token.get_or_insert(this.ctx.started.elapsed());
+                    }
+                    this.received += chunk.len() as u64;
+                    if this.limits.max_bytes.is_some_and(|max| this.received > max) {
+                        return this.cut(Cut::TooLarge);
+                    }
+                    this.stall.as_mut().reset(Instant::now() + this.limits.stall);
+                    match this.sse.as_mut() {
+                        Some(sse) => {
+                            if let Some(event) = sse.push(&chunk) {
+                                if let Some(frame) = this.filtered(event, false) {
+                                    return Poll::Ready(Some(Ok(Frame::data(frame))));
+                                }
+                            }
+                        }
+                        None => {
+                            if let Some(frame) = this.filtered(chunk, false) {
+                                return Poll::Ready(Some(Ok(Frame::data(frame))));
+                            }
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => return this.cut(Cut::Broken),
+                Poll::Ready(None) => {
+                    let rest = this.sse.as_mut().and_then(SseSplitter::take_rest).unwrap_or_default();
+                    this.done = true;
+                    let last = this.filtered(rest, true);
+                    this.finish();
+                    return Poll::Ready(last.map(|b| Ok(Frame::data(b))));
+                }
+                Poll::Pending => {
+                    if this.stall.as_mut().poll(cx).is_ready() {
+                        return this.cut(Cut::Stalled);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for RelayBody {
+    fn drop(&mut self) {
+        if !self.logged {
+            // The client went away before the end: the upstream request is cancelled with us.
+            self.outcome.aborted = true;
+            self.outcome.error.get_or_insert_with(|| "client closed the connection".into());
+            self.finish();
+        }
+    }
+}

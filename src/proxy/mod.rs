@@ -1,0 +1,68 @@
+//! The proxy listener's request handler: match a route, run its plugin chain, call the upstream.
+
+mod body;
+mod finish;
+mod pipeline;
+mod send;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::HOST;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use switchyard_plugins::{ErrorStyle, Request};
+
+pub use body::{BoxError, ResponseBody};
+
+use crate::error::ProxyError;
+use crate::state::Shared;
+
+/// The largest request body the proxy reads; plugins may set lower limits.
+pub const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
+
+/// Serves one request on a proxy listener.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: hyper::Request<Incoming>,
+    client: SocketAddr,
+) -> hyper::Response<ResponseBody> {
+    let snapshot = shared.snapshot.load_full();
+    let (head, body) = req.into_parts();
+    let host = request_host(&head);
+    let Some(route) = snapshot.router.find(host.as_deref(), head.uri.path(), &head.method).cloned() else {
+        return local(ProxyError::RouteNotFound.to_response(ErrorStyle::Apisix));
+    };
+    let body = match read_body(body, MAX_REQUEST_BODY).await {
+        Ok(body) => body,
+        Err(err) => return local(err.to_response(ErrorStyle::Apisix)),
+    };
+    pipeline::run(&shared, route, Request { head, body }, client).await
+}
+
+/// The request's host, lower case and without a port: `Host`, else the URI's authority.
+fn request_host(head: &http::request::Parts) -> Option<String> {
+    let raw = head.headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| head.uri.host())?;
+    let host = match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => raw.split(':').next().unwrap_or(raw),
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// Reads a request body whole, refusing more than `max` bytes.
+pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, ProxyError> {
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ProxyError::PayloadTooLarge(max))
+        }
+        Err(_) => Err(ProxyError::BadRequest("failed to read the request body".into())),
+    }
+}
+
+/// A response made by the gateway itself.
+pub fn local(response: switchyard_plugins::Response) -> hyper::Response<ResponseBody> {
+    response.map(ResponseBody::full)
+}

@@ -1,0 +1,232 @@
+//! The phase order of one request: rewrite → access → (before_proxy → send → judge)* →
+//! header_filter → body_filter → log. A request phase that answers skips the later request phases;
+//! `log` always runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode};
+use switchyard_plugins::{AttemptResult, Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response, Verdict};
+
+use super::body::{RelayBody, RelayLimits, ResponseBody};
+use super::finish::Finisher;
+use super::send::{attempt_result, read_all, send};
+use crate::error::ProxyError;
+use crate::snapshot::CompiledRoute;
+use crate::state::Shared;
+
+/// The largest failed-attempt body kept to relay if every attempt fails.
+const MAX_FAILURE_BODY: u64 = 1 << 20;
+
+/// Response headers never relayed: hop-by-hop, and the framing hyper sets itself.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::TRANSFER_ENCODING,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+];
+
+/// A failed attempt kept in case nothing better comes.
+enum Failure {
+    Response { status: StatusCode, headers: HeaderMap, body: Bytes },
+    Transport(ProxyError),
+}
+
+pub async fn run(
+    shared: &Shared,
+    route: Arc<CompiledRoute>,
+    mut req: Request,
+    client: SocketAddr,
+) -> hyper::Response<ResponseBody> {
+    let mut ctx = Ctx::new(Arc::clone(&route.id), client);
+    let finisher = Finisher {
+        route: Arc::clone(&route),
+        method: req.head.method.clone(),
+        path: req.head.uri.path().to_string(),
+        access_log: shared.config.log.access_log,
+    };
+    for phase in [Phases::REWRITE, Phases::ACCESS] {
+        for plugin in route.chain.with_phase(phase) {
+            let flow = if phase == Phases::REWRITE {
+                plugin.rewrite(&mut ctx, &mut req).await
+            } else {
+                plugin.access(&mut ctx, &mut req).await
+            };
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Respond(response)) => return respond_local(&finisher, ctx, response),
+                Err(err) => return fail(&finisher, ctx, ProxyError::Internal(err.to_string())),
+            }
+        }
+    }
+    let target = ctx.target.take().or_else(|| route.upstream.as_ref().map(|u| u.target()));
+    let Some(mut target) = target else {
+        return fail(&finisher, ctx, ProxyError::NoUpstream);
+    };
+    let mut last_failure: Option<Failure> = None;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut upstream = match target.next(&mut ctx, &req, attempt) {
+            Next::Attempt(upstream) => upstream,
+            Next::Exhausted(give_up) => {
+                return match last_failure {
+                    None => fail(&finisher, ctx, ProxyError::NoUpstream),
+                    Some(Failure::Transport(err)) => fail(&finisher, ctx, err),
+                    Some(Failure::Response { status, headers, body }) => {
+                        let status = if give_up == GiveUp::LastAsBadGateway { StatusCode::BAD_GATEWAY } else { status };
+                        respond_buffered(&finisher, ctx, status, headers, body)
+                    }
+                };
+            }
+        };
+        for plugin in route.chain.with_phase(Phases::BEFORE_PROXY) {
+            match plugin.before_proxy(&mut ctx, &mut upstream).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Respond(response)) => return respond_local(&finisher, ctx, response),
+                Err(err) => return fail(&finisher, ctx, ProxyError::Internal(err.to_string())),
+            }
+        }
+        ctx.ai.attempts = attempt;
+        ctx.ai.instance = Some(Arc::clone(&upstream.label));
+        let limits = RelayLimits {
+            stall: upstream.timeout,
+            max_duration: upstream.max_duration,
+            max_bytes: upstream.max_response_bytes,
+        };
+        let sent = send(upstream).await;
+        let verdict = match &sent {
+            Ok(response) => target
+                .judge(&mut ctx, &AttemptResult::Response { status: response.status(), headers: response.headers() }),
+            Err(err) => target.judge(&mut ctx, &attempt_result(err)),
+        };
+        match (verdict, sent) {
+            (Verdict::Accept, Ok(response)) => return respond_upstream(&finisher, ctx, response, limits).await,
+            (Verdict::Accept, Err(err)) => return fail(&finisher, ctx, err),
+            (Verdict::Retry, Ok(response)) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                let body = read_all(response, limits.stall, Some(MAX_FAILURE_BODY)).await.unwrap_or_default();
+                last_failure = Some(Failure::Response { status, headers, body });
+            }
+            (Verdict::Retry, Err(err)) => last_failure = Some(Failure::Transport(err)),
+        }
+    }
+}
+
+/// Relays an accepted upstream response: buffered whole, or streamed (always for event streams).
+async fn respond_upstream(
+    finisher: &Finisher,
+    mut ctx: Ctx,
+    response: reqwest::Response,
+    limits: RelayLimits,
+) -> hyper::Response<ResponseBody> {
+    let status = response.status();
+    let event_stream = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    if !event_stream && ctx.buffer_response {
+        let headers = response.headers().clone();
+        return match read_all(response, limits.stall, limits.max_bytes).await {
+            Ok(body) => {
+                ctx.ai.time_to_first_token.get_or_insert(ctx.started.elapsed());
+                respond_buffered(finisher, ctx, status, headers, body)
+            }
+            Err(err) => fail(finisher, ctx, err),
+        };
+    }
+    let mut head = response_head(status, response.headers(), &ctx, true);
+    run_header_filters(finisher, &mut ctx, &mut head);
+    let stream = Box::pin(response.bytes_stream());
+    let relay = RelayBody::new(
+        stream,
+        event_stream,
+        ctx,
+        Finisher {
+            route: Arc::clone(&finisher.route),
+            method: finisher.method.clone(),
+            path: finisher.path.clone(),
+            access_log: finisher.access_log,
+        },
+        status.as_u16(),
+        limits,
+    );
+    hyper::Response::from_parts(head, ResponseBody::Relay(Box::new(relay)))
+}
+
+/// Sends a whole upstream body through the filters (as one piece, end of stream).
+fn respond_buffered(
+    finisher: &Finisher,
+    mut ctx: Ctx,
+    status: StatusCode,
+    headers: HeaderMap,
+    mut body: Bytes,
+) -> hyper::Response<ResponseBody> {
+    let mut head = response_head(status, &headers, &ctx, false);
+    run_header_filters(finisher, &mut ctx, &mut head);
+    for plugin in finisher.route.chain.with_phase(Phases::BODY_FILTER) {
+        plugin.body_filter(&mut ctx, &mut body, true);
+    }
+    head.headers.insert(CONTENT_LENGTH, body.len().into());
+    let outcome = Outcome { status: status.as_u16(), body_bytes: body.len() as u64, ..Outcome::default() };
+    finisher.finish(&ctx, &outcome);
+    hyper::Response::from_parts(head, ResponseBody::full(body))
+}
+
+/// The head relayed to the client: the upstream's headers less hop-by-hop ones, plus the
+/// headers plugins added to the context.
+fn response_head(status: StatusCode, upstream: &HeaderMap, ctx: &Ctx, streamed: bool) -> http::response::Parts {
+    let (mut head, ()) = hyper::Response::new(()).into_parts();
+    head.status = status;
+    head.headers.reserve(upstream.len() + ctx.response_headers.len());
+    for (name, value) in upstream {
+        if HOP_BY_HOP.contains(name) || (streamed && name == CONTENT_LENGTH) {
+            continue;
+        }
+        head.headers.append(name.clone(), value.clone());
+    }
+    for (name, value) in &ctx.response_headers {
+        head.headers.insert(name.clone(), value.clone());
+    }
+    head
+}
+
+fn run_header_filters(finisher: &Finisher, ctx: &mut Ctx, head: &mut http::response::Parts) {
+    for plugin in finisher.route.chain.with_phase(Phases::HEADER_FILTER) {
+        plugin.header_filter(ctx, head);
+    }
+}
+
+/// Answers with a response a plugin made.
+fn respond_local(finisher: &Finisher, ctx: Ctx, response: Response) -> hyper::Response<ResponseBody> {
+    let outcome =
+        Outcome { status: response.status().as_u16(), body_bytes: response.body().len() as u64, ..Outcome::default() };
+    finisher.finish(&ctx, &outcome);
+    response.map(ResponseBody::full)
+}
+
+/// Answers with a gateway error in the route's error style.
+fn fail(finisher: &Finisher, ctx: Ctx, err: ProxyError) -> hyper::Response<ResponseBody> {
+    if let ProxyError::Internal(detail) = &err {
+        tracing::error!(route = %ctx.route_id, %detail, "request failed inside the gateway");
+    }
+    let mut response = err.to_response(ctx.error_style);
+    for (name, value) in &ctx.response_headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    let outcome = Outcome {
+        status: response.status().as_u16(),
+        body_bytes: response.body().len() as u64,
+        error: Some(err.reason().into()),
+        aborted: false,
+    };
+    finisher.finish(&ctx, &outcome);
+    response.map(ResponseBody::full)
+}

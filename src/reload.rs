@@ -1,0 +1,125 @@
+//! The single writer of the live snapshot: store events → rebuild off the request path → one
+//! `ArcSwap::store`. In-flight requests finish on the snapshot they loaded.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::snapshot::Snapshot;
+use crate::state::Shared;
+use crate::store::{ConfigStore, Event, KeyValue, StoreError, WatchMessage};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The group's resources as last read from the store, and the revision they reflect.
+pub struct Mirror {
+    pub resources: BTreeMap<String, KeyValue>,
+    pub revision: u64,
+}
+
+impl Mirror {
+    /// Lists everything under `prefix`: the start of every sync.
+    pub async fn load(store: &dyn ConfigStore, prefix: &str) -> Result<Mirror, StoreError> {
+        let (items, revision) = store.list(prefix).await?;
+        Ok(Mirror { resources: items.into_iter().map(|kv| (kv.key.clone(), kv)).collect(), revision })
+    }
+
+    fn apply(&mut self, events: Vec<Event>) {
+        for event in events {
+            self.revision = self.revision.max(event.revision());
+            match event {
+                Event::Put(kv) => {
+                    self.resources.insert(kv.key.clone(), kv);
+                }
+                Event::Delete { key, .. } => {
+                    self.resources.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// Builds and publishes a snapshot from `mirror`, reusing what did not change.
+fn publish(shared: &Shared, mirror: &Mirror) {
+    let previous = shared.snapshot.load_full();
+    let started = std::time::Instant::now();
+    let snapshot =
+        Snapshot::build(&mirror.resources, &shared.group_prefix, mirror.revision, &shared.registry, Some(&previous));
+    tracing::debug!(revision = mirror.revision, routes = snapshot.routes.len(), took = ?started.elapsed(), "snapshot published");
+    shared.snapshot.store(Arc::new(snapshot));
+    shared.applied_revision.fetch_max(mirror.revision, Ordering::AcqRel);
+}
+
+/// Follows the store until `shutdown` flips: watch from the mirror's revision + 1, coalesce each
+/// burst of events into one rebuild, and resync in full when the watch is lost or compacted.
+pub async fn follow(shared: Arc<Shared>, mut mirror: Mirror, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let watched = shared.store.watch(&shared.group_prefix, mirror.revision + 1).await;
+        let mut events = match watched {
+            Ok(rx) => rx,
+            Err(err) => {
+                tracing::warn!(error = %err, ?backoff, "cannot watch the config store; retrying");
+                if sleep_or_shutdown(backoff, &mut shutdown).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                message = events.recv() => message,
+                _ = shutdown.changed() => return,
+            };
+            let mut resync = false;
+            match message {
+                Some(WatchMessage::Events(batch)) => {
+                    mirror.apply(batch);
+                    // Coalesce: take whatever else already arrived before rebuilding once.
+                    while let Ok(more) = events.try_recv() {
+                        match more {
+                            WatchMessage::Events(batch) => mirror.apply(batch),
+                            WatchMessage::Progress(revision) => mirror.revision = mirror.revision.max(revision),
+                            WatchMessage::Resync => resync = true,
+                        }
+                    }
+                    publish(&shared, &mirror);
+                    backoff = Duration::from_millis(100);
+                }
+                Some(WatchMessage::Progress(revision)) => {
+                    mirror.revision = mirror.revision.max(revision);
+                    shared.applied_revision.fetch_max(revision, Ordering::AcqRel);
+                }
+                Some(WatchMessage::Resync) | None => resync = true,
+            }
+            if resync {
+                break;
+            }
+        }
+        match Mirror::load(shared.store.as_ref(), &shared.group_prefix).await {
+            Ok(fresh) => {
+                mirror = fresh;
+                publish(&shared, &mirror);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, ?backoff, "config store resync failed; serving the last snapshot");
+                if sleep_or_shutdown(backoff, &mut shutdown).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Sleeps; `true` when shutdown was asked for meanwhile.
+async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => false,
+        _ = shutdown.changed() => true,
+    }
+}

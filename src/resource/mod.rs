@@ -1,0 +1,76 @@
+//! What the store holds, as serde specs, and the key layout.
+
+pub mod route;
+pub mod service;
+pub mod upstream;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The kinds of resource kept under `<prefix>/<gateway_group_id>/<kind>/<id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Routes,
+    Services,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Routes => "routes",
+            Kind::Services => "services",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "routes" => Some(Kind::Routes),
+            "services" => Some(Kind::Services),
+            _ => None,
+        }
+    }
+}
+
+/// The store key prefix every resource of `group` lives under: `<root>/<group>/`.
+pub fn group_prefix(root: &str, group: &str) -> String {
+    format!("{}/{group}/", root.trim_end_matches('/'))
+}
+
+/// The store key of one resource.
+pub fn resource_key(root: &str, group: &str, kind: Kind, id: &str) -> String {
+    format!("{}{}/{id}", group_prefix(root, group), kind.as_str())
+}
+
+/// Splits a store key below `group_prefix` into its kind and id.
+pub fn parse_key<'k>(group_prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
+    key.strip_prefix(group_prefix)?.split_once('/')
+}
+
+/// Seconds since the Unix epoch, for `create_time` / `update_time`.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A resource id as APISIX allows it: 1 to 64 of `[a-zA-Z0-9-_.]`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let key = resource_key("/switchyard", "default", Kind::Routes, "r1");
+        assert_eq!(key, "/switchyard/default/routes/r1");
+        assert_eq!(parse_key(&group_prefix("/switchyard", "default"), &key), Some(("routes", "r1")));
+    }
+
+    #[test]
+    fn ids_follow_apisix_rules() {
+        assert!(valid_id("deepseek-route_1.a"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("a/b"));
+        assert!(!valid_id(&"x".repeat(65)));
+    }
+}

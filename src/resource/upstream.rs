@@ -1,0 +1,190 @@
+//! The APISIX upstream object (the subset switchyard serves).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use switchyard_plugins::{parse_config, ConfigError};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    #[serde(default)]
+    pub id: Option<serde_json::Value>,
+    pub name: Option<String>,
+    pub desc: Option<String>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    pub nodes: NodesSpec,
+    /// `roundrobin` (smooth weighted) is the only balancer here.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// `pass` (client's Host), `node` (the node's host) or `rewrite` (`upstream_host`).
+    #[serde(default)]
+    pub pass_host: Option<String>,
+    #[serde(default)]
+    pub upstream_host: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<TimeoutSpec>,
+    /// How many other nodes to try after a connection failure (default: all of them).
+    #[serde(default)]
+    pub retries: Option<u32>,
+}
+
+/// `{"host:port": weight}` or `[{"host", "port", "weight"}]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NodesSpec {
+    Map(BTreeMap<String, u32>),
+    List(Vec<NodeSpec>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub weight: u32,
+    #[serde(default)]
+    pub priority: Option<i64>,
+}
+
+/// Seconds, as APISIX has them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSpec {
+    pub connect: f64,
+    pub send: f64,
+    pub read: f64,
+}
+
+/// A node flattened: `host:port` and its weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub authority: String,
+    pub host: String,
+    pub weight: u32,
+}
+
+impl UpstreamSpec {
+    /// Parses and checks an upstream object found at `path` (for error messages).
+    pub fn parse(value: &serde_json::Value, path: &str) -> Result<Self, ConfigError> {
+        let spec: UpstreamSpec = parse_config(value).map_err(|e| e.within(path))?;
+        spec.check().map_err(|e| e.within(path))?;
+        Ok(spec)
+    }
+
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(kind) = &self.kind {
+            if kind != "roundrobin" {
+                return Err(ConfigError::new("type", format!("`{kind}` is not supported; use `roundrobin`")));
+            }
+        }
+        if let Some(scheme) = &self.scheme {
+            if scheme != "http" && scheme != "https" {
+                return Err(ConfigError::new("scheme", "must be `http` or `https`"));
+            }
+        }
+        match self.pass_host.as_deref() {
+            None | Some("pass") | Some("node") => {}
+            Some("rewrite") if self.upstream_host.as_deref().is_some_and(|h| !h.is_empty()) => {}
+            Some("rewrite") => {
+                return Err(ConfigError::new("upstream_host", "is required when pass_host is `rewrite`"))
+            }
+            Some(other) => {
+                return Err(ConfigError::new("pass_host", format!("`{other}` is not one of pass, node, rewrite")))
+            }
+        }
+        if let Some(t) = self.timeout {
+            for (name, v) in [("connect", t.connect), ("send", t.send), ("read", t.read)] {
+                if !(v > 0.0 && v.is_finite()) {
+                    return Err(ConfigError::new(format!("timeout.{name}"), "must be a positive number of seconds"));
+                }
+            }
+        }
+        let nodes = self.nodes()?;
+        if nodes.is_empty() {
+            return Err(ConfigError::new("nodes", "must hold at least one node"));
+        }
+        Ok(())
+    }
+
+    /// The nodes in a stable order, each with a port (80/443 by scheme when unset).
+    pub fn nodes(&self) -> Result<Vec<Node>, ConfigError> {
+        let default_port = if self.scheme.as_deref() == Some("https") { 443 } else { 80 };
+        let mut out = Vec::new();
+        match &self.nodes {
+            NodesSpec::Map(map) => {
+                for (address, weight) in map {
+                    let (host, port) = split_host_port(address)
+                        .ok_or_else(|| ConfigError::new(format!("nodes.{address}"), "is not host:port"))?;
+                    let port = port.unwrap_or(default_port);
+                    out.push(Node { authority: format!("{host}:{port}"), host: host.to_string(), weight: *weight });
+                }
+            }
+            NodesSpec::List(list) => {
+                for (i, node) in list.iter().enumerate() {
+                    if node.host.is_empty() || node.host.contains('/') {
+                        return Err(ConfigError::new(format!("nodes[{i}].host"), "must be a host name or address"));
+                    }
+                    let port = node.port.unwrap_or(default_port);
+                    out.push(Node {
+                        authority: format!("{}:{port}", node.host),
+                        host: node.host.clone(),
+                        weight: node.weight,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `host`, `host:port`, `[v6]:port`. `None` when the port is not a number.
+fn split_host_port(address: &str) -> Option<(&str, Option<u16>)> {
+    if address.is_empty() || address.contains('/') {
+        return None;
+    }
+    if let Some(rest) = address.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']')?;
+        return match tail.strip_prefix(':') {
+            Some(port) => Some((host, Some(port.parse().ok()?))),
+            None if tail.is_empty() => Some((host, None)),
+            None => None,
+        };
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) => Some((host, Some(port.parse().ok()?))),
+        None => Some((address, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn accepts_both_node_shapes() {
+        let map = UpstreamSpec::parse(&json!({"nodes": {"127.0.0.1:8080": 3}}), "upstream").unwrap();
+        assert_eq!(map.nodes().unwrap()[0].authority, "127.0.0.1:8080");
+        let list = UpstreamSpec::parse(
+            &json!({"scheme": "https", "nodes": [{"host": "example.com", "weight": 1}]}),
+            "upstream",
+        )
+        .unwrap();
+        assert_eq!(list.nodes().unwrap()[0].authority, "example.com:443");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = UpstreamSpec::parse(&json!({"nodes": {"a:1": 1}, "pass_host": "rewrite"}), "upstream").unwrap_err();
+        assert_eq!(err.path, "upstream.upstream_host");
+        let err = UpstreamSpec::parse(&json!({"nodes": {}}), "upstream").unwrap_err();
+        assert_eq!(err.path, "upstream.nodes");
+        let err = UpstreamSpec::parse(&json!({"nodes": {"a:x": 1}}), "upstream").unwrap_err();
+        assert_eq!(err.path, "upstream.nodes.a:x");
+    }
+}

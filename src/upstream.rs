@@ -1,0 +1,142 @@
+//! A compiled APISIX upstream: weighted nodes, a keep-alive pool, and the [`Target`] that sends a
+//! route's requests to it when no AI plugin chose another destination.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, HOST};
+use switchyard_plugins::balancer::SmoothWeighted;
+use switchyard_plugins::headers::forwardable;
+use switchyard_plugins::{AttemptResult, Ctx, GiveUp, Next, Request, Target, UpstreamRequest, Verdict};
+
+use crate::resource::upstream::{Node, UpstreamSpec};
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PassHost {
+    Pass,
+    Node,
+    Rewrite(HeaderValue),
+}
+
+pub struct Upstream {
+    nodes: Vec<Node>,
+    labels: Vec<Arc<str>>,
+    balancer: SmoothWeighted,
+    scheme: &'static str,
+    pass_host: PassHost,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    retries: usize,
+    /// The keep-alive pool of this upstream, made on first use (10,000 routes cost nothing idle).
+    client: OnceLock<reqwest::Client>,
+}
+
+impl Upstream {
+    /// Compiles a checked spec. Runs at reload and on admin validation.
+    pub fn from_spec(spec: &UpstreamSpec) -> Result<Self, switchyard_plugins::ConfigError> {
+        let nodes = spec.nodes()?;
+        let pass_host =
+            match (spec.pass_host.as_deref(), &spec.upstream_host) {
+                (Some("node"), _) => PassHost::Node,
+                (Some("rewrite"), Some(host)) => PassHost::Rewrite(HeaderValue::from_str(host).map_err(|_| {
+                    switchyard_plugins::ConfigError::new("upstream.upstream_host", "is not a valid host")
+                })?),
+                _ => PassHost::Pass,
+            };
+        let seconds = |s: f64| Duration::from_secs_f64(s);
+        Ok(Self {
+            labels: nodes.iter().map(|n| Arc::from(n.authority.as_str())).collect(),
+            balancer: SmoothWeighted::new(nodes.iter().map(|n| n.weight)),
+            retries: spec.retries.map_or(nodes.len().saturating_sub(1), |r| r as usize),
+            nodes,
+            scheme: if spec.scheme.as_deref() == Some("https") { "https" } else { "http" },
+            pass_host,
+            connect_timeout: spec.timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |t| seconds(t.connect)),
+            read_timeout: spec.timeout.map_or(DEFAULT_READ_TIMEOUT, |t| seconds(t.read)),
+            client: OnceLock::new(),
+        })
+    }
+
+    fn client(&self) -> reqwest::Client {
+        self.client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .tcp_nodelay(true)
+                    .connect_timeout(self.connect_timeout)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .no_proxy()
+                    .build()
+                    .unwrap_or_else(|err| {
+                        tracing::error!(%err, "cannot build upstream client; using defaults");
+                        reqwest::Client::new()
+                    })
+            })
+            .clone()
+    }
+
+    /// A fresh per-request target over this upstream's nodes.
+    pub fn target(self: &Arc<Self>) -> Box<dyn Target> {
+        Box::new(UpstreamTarget { upstream: Arc::clone(self), tried: Vec::new(), current: None })
+    }
+}
+
+/// Tries the nodes in weighted order; a node that refuses the connection is excluded and the next
+/// one tried, up to `retries` times. Any answer, even a 5xx, is relayed as it is.
+struct UpstreamTarget {
+    upstream: Arc<Upstream>,
+    tried: Vec<usize>,
+    current: Option<usize>,
+}
+
+impl Target for UpstreamTarget {
+    fn next(&mut self, ctx: &mut Ctx, req: &Request, attempt: u32) -> Next {
+        let up = &self.upstream;
+        if attempt as usize > up.retries + 1 {
+            return Next::Exhausted(GiveUp::LastAsIs);
+        }
+        let Some(index) = up.balancer.pick(|i| !self.tried.contains(&i)) else {
+            return Next::Exhausted(GiveUp::LastAsIs);
+        };
+        self.tried.push(index);
+        self.current = Some(index);
+        let node = &up.nodes[index];
+        let path = req.head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut headers = forwardable(&req.head.headers, &[]);
+        let host = match &up.pass_host {
+            PassHost::Pass => {
+                req.head.headers.get(HOST).cloned().or_else(|| HeaderValue::from_str(&node.authority).ok())
+            }
+            PassHost::Node => HeaderValue::from_str(&node.authority).ok(),
+            PassHost::Rewrite(host) => Some(host.clone()),
+        };
+        if let Some(host) = host {
+            headers.insert(HOST, host);
+        }
+        if let Ok(client_ip) = HeaderValue::from_str(&ctx.client_addr.ip().to_string()) {
+            headers.append(HeaderName::from_static("x-forwarded-for"), client_ip.clone());
+            headers.insert(HeaderName::from_static("x-real-ip"), client_ip);
+        }
+        Next::Attempt(UpstreamRequest {
+            method: req.head.method.clone(),
+            url: format!("{}://{}{}", up.scheme, node.authority, path),
+            headers,
+            body: req.body.clone(),
+            client: up.client(),
+            timeout: up.read_timeout,
+            max_duration: None,
+            max_response_bytes: None,
+            label: Arc::clone(&up.labels[index]),
+        })
+    }
+
+    fn judge(&mut self, _ctx: &mut Ctx, result: &AttemptResult<'_>) -> Verdict {
+        match result {
+            AttemptResult::ConnectFailed => Verdict::Retry,
+            AttemptResult::Response { .. } | AttemptResult::TimedOut | AttemptResult::Failed => Verdict::Accept,
+        }
+    }
+}

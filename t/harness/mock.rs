@@ -1,0 +1,156 @@
+//! A mock upstream on 127.0.0.1:0. It answers every request with a JSON echo of what it saw
+//! (its name, method, path, headers, body), and records each request. Headers steer it:
+//! - `x-mock-status: N`: answer with status N;
+//! - `x-mock-chunks: N` + `x-mock-gap-ms: D`: a chunked body of N lines, D ms apart;
+//! - `x-mock-sse: N` + `x-mock-gap-ms: D`: a `text/event-stream` of N events, D ms apart;
+//! - `x-mock-gate: 1`: send the first chunk, then wait for [`MockUpstream::release`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// A request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Notify>,
+}
+
+type MockBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+impl MockUpstream {
+    pub async fn start(name: &'static str) -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mock = MockUpstream {
+            addr: listener.local_addr().unwrap(),
+            name,
+            hits: Arc::default(),
+            seen: Arc::default(),
+            gate: Arc::new(Notify::new()),
+        };
+        let server = mock.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let mock = server.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let mock = mock.clone();
+                        async move { Ok::<_, Infallible>(mock.answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        mock
+    }
+
+    /// `host:port`, as an upstream node key.
+    pub fn node(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the mock saw a request")
+    }
+
+    /// Lets a gated response (`x-mock-gate`) go on.
+    pub fn release(&self) {
+        self.gate.notify_one();
+    }
+
+    async fn answer(&self, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<MockBody> {
+        let (head, body) = req.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push(Seen {
+            path: head.uri.path_and_query().map_or("/".into(), |p| p.to_string()),
+            headers: head.headers.clone(),
+            body: body.clone(),
+        });
+        let number =
+            |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let status = number("x-mock-status").unwrap_or(200) as u16;
+        let gap = Duration::from_millis(number("x-mock-gap-ms").unwrap_or(0));
+        let gated = head.headers.contains_key("x-mock-gate");
+        let builder = hyper::Response::builder().status(status).header("x-mock-name", self.name);
+        if let Some(events) = number("x-mock-sse") {
+            let pieces = (0..events).map(|i| Bytes::from(format!("data: {{\"n\":{i}}}\n\n"))).collect();
+            return builder.header("content-type", "text/event-stream").body(self.paced(pieces, gap, gated)).unwrap();
+        }
+        if let Some(chunks) = number("x-mock-chunks") {
+            let pieces = (0..chunks).map(|i| Bytes::from(format!("chunk-{i}\n"))).collect();
+            return builder.header("content-type", "text/plain").body(self.paced(pieces, gap, gated)).unwrap();
+        }
+        let headers: serde_json::Map<String, serde_json::Value> =
+            head.headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into())).collect();
+        let echo = serde_json::json!({
+            "upstream": self.name,
+            "method": head.method.as_str(),
+            "path": head.uri.path_and_query().map_or("/", |p| p.as_str()),
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        });
+        builder
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(echo.to_string())).boxed())
+            .unwrap()
+    }
+
+    /// A body that sends `pieces` with `gap` between them (after the first, waiting for the gate
+    /// when `gated`).
+    fn paced(&self, pieces: Vec<Bytes>, gap: Duration, gated: bool) -> MockBody {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        let gate = Arc::clone(&self.gate);
+        tokio::spawn(async move {
+            for (i, piece) in pieces.into_iter().enumerate() {
+                if i > 0 {
+                    if gated && i == 1 {
+                        gate.notified().await;
+                    }
+                    tokio::time::sleep(gap).await;
+                }
+                if tx.send(Ok(Frame::data(piece))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        StreamBody::new(tokio_stream_from(rx)).boxed()
+    }
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,7 @@
+//! Test harness: an in-process gateway, its admin client, and mock upstreams.
+
+pub mod gateway;
+pub mod mock;
+
+pub use gateway::TestGateway;
+pub use mock::MockUpstream;

@@ -1,0 +1,11 @@
+//! switchyard's integration tests: the real gateway in-process on 127.0.0.1:0, driven through its
+//! admin API, against mock upstreams.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly by design")]
+
+mod harness;
+
+mod admin;
+mod process;
+mod proxying;
+mod reload;
+mod routing;

@@ -1,0 +1,94 @@
+//! The `switchyard` binary as users run it: CLI, exit codes, and crash safety of the store.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::harness::MockUpstream;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["-c", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_until_up(http: &reqwest::Client, admin: &str) {
+    for _ in 0..200 {
+        if http.get(format!("{admin}/apisix/admin/status")).header("x-api-key", "k").send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("switchyard did not start");
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_dash_nine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, admin) = (free_port(), free_port());
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "proxy:\n  listen: [\"127.0.0.1:{proxy}\"]\nadmin:\n  listen: [\"127.0.0.1:{admin}\"]\n  keys: [k]\n\
+             store:\n  path: \"{}\"\nlog:\n  access_log: false\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mock = MockUpstream::start("a").await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let admin_url = format!("http://127.0.0.1:{admin}");
+
+    let mut child = spawn(&config);
+    wait_until_up(&http, &admin_url).await;
+    let response = http
+        .put(format!("{admin_url}/apisix/admin/routes/crash"))
+        .header("x-api-key", "k")
+        .body(json!({"paths": ["/crash"], "upstream": {"nodes": {mock.node(): 1}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    child.kill().unwrap(); // SIGKILL: no shutdown path runs.
+    child.wait().unwrap();
+
+    let mut child = spawn(&config);
+    wait_until_up(&http, &admin_url).await;
+    let response = http.get(format!("http://127.0.0.1:{proxy}/crash")).send().await.unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[test]
+fn default_admin_key_on_a_public_address_refuses_to_start_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, format!("admin:\n  listen: [\"0.0.0.0:{}\"]\n", free_port())).unwrap();
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_switchyard")).args(["--config", config.to_str().unwrap()]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("default key"));
+}
+
+#[test]
+fn an_unknown_config_key_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "proxy:\n  lisen: []\n").unwrap();
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_switchyard")).args(["-c", config.to_str().unwrap()]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
+}
