@@ -1,8 +1,7 @@
 //! Errors the gateway itself answers with, and how they are rendered for the client.
 
-use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
+pub use switchyard_plugins::respond::{error_response, json_response};
 use switchyard_plugins::{ErrorStyle, Response};
 
 /// Everything that makes the gateway answer a proxied request itself.
@@ -66,24 +65,4 @@ impl ProxyError {
     pub fn to_response(&self, style: ErrorStyle) -> Response {
         error_response(self.status(), style, &self.public_message(), self.reason())
     }
-}
-
-/// An error response in the given style. The OpenAI `type` follows the status class.
-pub fn error_response(status: StatusCode, style: ErrorStyle, message: &str, code: &str) -> Response {
-    let body = match style {
-        ErrorStyle::Apisix => serde_json::json!({ "error_msg": message }),
-        ErrorStyle::OpenAi => {
-            let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
-            serde_json::json!({ "error": { "message": message, "type": kind, "code": code } })
-        }
-    };
-    json_response(status, &body)
-}
-
-/// A JSON response with `content-type: application/json`.
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut response = Response::new(Bytes::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }

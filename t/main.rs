@@ -5,6 +5,7 @@
 mod harness;
 
 mod admin;
+mod ai_proxy;
 mod process;
 mod proxying;
 mod reload;

@@ -39,8 +39,13 @@ pub fn join_path(parent: &str, child: &str) -> String {
 pub fn parse_config<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        ConfigError::new(path, err.into_inner().to_string())
+        let mut path = if path == "." { String::new() } else { path };
+        let message = err.into_inner().to_string();
+        // serde reports a missing field at its parent: name the field itself.
+        if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+            path = join_path(&path, field);
+        }
+        ConfigError::new(path, message)
     })
 }
 
@@ -73,6 +78,13 @@ mod tests {
         let value = serde_json::json!({"instances": [{"weight": 1}, {"weight": -1}]});
         let err = parse_config::<Outer>(&value).unwrap_err().within("plugins.ai-proxy-multi");
         assert_eq!(err.path, "plugins.ai-proxy-multi.instances[1].weight");
+    }
+
+    #[test]
+    fn missing_fields_are_named_in_the_path() {
+        let value = serde_json::json!({"instances": [{}]});
+        let err = parse_config::<Outer>(&value).unwrap_err();
+        assert_eq!(err.path, "instances[0].weight");
     }
 
     #[test]

@@ -3,13 +3,18 @@
 //! This crate knows nothing of servers, routers or config stores: the gateway core (`switchyard`)
 //! compiles each route's plugin configs through a [`Registry`] into a [`Chain`] and runs its phases.
 
+pub mod ai_proxy;
 pub mod balancer;
+pub mod client_pool;
 pub mod ctx;
 pub mod error;
 pub mod headers;
 pub mod plugin;
+pub mod providers;
 pub mod proxy_buffering;
+pub mod raw_body;
 pub mod registry;
+pub mod respond;
 pub mod sse;
 pub mod target;
 

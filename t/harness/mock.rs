@@ -4,6 +4,15 @@
 //! - `x-mock-chunks: N` + `x-mock-gap-ms: D`: a chunked body of N lines, D ms apart;
 //! - `x-mock-sse: N` + `x-mock-gap-ms: D`: a `text/event-stream` of N events, D ms apart;
 //! - `x-mock-gate: 1`: send the first chunk, then wait for [`MockUpstream::release`].
+//!
+//! A mock made with [`MockUpstream::llm`] answers as an OpenAI-compatible LLM instead: the
+//! `t/fixtures/chat.json` completion (its `model` set to the request's), or with `"stream": true`
+//! the `t/fixtures/chat.sse` events. More headers steer it:
+//! - `x-mock-delay-ms: D`: wait D ms before the response head;
+//! - `x-mock-break-after: N`: cut the connection after N events;
+//! - `x-mock-retry-after: V`: add `Retry-After: V` (with `x-mock-status`).
+//!
+//! Every answer carries `x-request-id` and `x-ratelimit-remaining-requests` headers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,12 +43,28 @@ pub struct MockUpstream {
     hits: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
     gate: Arc<Notify>,
+    llm: bool,
+    /// Bodies whose client went away before the end (the gateway cancelled the upstream call).
+    cancelled: Arc<AtomicUsize>,
 }
 
-type MockBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type MockBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+const CHAT_JSON: &str = include_str!("../fixtures/chat.json");
+const CHAT_SSE: &str = include_str!("../fixtures/chat.sse");
 
 impl MockUpstream {
+    /// A mock LLM provider (OpenAI wire).
+    pub async fn llm(name: &'static str) -> MockUpstream {
+        Self::serve(name, true).await
+    }
+
     pub async fn start(name: &'static str) -> MockUpstream {
+        Self::serve(name, false).await
+    }
+
+    async fn serve(name: &'static str, llm: bool) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mock = MockUpstream {
             addr: listener.local_addr().unwrap(),
@@ -47,6 +72,8 @@ impl MockUpstream {
             hits: Arc::default(),
             seen: Arc::default(),
             gate: Arc::new(Notify::new()),
+            llm,
+            cancelled: Arc::default(),
         };
         let server = mock.clone();
         tokio::spawn(async move {
@@ -84,6 +111,15 @@ impl MockUpstream {
         self.seen().pop().expect("the mock saw a request")
     }
 
+    pub fn cancelled(&self) -> usize {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// `http://host:port`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// Lets a gated response (`x-mock-gate`) go on.
     pub fn release(&self) {
         self.gate.notify_one();
@@ -103,7 +139,17 @@ impl MockUpstream {
         let status = number("x-mock-status").unwrap_or(200) as u16;
         let gap = Duration::from_millis(number("x-mock-gap-ms").unwrap_or(0));
         let gated = head.headers.contains_key("x-mock-gate");
-        let builder = hyper::Response::builder().status(status).header("x-mock-name", self.name);
+        let mut builder = hyper::Response::builder().status(status).header("x-mock-name", self.name);
+        if let Some(delay) = number("x-mock-delay-ms") {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if self.llm {
+            builder = builder.header("x-request-id", "req-mock-1").header("x-ratelimit-remaining-requests", "99");
+            if let Some(retry_after) = head.headers.get("x-mock-retry-after") {
+                builder = builder.header("retry-after", retry_after);
+            }
+            return self.answer_llm(builder, status, &body, gap, number("x-mock-break-after"));
+        }
         if let Some(events) = number("x-mock-sse") {
             let pieces = (0..events).map(|i| Bytes::from(format!("data: {{\"n\":{i}}}\n\n"))).collect();
             return builder.header("content-type", "text/event-stream").body(self.paced(pieces, gap, gated)).unwrap();
@@ -121,17 +167,51 @@ impl MockUpstream {
             "headers": headers,
             "body": String::from_utf8_lossy(&body),
         });
-        builder
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(Bytes::from(echo.to_string())).boxed())
-            .unwrap()
+        builder.header("content-type", "application/json").body(full(echo.to_string())).unwrap()
+    }
+
+    fn answer_llm(
+        &self,
+        builder: http::response::Builder,
+        status: u16,
+        body: &[u8],
+        gap: Duration,
+        break_after: Option<u64>,
+    ) -> hyper::Response<MockBody> {
+        if status != 200 {
+            let error = serde_json::json!({"error": {"message": format!("mock {} says {status}", self.name), "type": "mock", "code": status}});
+            return builder.header("content-type", "application/json").body(full(error.to_string())).unwrap();
+        }
+        let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        if request["stream"] == true {
+            let mut pieces: Vec<Bytes> = CHAT_SSE.split_inclusive("\n\n").map(|e| Bytes::from(e.to_string())).collect();
+            let cut = break_after.map(|n| n as usize);
+            if let Some(n) = cut {
+                pieces.truncate(n);
+            }
+            return builder
+                .header("content-type", "text/event-stream")
+                .body(self.paced_then(pieces, gap, false, cut.is_some()))
+                .unwrap();
+        }
+        let mut completion: serde_json::Value = serde_json::from_str(CHAT_JSON).unwrap();
+        if let Some(model) = request.get("model") {
+            completion["model"] = model.clone();
+        }
+        builder.header("content-type", "application/json").body(full(completion.to_string())).unwrap()
     }
 
     /// A body that sends `pieces` with `gap` between them (after the first, waiting for the gate
     /// when `gated`).
     fn paced(&self, pieces: Vec<Bytes>, gap: Duration, gated: bool) -> MockBody {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        self.paced_then(pieces, gap, gated, false)
+    }
+
+    /// Like `paced`; with `then_break`, the body ends with an error (the connection is cut).
+    fn paced_then(&self, pieces: Vec<Bytes>, gap: Duration, gated: bool, then_break: bool) -> MockBody {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
         let gate = Arc::clone(&self.gate);
+        let cancelled = Arc::clone(&self.cancelled);
         tokio::spawn(async move {
             for (i, piece) in pieces.into_iter().enumerate() {
                 if i > 0 {
@@ -141,12 +221,20 @@ impl MockUpstream {
                     tokio::time::sleep(gap).await;
                 }
                 if tx.send(Ok(Frame::data(piece))).await.is_err() {
+                    cancelled.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
+            }
+            if then_break {
+                let _ = tx.send(Err("mock cut the stream".into())).await;
             }
         });
         StreamBody::new(tokio_stream_from(rx)).boxed()
     }
+}
+
+fn full(text: String) -> MockBody {
+    http_body_util::Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed()
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -1,0 +1,163 @@
+//! A compiled provider call: endpoint, auth, options and overrides, turned into an upstream
+//! request per attempt. `ai-proxy` has one; `ai-proxy-multi` one per instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_TYPE, COOKIE, PROXY_AUTHORIZATION,
+};
+use http::Method;
+use serde_json::{Map, Value};
+
+use super::config::{CommonConfig, LoggingConfig, OverrideConfig};
+use crate::client_pool::{client_for, ClientSettings};
+use crate::headers::forwardable;
+use crate::providers::{self, openai, AuthConfig, BaseUrls, Endpoint, WireFamily};
+use crate::raw_body::{deep_merge, RawBody};
+use crate::{ConfigError, Request, UpstreamRequest};
+
+/// Headers of the client never sent to a provider: its credentials (`headers::CLIENT_CREDENTIALS`), its encoding wishes (the
+/// gateway reads usage from the body, so it asks for identity), and its content type (the body
+/// is JSON whatever the client said).
+const STRIPPED: [HeaderName; 6] =
+    [AUTHORIZATION, HeaderName::from_static("x-api-key"), COOKIE, PROXY_AUTHORIZATION, ACCEPT_ENCODING, CONTENT_TYPE];
+
+/// One provider target.
+pub struct Instance {
+    pub name: Arc<str>,
+    pub endpoint: Endpoint,
+    options: Vec<(String, Value)>,
+    max_tokens: Option<u64>,
+    request_body: Option<Value>,
+    force_request_body: bool,
+}
+
+impl Instance {
+    /// Compiles an instance; errors carry paths relative to the object holding these fields.
+    pub fn compile(
+        name: &str,
+        provider: &str,
+        auth: &AuthConfig,
+        options: &Map<String, Value>,
+        overrides: &OverrideConfig,
+        base_urls: &BaseUrls,
+    ) -> Result<Instance, ConfigError> {
+        let provider = providers::lookup(provider)?;
+        let endpoint = Endpoint::compile(provider, auth, overrides.endpoint.as_deref(), base_urls)?;
+        let family = match provider.family {
+            WireFamily::OpenAi => "openai",
+        };
+        let mut request_body = None;
+        for (protocol, patch) in overrides.request_body.iter().flatten() {
+            if protocol != "openai" {
+                return Err(ConfigError::new(
+                    format!("override.request_body.{protocol}"),
+                    "unknown protocol; use `openai`",
+                ));
+            }
+            if !patch.is_object() {
+                return Err(ConfigError::new(format!("override.request_body.{protocol}"), "must be an object"));
+            }
+            if protocol == family {
+                request_body = Some(patch.clone());
+            }
+        }
+        Ok(Instance {
+            name: Arc::from(name),
+            endpoint,
+            options: options.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            max_tokens: overrides.llm_options.as_ref().and_then(|o| o.max_tokens),
+            request_body,
+            force_request_body: overrides.request_body_force_override,
+        })
+    }
+
+    /// The model this instance asks for, when its options pin one.
+    pub fn model(&self) -> Option<&str> {
+        self.options.iter().find(|(k, _)| k == "model").and_then(|(_, v)| v.as_str())
+    }
+
+    /// Builds the upstream request for one attempt from the client's original body. The client's
+    /// bytes go out untouched when no rule changes them.
+    pub fn upstream_request(&self, req: &Request, body: &RawBody, transport: &Transport) -> UpstreamRequest {
+        let mut edit = body.edit();
+        for (key, value) in &self.options {
+            if edit.current(key).as_ref() != Some(value) {
+                edit.set(key, value.clone());
+            }
+        }
+        if let Some(max_tokens) = self.max_tokens {
+            if edit.current("max_tokens").and_then(|v| v.as_u64()) != Some(max_tokens) {
+                edit.set("max_tokens", max_tokens.into());
+            }
+        }
+        if let Some(Value::Object(patch)) = &self.request_body {
+            for (key, value) in patch {
+                let current = edit.current(key);
+                let mut merged = current.clone().unwrap_or(Value::Null);
+                if current.is_none() {
+                    merged = value.clone();
+                } else {
+                    deep_merge(&mut merged, value, self.force_request_body);
+                }
+                if Some(&merged) != current.as_ref() {
+                    edit.set(key, merged);
+                }
+            }
+        }
+        if edit.current("stream") == Some(Value::Bool(true)) {
+            openai::request_usage_in_stream(&mut edit);
+        }
+        if self.endpoint.provider.drops_model && edit.current("model").is_some() {
+            edit.remove("model");
+        }
+        let mut headers = forwardable(&req.head.headers, &STRIPPED);
+        for (name, value) in &self.endpoint.auth_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        UpstreamRequest {
+            method: Method::POST,
+            url: self.endpoint.url.clone(),
+            headers,
+            body: edit.into_bytes(),
+            client: transport.client.clone(),
+            timeout: transport.timeout,
+            max_duration: transport.max_duration,
+            max_response_bytes: transport.max_response_bytes,
+            label: Arc::clone(&self.name),
+        }
+    }
+}
+
+/// The plugin-level transport settings, compiled.
+pub struct Transport {
+    pub client: reqwest::Client,
+    pub timeout: Duration,
+    pub max_request_bytes: Option<u64>,
+    pub max_duration: Option<Duration>,
+    pub max_response_bytes: Option<u64>,
+    pub logging: LoggingConfig,
+}
+
+impl Transport {
+    pub fn compile(common: &CommonConfig) -> Result<Transport, ConfigError> {
+        common.check()?;
+        let client = client_for(ClientSettings {
+            connect_timeout_ms: common.timeout,
+            keepalive: common.keepalive,
+            keepalive_timeout_ms: common.keepalive_timeout,
+            keepalive_pool: common.keepalive_pool,
+            ssl_verify: common.ssl_verify,
+        });
+        Ok(Transport {
+            client,
+            timeout: Duration::from_millis(common.timeout),
+            max_request_bytes: common.max_req_body_size,
+            max_duration: common.max_stream_duration_ms.map(Duration::from_millis),
+            max_response_bytes: common.max_response_bytes,
+            logging: common.logging,
+        })
+    }
+}
