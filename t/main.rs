@@ -6,6 +6,7 @@ mod harness;
 
 mod admin;
 mod ai_proxy;
+mod ai_proxy_multi;
 mod process;
 mod proxying;
 mod reload;

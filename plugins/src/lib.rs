@@ -4,6 +4,7 @@
 //! compiles each route's plugin configs through a [`Registry`] into a [`Chain`] and runs its phases.
 
 pub mod ai_proxy;
+pub mod ai_proxy_multi;
 pub mod balancer;
 pub mod client_pool;
 pub mod ctx;

@@ -44,8 +44,18 @@ pub struct MockUpstream {
     seen: Arc<Mutex<Vec<Seen>>>,
     gate: Arc<Notify>,
     llm: bool,
+    /// Defaults for the steering headers, set by the test: lets one mock of several misbehave.
+    behaviour: Arc<Mutex<Behaviour>>,
     /// Bodies whose client went away before the end (the gateway cancelled the upstream call).
     cancelled: Arc<AtomicUsize>,
+}
+
+/// What a mock does when the request does not say otherwise.
+#[derive(Debug, Default, Clone)]
+pub struct Behaviour {
+    pub status: Option<u16>,
+    pub retry_after: Option<String>,
+    pub delay_ms: Option<u64>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -73,6 +83,7 @@ impl MockUpstream {
             seen: Arc::default(),
             gate: Arc::new(Notify::new()),
             llm,
+            behaviour: Arc::default(),
             cancelled: Arc::default(),
         };
         let server = mock.clone();
@@ -111,6 +122,21 @@ impl MockUpstream {
         self.seen().pop().expect("the mock saw a request")
     }
 
+    /// Changes what the mock does by default from now on.
+    pub fn behave(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// Answers every request with `status` from now on.
+    pub fn fail_with(&self, status: u16) {
+        self.behave(Behaviour { status: Some(status), ..Behaviour::default() });
+    }
+
+    /// Requests whose path starts with `prefix`.
+    pub fn hits_on(&self, prefix: &str) -> usize {
+        self.seen().iter().filter(|s| s.path.starts_with(prefix)).count()
+    }
+
     pub fn cancelled(&self) -> usize {
         self.cancelled.load(Ordering::SeqCst)
     }
@@ -136,16 +162,18 @@ impl MockUpstream {
         });
         let number =
             |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        let status = number("x-mock-status").unwrap_or(200) as u16;
+        let behaviour = self.behaviour.lock().unwrap().clone();
+        let status = number("x-mock-status").or(behaviour.status.map(u64::from)).unwrap_or(200) as u16;
         let gap = Duration::from_millis(number("x-mock-gap-ms").unwrap_or(0));
         let gated = head.headers.contains_key("x-mock-gate");
         let mut builder = hyper::Response::builder().status(status).header("x-mock-name", self.name);
-        if let Some(delay) = number("x-mock-delay-ms") {
+        if let Some(delay) = number("x-mock-delay-ms").or(behaviour.delay_ms) {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         if self.llm {
             builder = builder.header("x-request-id", "req-mock-1").header("x-ratelimit-remaining-requests", "99");
-            if let Some(retry_after) = head.headers.get("x-mock-retry-after") {
+            let retry_after = head.headers.get("x-mock-retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+            if let Some(retry_after) = retry_after.or(behaviour.retry_after) {
                 builder = builder.header("retry-after", retry_after);
             }
             return self.answer_llm(builder, status, &body, gap, number("x-mock-break-after"));

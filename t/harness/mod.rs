@@ -5,4 +5,4 @@ pub mod logs;
 pub mod mock;
 
 pub use gateway::TestGateway;
-pub use mock::MockUpstream;
+pub use mock::{Behaviour, MockUpstream};
