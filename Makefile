@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= conf/config.yaml
 
-.PHONY: help run build test lint fmt
+.PHONY: help run build test lint fmt bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,3 +22,7 @@ lint: ## Check formatting and run clippy with warnings as errors
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+bench: ## Benchmark in release mode: mock LLM, gateway, load; prints a table (raw: target/bench/)
+	@command -v etcd >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq etcd-server) || echo "no etcd: row 7 will not be measured"
+	$(CARGO) bench --bench gateway

@@ -1,0 +1,44 @@
+//! Child processes of the bench (mock, gateway nodes, etcd): ports, memory, stopping.
+
+use std::net::TcpListener;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::Result;
+
+/// A loopback port free right now (the child binds it a moment later).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The resident set size of process `pid`, in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or("no VmRSS line")?;
+    let kib = line.split_whitespace().nth(1).ok_or("malformed VmRSS line")?;
+    Ok(kib.parse()?)
+}
+
+/// Asks `child` to stop with SIGTERM (so stores close cleanly), waits up to `grace`, then
+/// kills it. Only ever called on children this bench started.
+pub fn stop(child: &mut Child, grace: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Sleeps about `duration` without the 1 ms granularity of tokio's timer, for polling loops
+/// that time sub-millisecond events. Only the bench's own thread waits.
+pub fn short_sleep(duration: Duration) {
+    std::thread::sleep(duration);
+}

@@ -1,0 +1,121 @@
+//! Rows 1–3: non-streaming chat through `ai-proxy`, the model API and `ai-proxy-multi` (two
+//! weighted instances; the preferred one answering 429), against the mock called directly.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::{check, model_api, summary};
+use crate::load::{self, Shape, Target};
+use crate::node::Node;
+use crate::report::Line;
+use crate::routes::{self, CHAT, PROVIDER_KEY};
+use crate::{Bench, Result};
+
+/// Routes besides the measured ones, so the main node holds 10 (row 6 compares with 10,000).
+const FILLER_ROUTES: usize = 7;
+
+/// Puts the measured routes (and fillers, 10 in all) on `node`, waits until they are live, and
+/// sets up the model API when this build has it (`Err`: why not).
+pub async fn configure(bench: &Bench, node: &Node) -> Result<Result<Arc<Target>, String>> {
+    let (ok, limited) = (bench.mock.ok, bench.mock.limited);
+    node.put_route("chat", &routes::chat_route("/bench/chat", ok)).await?;
+    node.put_route("multi", &routes::multi_route("/bench/multi", ok)).await?;
+    let mut last = node.put_route("fallback", &routes::fallback_route("/bench/fallback", limited, ok)).await?;
+    for i in 0..FILLER_ROUTES {
+        last = node.put_route(&format!("filler-{i}"), &routes::chat_route(&format!("/bench/filler/{i}"), ok)).await?;
+    }
+    node.wait_revision(last).await?;
+    model_api::configure(node, ok).await
+}
+
+/// The direct call every chat row is compared with.
+pub fn direct(bench: &Bench) -> Result<Arc<Target>> {
+    let target = Target::post("direct", bench.mock.ok, "/v1/chat/completions", CHAT)
+        .header("authorization", &format!("Bearer {PROVIDER_KEY}"))?;
+    Ok(Arc::new(target))
+}
+
+/// The `ai-proxy` route of `node`.
+pub fn ai_proxy(node: &Node) -> Arc<Target> {
+    Arc::new(Target::post("ai-proxy", node.proxy, "/bench/chat", CHAT))
+}
+
+pub async fn measure(bench: &mut Bench, node: &Node, model_api: Result<Arc<Target>, String>) -> Result<()> {
+    let mut targets = vec![
+        direct(bench)?,
+        ai_proxy(node),
+        Arc::new(Target::post("ai-proxy-multi", node.proxy, "/bench/multi", CHAT)),
+        Arc::new(Target::post("ai-proxy-multi 429", node.proxy, "/bench/fallback", CHAT)),
+    ];
+    if let Ok(target) = &model_api {
+        targets.push(Arc::clone(target));
+    }
+    for target in &targets {
+        let (status, body) = load::once(target).await?;
+        if status != 200 || !body.starts_with(b"{\"id\":\"chatcmpl-") {
+            return Err(format!("{} answered {status}: {}", target.name, String::from_utf8_lossy(&body)).into());
+        }
+    }
+    let plan = bench.plan.clone();
+    eprintln!("bench: rows 1-3, {} connections", plan.connections);
+    let before = bench.mock.stats().await?;
+    let wide = Shape { connections: plan.connections, warmup: plan.warmup, measure: plan.throughput_window };
+    let wide = load::interleaved(&targets, wide, plan.rounds).await?;
+    let after = bench.mock.stats().await?;
+    eprintln!("bench: rows 1-3, 1 connection");
+    let narrow = Shape { connections: 1, warmup: plan.warmup, measure: plan.latency_window };
+    let narrow = load::interleaved(&targets, narrow, plan.rounds).await?;
+
+    for (i, target) in targets.iter().enumerate() {
+        check(bench, &format!("{} at {} connections", target.name, plan.connections), &wide[i]);
+        check(bench, &format!("{} at 1 connection", target.name), &narrow[i]);
+        bench
+            .report
+            .raw(&format!("chat/{}", target.name), json!({"c64": summary(&wide[i]), "c1": summary(&narrow[i])}));
+    }
+    pool_reuse(bench, before, after);
+
+    let (d, d1) = (&wide[0], &narrow[0]);
+    let lines = |row: u8, name: &str, i: usize, judged: bool| {
+        let (g, g1) = (&wide[i], &narrow[i]);
+        vec![
+            Line::throughput(row, name, "req/s, 64 conns", d.rps(), g.rps(), judged.then_some(0.5)),
+            Line::latency(row, name, "p50, 1 conn", d1.micros(0.5), g1.micros(0.5), judged.then_some(60.0)),
+            Line::latency(row, name, "p99, 1 conn", d1.micros(0.99), g1.micros(0.99), judged.then_some(150.0)),
+        ]
+    };
+    let mut table = lines(1, "ai-proxy", 1, true);
+    match &model_api {
+        Ok(_) => table.extend(lines(2, "model API /v1/chat/completions", 4, false)),
+        Err(why) => table.push(Line::skipped(2, "model API /v1/chat/completions", why)),
+    }
+    table.extend(lines(3, "ai-proxy-multi, 2 instances 3:1", 2, false));
+    table.extend(lines(3, "ai-proxy-multi, first answers 429", 3, false));
+    let fallback_cost = narrow[3].micros(0.5) - narrow[2].micros(0.5);
+    table.push(Line {
+        gateway: format!("{fallback_cost:+.0} µs"),
+        versus: "vs 2 instances, p50".into(),
+        ..Line::new(3, "ai-proxy-multi, first answers 429", "cost of one fallback")
+    });
+    for line in table {
+        bench.report.push(line);
+    }
+    Ok(())
+}
+
+/// Notes how many upstream connections the gateway opened during the 64-connection runs: a
+/// pool that reuses its connections opens about as many as there are concurrent requests.
+fn pool_reuse(bench: &mut Bench, before: (u64, u64), after: (u64, u64)) {
+    let rounds = u64::from(bench.plan.rounds.max(1));
+    // The direct runs open one connection per client connection per round; `stats` opens one.
+    let direct = bench.plan.connections as u64 * rounds + 1;
+    let opened = (after.0 - before.0).saturating_sub(direct);
+    let requests = after.1 - before.1;
+    bench.report.raw("upstream_connections_c64", json!({"opened_by_gateway": opened, "mock_requests": requests}));
+    let verdict = if opened <= 4 * bench.plan.connections as u64 * rounds { "reused" } else { "NOT reused" };
+    bench.report.notes.push(format!(
+        "Upstream keep-alive: during the 64-connection runs the gateway opened {opened} connections to the mock, \
+         which answered {requests} requests in all ({verdict})."
+    ));
+}
