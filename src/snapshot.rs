@@ -31,6 +31,8 @@ pub struct CompiledRoute {
     pub revision: u64,
     pub chain: Chain,
     pub upstream: Option<Arc<Upstream>>,
+    /// The service the route uses, whose revision is part of the fingerprint.
+    service_id: Option<String>,
     /// Route and service revisions this was compiled from: unchanged means reusable.
     fingerprint: (u64, Option<u64>),
 }
@@ -47,6 +49,7 @@ impl CompiledRoute {
             revision: 0,
             chain: Chain::default(),
             upstream: None,
+            service_id: None,
             fingerprint: (0, None),
         }
     }
@@ -136,6 +139,11 @@ impl Snapshot {
         registry: &Registry,
         prev: Option<&Snapshot>,
     ) -> Result<Option<Arc<CompiledRoute>>, ConfigError> {
+        if let Some(old) = prev.and_then(|p| p.routes.get(id)) {
+            if self.unchanged(old, kv) {
+                return Ok(Some(Arc::clone(old)));
+            }
+        }
         let value: serde_json::Value =
             serde_json::from_slice(&kv.value).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
         let (spec, upstream) = RouteSpec::parse(&value)?;
@@ -160,6 +168,18 @@ impl Snapshot {
         route.revision = kv.mod_revision;
         route.fingerprint = fingerprint;
         Ok(Some(Arc::new(route)))
+    }
+
+    /// Whether `old` was compiled from this very write of the route and from its service as it
+    /// is now. Checked before parsing: a reload with 10,000 routes then parses only what changed.
+    fn unchanged(&self, old: &CompiledRoute, kv: &KeyValue) -> bool {
+        if old.fingerprint.0 != kv.mod_revision {
+            return false;
+        }
+        match &old.service_id {
+            None => true,
+            Some(service_id) => self.services.get(service_id).is_some_and(|s| Some(s.revision) == old.fingerprint.1),
+        }
     }
 
     fn reject(&mut self, kind: &str, id: &str, kv: &KeyValue, err: ConfigError) {
@@ -215,6 +235,7 @@ pub fn compile_route(
         revision: 0,
         chain,
         upstream,
+        service_id: spec.service_id.clone(),
         fingerprint: (0, None),
     })
 }
