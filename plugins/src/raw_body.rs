@@ -79,6 +79,16 @@ impl BodyEdit<'_> {
         }
     }
 
+    /// The raw JSON a field will have when this edit has not changed it: the client's bytes.
+    /// `None` when the field is absent or was changed here. Comparing it with a value's
+    /// serialised form avoids parsing the field.
+    pub fn raw_unchanged(&self, key: &str) -> Option<&str> {
+        if self.changes.iter().any(|(k, _)| k == key) {
+            return None;
+        }
+        self.base.raw(key).map(RawValue::get)
+    }
+
     pub fn set(&mut self, key: &str, value: Value) {
         self.changes.push((key.to_string(), Some(value)));
     }
@@ -107,33 +117,45 @@ impl BodyEdit<'_> {
         let mut out = Vec::with_capacity(self.base.original.len() + 64);
         out.push(b'{');
         let mut first = true;
-        let mut push = |out: &mut Vec<u8>, key: &str, value: &[u8]| {
+        // Keys and values are written straight into `out`: no string per field.
+        let mut push = |out: &mut Vec<u8>, key: &str, value: Field<'_>| {
             if !first {
                 out.push(b',');
             }
             first = false;
-            // Serialising a &str cannot fail.
-            out.extend_from_slice(serde_json::to_string(key).unwrap_or_default().as_bytes());
+            // Writing JSON into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, key);
             out.push(b':');
-            out.extend_from_slice(value);
+            match value {
+                Field::Raw(raw) => out.extend_from_slice(raw.as_bytes()),
+                Field::Value(value) => {
+                    let _ = serde_json::to_writer(&mut *out, value);
+                }
+            }
         };
         for (key, raw) in &self.base.fields {
             match final_changes.iter().find(|(k, _)| k == key) {
-                Some((_, Some(value))) => push(&mut out, key, value.to_string().as_bytes()),
+                Some((_, Some(value))) => push(&mut out, key, Field::Value(value)),
                 Some((_, None)) => {}
-                None => push(&mut out, key, raw.get().as_bytes()),
+                None => push(&mut out, key, Field::Raw(raw.get())),
             }
         }
         for (key, change) in &final_changes {
             if let Some(value) = change {
                 if !self.base.fields.iter().any(|(k, _)| k == key) {
-                    push(&mut out, key, value.to_string().as_bytes());
+                    push(&mut out, key, Field::Value(value));
                 }
             }
         }
         out.push(b'}');
         Bytes::from(out)
     }
+}
+
+/// A field's value as `into_bytes` writes it.
+enum Field<'a> {
+    Raw(&'a str),
+    Value(&'a Value),
 }
 
 struct FieldsVisitor;

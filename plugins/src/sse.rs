@@ -23,6 +23,15 @@ impl SseSplitter {
         self.next_event()
     }
 
+    /// Like [`SseSplitter::push`], for a chunk the caller owns: a chunk that is exactly one
+    /// complete event (what providers send, one event per write) passes through uncopied.
+    pub fn push_bytes(&mut self, chunk: Bytes) -> Option<Bytes> {
+        if self.buf.is_empty() && find_event_end(&chunk, 0) == Some(chunk.len()) {
+            return Some(chunk);
+        }
+        self.push(&chunk)
+    }
+
     /// Returns the next complete event already buffered.
     pub fn next_event(&mut self) -> Option<Bytes> {
         let Some(end) = find_event_end(&self.buf, self.scanned.saturating_sub(2)) else {
@@ -92,6 +101,17 @@ mod tests {
         assert_eq!(sse.next_event().as_deref(), Some(&b"data: two\n\n"[..]));
         assert_eq!(sse.next_event(), None);
         assert_eq!(sse.take_rest().as_deref(), Some(&b"data: thr"[..]));
+    }
+
+    #[test]
+    fn a_chunk_holding_one_whole_event_passes_through() {
+        let mut sse = SseSplitter::new();
+        let event = Bytes::from_static(b"data: one\n\n");
+        assert_eq!(sse.push_bytes(event.clone()).map(|e| e.as_ptr()), Some(event.as_ptr()));
+        assert_eq!(sse.push_bytes(Bytes::from_static(b"data: a\n\ndata: b\n\n")).as_deref(), Some(&b"data: a\n\n"[..]));
+        assert_eq!(sse.next_event().as_deref(), Some(&b"data: b\n\n"[..]));
+        assert_eq!(sse.push_bytes(Bytes::from_static(b"data: c")), None);
+        assert_eq!(sse.push_bytes(Bytes::from_static(b"\n\n")).as_deref(), Some(&b"data: c\n\n"[..]));
     }
 
     #[test]

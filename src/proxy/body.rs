@@ -197,7 +197,7 @@ impl Body for RelayBody {
                     this.stall.as_mut().reset(Instant::now() + this.limits.stall);
                     match this.sse.as_mut() {
                         Some(sse) => {
-                            if let Some(event) = sse.push(&chunk) {
+                            if let Some(event) = sse.push_bytes(chunk) {
                                 if let Some(frame) = this.filtered(event, false) {
                                     return Poll::Ready(Some(Ok(Frame::data(frame))));
                                 }

@@ -2,17 +2,18 @@
 
 use std::sync::Arc;
 
-use http::Method;
+use http::{Method, Uri};
 use switchyard_plugins::{Ctx, Outcome, Phases};
 
 use crate::snapshot::CompiledRoute;
 
 /// Carries what the log needs from the request head, so bodies can finish after the handler
-/// returned.
+/// returned. Cloning it copies no string: the URI shares the request's bytes.
+#[derive(Clone)]
 pub struct Finisher {
     pub route: Arc<CompiledRoute>,
     pub method: Method,
-    pub path: String,
+    pub uri: Uri,
     pub access_log: bool,
 }
 
@@ -32,7 +33,7 @@ impl Finisher {
                 target: "access",
                 client = %ctx.client_addr.ip(),
                 method = %self.method,
-                path = %self.path,
+                path = %self.uri.path(),
                 route = %ctx.route_id,
                 status = outcome.status,
                 bytes = outcome.body_bytes,
@@ -56,7 +57,7 @@ impl Finisher {
                 target: "access",
                 client = %ctx.client_addr.ip(),
                 method = %self.method,
-                path = %self.path,
+                path = %self.uri.path(),
                 route = %ctx.route_id,
                 status = outcome.status,
                 bytes = outcome.body_bytes,

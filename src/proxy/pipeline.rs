@@ -47,7 +47,7 @@ pub async fn run(
     let finisher = Finisher {
         route: Arc::clone(&route),
         method: req.head.method.clone(),
-        path: req.head.uri.path().to_string(),
+        uri: req.head.uri.clone(),
         access_log: shared.config.log.access_log,
     };
     for phase in [Phases::REWRITE, Phases::ACCESS] {
@@ -108,9 +108,9 @@ pub async fn run(
         match (verdict, sent) {
             (Verdict::Accept, Ok(response)) => return respond_upstream(&finisher, ctx, response, limits).await,
             (Verdict::Accept, Err(err)) => return fail(&finisher, ctx, err),
-            (Verdict::Retry, Ok(response)) => {
+            (Verdict::Retry, Ok(mut response)) => {
                 let status = response.status();
-                let headers = response.headers().clone();
+                let headers = std::mem::take(response.headers_mut());
                 let body = read_all(response, limits.stall, Some(MAX_FAILURE_BODY)).await.unwrap_or_default();
                 last_failure = Some(Failure::Response { status, headers, body });
             }
@@ -123,7 +123,7 @@ pub async fn run(
 async fn respond_upstream(
     finisher: &Finisher,
     mut ctx: Ctx,
-    response: reqwest::Response,
+    mut response: reqwest::Response,
     limits: RelayLimits,
 ) -> hyper::Response<ResponseBody> {
     let status = response.status();
@@ -132,8 +132,8 @@ async fn respond_upstream(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    let headers = std::mem::take(response.headers_mut());
     if !event_stream && ctx.buffer_response {
-        let headers = response.headers().clone();
         return match read_all(response, limits.stall, limits.max_bytes).await {
             Ok(body) => {
                 ctx.ai.time_to_first_token.get_or_insert(ctx.started.elapsed());
@@ -142,22 +142,10 @@ async fn respond_upstream(
             Err(err) => fail(finisher, ctx, err),
         };
     }
-    let mut head = response_head(status, response.headers(), &ctx, true);
+    let mut head = response_head(status, headers, &ctx, true);
     run_header_filters(finisher, &mut ctx, &mut head);
     let stream = Box::pin(response.bytes_stream());
-    let relay = RelayBody::new(
-        stream,
-        event_stream,
-        ctx,
-        Finisher {
-            route: Arc::clone(&finisher.route),
-            method: finisher.method.clone(),
-            path: finisher.path.clone(),
-            access_log: finisher.access_log,
-        },
-        status.as_u16(),
-        limits,
-    );
+    let relay = RelayBody::new(stream, event_stream, ctx, finisher.clone(), status.as_u16(), limits);
     hyper::Response::from_parts(head, ResponseBody::Relay(Box::new(relay)))
 }
 
@@ -169,7 +157,7 @@ fn respond_buffered(
     headers: HeaderMap,
     mut body: Bytes,
 ) -> hyper::Response<ResponseBody> {
-    let mut head = response_head(status, &headers, &ctx, false);
+    let mut head = response_head(status, headers, &ctx, false);
     run_header_filters(finisher, &mut ctx, &mut head);
     for plugin in finisher.route.chain.with_phase(Phases::BODY_FILTER) {
         plugin.body_filter(&mut ctx, &mut body, true);
@@ -180,21 +168,21 @@ fn respond_buffered(
     hyper::Response::from_parts(head, ResponseBody::full(body))
 }
 
-/// The head relayed to the client: the upstream's headers less hop-by-hop ones, plus the
-/// headers plugins added to the context.
-fn response_head(status: StatusCode, upstream: &HeaderMap, ctx: &Ctx, streamed: bool) -> http::response::Parts {
-    let (mut head, ()) = hyper::Response::new(()).into_parts();
-    head.status = status;
-    head.headers.reserve(upstream.len() + ctx.response_headers.len());
-    for (name, value) in upstream {
-        if HOP_BY_HOP.contains(name) || (streamed && name == CONTENT_LENGTH) {
-            continue;
-        }
-        head.headers.append(name.clone(), value.clone());
+/// The head relayed to the client: the upstream's headers less hop-by-hop ones (taken over,
+/// not copied), plus the headers plugins added to the context.
+fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &Ctx, streamed: bool) -> http::response::Parts {
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if streamed {
+        headers.remove(CONTENT_LENGTH);
     }
     for (name, value) in &ctx.response_headers {
-        head.headers.insert(name.clone(), value.clone());
+        headers.insert(name.clone(), value.clone());
     }
+    let (mut head, ()) = hyper::Response::new(()).into_parts();
+    head.status = status;
+    head.headers = headers;
     head
 }
 

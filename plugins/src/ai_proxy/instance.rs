@@ -23,11 +23,19 @@ use crate::{ConfigError, Request, UpstreamRequest};
 const STRIPPED: [HeaderName; 6] =
     [AUTHORIZATION, HeaderName::from_static("x-api-key"), COOKIE, PROXY_AUTHORIZATION, ACCEPT_ENCODING, CONTENT_TYPE];
 
+/// An `options` entry, with its value also serialised: a request whose field already has
+/// exactly these bytes keeps them without parsing.
+struct OptionField {
+    key: String,
+    value: Value,
+    json: String,
+}
+
 /// One provider target.
 pub struct Instance {
     pub name: Arc<str>,
     pub endpoint: Endpoint,
-    options: Vec<(String, Value)>,
+    options: Vec<OptionField>,
     max_tokens: Option<u64>,
     request_body: Option<Value>,
     force_request_body: bool,
@@ -66,7 +74,10 @@ impl Instance {
         Ok(Instance {
             name: Arc::from(name),
             endpoint,
-            options: options.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            options: options
+                .iter()
+                .map(|(key, value)| OptionField { key: key.clone(), value: value.clone(), json: value.to_string() })
+                .collect(),
             max_tokens: overrides.llm_options.as_ref().and_then(|o| o.max_tokens),
             request_body,
             force_request_body: overrides.request_body_force_override,
@@ -75,16 +86,20 @@ impl Instance {
 
     /// The model this instance asks for, when its options pin one.
     pub fn model(&self) -> Option<&str> {
-        self.options.iter().find(|(k, _)| k == "model").and_then(|(_, v)| v.as_str())
+        self.options.iter().find(|o| o.key == "model").and_then(|o| o.value.as_str())
     }
 
     /// Builds the upstream request for one attempt from the client's original body. The client's
     /// bytes go out untouched when no rule changes them.
     pub fn upstream_request(&self, req: &Request, body: &RawBody, transport: &Transport) -> UpstreamRequest {
         let mut edit = body.edit();
-        for (key, value) in &self.options {
-            if edit.current(key).as_ref() != Some(value) {
-                edit.set(key, value.clone());
+        for option in &self.options {
+            let same = match edit.raw_unchanged(&option.key) {
+                Some(raw) if raw == option.json => true,
+                _ => edit.current(&option.key).as_ref() == Some(&option.value),
+            };
+            if !same {
+                edit.set(&option.key, option.value.clone());
             }
         }
         if let Some(max_tokens) = self.max_tokens {
@@ -106,7 +121,11 @@ impl Instance {
                 }
             }
         }
-        if edit.current("stream") == Some(Value::Bool(true)) {
+        let streamed = match edit.raw_unchanged("stream") {
+            Some(raw) => raw == "true",
+            None => edit.current("stream") == Some(Value::Bool(true)),
+        };
+        if streamed {
             openai::request_usage_in_stream(&mut edit);
         }
         if self.endpoint.provider.drops_model && edit.current("model").is_some() {
