@@ -38,10 +38,10 @@ impl Plan {
     pub fn full() -> Plan {
         Plan {
             full: true,
-            warmup: Duration::from_millis(300),
+            warmup: Duration::from_millis(200),
             throughput_window: Duration::from_secs(4),
             latency_window: Duration::from_secs(4),
-            rounds: 2,
+            rounds: 4,
             connections: 64,
             memory_connections: 256,
             memory_window: Duration::from_secs(4),
