@@ -68,6 +68,10 @@ impl Upstream {
                     .connect_timeout(self.connect_timeout)
                     .pool_idle_timeout(Duration::from_secs(60))
                     .redirect(reqwest::redirect::Policy::none())
+                    .referer(false)
+                    // Retries are the upstream's `retries` setting, run by the target; reqwest's
+                    // own policy would clone every request's headers in case of a retry.
+                    .retry(reqwest::retry::never())
                     .no_proxy()
                     .build()
                     .unwrap_or_else(|err| {

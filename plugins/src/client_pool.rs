@@ -45,6 +45,10 @@ fn build(settings: ClientSettings) -> reqwest::Client {
         .pool_max_idle_per_host(idle)
         .danger_accept_invalid_certs(!settings.ssl_verify)
         .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        // The gateway decides about retries itself (fallback strategies). reqwest's own policy
+        // would also clone every request's headers before sending it, in case of a retry.
+        .retry(reqwest::retry::never())
         .no_proxy()
         .build()
         .unwrap_or_else(|err| {

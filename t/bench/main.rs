@@ -14,6 +14,7 @@ mod mock;
 mod node;
 mod plan;
 mod process;
+mod relay;
 mod report;
 mod routes;
 mod rows;
@@ -46,11 +47,16 @@ pub struct Bench {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("mock") {
-        return match mock::main(&args[1..]) {
+    let helper = match args.first().map(String::as_str) {
+        Some("mock") => Some(mock::main(&args[1..])),
+        Some("relay") => Some(relay::main(&args[1..])),
+        _ => None,
+    };
+    if let Some(result) = helper {
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("mock: {err}");
+                eprintln!("bench helper: {err}");
                 ExitCode::FAILURE
             }
         };

@@ -24,10 +24,10 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::process::{port_field, until_stdin_closes};
 use crate::Result;
 
 /// How the streamed answers look; set on the command line.
@@ -98,10 +98,7 @@ pub fn main(args: &[String]) -> Result<()> {
         let stats = Arc::new(Stats::default());
         tokio::spawn(accept(ok, false, settings, Arc::clone(&stats)));
         tokio::spawn(accept(limited, true, settings, stats));
-        let mut stdin = tokio::io::stdin();
-        let mut sink = [0u8; 64];
-        while stdin.read(&mut sink).await? > 0 {}
-        Ok(())
+        until_stdin_closes().await
     })
 }
 
@@ -220,23 +217,9 @@ pub struct MockProcess {
 impl MockProcess {
     /// Starts the bench executable again as a mock and waits until it listens.
     pub fn spawn(settings: MockSettings) -> Result<MockProcess> {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(settings.args())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("the mock has no stdout")?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
-        let port = |key: &str| -> Result<u16> {
-            let field = line.split_whitespace().find_map(|f| f.strip_prefix(key)).ok_or("the mock did not start")?;
-            Ok(field.parse()?)
-        };
-        let (ok, limited) = (port("ok=")?, port("limited=")?);
-        Ok(MockProcess { child, ok: ([127, 0, 0, 1], ok).into(), limited: ([127, 0, 0, 1], limited).into(), settings })
+        let (child, line) = crate::process::spawn_self(&settings.args())?;
+        let (ok, limited) = (port_field(&line, "ok=")?, port_field(&line, "limited=")?);
+        Ok(MockProcess { child, ok, limited, settings })
     }
 
     pub fn pid(&self) -> u32 {

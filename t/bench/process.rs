@@ -1,10 +1,41 @@
 //! Child processes of the bench (mock, gateway nodes, etcd): ports, memory, stopping.
 
+use std::io::BufRead;
 use std::net::TcpListener;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::Result;
+
+/// Starts this bench executable again with `args` (a helper: mock or relay) and returns it with
+/// the first line it prints (where it listens). The helper exits when its standard input closes.
+pub fn spawn_self(args: &[String]) -> Result<(Child, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("the helper has no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    Ok((child, line))
+}
+
+/// The `key=<port>` field of a helper's first line, as a loopback address.
+pub fn port_field(line: &str, key: &str) -> Result<std::net::SocketAddr> {
+    let field = line.split_whitespace().find_map(|f| f.strip_prefix(key)).ok_or("the helper did not start")?;
+    Ok(([127, 0, 0, 1], field.parse::<u16>()?).into())
+}
+
+/// Waits until standard input closes: how a helper learns that the bench is over.
+pub async fn until_stdin_closes() -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0u8; 64];
+    while stdin.read(&mut sink).await? > 0 {}
+    Ok(())
+}
 
 /// A loopback port free right now (the child binds it a moment later).
 pub fn free_port() -> Result<u16> {

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{check, model_api, summary};
 use crate::load::{self, Shape, Target};
 use crate::node::Node;
+use crate::relay::RelayProcess;
 use crate::report::Line;
 use crate::routes::{self, CHAT, PROVIDER_KEY};
 use crate::{Bench, Result};
@@ -42,11 +43,15 @@ pub fn ai_proxy(node: &Node) -> Arc<Target> {
 }
 
 pub async fn measure(bench: &mut Bench, node: &Node, model_api: Result<Arc<Target>, String>) -> Result<()> {
+    let relay = RelayProcess::spawn(bench.mock.ok)?;
+    let reference = Target::post("bare hyper relay", relay.addr, "/v1/chat/completions", CHAT)
+        .header("authorization", &format!("Bearer {PROVIDER_KEY}"))?;
     let mut targets = vec![
         direct(bench)?,
         ai_proxy(node),
         Arc::new(Target::post("ai-proxy-multi", node.proxy, "/bench/multi", CHAT)),
         Arc::new(Target::post("ai-proxy-multi 429", node.proxy, "/bench/fallback", CHAT)),
+        Arc::new(reference),
     ];
     if let Ok(target) = &model_api {
         targets.push(Arc::clone(target));
@@ -66,6 +71,7 @@ pub async fn measure(bench: &mut Bench, node: &Node, model_api: Result<Arc<Targe
     eprintln!("bench: rows 1-3, 1 connection");
     let narrow = Shape { connections: 1, warmup: plan.warmup, measure: plan.latency_window };
     let narrow = load::interleaved(&targets, narrow, plan.rounds).await?;
+    drop(relay);
 
     for (i, target) in targets.iter().enumerate() {
         check(bench, &format!("{} at {} connections", target.name, plan.connections), &wide[i]);
@@ -86,8 +92,9 @@ pub async fn measure(bench: &mut Bench, node: &Node, model_api: Result<Arc<Targe
         ]
     };
     let mut table = lines(1, "ai-proxy", 1, true);
+    table.extend(lines(1, "reference: bare hyper relay, no plugins", 4, false));
     match &model_api {
-        Ok(_) => table.extend(lines(2, "model API /v1/chat/completions", 4, false)),
+        Ok(_) => table.extend(lines(2, "model API /v1/chat/completions", 5, false)),
         Err(why) => table.push(Line::skipped(2, "model API /v1/chat/completions", why)),
     }
     table.extend(lines(3, "ai-proxy-multi, 2 instances 3:1", 2, false));
@@ -108,8 +115,9 @@ pub async fn measure(bench: &mut Bench, node: &Node, model_api: Result<Arc<Targe
 /// pool that reuses its connections opens about as many as there are concurrent requests.
 fn pool_reuse(bench: &mut Bench, before: (u64, u64), after: (u64, u64)) {
     let rounds = u64::from(bench.plan.rounds.max(1));
-    // The direct runs open one connection per client connection per round; `stats` opens one.
-    let direct = bench.plan.connections as u64 * rounds + 1;
+    // The direct and relay runs open one connection per client connection per round; `stats`
+    // opens one.
+    let direct = 2 * bench.plan.connections as u64 * rounds + 1;
     let opened = (after.0 - before.0).saturating_sub(direct);
     let requests = after.1 - before.1;
     bench.report.raw("upstream_connections_c64", json!({"opened_by_gateway": opened, "mock_requests": requests}));
