@@ -2,23 +2,29 @@
 CARGO ?= cargo
 CONFIG ?= conf/config.yaml
 
-.PHONY: help run build test lint fmt
+.PHONY: help run build test lint fmt protoc etcd
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-run: ## Build and start the gateway with $(CONFIG) (embedded store, no other service)
+run: protoc ## Build and start the gateway with $(CONFIG) (embedded store, no other service)
 	$(CARGO) run --release --bin switchyard -- -c $(CONFIG)
 
-build: ## Build the release binary
+build: protoc ## Build the release binary
 	$(CARGO) build --release
 
-test: ## Run every unit and integration test
+test: protoc etcd ## Run every unit and integration test (the etcd tests spawn a real etcd)
 	$(CARGO) test --workspace --all-targets
 
-lint: ## Check formatting and run clippy with warnings as errors
+lint: protoc ## Check formatting and run clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+protoc: ## Install protoc (Debian protobuf-compiler) when missing: the etcd client's build needs it
+	@scripts/require protoc protobuf-compiler
+
+etcd: ## Install etcd (Debian etcd-server) when missing: the tests run a real one
+	@scripts/require etcd etcd-server

@@ -5,7 +5,9 @@
 mod harness;
 
 mod admin;
+mod etcd;
 mod process;
 mod proxying;
 mod reload;
 mod routing;
+mod store_contract;

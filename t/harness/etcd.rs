@@ -1,0 +1,130 @@
+//! A real etcd (Debian's `etcd-server`, binary `etcd` on PATH or `$ETCD_BIN`) on free loopback
+//! ports with its own data folder. It can be stopped and restarted on the same ports and data, to
+//! test outages. A missing etcd fails the test with instructions: it is never skipped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use switchyard::config::StoreBackend;
+use switchyard::Config;
+use tempfile::TempDir;
+
+pub struct Etcd {
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    dir: TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn binary() -> PathBuf {
+    std::env::var_os("ETCD_BIN").map_or_else(|| PathBuf::from("etcd"), PathBuf::from)
+}
+
+impl Etcd {
+    /// Spawns a one-member cluster and waits until it answers.
+    pub async fn start() -> Etcd {
+        let mut etcd =
+            Etcd { child: None, client_port: free_port(), peer_port: free_port(), dir: tempfile::tempdir().unwrap() };
+        etcd.spawn().await;
+        etcd
+    }
+
+    /// `http://127.0.0.1:<port>`, for `store.etcd.endpoints`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Kills etcd (SIGKILL: an outage, not a shutdown) and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts etcd again on the same ports and data after [`Etcd::stop`].
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart follows stop");
+        self.spawn().await;
+    }
+
+    /// A client of its own, for writes around the gateway (as `etcdctl` would make them).
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint()], None).await.unwrap()
+    }
+
+    /// Points a node config at this etcd, in group `group`, with a short timeout so outage tests
+    /// run fast.
+    pub fn configure(&self, config: &mut Config, group: &str) {
+        config.gateway_group_id = group.into();
+        config.store.backend = StoreBackend::Etcd;
+        config.store.etcd.endpoints = vec![self.endpoint()];
+        config.store.etcd.timeout_ms = 1000;
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    async fn spawn(&mut self) {
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let spawned = Command::new(binary())
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .args(["--heartbeat-interval=50", "--election-timeout=500", "--logger=zap", "--log-level=warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(err) => panic!(
+                "cannot run etcd ({}): {err}. These tests need a real etcd: install Debian's `etcd-server` \
+                 (`apt-get install -y etcd-server`; `make test` does it) or set ETCD_BIN",
+                binary().display()
+            ),
+        };
+        self.child = Some(child);
+        self.wait_until_healthy().await;
+    }
+
+    async fn wait_until_healthy(&mut self) {
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(500)).build().unwrap();
+        let url = format!("{}/health", self.endpoint());
+        for _ in 0..200 {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "etcd exited with {status}:\n{}",
+                        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+                    );
+                }
+            }
+            if let Ok(response) = http.get(&url).send().await {
+                if response.text().await.is_ok_and(|body| body.contains("\"true\"")) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("etcd did not become healthy:\n{}", std::fs::read_to_string(self.log_path()).unwrap_or_default());
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
