@@ -272,3 +272,45 @@ async fn compaction_past_the_watch_revision_resyncs_and_later_changes_still_appl
     shutdown.send(true).unwrap();
     follower.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_node_signs_in_with_user_and_password_and_a_wrong_password_is_a_clear_start_error() {
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    client.user_add("root", "right-horse-battery", None).await.unwrap();
+    client.user_grant_role("root", "root").await.unwrap();
+    client.auth_enable().await.unwrap();
+    let mock = MockUpstream::start("up").await;
+
+    let gw = TestGateway::start_in(tempfile::tempdir().unwrap(), |c| {
+        etcd.configure(c, "default");
+        c.store.etcd.user = Some("root".into());
+        c.store.etcd.password = Some("right-horse-battery".into());
+    })
+    .await;
+    gw.put_route(route("auth", "/auth", &mock)).await;
+    assert_eq!(gw.get("/auth").await.0, StatusCode::OK);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    etcd.configure(&mut config, "default");
+    config.proxy.listen = vec!["127.0.0.1:0".into()];
+    config.admin.listen = vec!["127.0.0.1:0".into()];
+    config.store.path = dir.path().join("store");
+    config.store.etcd.user = Some("root".into());
+    config.store.etcd.password = Some("wrong-horse".into());
+    let Err(err) = switchyard::Gateway::start(config).await else { panic!("started with a wrong password") };
+    let message = err.to_string();
+    assert!(message.contains("authentication failed") && !message.contains("wrong-horse"), "{message}");
+}
+
+#[tokio::test]
+async fn a_node_reaches_etcd_over_tls_with_a_client_certificate() {
+    let etcd = Etcd::start_tls().await;
+    let mock = MockUpstream::start("up").await;
+    let (a, b) = (node(&etcd, "default").await, node(&etcd, "default").await);
+    let (status, body) = a.admin(Method::PUT, "/apisix/admin/routes", Some(route("tls", "/tls", &mock))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    b.wait_for_revision(revision_of(&body)).await;
+    assert_eq!(b.get("/tls").await.0, StatusCode::OK);
+}

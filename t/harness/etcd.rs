@@ -15,7 +15,14 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     dir: TempDir,
+    /// Serves clients over TLS and asks them for a certificate: files in `dir` (see [`Etcd::tls`]).
+    tls: bool,
 }
+
+/// PEM file names in the etcd folder when it serves TLS.
+const CA: &str = "ca.pem";
+const SERVER: [&str; 2] = ["server.pem", "server-key.pem"];
+const CLIENT: [&str; 2] = ["client.pem", "client-key.pem"];
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -28,15 +35,33 @@ fn binary() -> PathBuf {
 impl Etcd {
     /// Spawns a one-member cluster and waits until it answers.
     pub async fn start() -> Etcd {
-        let mut etcd =
-            Etcd { child: None, client_port: free_port(), peer_port: free_port(), dir: tempfile::tempdir().unwrap() };
+        Self::start_with(false).await
+    }
+
+    /// Like [`Etcd::start`], serving clients over TLS with a fresh CA, and requiring client
+    /// certificates signed by it.
+    pub async fn start_tls() -> Etcd {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        if tls {
+            write_certificates(dir.path());
+        }
+        let mut etcd = Etcd { child: None, client_port: free_port(), peer_port: free_port(), dir, tls };
         etcd.spawn().await;
         etcd
     }
 
-    /// `http://127.0.0.1:<port>`, for `store.etcd.endpoints`.
+    /// `http(s)://127.0.0.1:<port>`, for `store.etcd.endpoints`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// Kills etcd (SIGKILL: an outage, not a shutdown) and waits until it is gone.
@@ -65,6 +90,11 @@ impl Etcd {
         config.store.backend = StoreBackend::Etcd;
         config.store.etcd.endpoints = vec![self.endpoint()];
         config.store.etcd.timeout_ms = 1000;
+        if self.tls {
+            config.store.etcd.ca_file = Some(self.file(CA));
+            config.store.etcd.cert_file = Some(self.file(CLIENT[0]));
+            config.store.etcd.key_file = Some(self.file(CLIENT[1]));
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -75,7 +105,14 @@ impl Etcd {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let spawned = Command::new(binary())
+        let mut command = Command::new(binary());
+        if self.tls {
+            command.arg(format!("--cert-file={}", self.file(SERVER[0]).display()));
+            command.arg(format!("--key-file={}", self.file(SERVER[1]).display()));
+            command.arg(format!("--trusted-ca-file={}", self.file(CA).display()));
+            command.arg("--client-cert-auth");
+        }
+        let spawned = command
             .arg("--name=test")
             .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -101,7 +138,16 @@ impl Etcd {
     }
 
     async fn wait_until_healthy(&mut self) {
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(500)).build().unwrap();
+        let mut http = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(500));
+        if self.tls {
+            let ca = std::fs::read(self.file(CA)).unwrap();
+            let mut identity = std::fs::read(self.file(CLIENT[0])).unwrap();
+            identity.extend(std::fs::read(self.file(CLIENT[1])).unwrap());
+            http = http
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+                .identity(reqwest::Identity::from_pem(&identity).unwrap());
+        }
+        let http = http.build().unwrap();
         let url = format!("{}/health", self.endpoint());
         for _ in 0..200 {
             if let Some(child) = self.child.as_mut() {
@@ -120,6 +166,26 @@ impl Etcd {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("etcd did not become healthy:\n{}", std::fs::read_to_string(self.log_path()).unwrap_or_default());
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
+fn write_certificates(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    std::fs::write(dir.join(CA), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    for ([cert, key], purpose) in
+        [(SERVER, ExtendedKeyUsagePurpose::ServerAuth), (CLIENT, ExtendedKeyUsagePurpose::ClientAuth)]
+    {
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        leaf.extended_key_usages = vec![purpose];
+        std::fs::write(dir.join(cert), leaf.signed_by(&leaf_key, &issuer).unwrap().pem()).unwrap();
+        std::fs::write(dir.join(key), leaf_key.serialize_pem()).unwrap();
     }
 }
 
