@@ -50,8 +50,19 @@ impl Etcd {
             write_certificates(dir.path());
         }
         let mut etcd = Etcd { child: None, client_port: free_port(), peer_port: free_port(), dir, tls };
-        etcd.spawn().await;
-        etcd
+        // A port found free may be taken before etcd binds it (by another test's connection).
+        for _ in 0..3 {
+            match etcd.spawn().await {
+                Ok(()) => return etcd,
+                Err(log) if log.contains("address already in use") => {
+                    (etcd.client_port, etcd.peer_port) = (free_port(), free_port());
+                    let _ = std::fs::remove_dir_all(etcd.dir.path().join("data"));
+                    let _ = std::fs::remove_file(etcd.log_path());
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("etcd found no free port in 3 tries");
     }
 
     /// `http(s)://127.0.0.1:<port>`, for `store.etcd.endpoints`.
@@ -75,7 +86,9 @@ impl Etcd {
     /// Starts etcd again on the same ports and data after [`Etcd::stop`].
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "restart follows stop");
-        self.spawn().await;
+        if let Err(log) = self.spawn().await {
+            panic!("{log}");
+        }
     }
 
     /// A client of its own, for writes around the gateway (as `etcdctl` would make them).
@@ -101,7 +114,8 @@ impl Etcd {
         self.dir.path().join("etcd.log")
     }
 
-    async fn spawn(&mut self) {
+    /// Spawns etcd and waits until it is healthy; on failure, what went wrong with etcd's log.
+    async fn spawn(&mut self) -> Result<(), String> {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
@@ -134,10 +148,10 @@ impl Etcd {
             ),
         };
         self.child = Some(child);
-        self.wait_until_healthy().await;
+        self.wait_until_healthy().await
     }
 
-    async fn wait_until_healthy(&mut self) {
+    async fn wait_until_healthy(&mut self) -> Result<(), String> {
         let mut http = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(500));
         if self.tls {
             let ca = std::fs::read(self.file(CA)).unwrap();
@@ -152,20 +166,21 @@ impl Etcd {
         for _ in 0..200 {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
+                    self.child = None;
+                    return Err(format!(
                         "etcd exited with {status}:\n{}",
                         std::fs::read_to_string(self.log_path()).unwrap_or_default()
-                    );
+                    ));
                 }
             }
             if let Ok(response) = http.get(&url).send().await {
                 if response.text().await.is_ok_and(|body| body.contains("\"true\"")) {
-                    return;
+                    return Ok(());
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("etcd did not become healthy:\n{}", std::fs::read_to_string(self.log_path()).unwrap_or_default());
+        Err(format!("etcd did not become healthy:\n{}", std::fs::read_to_string(self.log_path()).unwrap_or_default()))
     }
 }
 
