@@ -14,7 +14,7 @@ use crate::store::{ConfigStore, Event, KeyValue, StoreError, WatchMessage};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts to reach an unreachable store.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The group's resources as last read from the store, and the revision they reflect.
 pub struct Mirror {
