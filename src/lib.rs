@@ -4,6 +4,7 @@
 //! the [`proxy`] handler loads the snapshot once per request and runs the matched route's chain.
 
 pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod gateway;

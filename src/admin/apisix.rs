@@ -7,15 +7,18 @@ use super::{AdminError, AdminReply, AdminResult, Query};
 use crate::resource::route::RouteSpec;
 use crate::resource::{group_prefix, resource_key, unix_now, valid_id, Kind};
 use crate::snapshot::{compile_route, compile_service, ServiceEntry};
-use crate::state::{Shared, STORE_ROOT};
+use crate::state::Shared;
 use crate::store::KeyValue;
 
-/// `GET /apisix/admin/status`: the applied revision, the backend, and rejected resources.
+/// `GET /apisix/admin/status`: the applied revision, the backend and whether it is reachable,
+/// whether the live config came from the local cache, and rejected resources.
 pub fn status(shared: &Shared) -> AdminResult {
     let snapshot = shared.snapshot.load();
     Ok(AdminReply::ok(json!({
         "revision": shared.applied_revision().max(snapshot.revision),
         "store": shared.store.backend(),
+        "connected": shared.store.connected(),
+        "cached": shared.is_cached(),
         "gateway_group_id": shared.config.gateway_group_id,
         "rejected": snapshot.rejected,
     })))
@@ -68,7 +71,7 @@ struct Api<'a> {
 
 impl Api<'_> {
     fn key(&self, id: &str) -> String {
-        resource_key(STORE_ROOT, self.group, self.kind, id)
+        resource_key(&self.shared.store_root, self.group, self.kind, id)
     }
 
     /// The APISIX envelope of one stored resource.
@@ -93,7 +96,7 @@ impl Api<'_> {
     }
 
     async fn list(&self, query: &Query<'_>) -> AdminResult {
-        let prefix = format!("{}{}/", group_prefix(STORE_ROOT, self.group), self.kind.as_str());
+        let prefix = format!("{}{}/", group_prefix(&self.shared.store_root, self.group), self.kind.as_str());
         let (items, _) = self.shared.store.list(&prefix).await?;
         let total = items.len();
         let number = |name: &str| -> Result<Option<usize>, AdminError> {
@@ -168,7 +171,7 @@ impl Api<'_> {
                 let (spec, upstream) = RouteSpec::parse(value).map_err(invalid)?;
                 let service = match &spec.service_id {
                     Some(service_id) => {
-                        let key = resource_key(STORE_ROOT, self.group, Kind::Services, service_id);
+                        let key = resource_key(&self.shared.store_root, self.group, Kind::Services, service_id);
                         let kv = self.shared.store.get(&key).await?.ok_or_else(|| {
                             AdminError::bad_request(format!(
                                 "failed to fetch service info by service id [{service_id}], response code: 404"
@@ -221,7 +224,7 @@ impl Api<'_> {
 
     /// Ids of the group's routes whose `service_id` is `service_id`.
     async fn routes_using(&self, service_id: &str) -> Result<Vec<String>, AdminError> {
-        let prefix = format!("{}routes/", group_prefix(STORE_ROOT, self.group));
+        let prefix = format!("{}routes/", group_prefix(&self.shared.store_root, self.group));
         let (routes, _) = self.shared.store.list(&prefix).await?;
         Ok(routes
             .iter()
