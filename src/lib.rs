@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod gateway;

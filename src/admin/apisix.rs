@@ -167,6 +167,9 @@ impl Api<'_> {
             Kind::Services => {
                 compile_service(value.to_string().as_bytes(), registry).map_err(invalid)?;
             }
+            Kind::ProviderKeys | Kind::Models | Kind::ApiKeys => {
+                return Err(AdminError::new(StatusCode::NOT_FOUND, "use /admin/v1 for model API resources"))
+            }
             Kind::Routes => {
                 let (spec, upstream) = RouteSpec::parse(value).map_err(invalid)?;
                 let service = match &spec.service_id {
