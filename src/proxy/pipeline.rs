@@ -44,6 +44,7 @@ pub async fn run(
     client: SocketAddr,
 ) -> hyper::Response<ResponseBody> {
     let mut ctx = Ctx::new(Arc::clone(&route.id), client);
+    ctx.error_style = route.chain.error_style();
     let finisher = Finisher {
         route: Arc::clone(&route),
         method: req.head.method.clone(),
