@@ -314,3 +314,44 @@ async fn a_node_reaches_etcd_over_tls_with_a_client_certificate() {
     b.wait_for_revision(revision_of(&body)).await;
     assert_eq!(b.get("/tls").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn model_api_resources_written_on_one_node_serve_callers_on_another() {
+    let etcd = Etcd::start().await;
+    let (a, b) = (node(&etcd, "default").await, node(&etcd, "default").await);
+    let mock = MockUpstream::llm("vendor").await;
+    let post = async |path: &str, body: Value| -> (Value, u64) {
+        let response = a
+            .http
+            .post(format!("http://{}{path}", a.admin))
+            .header("Authorization", format!("Bearer {}", crate::harness::gateway::ADMIN_KEY))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let revision = response.headers()["x-switchyard-revision"].to_str().unwrap().parse().unwrap();
+        (serde_json::from_str(&response.text().await.unwrap()).unwrap(), revision)
+    };
+    let secret = json!({"display_name": "k", "provider": "v", "adapter": "openai", "secret": "vendor-secret",
+        "api_base": mock.base_url()});
+    let (key, _) = post("/admin/v1/provider_keys", secret).await;
+    post(
+        "/admin/v1/models",
+        json!({"display_name": "alias", "provider": "v", "model_name": "m", "provider_key_id": key["id"]}),
+    )
+    .await;
+    let hash = switchyard::resource::api_key::sha256_hex("caller");
+    let (_, revision) = post("/admin/v1/apikeys", json!({"key_hash": hash, "allowed_models": "*"})).await;
+    b.wait_for_revision(revision).await;
+    let answer = b
+        .http
+        .post(b.url("/v1/chat/completions"))
+        .header("Authorization", "Bearer caller")
+        .body(json!({"model": "alias", "messages": []}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(mock.last().headers["authorization"], "Bearer vendor-secret");
+}

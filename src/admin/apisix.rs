@@ -143,7 +143,10 @@ impl Api<'_> {
         let value = Value::Object(value);
         self.validate(&id, &value).await?;
         let bytes = bytes::Bytes::from(value.to_string());
-        let put = self.shared.store.put(&key, bytes.clone(), None).await?;
+        // Compare-and-set against what was read: a concurrent write makes this one a 409, never a
+        // silent overwrite with a stale create_time.
+        let expected = previous.as_ref().map_or(0, |p| p.mod_revision);
+        let put = self.shared.store.put(&key, bytes.clone(), Some(expected)).await?;
         let created = put.previous.is_none();
         let kv = KeyValue {
             key,
