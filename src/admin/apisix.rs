@@ -3,7 +3,7 @@
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{AdminError, AdminReply, AdminResult, Query};
+use super::{secrets, AdminError, AdminReply, AdminResult, Query};
 use crate::resource::route::RouteSpec;
 use crate::resource::{group_prefix, resource_key, unix_now, valid_id, Kind};
 use crate::snapshot::{compile_route, compile_service, ServiceEntry};
@@ -76,12 +76,13 @@ impl Api<'_> {
 
     /// The APISIX envelope of one stored resource.
     fn envelope(&self, id: &str, kv: &KeyValue) -> Result<Value, AdminError> {
-        let value: Value = serde_json::from_slice(&kv.value).map_err(|_| {
+        let mut value: Value = serde_json::from_slice(&kv.value).map_err(|_| {
             AdminError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("stored {} `{id}` is not JSON", self.kind.as_str()),
             )
         })?;
+        secrets::mask(&mut value);
         Ok(json!({
             "key": format!("/apisix/{}/{id}", self.kind.as_str()),
             "value": value,
@@ -132,15 +133,13 @@ impl Api<'_> {
         let key = self.key(&id);
         let previous = self.shared.store.get(&key).await?;
         let now = unix_now();
-        let create_time = previous
-            .as_ref()
-            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-            .and_then(|v| v.get("create_time").and_then(Value::as_u64))
-            .unwrap_or(now);
+        let stored = previous.as_ref().and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
+        let create_time = stored.as_ref().and_then(|v| v.get("create_time").and_then(Value::as_u64)).unwrap_or(now);
         value.insert("id".into(), Value::String(id.clone()));
         value.insert("create_time".into(), create_time.into());
         value.insert("update_time".into(), now.into());
-        let value = Value::Object(value);
+        let mut value = Value::Object(value);
+        secrets::restore(&mut value, stored.as_ref()).map_err(AdminError::bad_request)?;
         self.validate(&id, &value).await?;
         let bytes = bytes::Bytes::from(value.to_string());
         // Compare-and-set against what was read: a concurrent write makes this one a 409, never a

@@ -3,6 +3,7 @@
 mod apisix;
 mod models;
 mod query;
+mod secrets;
 
 use std::sync::Arc;
 
