@@ -440,3 +440,16 @@ async fn provider_keys_in_routes_are_masked_in_admin_responses_and_survive_a_rou
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(reply["error_msg"].as_str().unwrap().contains("plugins.ai-proxy.auth.header.Authorization"), "{reply}");
 }
+
+#[tokio::test]
+async fn a_client_gone_before_the_response_head_is_logged_as_499() {
+    let mock = MockUpstream::llm("slowhead").await;
+    let gw = gateway_for(&mock).await;
+    gw.put_route(deepseek_route("slowhead", "/slowhead", json!({}))).await;
+    let impatient = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(200)).build().unwrap();
+    let sent =
+        impatient.post(gw.url("/slowhead")).header("x-mock-delay-ms", "1500").body(r#"{"messages":[]}"#).send().await;
+    assert!(sent.is_err());
+    let line = logs::access_line("slowhead").await;
+    assert!(line.contains("status=499") && line.contains("aborted=true"), "{line}");
+}

@@ -55,3 +55,41 @@ impl Finisher {
         );
     }
 }
+
+/// Logs a request abandoned by its client before the response head (status 499, as nginx does),
+/// unless disarmed once the response exists.
+pub struct AbandonGuard<'a> {
+    finisher: &'a Finisher,
+    started: std::time::Instant,
+    armed: bool,
+}
+
+impl Finisher {
+    pub fn abandon_guard(&self, started: std::time::Instant) -> AbandonGuard<'_> {
+        AbandonGuard { finisher: self, started, armed: true }
+    }
+}
+
+impl AbandonGuard<'_> {
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AbandonGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed || !self.finisher.access_log {
+            return;
+        }
+        tracing::info!(
+            target: "access",
+            method = %self.finisher.method,
+            path = %self.finisher.path,
+            route = %self.finisher.route.id,
+            status = 499,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            aborted = true,
+            error = "client closed the connection before the response",
+        );
+    }
+}
