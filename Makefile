@@ -1,28 +1,41 @@
 # switchyard: `make help` lists the targets.
 CARGO ?= cargo
 CONFIG ?= conf/config.yaml
+# $(call require,COMMAND,DEBIAN_PACKAGE): installs the package when the command is not on PATH,
+# and fails loudly when it cannot.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+require = command -v $(1) >/dev/null 2>&1 || { \
+	echo "make: \`$(1)\` is missing: installing Debian's $(2)" >&2; \
+	{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y $(2); } \
+	&& command -v $(1) >/dev/null 2>&1 \
+	|| { echo "make: cannot install $(2) for \`$(1)\`: install it by hand (apt-get install -y $(2))" >&2; exit 1; }; }
 
-.PHONY: help run build test lint fmt bench
+.PHONY: help run build test lint fmt bench protoc etcd
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-run: ## Build and start the gateway with $(CONFIG) (embedded store, no other service)
+run: protoc ## Build and start the gateway with $(CONFIG) (embedded store, no other service)
 	$(CARGO) run --release --bin switchyard -- -c $(CONFIG)
 
-build: ## Build the release binary
+build: protoc ## Build the release binary
 	$(CARGO) build --release
 
-test: ## Run every unit and integration test
+test: protoc etcd ## Run every unit and integration test (the etcd tests spawn a real etcd)
 	$(CARGO) test --workspace --all-targets
 
-lint: ## Check formatting and run clippy with warnings as errors
+lint: protoc ## Check formatting and run clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: ## Benchmark in release mode: mock LLM, gateway, load; prints a table (raw: target/bench/)
-	@command -v etcd >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq etcd-server) || echo "no etcd: row 7 will not be measured"
+bench: protoc etcd ## Benchmark in release mode: mock LLM, gateway, load; prints a table (raw: target/bench/)
 	$(CARGO) bench --bench gateway
+
+protoc: ## Install protoc (Debian protobuf-compiler) when missing: the etcd client's build needs it
+	@$(call require,protoc,protobuf-compiler)
+
+etcd: ## Install etcd (Debian etcd-server) when missing: the tests run a real one
+	@$(call require,etcd,etcd-server)

@@ -68,17 +68,114 @@ pub enum StoreBackend {
     Etcd,
 }
 
+/// The key root of the embedded store: `<root>/<gateway_group_id>/<kind>/<id>`.
+pub const EMBEDDED_STORE_ROOT: &str = "/switchyard";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub backend: StoreBackend,
-    /// The embedded store's folder (its database file is `switchyard.redb` inside it).
+    /// The embedded store's folder (its database file is `switchyard.redb` inside it). With etcd,
+    /// the folder of the local snapshot cache (`etcd-cache.json`).
     pub path: PathBuf,
+    pub etcd: EtcdConfig,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { backend: StoreBackend::Embedded, path: PathBuf::from("data/") }
+        Self { backend: StoreBackend::Embedded, path: PathBuf::from("data/"), etcd: EtcdConfig::default() }
+    }
+}
+
+impl StoreConfig {
+    /// The root every store key starts with: `store.etcd.prefix` on etcd, `/switchyard` embedded.
+    /// Never ends with `/`.
+    pub fn root(&self) -> String {
+        match self.backend {
+            StoreBackend::Embedded => EMBEDDED_STORE_ROOT.to_string(),
+            StoreBackend::Etcd => self.etcd.prefix.trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+/// `store.etcd`: used when `store.backend` is `etcd`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// `http://host:port` or `https://host:port` of each etcd member.
+    pub endpoints: Vec<String>,
+    /// The key root: resources live under `<prefix>/<gateway_group_id>/<kind>/<id>`.
+    pub prefix: String,
+    /// The longest wait for one etcd request (and for connecting), in milliseconds.
+    pub timeout_ms: u64,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// PEM CA bundle that signs the etcd server certificates (TLS; `https://` endpoints).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for etcd's client certificate authentication.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: EMBEDDED_STORE_ROOT.into(),
+            timeout_ms: 5000,
+            user: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+/// Written by hand so the password never reaches a log line.
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
+impl EtcdConfig {
+    /// Checks the etcd settings; runs at config load when the backend is etcd.
+    fn validate(&self) -> Result<(), ConfigFileError> {
+        let invalid = |msg: &str| Err(ConfigFileError::Invalid(format!("store.etcd.{msg}")));
+        if self.endpoints.is_empty() {
+            return invalid("endpoints must name at least one etcd URL");
+        }
+        if let Some(bad) = self.endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
+            return invalid(&format!("endpoints: `{bad}` must start with http:// or https://"));
+        }
+        let tls = self.ca_file.is_some() || self.cert_file.is_some();
+        if tls && self.endpoints.iter().any(|e| e.starts_with("http://")) {
+            return invalid("endpoints must all be https:// when ca_file or cert_file is set");
+        }
+        let prefix = self.prefix.trim_end_matches('/');
+        if !prefix.starts_with('/') {
+            return invalid("prefix must start with '/' and name a folder, such as /switchyard");
+        }
+        if self.timeout_ms == 0 {
+            return invalid("timeout_ms must be at least 1");
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return invalid("user and password go together: set both or neither");
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return invalid("cert_file and key_file go together: set both or neither");
+        }
+        Ok(())
     }
 }
 
@@ -152,6 +249,9 @@ impl Config {
                 ));
             }
         }
+        if self.store.backend == StoreBackend::Etcd {
+            self.store.etcd.validate()?;
+        }
         for (name, provider) in &self.providers {
             if let Some(url) = &provider.base_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -201,6 +301,35 @@ mod tests {
         assert!(err.contains("default key"), "{err}");
         config.admin.keys = vec!["my-own-secret".into()];
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn etcd_settings_are_checked_and_the_password_is_never_printed() {
+        let yaml = "store:\n  backend: etcd\n  etcd:\n    endpoints: [\"http://10.0.0.1:2379\"]\n    \
+                    prefix: /sy/\n    user: root\n    password: hunter2\n";
+        let config: Config = serde_yaml::from_str(yaml).unwrap();
+        assert!(config.validate().is_ok());
+        assert_eq!(config.store.root(), "/sy");
+        assert!(!format!("{config:?}").contains("hunter2"));
+
+        let mut bad = config.clone();
+        bad.store.etcd.password = None;
+        assert!(bad.validate().unwrap_err().to_string().contains("user and password"));
+        let mut bad = config.clone();
+        bad.store.etcd.endpoints = vec!["10.0.0.1:2379".into()];
+        assert!(bad.validate().unwrap_err().to_string().contains("http://"));
+        let mut bad = config;
+        bad.store.etcd.ca_file = Some("ca.pem".into());
+        assert!(bad.validate().unwrap_err().to_string().contains("https://"));
+        assert_eq!(Config::default().store.root(), "/switchyard");
+    }
+
+    #[test]
+    fn the_shipped_config_file_loads_and_matches_the_defaults() {
+        let config = Config::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/config.yaml"))).unwrap();
+        let defaults = Config::default();
+        assert_eq!(format!("{:?}", config.store), format!("{:?}", defaults.store));
+        assert_eq!(config.proxy.listen, defaults.proxy.listen);
     }
 
     #[test]

@@ -7,12 +7,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::cache::MirrorCache;
 use crate::config::{Config, StoreBackend};
-use crate::reload::{follow, Mirror};
+use crate::reload::{follow, save_cache, Mirror};
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
 use crate::store::embedded::EmbeddedStore;
-use crate::store::ConfigStore;
+use crate::store::etcd::EtcdStore;
+use crate::store::{ConfigStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -22,6 +24,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Config(#[from] crate::config::ConfigFileError),
+    #[error("{reason}, and there is no local snapshot cache at {} to serve meanwhile; start the node once etcd is reachable", cache.display())]
+    NoCache { reason: StoreError, cache: std::path::PathBuf },
 }
 
 /// A running node. Dropping it does not stop it: call [`Gateway::shutdown`].
@@ -37,21 +41,22 @@ impl Gateway {
     /// Opens the store, builds the first snapshot, binds every listener and starts serving.
     /// Returns once the node accepts connections; ports given as 0 are resolved in the result.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let store: Arc<dyn ConfigStore> = match config.store.backend {
-            StoreBackend::Embedded => Arc::new(EmbeddedStore::open(&config.store.path)?),
-            StoreBackend::Etcd => {
-                return Err(StartError::Config(crate::config::ConfigFileError::Invalid(
-                    "store.backend `etcd` is not available in this build yet; use `embedded`".into(),
-                )))
-            }
-        };
         let registry = crate::plugins::builtin(&config);
         let proxy_listen = config.proxy_addrs()?;
         let admin_listen = config.admin_addrs()?;
-        let prefix = crate::resource::group_prefix(crate::state::STORE_ROOT, &config.gateway_group_id);
-        let mirror = Mirror::load(store.as_ref(), &prefix).await?;
+        let prefix = crate::resource::group_prefix(&config.store.root(), &config.gateway_group_id);
+        let (store, cache): (Arc<dyn ConfigStore>, _) = match config.store.backend {
+            StoreBackend::Embedded => (Arc::new(EmbeddedStore::open(&config.store.path)?), None),
+            StoreBackend::Etcd => {
+                (Arc::new(EtcdStore::new(&config.store.etcd)?), Some(MirrorCache::new(&config.store.path, &prefix)))
+            }
+        };
+        let (mirror, cached) = first_mirror(store.as_ref(), &prefix, cache.as_ref()).await?;
         let snapshot = Snapshot::build(&mirror.resources, &prefix, mirror.revision, &registry, None);
-        let shared = Arc::new(Shared::new(config, store, registry, snapshot));
+        let shared = Arc::new(Shared::new(config, store, registry, snapshot).with_cache(cache, cached));
+        if !cached {
+            save_cache(&shared, &mirror).await;
+        }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -83,6 +88,31 @@ impl Gateway {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The config a node starts with: listed from the store, or, when the store cannot be reached,
+/// the local cache (`true` in the result). With neither, the node does not start: serving an
+/// empty config would answer 404 for every route the group has.
+async fn first_mirror(
+    store: &dyn ConfigStore,
+    prefix: &str,
+    cache: Option<&MirrorCache>,
+) -> Result<(Mirror, bool), StartError> {
+    match Mirror::load(store, prefix).await {
+        Ok(mirror) => Ok((mirror, false)),
+        Err(reason @ StoreError::Unavailable(_)) => {
+            let Some(cache) = cache else { return Err(reason.into()) };
+            match cache.load() {
+                Some(mirror) => {
+                    tracing::warn!(error = %reason, revision = mirror.revision, cache = %cache.path().display(),
+                        "config store unreachable: serving the cached snapshot until it returns");
+                    Ok((mirror, true))
+                }
+                None => Err(StartError::NoCache { reason, cache: cache.path().to_path_buf() }),
+            }
+        }
+        Err(err) => Err(err.into()),
     }
 }
 

@@ -4,6 +4,8 @@
 //! the [`proxy`] handler loads the snapshot once per request and runs the matched route's chain.
 
 pub mod admin;
+pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod gateway;

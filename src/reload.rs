@@ -12,7 +12,9 @@ use crate::snapshot::Snapshot;
 use crate::state::Shared;
 use crate::store::{ConfigStore, Event, KeyValue, StoreError, WatchMessage};
 
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts to reach an unreachable store.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The group's resources as last read from the store, and the revision they reflect.
 pub struct Mirror {
@@ -42,8 +44,9 @@ impl Mirror {
     }
 }
 
-/// Builds and publishes a snapshot from `mirror`, reusing what did not change.
-fn publish(shared: &Shared, mirror: &Mirror) {
+/// Builds and publishes a snapshot from `mirror`, reusing what did not change, then refreshes the
+/// local cache (etcd) so a restart while the store is down serves this config.
+async fn publish(shared: &Shared, mirror: &Mirror) {
     let previous = shared.snapshot.load_full();
     let started = std::time::Instant::now();
     let snapshot =
@@ -51,13 +54,51 @@ fn publish(shared: &Shared, mirror: &Mirror) {
     tracing::debug!(revision = mirror.revision, routes = snapshot.routes.len(), took = ?started.elapsed(), "snapshot published");
     shared.snapshot.store(Arc::new(snapshot));
     shared.applied_revision.fetch_max(mirror.revision, Ordering::AcqRel);
+    save_cache(shared, mirror).await;
+}
+
+/// Writes `mirror` to the node's local cache, when it has one. A failure is logged, never fatal:
+/// the cache only matters for a later start while the store is down.
+pub async fn save_cache(shared: &Shared, mirror: &Mirror) {
+    let Some(cache) = shared.cache.clone() else { return };
+    let copy = Mirror { resources: mirror.resources.clone(), revision: mirror.revision };
+    let path = cache.path().to_path_buf();
+    match tokio::task::spawn_blocking(move || cache.save(&copy)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(path = %path.display(), error = %err, "cannot write the snapshot cache"),
+        Err(err) => tracing::warn!(error = %err, "the snapshot cache task failed"),
+    }
 }
 
 /// Follows the store until `shutdown` flips: watch from the mirror's revision + 1, coalesce each
 /// burst of events into one rebuild, and resync in full when the watch is lost or compacted.
+/// While the store is unreachable the last snapshot keeps serving and every retry waits twice as
+/// long as the one before, up to [`MAX_BACKOFF`]. A mirror read from the local cache is replaced
+/// by a full listing first: the store may have changed in any way meanwhile.
 pub async fn follow(shared: Arc<Shared>, mut mirror: Mirror, mut shutdown: watch::Receiver<bool>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = MIN_BACKOFF;
+    let mut in_sync = !shared.is_cached();
     loop {
+        if !in_sync {
+            match Mirror::load(shared.store.as_ref(), &shared.group_prefix).await {
+                Ok(fresh) => {
+                    mirror = fresh;
+                    publish(&shared, &mirror).await;
+                    if shared.cached.swap(false, Ordering::AcqRel) {
+                        tracing::info!(revision = mirror.revision, "config store reachable again: caught up");
+                    }
+                    in_sync = true;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, ?backoff, "config store resync failed; serving the last snapshot");
+                    if sleep_or_shutdown(backoff, &mut shutdown).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+        }
         let watched = shared.store.watch(&shared.group_prefix, mirror.revision + 1).await;
         let mut events = match watched {
             Ok(rx) => rx,
@@ -87,8 +128,8 @@ pub async fn follow(shared: Arc<Shared>, mut mirror: Mirror, mut shutdown: watch
                             WatchMessage::Resync => resync = true,
                         }
                     }
-                    publish(&shared, &mirror);
-                    backoff = Duration::from_millis(100);
+                    publish(&shared, &mirror).await;
+                    backoff = MIN_BACKOFF;
                 }
                 Some(WatchMessage::Progress(revision)) => {
                     mirror.revision = mirror.revision.max(revision);
@@ -97,20 +138,8 @@ pub async fn follow(shared: Arc<Shared>, mut mirror: Mirror, mut shutdown: watch
                 Some(WatchMessage::Resync) | None => resync = true,
             }
             if resync {
+                in_sync = false;
                 break;
-            }
-        }
-        match Mirror::load(shared.store.as_ref(), &shared.group_prefix).await {
-            Ok(fresh) => {
-                mirror = fresh;
-                publish(&shared, &mirror);
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, ?backoff, "config store resync failed; serving the last snapshot");
-                if sleep_or_shutdown(backoff, &mut shutdown).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -82,7 +82,10 @@ pub struct Rejected {
 pub struct Snapshot {
     /// The store revision this snapshot reflects.
     pub revision: u64,
+    /// User routes.
     pub router: Router,
+    /// The model API's built-in routes: consulted only when no user route matches.
+    pub builtin: Router,
     pub routes: HashMap<Arc<str>, Arc<CompiledRoute>>,
     pub services: HashMap<String, ServiceEntry>,
     pub rejected: Vec<Rejected>,
@@ -101,6 +104,7 @@ impl Snapshot {
     ) -> Snapshot {
         let mut snapshot = Snapshot { revision, ..Snapshot::default() };
         let mut route_kvs = Vec::new();
+        let mut model_resources = crate::catalog::ModelResources::default();
         for kv in raw.values() {
             let Some((kind, id)) = parse_key(group_prefix, &kv.key) else { continue };
             match Kind::parse(kind) {
@@ -113,8 +117,16 @@ impl Snapshot {
                     Err(err) => snapshot.reject(kind, id, kv, err),
                 },
                 Some(Kind::Routes) => route_kvs.push((id, kv)),
+                Some(Kind::ProviderKeys) => model_resources.provider_keys.push(kv),
+                Some(Kind::Models) => model_resources.models.push(kv),
+                Some(Kind::ApiKeys) => model_resources.api_keys.push(kv),
                 None => {}
             }
+        }
+        let (catalog, rejected) = crate::catalog::build(&model_resources);
+        for (kind, id, key, err) in rejected {
+            tracing::warn!(%key, error = %err, "stored resource rejected");
+            snapshot.rejected.push(Rejected { kind: kind.into(), id, key, error: err.to_string() });
         }
         let mut enabled = Vec::with_capacity(route_kvs.len());
         for (id, kv) in route_kvs {
@@ -128,6 +140,7 @@ impl Snapshot {
             }
         }
         snapshot.router = Router::build(&enabled);
+        snapshot.builtin = Router::build(&crate::catalog::builtin_routes(catalog));
         snapshot
     }
 

@@ -1,18 +1,16 @@
 //! What the listeners and the reload task share.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use switchyard_plugins::Registry;
 
+use crate::cache::MirrorCache;
 use crate::config::Config;
 use crate::resource::group_prefix;
 use crate::snapshot::Snapshot;
 use crate::store::ConfigStore;
-
-/// The store keys' root: `<root>/<gateway_group_id>/<kind>/<id>`.
-pub const STORE_ROOT: &str = "/switchyard";
 
 pub struct Shared {
     pub config: Config,
@@ -20,10 +18,18 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub store: Arc<dyn ConfigStore>,
     pub registry: Registry,
+    /// The store keys' root, `<root>/<gateway_group_id>/<kind>/<id>`: `store.etcd.prefix` on etcd,
+    /// `/switchyard` embedded. Never ends with `/`.
+    pub store_root: String,
     /// `<root>/<gateway_group_id>/`: the keys this node serves.
     pub group_prefix: String,
     /// The store revision this node has caught up with: every change up to it is live.
     pub applied_revision: AtomicU64,
+    /// Where the reload task keeps a copy of the applied config (etcd only).
+    pub cache: Option<MirrorCache>,
+    /// True while the live config came from `cache` rather than from the store: the node started
+    /// while etcd was down and has not synced since.
+    pub cached: AtomicBool,
 }
 
 impl Shared {
@@ -31,9 +37,31 @@ impl Shared {
         self.applied_revision.load(Ordering::Acquire)
     }
 
+    pub fn is_cached(&self) -> bool {
+        self.cached.load(Ordering::Acquire)
+    }
+
     pub fn new(config: Config, store: Arc<dyn ConfigStore>, registry: Registry, snapshot: Snapshot) -> Self {
-        let group_prefix = group_prefix(STORE_ROOT, &config.gateway_group_id);
+        let store_root = config.store.root();
+        let group_prefix = group_prefix(&store_root, &config.gateway_group_id);
         let applied_revision = AtomicU64::new(snapshot.revision);
-        Self { config, snapshot: ArcSwap::from_pointee(snapshot), store, registry, group_prefix, applied_revision }
+        Self {
+            config,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            store,
+            registry,
+            store_root,
+            group_prefix,
+            applied_revision,
+            cache: None,
+            cached: AtomicBool::new(false),
+        }
+    }
+
+    /// Adds the local snapshot cache; `cached` tells whether the first snapshot came from it.
+    pub fn with_cache(mut self, cache: Option<MirrorCache>, cached: bool) -> Self {
+        self.cache = cache;
+        self.cached = AtomicBool::new(cached);
+        self
     }
 }

@@ -10,6 +10,7 @@ pub mod client_pool;
 pub mod ctx;
 pub mod error;
 pub mod headers;
+pub mod model_api;
 pub mod plugin;
 pub mod providers;
 pub mod proxy_buffering;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{ConfigError, Ctx, PluginError, UpstreamRequest};
+use crate::{ConfigError, Ctx, ErrorStyle, PluginError, UpstreamRequest};
 
 /// A response made by the gateway itself (a plugin's rejection, an error): the whole body at once.
 pub type Response = http::Response<Bytes>;
@@ -77,6 +77,12 @@ pub trait PluginFactory: Send + Sync + 'static {
 pub trait Plugin: Send + Sync {
     /// The phases this plugin implements; the others are never called.
     fn phases(&self) -> Phases;
+
+    /// The error style of routes running this plugin (AI plugins: OpenAI's), or `None` to leave
+    /// it to others. Read once, when the chain is compiled.
+    fn error_style(&self) -> Option<ErrorStyle> {
+        None
+    }
 
     /// Runs once per request, first: adjust the request, set per-request flags.
     async fn rewrite(&self, _ctx: &mut Ctx, _req: &mut Request) -> Result<Flow, PluginError> {

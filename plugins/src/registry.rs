@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::join_path;
-use crate::{ConfigError, Phases, Plugin, PluginFactory};
+use crate::{ConfigError, ErrorStyle, Phases, Plugin, PluginFactory};
 
 /// Every plugin type this node can run, by name. Built once at start-up.
 #[derive(Default, Clone)]
@@ -59,12 +59,19 @@ pub struct ChainEntry {
 #[derive(Clone, Default)]
 pub struct Chain {
     entries: Vec<ChainEntry>,
+    error_style: ErrorStyle,
 }
 
 impl Chain {
     pub fn new(mut entries: Vec<ChainEntry>) -> Self {
         entries.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(b.name)));
-        Self { entries }
+        let error_style = entries.iter().find_map(|e| e.plugin.error_style()).unwrap_or_default();
+        Self { entries, error_style }
+    }
+
+    /// How the gateway renders its own errors on this chain's routes.
+    pub fn error_style(&self) -> ErrorStyle {
+        self.error_style
     }
 
     /// The plugins implementing `phase`, in run order.

@@ -3,19 +3,22 @@
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{AdminError, AdminReply, AdminResult, Query};
+use super::{secrets, AdminError, AdminReply, AdminResult, Query};
 use crate::resource::route::RouteSpec;
 use crate::resource::{group_prefix, resource_key, unix_now, valid_id, Kind};
 use crate::snapshot::{compile_route, compile_service, ServiceEntry};
-use crate::state::{Shared, STORE_ROOT};
+use crate::state::Shared;
 use crate::store::KeyValue;
 
-/// `GET /apisix/admin/status`: the applied revision, the backend, and rejected resources.
+/// `GET /apisix/admin/status`: the applied revision, the backend and whether it is reachable,
+/// whether the live config came from the local cache, and rejected resources.
 pub fn status(shared: &Shared) -> AdminResult {
     let snapshot = shared.snapshot.load();
     Ok(AdminReply::ok(json!({
         "revision": shared.applied_revision().max(snapshot.revision),
         "store": shared.store.backend(),
+        "connected": shared.store.connected(),
+        "cached": shared.is_cached(),
         "gateway_group_id": shared.config.gateway_group_id,
         "rejected": snapshot.rejected,
     })))
@@ -68,17 +71,18 @@ struct Api<'a> {
 
 impl Api<'_> {
     fn key(&self, id: &str) -> String {
-        resource_key(STORE_ROOT, self.group, self.kind, id)
+        resource_key(&self.shared.store_root, self.group, self.kind, id)
     }
 
     /// The APISIX envelope of one stored resource.
     fn envelope(&self, id: &str, kv: &KeyValue) -> Result<Value, AdminError> {
-        let value: Value = serde_json::from_slice(&kv.value).map_err(|_| {
+        let mut value: Value = serde_json::from_slice(&kv.value).map_err(|_| {
             AdminError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("stored {} `{id}` is not JSON", self.kind.as_str()),
             )
         })?;
+        secrets::mask(&mut value);
         Ok(json!({
             "key": format!("/apisix/{}/{id}", self.kind.as_str()),
             "value": value,
@@ -93,7 +97,7 @@ impl Api<'_> {
     }
 
     async fn list(&self, query: &Query<'_>) -> AdminResult {
-        let prefix = format!("{}{}/", group_prefix(STORE_ROOT, self.group), self.kind.as_str());
+        let prefix = format!("{}{}/", group_prefix(&self.shared.store_root, self.group), self.kind.as_str());
         let (items, _) = self.shared.store.list(&prefix).await?;
         let total = items.len();
         let number = |name: &str| -> Result<Option<usize>, AdminError> {
@@ -129,18 +133,19 @@ impl Api<'_> {
         let key = self.key(&id);
         let previous = self.shared.store.get(&key).await?;
         let now = unix_now();
-        let create_time = previous
-            .as_ref()
-            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-            .and_then(|v| v.get("create_time").and_then(Value::as_u64))
-            .unwrap_or(now);
+        let stored = previous.as_ref().and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
+        let create_time = stored.as_ref().and_then(|v| v.get("create_time").and_then(Value::as_u64)).unwrap_or(now);
         value.insert("id".into(), Value::String(id.clone()));
         value.insert("create_time".into(), create_time.into());
         value.insert("update_time".into(), now.into());
-        let value = Value::Object(value);
+        let mut value = Value::Object(value);
+        secrets::restore(&mut value, stored.as_ref()).map_err(AdminError::bad_request)?;
         self.validate(&id, &value).await?;
         let bytes = bytes::Bytes::from(value.to_string());
-        let put = self.shared.store.put(&key, bytes.clone(), None).await?;
+        // Compare-and-set against what was read: a concurrent write makes this one a 409, never a
+        // silent overwrite with a stale create_time.
+        let expected = previous.as_ref().map_or(0, |p| p.mod_revision);
+        let put = self.shared.store.put(&key, bytes.clone(), Some(expected)).await?;
         let created = put.previous.is_none();
         let kv = KeyValue {
             key,
@@ -164,11 +169,14 @@ impl Api<'_> {
             Kind::Services => {
                 compile_service(value.to_string().as_bytes(), registry).map_err(invalid)?;
             }
+            Kind::ProviderKeys | Kind::Models | Kind::ApiKeys => {
+                return Err(AdminError::new(StatusCode::NOT_FOUND, "use /admin/v1 for model API resources"))
+            }
             Kind::Routes => {
                 let (spec, upstream) = RouteSpec::parse(value).map_err(invalid)?;
                 let service = match &spec.service_id {
                     Some(service_id) => {
-                        let key = resource_key(STORE_ROOT, self.group, Kind::Services, service_id);
+                        let key = resource_key(&self.shared.store_root, self.group, Kind::Services, service_id);
                         let kv = self.shared.store.get(&key).await?.ok_or_else(|| {
                             AdminError::bad_request(format!(
                                 "failed to fetch service info by service id [{service_id}], response code: 404"
@@ -221,7 +229,7 @@ impl Api<'_> {
 
     /// Ids of the group's routes whose `service_id` is `service_id`.
     async fn routes_using(&self, service_id: &str) -> Result<Vec<String>, AdminError> {
-        let prefix = format!("{}routes/", group_prefix(STORE_ROOT, self.group));
+        let prefix = format!("{}routes/", group_prefix(&self.shared.store_root, self.group));
         let (routes, _) = self.shared.store.list(&prefix).await?;
         Ok(routes
             .iter()

@@ -1,7 +1,9 @@
 //! The admin listener: key check, then the APISIX resource API under `/apisix/admin`.
 
 mod apisix;
+mod models;
 mod query;
+mod secrets;
 
 use std::sync::Arc;
 
@@ -98,6 +100,9 @@ pub async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> hyper
 async fn dispatch(shared: &Shared, head: &http::request::Parts, body: Bytes) -> AdminResult {
     let path = head.uri.path().trim_end_matches('/');
     let query = Query::parse(head.uri.query());
+    if let Some(rest) = path.strip_prefix("/admin/v1/") {
+        return models::resource(shared, &head.method, rest, &query, body).await;
+    }
     let Some(rest) = path.strip_prefix("/apisix/admin/") else {
         return Err(AdminError::new(StatusCode::NOT_FOUND, format!("no admin API at {path}")));
     };

@@ -27,45 +27,70 @@ impl Finisher {
             return;
         }
         let ai = &ctx.ai;
-        let usage = ai.usage.unwrap_or_default();
-        if ai.log_summaries {
-            tracing::info!(
-                target: "access",
-                client = %ctx.client_addr.ip(),
-                method = %self.method,
-                path = %self.uri.path(),
-                route = %ctx.route_id,
-                status = outcome.status,
-                bytes = outcome.body_bytes,
-                duration_ms = ctx.started.elapsed().as_secs_f64() * 1e3,
-                instance = %ai.instance.as_deref().unwrap_or("-"),
-                attempts = ai.attempts,
-                model = %ai.model.as_deref().unwrap_or("-"),
-                ttft_ms = ai.time_to_first_token.map_or(-1.0, |d| d.as_secs_f64() * 1e3),
-                prompt_tokens = usage.prompt_tokens,
-                completion_tokens = usage.completion_tokens,
-                total_tokens = usage.total_tokens,
-                cached_tokens = usage.cached_tokens,
-                reasoning_tokens = usage.reasoning_tokens,
-                request_payload = ai.request_payload.as_deref(),
-                response_text = ai.response_text.as_deref(),
-                aborted = outcome.aborted,
-                error = outcome.error.as_deref(),
-            );
-        } else {
-            tracing::info!(
-                target: "access",
-                client = %ctx.client_addr.ip(),
-                method = %self.method,
-                path = %self.uri.path(),
-                route = %ctx.route_id,
-                status = outcome.status,
-                bytes = outcome.body_bytes,
-                duration_ms = ctx.started.elapsed().as_secs_f64() * 1e3,
-                upstream = %ai.instance.as_deref().unwrap_or("-"),
-                aborted = outcome.aborted,
-                error = outcome.error.as_deref(),
-            );
+        // Summary fields are recorded only when `logging.summaries` asked for them (a `None` field
+        // is left out of the line).
+        let summary = ai.log_summaries.then_some(ai);
+        let usage = summary.map(|ai| ai.usage.unwrap_or_default());
+        tracing::info!(
+            target: "access",
+            client = %ctx.client_addr.ip(),
+            method = %self.method,
+            path = %self.uri.path(),
+            route = %ctx.route_id,
+            status = outcome.status,
+            bytes = outcome.body_bytes,
+            duration_ms = ctx.started.elapsed().as_secs_f64() * 1e3,
+            upstream = %ai.instance.as_deref().unwrap_or("-"),
+            attempts = summary.map(|ai| ai.attempts),
+            model = summary.map(|ai| display(ai.model.as_deref().unwrap_or("-"))),
+            ttft_ms = summary.and_then(|ai| ai.time_to_first_token).map(|d| d.as_secs_f64() * 1e3),
+            prompt_tokens = usage.map(|u| u.prompt_tokens),
+            completion_tokens = usage.map(|u| u.completion_tokens),
+            total_tokens = usage.map(|u| u.total_tokens),
+            cached_tokens = usage.map(|u| u.cached_tokens),
+            reasoning_tokens = usage.map(|u| u.reasoning_tokens),
+            request_payload = summary.and_then(|ai| ai.request_payload.as_deref()),
+            response_text = summary.and_then(|ai| ai.response_text.as_deref()),
+            aborted = outcome.aborted,
+            error = outcome.error.as_deref(),
+        );
+    }
+}
+
+/// Logs a request abandoned by its client before the response head (status 499, as nginx does),
+/// unless disarmed once the response exists.
+pub struct AbandonGuard<'a> {
+    finisher: &'a Finisher,
+    started: std::time::Instant,
+    armed: bool,
+}
+
+impl Finisher {
+    pub fn abandon_guard(&self, started: std::time::Instant) -> AbandonGuard<'_> {
+        AbandonGuard { finisher: self, started, armed: true }
+    }
+}
+
+impl AbandonGuard<'_> {
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AbandonGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed || !self.finisher.access_log {
+            return;
         }
+        tracing::info!(
+            target: "access",
+            method = %self.finisher.method,
+            path = %self.finisher.uri.path(),
+            route = %self.finisher.route.id,
+            status = 499,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            aborted = true,
+            error = "client closed the connection before the response",
+        );
     }
 }

@@ -31,7 +31,10 @@ pub async fn handle(
     let snapshot = shared.snapshot.load_full();
     let (head, body) = req.into_parts();
     let host = request_host(&head);
-    let Some(route) = snapshot.router.find(host.as_deref(), head.uri.path(), &head.method).cloned() else {
+    let (path, method) = (head.uri.path(), &head.method);
+    let found =
+        snapshot.router.find(host.as_deref(), path, method).or_else(|| snapshot.builtin.find(None, path, method));
+    let Some(route) = found.cloned() else {
         return local(ProxyError::RouteNotFound.to_response(ErrorStyle::Apisix));
     };
     let body = match read_body(body, MAX_REQUEST_BODY).await {

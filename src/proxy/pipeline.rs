@@ -37,19 +37,35 @@ enum Failure {
     Transport(ProxyError),
 }
 
+/// Serves a matched request through its route's chain and upstream.
 pub async fn run(
     shared: &Shared,
     route: Arc<CompiledRoute>,
-    mut req: Request,
+    req: Request,
     client: SocketAddr,
 ) -> hyper::Response<ResponseBody> {
     let mut ctx = Ctx::new(Arc::clone(&route.id), client);
+    ctx.error_style = route.chain.error_style();
     let finisher = Finisher {
         route: Arc::clone(&route),
         method: req.head.method.clone(),
         uri: req.head.uri.clone(),
         access_log: shared.config.log.access_log,
     };
+    // hyper drops this future when the client goes away before the response head; the guard then
+    // logs the request (the drop also cancels any upstream call in flight).
+    let mut abandoned = finisher.abandon_guard(ctx.started);
+    let response = serve(&finisher, route, req, ctx).await;
+    abandoned.disarm();
+    response
+}
+
+async fn serve(
+    finisher: &Finisher,
+    route: Arc<CompiledRoute>,
+    mut req: Request,
+    mut ctx: Ctx,
+) -> hyper::Response<ResponseBody> {
     for phase in [Phases::REWRITE, Phases::ACCESS] {
         for plugin in route.chain.with_phase(phase) {
             let flow = if phase == Phases::REWRITE {
@@ -59,14 +75,14 @@ pub async fn run(
             };
             match flow {
                 Ok(Flow::Continue) => {}
-                Ok(Flow::Respond(response)) => return respond_local(&finisher, ctx, response),
-                Err(err) => return fail(&finisher, ctx, ProxyError::Internal(err.to_string())),
+                Ok(Flow::Respond(response)) => return respond_local(finisher, ctx, response),
+                Err(err) => return fail(finisher, ctx, ProxyError::Internal(err.to_string())),
             }
         }
     }
     let target = ctx.target.take().or_else(|| route.upstream.as_ref().map(|u| u.target()));
     let Some(mut target) = target else {
-        return fail(&finisher, ctx, ProxyError::NoUpstream);
+        return fail(finisher, ctx, ProxyError::NoUpstream);
     };
     let mut last_failure: Option<Failure> = None;
     let mut attempt = 0;
@@ -76,11 +92,11 @@ pub async fn run(
             Next::Attempt(upstream) => upstream,
             Next::Exhausted(give_up) => {
                 return match last_failure {
-                    None => fail(&finisher, ctx, ProxyError::NoUpstream),
-                    Some(Failure::Transport(err)) => fail(&finisher, ctx, err),
+                    None => fail(finisher, ctx, ProxyError::NoUpstream),
+                    Some(Failure::Transport(err)) => fail(finisher, ctx, err),
                     Some(Failure::Response { status, headers, body }) => {
                         let status = if give_up == GiveUp::LastAsBadGateway { StatusCode::BAD_GATEWAY } else { status };
-                        respond_buffered(&finisher, ctx, status, headers, body)
+                        respond_buffered(finisher, ctx, status, headers, body)
                     }
                 };
             }
@@ -88,8 +104,8 @@ pub async fn run(
         for plugin in route.chain.with_phase(Phases::BEFORE_PROXY) {
             match plugin.before_proxy(&mut ctx, &mut upstream).await {
                 Ok(Flow::Continue) => {}
-                Ok(Flow::Respond(response)) => return respond_local(&finisher, ctx, response),
-                Err(err) => return fail(&finisher, ctx, ProxyError::Internal(err.to_string())),
+                Ok(Flow::Respond(response)) => return respond_local(finisher, ctx, response),
+                Err(err) => return fail(finisher, ctx, ProxyError::Internal(err.to_string())),
             }
         }
         ctx.ai.attempts = attempt;
@@ -106,8 +122,8 @@ pub async fn run(
             Err(err) => target.judge(&mut ctx, &attempt_result(err)),
         };
         match (verdict, sent) {
-            (Verdict::Accept, Ok(response)) => return respond_upstream(&finisher, ctx, response, limits).await,
-            (Verdict::Accept, Err(err)) => return fail(&finisher, ctx, err),
+            (Verdict::Accept, Ok(response)) => return respond_upstream(finisher, ctx, response, limits).await,
+            (Verdict::Accept, Err(err)) => return fail(finisher, ctx, err),
             (Verdict::Retry, Ok(mut response)) => {
                 let status = response.status();
                 let headers = std::mem::take(response.headers_mut());

@@ -1,5 +1,8 @@
 //! What the store holds, as serde specs, and the key layout.
 
+pub mod api_key;
+pub mod model;
+pub mod provider_key;
 pub mod route;
 pub mod service;
 pub mod upstream;
@@ -11,6 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub enum Kind {
     Routes,
     Services,
+    ProviderKeys,
+    Models,
+    ApiKeys,
 }
 
 impl Kind {
@@ -18,6 +24,9 @@ impl Kind {
         match self {
             Kind::Routes => "routes",
             Kind::Services => "services",
+            Kind::ProviderKeys => "provider_keys",
+            Kind::Models => "models",
+            Kind::ApiKeys => "api_keys",
         }
     }
 
@@ -25,6 +34,9 @@ impl Kind {
         match s {
             "routes" => Some(Kind::Routes),
             "services" => Some(Kind::Services),
+            "provider_keys" => Some(Kind::ProviderKeys),
+            "models" => Some(Kind::Models),
+            "api_keys" => Some(Kind::ApiKeys),
             _ => None,
         }
     }

@@ -4,6 +4,7 @@
 //! behave like etcd's: one counter for the whole store, increased by every write.
 
 pub mod embedded;
+pub mod etcd;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -73,6 +74,12 @@ pub enum StoreError {
 pub trait ConfigStore: Send + Sync + 'static {
     /// `embedded` or `etcd`, reported by `GET /apisix/admin/status`.
     fn backend(&self) -> &'static str;
+
+    /// Whether the last call reached the store, reported by `GET /apisix/admin/status`. A local
+    /// store is always reachable.
+    fn connected(&self) -> bool {
+        true
+    }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
 

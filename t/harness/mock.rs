@@ -63,6 +63,8 @@ type MockBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 const CHAT_JSON: &str = include_str!("../fixtures/chat.json");
 const CHAT_SSE: &str = include_str!("../fixtures/chat.sse");
+const MESSAGES_JSON: &str = include_str!("../fixtures/messages.json");
+const MESSAGES_SSE: &str = include_str!("../fixtures/messages.sse");
 
 impl MockUpstream {
     /// A mock LLM provider (OpenAI wire).
@@ -176,7 +178,10 @@ impl MockUpstream {
             if let Some(retry_after) = retry_after.or(behaviour.retry_after) {
                 builder = builder.header("retry-after", retry_after);
             }
-            return self.answer_llm(builder, status, &body, gap, number("x-mock-break-after"));
+            let path = head.uri.path().to_string();
+            let reasoning =
+                head.headers.get("x-mock-reasoning-field").and_then(|v| v.to_str().ok()).map(str::to_string);
+            return self.answer_llm(builder, &path, status, &body, gap, number("x-mock-break-after"), reasoning);
         }
         if let Some(events) = number("x-mock-sse") {
             let pieces = (0..events).map(|i| Bytes::from(format!("data: {{\"n\":{i}}}\n\n"))).collect();
@@ -198,21 +203,35 @@ impl MockUpstream {
         builder.header("content-type", "application/json").body(full(echo.to_string())).unwrap()
     }
 
+    #[expect(clippy::too_many_arguments, reason = "a test mock steered by many knobs")]
     fn answer_llm(
         &self,
         builder: http::response::Builder,
+        path: &str,
         status: u16,
         body: &[u8],
         gap: Duration,
         break_after: Option<u64>,
+        reasoning_field: Option<String>,
     ) -> hyper::Response<MockBody> {
+        let anthropic = path.ends_with("/v1/messages");
         if status != 200 {
-            let error = serde_json::json!({"error": {"message": format!("mock {} says {status}", self.name), "type": "mock", "code": status}});
+            let error = if anthropic {
+                serde_json::json!({"type": "error", "error": {"type": "overloaded_error", "message": format!("mock {} says {status}", self.name)}})
+            } else {
+                serde_json::json!({"error": {"message": format!("mock {} says {status}", self.name), "type": "mock", "code": status}})
+            };
             return builder.header("content-type", "application/json").body(full(error.to_string())).unwrap();
         }
         let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        if path.ends_with("/embeddings") {
+            let embedding = serde_json::json!({"object": "list", "model": request["model"],
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5]}], "usage": {"prompt_tokens": 3, "total_tokens": 3}});
+            return builder.header("content-type", "application/json").body(full(embedding.to_string())).unwrap();
+        }
         if request["stream"] == true {
-            let mut pieces: Vec<Bytes> = CHAT_SSE.split_inclusive("\n\n").map(|e| Bytes::from(e.to_string())).collect();
+            let fixture = if anthropic { MESSAGES_SSE } else { CHAT_SSE };
+            let mut pieces: Vec<Bytes> = fixture.split_inclusive("\n\n").map(|e| Bytes::from(e.to_string())).collect();
             let cut = break_after.map(|n| n as usize);
             if let Some(n) = cut {
                 pieces.truncate(n);
@@ -222,9 +241,13 @@ impl MockUpstream {
                 .body(self.paced_then(pieces, gap, false, cut.is_some()))
                 .unwrap();
         }
-        let mut completion: serde_json::Value = serde_json::from_str(CHAT_JSON).unwrap();
+        let mut completion: serde_json::Value =
+            serde_json::from_str(if anthropic { MESSAGES_JSON } else { CHAT_JSON }).unwrap();
         if let Some(model) = request.get("model") {
             completion["model"] = model.clone();
+        }
+        if let Some(field) = reasoning_field {
+            completion["choices"][0]["message"][field] = serde_json::json!("thinking it over");
         }
         builder.header("content-type", "application/json").body(full(completion.to_string())).unwrap()
     }

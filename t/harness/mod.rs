@@ -1,8 +1,10 @@
-//! Test harness: an in-process gateway, its admin client, and mock upstreams.
+//! Test harness: an in-process gateway, its admin client, mock upstreams, and a real etcd.
 
+pub mod etcd;
 pub mod gateway;
 pub mod logs;
 pub mod mock;
 
+pub use etcd::Etcd;
 pub use gateway::TestGateway;
 pub use mock::{Behaviour, MockUpstream};

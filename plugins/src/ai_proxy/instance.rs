@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use http::header::{
     HeaderName, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_TYPE, COOKIE, PROXY_AUTHORIZATION,
 };
@@ -13,7 +15,7 @@ use serde_json::{Map, Value};
 use super::config::{CommonConfig, LoggingConfig, OverrideConfig};
 use crate::client_pool::{client_for, ClientSettings};
 use crate::headers::forwardable;
-use crate::providers::{self, openai, AuthConfig, BaseUrls, Endpoint, WireFamily};
+use crate::providers::{self, anthropic, openai, AuthConfig, BaseUrls, Endpoint, Provider, WireFamily};
 use crate::raw_body::{deep_merge, RawBody};
 use crate::{ConfigError, Request, UpstreamRequest};
 
@@ -42,7 +44,8 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Compiles an instance; errors carry paths relative to the object holding these fields.
+    /// Compiles an instance of a named provider; errors carry paths relative to the object
+    /// holding these fields.
     pub fn compile(
         name: &str,
         provider: &str,
@@ -51,10 +54,22 @@ impl Instance {
         overrides: &OverrideConfig,
         base_urls: &BaseUrls,
     ) -> Result<Instance, ConfigError> {
-        let provider = providers::lookup(provider)?;
+        Self::for_provider(name, providers::lookup(provider)?, auth, options, overrides, base_urls)
+    }
+
+    /// Compiles an instance of a provider descriptor (the model API's adapters use this).
+    pub fn for_provider(
+        name: &str,
+        provider: &'static Provider,
+        auth: &AuthConfig,
+        options: &Map<String, Value>,
+        overrides: &OverrideConfig,
+        base_urls: &BaseUrls,
+    ) -> Result<Instance, ConfigError> {
         let endpoint = Endpoint::compile(provider, auth, overrides.endpoint.as_deref(), base_urls)?;
         let family = match provider.family {
             WireFamily::OpenAi => "openai",
+            WireFamily::AnthropicMessages => "anthropic",
         };
         let mut request_body = None;
         for (protocol, patch) in overrides.request_body.iter().flatten() {
@@ -92,6 +107,12 @@ impl Instance {
     /// Builds the upstream request for one attempt from the client's original body. The client's
     /// bytes go out untouched when no rule changes them.
     pub fn upstream_request(&self, req: &Request, body: &RawBody, transport: &Transport) -> UpstreamRequest {
+        self.request_with(req, self.body_for(body), transport, &[])
+    }
+
+    /// The body for this instance: the client's, with options and overrides applied, in this
+    /// instance's wire format.
+    pub fn body_for(&self, body: &RawBody) -> Bytes {
         let mut edit = body.edit();
         for option in &self.options {
             let same = match edit.raw_unchanged(&option.key) {
@@ -107,31 +128,61 @@ impl Instance {
                 edit.set("max_tokens", max_tokens.into());
             }
         }
+        let family = self.endpoint.provider.family;
         if let Some(Value::Object(patch)) = &self.request_body {
-            for (key, value) in patch {
-                let current = edit.current(key);
-                let mut merged = current.clone().unwrap_or(Value::Null);
-                if current.is_none() {
-                    merged = value.clone();
-                } else {
-                    deep_merge(&mut merged, value, self.force_request_body);
-                }
-                if Some(&merged) != current.as_ref() {
-                    edit.set(key, merged);
+            if family == WireFamily::OpenAi {
+                for (key, value) in patch {
+                    let current = edit.current(key);
+                    let mut merged = current.clone().unwrap_or(Value::Null);
+                    if current.is_none() {
+                        merged = value.clone();
+                    } else {
+                        deep_merge(&mut merged, value, self.force_request_body);
+                    }
+                    if Some(&merged) != current.as_ref() {
+                        edit.set(key, merged);
+                    }
                 }
             }
-        }
-        let streamed = match edit.raw_unchanged("stream") {
-            Some(raw) => raw == "true",
-            None => edit.current("stream") == Some(Value::Bool(true)),
-        };
-        if streamed {
-            openai::request_usage_in_stream(&mut edit);
         }
         if self.endpoint.provider.drops_model && edit.current("model").is_some() {
             edit.remove("model");
         }
+        match family {
+            WireFamily::OpenAi => {
+                let streamed = match edit.raw_unchanged("stream") {
+                    Some(raw) => raw == "true",
+                    None => edit.current("stream") == Some(Value::Bool(true)),
+                };
+                if streamed {
+                    openai::request_usage_in_stream(&mut edit);
+                }
+                edit.into_bytes()
+            }
+            WireFamily::AnthropicMessages => {
+                let openai: Value = serde_json::from_slice(&edit.into_bytes()).unwrap_or(Value::Null);
+                let mut messages = anthropic::request_from_openai(&openai);
+                if let Some(patch) = &self.request_body {
+                    deep_merge(&mut messages, patch, self.force_request_body);
+                }
+                Bytes::from(messages.to_string())
+            }
+        }
+    }
+
+    /// The upstream request carrying `body`: the client's headers less its credentials (and
+    /// `also_strip`), then the instance's auth.
+    pub fn request_with(
+        &self,
+        req: &Request,
+        body: Bytes,
+        transport: &Transport,
+        also_strip: &[HeaderName],
+    ) -> UpstreamRequest {
         let mut headers = forwardable(&req.head.headers, &STRIPPED);
+        for name in also_strip {
+            headers.remove(name);
+        }
         for (name, value) in &self.endpoint.auth_headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -140,7 +191,7 @@ impl Instance {
             method: Method::POST,
             url: self.endpoint.url.clone(),
             headers,
-            body: edit.into_bytes(),
+            body,
             client: transport.client.clone(),
             timeout: transport.timeout,
             max_duration: transport.max_duration,

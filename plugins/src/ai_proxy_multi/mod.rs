@@ -172,12 +172,11 @@ const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-switchyard-attemp
 #[async_trait]
 impl Plugin for AiProxyMulti {
     fn phases(&self) -> Phases {
-        Phases::REWRITE.with(Phases::ACCESS).with(Phases::HEADER_FILTER).with(Phases::BODY_FILTER)
+        Phases::ACCESS.with(Phases::HEADER_FILTER).with(Phases::BODY_FILTER)
     }
 
-    async fn rewrite(&self, ctx: &mut Ctx, _req: &mut Request) -> Result<Flow, PluginError> {
-        ctx.error_style = ErrorStyle::OpenAi;
-        Ok(Flow::Continue)
+    fn error_style(&self) -> Option<ErrorStyle> {
+        Some(ErrorStyle::OpenAi)
     }
 
     async fn access(&self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, PluginError> {

@@ -1,6 +1,7 @@
 //! LLM providers: each a small descriptor (default host, path, wire family, quirks) over one wire
 //! module per protocol family. Adding an OpenAI-compatible vendor is one table row.
 
+pub mod anthropic;
 pub mod openai;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,8 @@ use crate::ConfigError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireFamily {
     OpenAi,
+    /// Anthropic Messages (`/v1/messages`): requests and responses are translated.
+    AnthropicMessages,
 }
 
 /// A built-in provider.
@@ -88,6 +91,16 @@ const PROVIDERS: &[Provider] = &[
         drops_model: true,
     },
 ];
+
+/// Anthropic's native Messages API, used by the model API's `anthropic` adapter (routes' `anthropic`
+/// provider uses Anthropic's OpenAI-compatible API instead).
+pub const ANTHROPIC_MESSAGES: Provider = Provider {
+    name: "anthropic",
+    default_base: None,
+    path: "/v1/messages",
+    family: WireFamily::AnthropicMessages,
+    drops_model: false,
+};
 
 /// Providers APISIX knows that this build does not serve yet.
 const NOT_YET: &[&str] = &["vertex-ai", "bedrock"];
