@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use switchyard::{Config, Gateway};
 
+/// mimalloc: the request path allocates many small, short-lived buffers, where glibc's allocator
+/// cost a third of the gateway's throughput in `make bench`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let path = match config_path(std::env::args().skip(1)) {
         Ok(path) => path,
@@ -20,7 +25,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&config.log.level);
+    let _log_writer = init_tracing(&config.log.level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -55,12 +60,18 @@ fn config_path(mut args: impl Iterator<Item = String>) -> Result<PathBuf, String
     Ok(path)
 }
 
-fn init_tracing(level: &str) {
+/// Logs go to stdout through a writer thread, so a request never waits on a `write` system call
+/// for its access log line. The writer blocks rather than drops lines when it falls behind; the
+/// returned guard flushes what is queued when `main` ends.
+fn init_tracing(level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(true).with_ansi(colours).init();
+    let (writer, guard) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(true).with_ansi(colours).with_writer(writer).init();
+    guard
 }
 
 async fn wait_for_signal() {

@@ -44,6 +44,10 @@ pub struct AiRecord {
     pub response_text: Option<String>,
     /// Whether `logging.summaries` asked for these fields to reach the access log.
     pub log_summaries: bool,
+    /// The response is an event stream (set at the response head).
+    pub event_stream: bool,
+    /// A non-streaming response body that arrived in several pieces, kept until it is whole.
+    pub pending_body: Vec<u8>,
 }
 
 /// The per-request state: created by the core when a route matches, dropped after `log`.

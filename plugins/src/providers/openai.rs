@@ -1,5 +1,8 @@
 //! The OpenAI chat-completions wire family: what the gateway reads from and adds to it.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::ctx::Usage;
@@ -17,6 +20,60 @@ pub fn request_usage_in_stream(edit: &mut BodyEdit<'_>) {
     }
     options.insert("include_usage".into(), Value::Bool(true));
     edit.set("stream_options", Value::Object(options));
+}
+
+/// What the access log needs from a completion or stream chunk, read without building a JSON
+/// tree of the rest (choices, messages).
+#[derive(Debug, Default, Deserialize)]
+pub struct Summary<'a> {
+    #[serde(borrow, default)]
+    pub model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<UsageWire>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UsageWire {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<CachedWire>,
+    #[serde(default)]
+    completion_tokens_details: Option<ReasoningWire>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CachedWire {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReasoningWire {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl Summary<'_> {
+    /// Reads a completion or chunk; `None` when it is not a JSON object.
+    pub fn parse(json: &[u8]) -> Option<Summary<'_>> {
+        serde_json::from_slice(json).ok()
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        let usage = self.usage.as_ref()?;
+        Some(Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.total_tokens.unwrap_or(usage.prompt_tokens + usage.completion_tokens),
+            cached_tokens: usage.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
+            reasoning_tokens: usage.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
+        })
+    }
 }
 
 /// The `usage` object of a completion or of a stream chunk; `None` when absent or null.
@@ -67,6 +124,9 @@ mod tests {
             })
         );
         assert_eq!(usage(&json!({"usage": null})), None);
+        let bytes = response.to_string();
+        assert_eq!(Summary::parse(bytes.as_bytes()).unwrap().usage(), usage(&response));
+        assert_eq!(Summary::parse(b"{\"usage\":null,\"model\":\"m\"}").unwrap().usage(), None);
     }
 
     #[test]
