@@ -142,3 +142,34 @@ async fn event_streams_are_relayed_event_by_event_even_when_buffering() {
     assert_eq!(frames, expected, "one client frame per upstream event");
     assert!(gaps[1..].iter().all(|g| *g >= Duration::from_millis(30)), "delays preserved: {gaps:?}");
 }
+
+#[tokio::test]
+async fn a_client_expecting_100_continue_gets_it_and_the_upstream_is_not_asked_to_wait() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::start().await;
+    let mock = MockUpstream::start("expect").await;
+    gw.put_route(json!({"id": "x", "paths": ["/x"], "upstream": {"nodes": {mock.node(): 1}}})).await;
+    let body = "y".repeat(4096);
+    let mut socket = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    let head =
+        format!("POST /x HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n", body.len());
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    socket.write_all(body.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    while !response.contains("\"upstream\":\"expect\"") {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed early: {response}");
+        response.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = mock.last();
+    assert_eq!(seen.body.len(), 4096);
+    assert!(!seen.headers.contains_key("expect"));
+}

@@ -3,8 +3,9 @@
 use http::header::{self, HeaderName};
 use http::HeaderMap;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the HTTP client sets itself.
-const NEVER_FORWARDED: [HeaderName; 10] = [
+/// Hop-by-hop headers (RFC 9110 §7.6.1), the ones the HTTP client sets itself, and `Expect` (the
+/// gateway has read the whole body already: the upstream must not be asked to wait for it).
+const NEVER_FORWARDED: [HeaderName; 11] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -15,6 +16,7 @@ const NEVER_FORWARDED: [HeaderName; 10] = [
     HeaderName::from_static("proxy-connection"),
     header::HOST,
     header::CONTENT_LENGTH,
+    header::EXPECT,
 ];
 
 /// The client's credentials: never sent to an LLM provider, which gets the route's own key.
