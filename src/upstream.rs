@@ -133,6 +133,7 @@ impl Target for UpstreamTarget {
             timeout: up.read_timeout,
             max_duration: None,
             max_response_bytes: None,
+            flush_interval: None,
             label: Arc::clone(&up.labels[index]),
         })
     }

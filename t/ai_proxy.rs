@@ -253,6 +253,31 @@ async fn streams_are_relayed_event_by_event_with_usage_requested_and_read() {
 }
 
 #[tokio::test]
+async fn a_flush_interval_coalesces_events_without_losing_or_reordering_any() {
+    let mock = MockUpstream::llm("batched").await;
+    let gw = gateway_for(&mock).await;
+    gw.put_route(deepseek_route("batched", "/batched", json!({"streaming_flush_interval_ms": 250}))).await;
+    let response = gw
+        .http
+        .post(gw.url("/batched"))
+        .header("x-mock-gap-ms", "60")
+        .body(r#"{"stream": true, "messages": []}"#)
+        .send()
+        .await
+        .unwrap();
+    let mut frames = Vec::new();
+    let mut body = response.bytes_stream();
+    while let Some(frame) = body.next().await {
+        frames.push(String::from_utf8(frame.unwrap().to_vec()).unwrap());
+    }
+    let events = include_str!("fixtures/chat.sse");
+    assert_eq!(frames.concat(), events, "every event, in order");
+    // Seven events 60 ms apart, in 250 ms windows: two or three writes instead of seven.
+    assert!((2..=3).contains(&frames.len()), "{} frames: {frames:?}", frames.len());
+    assert!(frames.iter().all(|f| f.ends_with("\n\n")), "frames hold whole events");
+}
+
+#[tokio::test]
 async fn usage_and_payloads_are_logged_for_json_responses_without_secrets() {
     let mock = MockUpstream::llm("log").await;
     let gw = gateway_for(&mock).await;

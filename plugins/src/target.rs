@@ -26,6 +26,9 @@ pub struct UpstreamRequest {
     pub max_duration: Option<Duration>,
     /// Ends a response body larger than this many bytes.
     pub max_response_bytes: Option<u64>,
+    /// Event streams only: send the events that arrived within this long as one write, instead of
+    /// each on its own (`None`: every event is flushed the moment it is complete).
+    pub flush_interval: Option<Duration>,
     /// Names the node or instance in logs and in `x-switchyard-instance`.
     pub label: Arc<str>,
 }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use http_body::{Body, Frame, SizeHint};
@@ -64,6 +64,8 @@ pub struct RelayLimits {
     pub stall: Duration,
     pub max_duration: Option<Duration>,
     pub max_bytes: Option<u64>,
+    /// Event streams: coalesce the events of this window into one frame.
+    pub flush_interval: Option<Duration>,
 }
 
 /// Why a relay ended before the upstream finished.
@@ -97,6 +99,9 @@ pub struct RelayBody {
     limits: RelayLimits,
     stall: Pin<Box<Sleep>>,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Events held back under a flush interval, and when they are due.
+    batch: BytesMut,
+    batch_due: Option<Pin<Box<Sleep>>>,
     received: u64,
     /// The final empty filter call (end of stream) has been made.
     done: bool,
@@ -123,6 +128,8 @@ impl RelayBody {
             stall: Box::pin(tokio::time::sleep(limits.stall)),
             deadline,
             limits,
+            batch: BytesMut::new(),
+            batch_due: None,
             received: 0,
             done: false,
             logged: false,
@@ -139,6 +146,37 @@ impl RelayBody {
         (!chunk.is_empty()).then_some(chunk)
     }
 
+    /// An event ready for the client: returned at once, or (with a flush interval) added to the
+    /// batch, which is returned when due.
+    fn emit(&mut self, event: Bytes, cx: &mut Context<'_>) -> Option<Bytes> {
+        let Some(interval) = self.limits.flush_interval else { return Some(event) };
+        self.batch.extend_from_slice(&event);
+        if self.batch_due.is_none() {
+            self.batch_due = Some(Box::pin(tokio::time::sleep(interval)));
+        }
+        self.due_batch(cx)
+    }
+
+    /// The held events, once their window has passed (the timer wakes the task when it does).
+    fn due_batch(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        let due = self.batch_due.as_mut()?;
+        if due.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        self.batch_due = None;
+        Some(self.batch.split().freeze())
+    }
+
+    /// Whatever is still held, followed by `last`.
+    fn with_held(&mut self, last: Bytes) -> Bytes {
+        self.batch_due = None;
+        if self.batch.is_empty() {
+            return last;
+        }
+        self.batch.extend_from_slice(&last);
+        self.batch.split().freeze()
+    }
+
     /// Ends the body early. Event streams get a final SSE `error` event (and never `[DONE]`), so
     /// a client cannot mistake a cut answer for a complete one; other bodies end with an error,
     /// which aborts the response on the wire.
@@ -151,7 +189,8 @@ impl RelayBody {
             let event = serde_json::json!({
                 "error": {"message": cut.message(), "type": "server_error", "code": "upstream_stream_error"}
             });
-            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(format!("event: error\ndata: {event}\n\n"))))));
+            let error = Bytes::from(format!("event: error\ndata: {event}\n\n"));
+            return Poll::Ready(Some(Ok(Frame::data(self.with_held(error)))));
         }
         Poll::Ready(Some(Err(cut.message().into())))
     }
@@ -175,10 +214,13 @@ impl Body for RelayBody {
                 return Poll::Ready(None);
             }
             if let Some(event) = this.sse.as_mut().and_then(SseSplitter::next_event) {
-                match this.filtered(event, false) {
-                    Some(frame) => return Poll::Ready(Some(Ok(Frame::data(frame)))),
-                    None => continue,
+                if let Some(frame) = this.filtered(event, false).and_then(|event| this.emit(event, cx)) {
+                    return Poll::Ready(Some(Ok(Frame::data(frame))));
                 }
+                continue;
+            }
+            if let Some(frame) = this.due_batch(cx) {
+                return Poll::Ready(Some(Ok(Frame::data(frame))));
             }
             if let Some(deadline) = this.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
@@ -198,7 +240,8 @@ impl Body for RelayBody {
                     match this.sse.as_mut() {
                         Some(sse) => {
                             if let Some(event) = sse.push_bytes(chunk) {
-                                if let Some(frame) = this.filtered(event, false) {
+                                if let Some(frame) = this.filtered(event, false).and_then(|event| this.emit(event, cx))
+                                {
                                     return Poll::Ready(Some(Ok(Frame::data(frame))));
                                 }
                             }
@@ -214,9 +257,10 @@ impl Body for RelayBody {
                 Poll::Ready(None) => {
                     let rest = this.sse.as_mut().and_then(SseSplitter::take_rest).unwrap_or_default();
                     this.done = true;
-                    let last = this.filtered(rest, true);
+                    let last = this.filtered(rest, true).unwrap_or_default();
+                    let last = this.with_held(last);
                     this.finish();
-                    return Poll::Ready(last.map(|b| Ok(Frame::data(b))));
+                    return Poll::Ready((!last.is_empty()).then(|| Ok(Frame::data(last))));
                 }
                 Poll::Pending => {
                     if this.stall.as_mut().poll(cx).is_ready() {

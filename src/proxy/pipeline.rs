@@ -114,6 +114,7 @@ async fn serve(
             stall: upstream.timeout,
             max_duration: upstream.max_duration,
             max_bytes: upstream.max_response_bytes,
+            flush_interval: upstream.flush_interval,
         };
         let sent = send(upstream).await;
         let verdict = match &sent {

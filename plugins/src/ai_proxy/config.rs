@@ -44,7 +44,8 @@ pub struct CommonConfig {
     pub max_req_body_size: Option<u64>,
     pub max_stream_duration_ms: Option<u64>,
     pub max_response_bytes: Option<u64>,
-    /// 0: every SSE event is flushed as it arrives (the only mode served).
+    /// Milliseconds: SSE events arriving within this window go to the client as one write.
+    /// 0 (the default here): every event is flushed the moment it is complete.
     #[serde(default)]
     pub streaming_flush_interval_ms: u64,
     #[serde(default)]
@@ -129,12 +130,6 @@ impl CommonConfig {
             if value == Some(0) {
                 return Err(ConfigError::new(name, "must be at least 1"));
             }
-        }
-        if self.streaming_flush_interval_ms != 0 {
-            return Err(ConfigError::new(
-                "streaming_flush_interval_ms",
-                "only 0 (flush every event as it arrives) is supported",
-            ));
         }
         Ok(())
     }

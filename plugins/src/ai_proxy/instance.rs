@@ -196,6 +196,7 @@ impl Instance {
             timeout: transport.timeout,
             max_duration: transport.max_duration,
             max_response_bytes: transport.max_response_bytes,
+            flush_interval: transport.flush_interval,
             label: Arc::clone(&self.name),
         }
     }
@@ -208,6 +209,7 @@ pub struct Transport {
     pub max_request_bytes: Option<u64>,
     pub max_duration: Option<Duration>,
     pub max_response_bytes: Option<u64>,
+    pub flush_interval: Option<Duration>,
     pub logging: LoggingConfig,
 }
 
@@ -227,6 +229,8 @@ impl Transport {
             max_request_bytes: common.max_req_body_size,
             max_duration: common.max_stream_duration_ms.map(Duration::from_millis),
             max_response_bytes: common.max_response_bytes,
+            flush_interval: (common.streaming_flush_interval_ms > 0)
+                .then(|| Duration::from_millis(common.streaming_flush_interval_ms)),
             logging: common.logging,
         })
     }
