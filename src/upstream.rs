@@ -1,11 +1,12 @@
 //! A compiled APISIX upstream: weighted nodes, a keep-alive pool, and the [`Target`] that sends a
 //! route's requests to it when no AI plugin chose another destination.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, HOST};
 use switchyard_plugins::balancer::SmoothWeighted;
+use switchyard_plugins::client_pool::{client_for, ClientSettings};
 use switchyard_plugins::headers::forwardable;
 use switchyard_plugins::{AttemptResult, Ctx, GiveUp, Next, Request, Target, UpstreamRequest, Verdict};
 
@@ -13,6 +14,9 @@ use crate::resource::upstream::{Node, UpstreamSpec};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// APISIX's upstream keep-alive defaults: 60 s idle, 320 idle connections.
+const UPSTREAM_KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
+const UPSTREAM_KEEPALIVE_POOL: u32 = 320;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PassHost {
@@ -27,11 +31,10 @@ pub struct Upstream {
     balancer: SmoothWeighted,
     scheme: &'static str,
     pass_host: PassHost,
-    connect_timeout: Duration,
     read_timeout: Duration,
     retries: usize,
-    /// The keep-alive pool of this upstream, made on first use (10,000 routes cost nothing idle).
-    client: OnceLock<reqwest::Client>,
+    /// Keep-alive pools per node, shared with every upstream of the same connect timeout.
+    client: reqwest::Client,
 }
 
 impl Upstream {
@@ -54,32 +57,16 @@ impl Upstream {
             nodes,
             scheme: if spec.scheme.as_deref() == Some("https") { "https" } else { "http" },
             pass_host,
-            connect_timeout: spec.timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |t| seconds(t.connect)),
             read_timeout: spec.timeout.map_or(DEFAULT_READ_TIMEOUT, |t| seconds(t.read)),
-            client: OnceLock::new(),
+            client: client_for(ClientSettings {
+                connect_timeout_ms: spec.timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |t| seconds(t.connect)).as_millis()
+                    as u64,
+                keepalive: true,
+                keepalive_timeout_ms: UPSTREAM_KEEPALIVE_TIMEOUT_MS,
+                keepalive_pool: UPSTREAM_KEEPALIVE_POOL,
+                ssl_verify: true,
+            }),
         })
-    }
-
-    fn client(&self) -> reqwest::Client {
-        self.client
-            .get_or_init(|| {
-                reqwest::Client::builder()
-                    .tcp_nodelay(true)
-                    .connect_timeout(self.connect_timeout)
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .redirect(reqwest::redirect::Policy::none())
-                    .referer(false)
-                    // Retries are the upstream's `retries` setting, run by the target; reqwest's
-                    // own policy would clone every request's headers in case of a retry.
-                    .retry(reqwest::retry::never())
-                    .no_proxy()
-                    .build()
-                    .unwrap_or_else(|err| {
-                        tracing::error!(%err, "cannot build upstream client; using defaults");
-                        reqwest::Client::new()
-                    })
-            })
-            .clone()
     }
 
     /// A fresh per-request target over this upstream's nodes.
@@ -129,7 +116,7 @@ impl Target for UpstreamTarget {
             url: format!("{}://{}{}", up.scheme, node.authority, path),
             headers,
             body: req.body.clone(),
-            client: up.client(),
+            client: up.client.clone(),
             timeout: up.read_timeout,
             max_duration: None,
             max_response_bytes: None,

@@ -1,5 +1,6 @@
-//! HTTP clients for provider calls, shared by every route with the same transport settings, so
-//! routes to one provider share its keep-alive connections and a reload makes no new pools.
+//! HTTP clients for upstream and provider calls, shared by every route with the same transport
+//! settings, so routes to one host share its keep-alive connections and a reload makes no new
+//! pools.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
