@@ -478,3 +478,23 @@ async fn a_client_gone_before_the_response_head_is_logged_as_499() {
     let line = logs::access_line("slowhead").await;
     assert!(line.contains("status=499") && line.contains("aborted=true"), "{line}");
 }
+
+#[tokio::test]
+async fn https_providers_are_verified_unless_ssl_verify_is_off() {
+    let mock = MockUpstream::llm_tls("tls").await;
+    let gw = gateway_for(&mock).await;
+    let endpoint = format!("{}/v1/chat/completions", mock.base_url());
+    let route = |id: &str, verify: bool| {
+        json!({"id": id, "paths": [format!("/{id}")], "plugins": {"ai-proxy": {"provider": "openai-compatible",
+            "auth": {"header": {"Authorization": "Bearer k"}}, "ssl_verify": verify, "override": {"endpoint": endpoint}}}})
+    };
+    gw.put_route(route("verified", true)).await;
+    gw.put_route(route("unverified", false)).await;
+    let refused = chat(&gw, "/verified", r#"{"messages":[]}"#).await;
+    assert_eq!(refused.status(), StatusCode::BAD_GATEWAY, "a self-signed certificate is not trusted");
+    error_of(refused).await;
+    assert_eq!(mock.hits(), 0);
+    let response = chat(&gw, "/unverified", r#"{"messages":[]}"#).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(mock.last().headers["authorization"], "Bearer k");
+}

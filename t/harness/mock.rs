@@ -44,6 +44,7 @@ pub struct MockUpstream {
     seen: Arc<Mutex<Vec<Seen>>>,
     gate: Arc<Notify>,
     llm: bool,
+    tls: bool,
     /// Defaults for the steering headers, set by the test: lets one mock of several misbehave.
     behaviour: Arc<Mutex<Behaviour>>,
     /// Bodies whose client went away before the end (the gateway cancelled the upstream call).
@@ -76,7 +77,29 @@ impl MockUpstream {
         Self::serve(name, false).await
     }
 
+    /// A mock LLM provider behind HTTPS, with a self-signed certificate for 127.0.0.1 and
+    /// localhost (trusted by nobody: `ssl_verify: false` is needed to reach it).
+    pub async fn llm_tls(name: &'static str) -> MockUpstream {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let key = tokio_rustls::rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key.into())
+            .unwrap();
+        let mut mock = Self::listen(name, true, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+        mock.tls = true;
+        mock
+    }
+
     async fn serve(name: &'static str, llm: bool) -> MockUpstream {
+        Self::listen(name, llm, None).await
+    }
+
+    async fn listen(name: &'static str, llm: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mock = MockUpstream {
             addr: listener.local_addr().unwrap(),
@@ -85,6 +108,7 @@ impl MockUpstream {
             seen: Arc::default(),
             gate: Arc::new(Notify::new()),
             llm,
+            tls: false,
             behaviour: Arc::default(),
             cancelled: Arc::default(),
         };
@@ -93,14 +117,24 @@ impl MockUpstream {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 let mock = server.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let mock = mock.clone();
                         async move { Ok::<_, Infallible>(mock.answer(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(acceptor) => {
+                            // A client that refuses the certificate ends the handshake: nothing to serve.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -143,9 +177,9 @@ impl MockUpstream {
         self.cancelled.load(Ordering::SeqCst)
     }
 
-    /// `http://host:port`.
+    /// `http://host:port` (`https://` for [`MockUpstream::llm_tls`]).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     /// Lets a gated response (`x-mock-gate`) go on.
