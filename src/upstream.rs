@@ -34,7 +34,7 @@ pub struct Upstream {
     read_timeout: Duration,
     retries: usize,
     /// Keep-alive pools per node, shared with every upstream of the same connect timeout.
-    client: reqwest::Client,
+    client: switchyard_plugins::client_pool::UpstreamClient,
 }
 
 impl Upstream {
@@ -65,7 +65,8 @@ impl Upstream {
                 keepalive_timeout_ms: UPSTREAM_KEEPALIVE_TIMEOUT_MS,
                 keepalive_pool: UPSTREAM_KEEPALIVE_POOL,
                 ssl_verify: true,
-            }),
+            })
+            .map_err(|err| switchyard_plugins::ConfigError::new("upstream", err))?,
         })
     }
 

@@ -1,10 +1,24 @@
 //! HTTP clients for upstream and provider calls, shared by every route with the same transport
 //! settings, so routes to one host share its keep-alive connections and a reload makes no new
-//! pools.
+//! pools. A hyper client with rustls: TLS roots are the Mozilla set (webpki-roots).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// The client every upstream call goes through; request bodies are always whole.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The settings that make two clients different.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,11 +31,16 @@ pub struct ClientSettings {
 }
 
 /// The client for `settings`, made on first use and kept for the life of the process.
-pub fn client_for(settings: ClientSettings) -> reqwest::Client {
-    static CLIENTS: OnceLock<Mutex<HashMap<ClientSettings, reqwest::Client>>> = OnceLock::new();
+pub fn client_for(settings: ClientSettings) -> Result<UpstreamClient, String> {
+    static CLIENTS: OnceLock<Mutex<HashMap<ClientSettings, UpstreamClient>>> = OnceLock::new();
     let clients = CLIENTS.get_or_init(Mutex::default);
     let mut clients = clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    clients.entry(settings).or_insert_with(|| build(settings)).clone()
+    if let Some(client) = clients.get(&settings) {
+        return Ok(client.clone());
+    }
+    let client = build(settings)?;
+    clients.insert(settings, client.clone());
+    Ok(client)
 }
 
 /// Idle connections kept per provider host: `keepalive_pool` per worker thread, as APISIX keeps
@@ -37,23 +56,73 @@ fn idle_per_host(settings: ClientSettings) -> usize {
     (settings.keepalive_pool as usize).saturating_mul(workers)
 }
 
-fn build(settings: ClientSettings) -> reqwest::Client {
-    let idle = idle_per_host(settings);
-    reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+fn build(settings: ClientSettings) -> Result<UpstreamClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
+    http.enforce_http(false);
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(settings.ssl_verify)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_millis(settings.keepalive_timeout_ms))
-        .pool_max_idle_per_host(idle)
-        .danger_accept_invalid_certs(!settings.ssl_verify)
-        .redirect(reqwest::redirect::Policy::none())
-        .referer(false)
-        // The gateway decides about retries itself (fallback strategies). reqwest's own policy
-        // would also clone every request's headers before sending it, in case of a retry.
-        .retry(reqwest::retry::never())
-        .no_proxy()
-        .build()
-        .unwrap_or_else(|err| {
-            tracing::error!(%err, "cannot build a provider client with these settings; using defaults");
-            reqwest::Client::new()
-        })
+        .pool_max_idle_per_host(idle_per_host(settings))
+        .pool_timer(TokioTimer::new())
+        .build(https))
+}
+
+fn tls_config(verify: bool) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| format!("TLS setup failed: {err}"))?;
+    let config = if verify {
+        let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth()
+    };
+    Ok(config)
+}
+
+/// `ssl_verify: false`: any certificate is accepted (signatures are still checked, so the peer
+/// must hold the key of the certificate it shows).
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

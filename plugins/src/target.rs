@@ -19,7 +19,7 @@ pub struct UpstreamRequest {
     pub headers: HeaderMap,
     pub body: Bytes,
     /// The connection pool (and TLS settings) to send it with.
-    pub client: reqwest::Client,
+    pub client: crate::client_pool::UpstreamClient,
     /// Longest wait for the response head, and longest stall between two body reads.
     pub timeout: Duration,
     /// Ends a response body that runs longer than this (streams included).

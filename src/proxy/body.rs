@@ -91,7 +91,7 @@ impl Cut {
 /// Relays an upstream body. Dropping it (the client went away) drops the upstream stream, which
 /// cancels the upstream request; the log phase runs exactly once either way.
 pub struct RelayBody {
-    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    upstream: BoxStream<'static, Result<Bytes, hyper::Error>>,
     sse: Option<SseSplitter>,
     ctx: Ctx,
     finisher: Finisher,
@@ -110,7 +110,7 @@ pub struct RelayBody {
 
 impl RelayBody {
     pub fn new(
-        upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+        upstream: BoxStream<'static, Result<Bytes, hyper::Error>>,
         event_stream: bool,
         ctx: Ctx,
         finisher: Finisher,

@@ -12,10 +12,11 @@ use switchyard_plugins::{AttemptResult, Ctx, Flow, GiveUp, Next, Outcome, Phases
 
 use super::body::{RelayBody, RelayLimits, ResponseBody};
 use super::finish::Finisher;
-use super::send::{attempt_result, read_all, send};
+use super::send::{attempt_result, read_all, send, UpstreamResponse};
 use crate::error::ProxyError;
 use crate::snapshot::CompiledRoute;
 use crate::state::Shared;
+use http_body_util::BodyExt;
 
 /// The largest failed-attempt body kept to relay if every attempt fails.
 const MAX_FAILURE_BODY: u64 = 1 << 20;
@@ -140,7 +141,7 @@ async fn serve(
 async fn respond_upstream(
     finisher: &Finisher,
     mut ctx: Ctx,
-    mut response: reqwest::Response,
+    mut response: UpstreamResponse,
     limits: RelayLimits,
 ) -> hyper::Response<ResponseBody> {
     let status = response.status();
@@ -161,7 +162,7 @@ async fn respond_upstream(
     }
     let mut head = response_head(status, headers, &ctx, true);
     run_header_filters(finisher, &mut ctx, &mut head);
-    let stream = Box::pin(response.bytes_stream());
+    let stream = Box::pin(response.into_body().into_data_stream());
     let relay = RelayBody::new(stream, event_stream, ctx, finisher.clone(), status.as_u16(), limits);
     hyper::Response::from_parts(head, ResponseBody::Relay(Box::new(relay)))
 }

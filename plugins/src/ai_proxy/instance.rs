@@ -204,7 +204,7 @@ impl Instance {
 
 /// The plugin-level transport settings, compiled.
 pub struct Transport {
-    pub client: reqwest::Client,
+    pub client: crate::client_pool::UpstreamClient,
     pub timeout: Duration,
     pub max_request_bytes: Option<u64>,
     pub max_duration: Option<Duration>,
@@ -222,7 +222,8 @@ impl Transport {
             keepalive_timeout_ms: common.keepalive_timeout,
             keepalive_pool: common.keepalive_pool,
             ssl_verify: common.ssl_verify,
-        });
+        })
+        .map_err(|err| ConfigError::new("ssl_verify", err))?;
         Ok(Transport {
             client,
             timeout: Duration::from_millis(common.timeout),

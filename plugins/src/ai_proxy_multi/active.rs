@@ -9,9 +9,10 @@ use http::HeaderMap;
 
 use super::config::ActiveConfig;
 use super::health::Health;
+use crate::client_pool::UpstreamClient;
 
 /// Starts probing `target` (`scheme://host:port` of the instance) when a Tokio runtime is running.
-pub fn spawn(health: &Arc<Health>, config: &ActiveConfig, target: &str, client: reqwest::Client) {
+pub fn spawn(health: &Arc<Health>, config: &ActiveConfig, target: &str, client: UpstreamClient) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
     let probe = Probe::new(config, target, client);
     let weak = Arc::downgrade(health);
@@ -56,11 +57,11 @@ struct Probe {
     url: String,
     authority: String,
     headers: HeaderMap,
-    client: reqwest::Client,
+    client: UpstreamClient,
 }
 
 impl Probe {
-    fn new(config: &ActiveConfig, target: &str, client: reqwest::Client) -> Self {
+    fn new(config: &ActiveConfig, target: &str, client: UpstreamClient) -> Self {
         let (scheme, authority) = target.split_once("://").unwrap_or(("http", target));
         let mut authority = authority.to_string();
         if let Some(port) = config.port {
@@ -99,10 +100,14 @@ impl Probe {
                 Err(_) => ProbeOutcome::Timeout,
             };
         }
-        let request = self.client.get(&self.url).headers(self.headers.clone()).send();
-        match tokio::time::timeout(timeout, request).await {
+        let mut request = http::Request::new(http_body_util::Full::new(bytes::Bytes::new()));
+        match self.url.parse() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => return ProbeOutcome::TcpFailure,
+        }
+        *request.headers_mut() = self.headers.clone();
+        match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => ProbeOutcome::Timeout,
-            Ok(Err(err)) if err.is_timeout() => ProbeOutcome::Timeout,
             Ok(Err(_)) => ProbeOutcome::TcpFailure,
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
