@@ -107,7 +107,12 @@ impl MirrorCache {
         }
         let temp = self.path.with_extension("json.tmp");
         {
-            let mut out = std::fs::File::create(&temp)?;
+            // The cache holds provider-key secrets: readable by this user only.
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut out = options.open(&temp)?;
             out.write_all(&bytes)?;
             out.sync_all()?;
         }
@@ -141,6 +146,12 @@ mod tests {
         assert_eq!(loaded.resources, mirror(7).resources);
         assert!(!dir.path().join("etcd-cache.json.tmp").exists());
         assert!(MirrorCache::new(dir.path(), "/s/other/").load().is_none());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(cache.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the cache holds secrets: {mode:o}");
+        }
     }
 
     #[test]

@@ -43,6 +43,10 @@ impl EmbeddedStore {
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path)
             .map_err(|e| StoreError::Internal(format!("cannot open {}: {e}", path.display())))?;
+        // The store holds provider-key secrets: readable by this user only.
+        #[cfg(unix)]
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| StoreError::Internal(format!("cannot restrict {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(internal)?;
         {
             txn.open_table(KV).map_err(internal)?;
@@ -262,6 +266,16 @@ mod tests {
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].create_revision, 1);
         assert_eq!(items[0].value, Bytes::from_static(b"{\"x\":1}"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_file_is_private_to_its_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        EmbeddedStore::open(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
     }
 
     #[tokio::test]
