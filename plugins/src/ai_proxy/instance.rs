@@ -12,7 +12,7 @@ use http::header::{
 use http::Method;
 use serde_json::{Map, Value};
 
-use super::config::{CommonConfig, LoggingConfig, OverrideConfig};
+use super::config::{deny_unknown_keys, CommonConfig, LoggingConfig, OverrideConfig, COMMON_KEYS};
 use crate::client_pool::{client_for, ClientSettings};
 use crate::headers::forwardable;
 use crate::providers::{self, anthropic, openai, AuthConfig, BaseUrls, Endpoint, Provider, WireFamily};
@@ -214,6 +214,18 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// Parses an AI plugin's config object: its own fields (`T`, whose keys are `own_keys`) and
+    /// the shared transport fields, refusing keys that belong to neither.
+    pub fn parse_plugin<T: serde::de::DeserializeOwned>(
+        config: &serde_json::Value,
+        own_keys: &[&str],
+    ) -> Result<(T, Transport), ConfigError> {
+        deny_unknown_keys(config, &[own_keys, COMMON_KEYS])?;
+        let common: CommonConfig = crate::parse_config(config)?;
+        let own: T = crate::parse_config(config)?;
+        Ok((own, Transport::compile(&common)?))
+    }
+
     pub fn compile(common: &CommonConfig) -> Result<Transport, ConfigError> {
         common.check()?;
         let client = client_for(ClientSettings {

@@ -13,14 +13,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 
-use self::config::{deny_unknown_keys, AiProxyConfig, CommonConfig, AI_PROXY_KEYS, COMMON_KEYS};
+use self::config::{AiProxyConfig, AI_PROXY_KEYS};
 use self::instance::{Instance, Transport};
 use crate::providers::BaseUrls;
 use crate::raw_body::{BodyError, RawBody};
 use crate::respond::error_response;
 use crate::{
-    parse_config, AttemptResult, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Phases, Plugin, PluginError,
-    PluginFactory, Request, Target, Verdict,
+    AttemptResult, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Phases, Plugin, PluginError, PluginFactory,
+    Request, Target, Verdict,
 };
 
 pub struct AiProxyFactory {
@@ -44,10 +44,7 @@ impl PluginFactory for AiProxyFactory {
     }
 
     fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Plugin>, ConfigError> {
-        deny_unknown_keys(config, &[AI_PROXY_KEYS, COMMON_KEYS])?;
-        let common: CommonConfig = parse_config(config)?;
-        let config: AiProxyConfig = parse_config(config)?;
-        let transport = Transport::compile(&common)?;
+        let (config, transport) = Transport::parse_plugin::<AiProxyConfig>(config, AI_PROXY_KEYS)?;
         let instance = Instance::compile(
             &config.provider,
             &config.provider,

@@ -23,14 +23,13 @@ use tokio::time::Instant;
 use self::config::{FallbackStrategyConfig, MultiConfig, MULTI_KEYS};
 use self::health::{Health, TransportFailure};
 use self::select::Selector;
-use crate::ai_proxy::config::{deny_unknown_keys, CommonConfig, COMMON_KEYS};
 use crate::ai_proxy::instance::{Instance, Transport};
 use crate::ai_proxy::{observe, parse_chat_body};
 use crate::providers::BaseUrls;
 use crate::raw_body::RawBody;
 use crate::{
-    parse_config, AttemptResult, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Phases, Plugin, PluginError,
-    PluginFactory, Request, Target, Verdict,
+    AttemptResult, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Phases, Plugin, PluginError, PluginFactory,
+    Request, Target, Verdict,
 };
 
 pub struct AiProxyMultiFactory {
@@ -54,10 +53,7 @@ impl PluginFactory for AiProxyMultiFactory {
     }
 
     fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Plugin>, ConfigError> {
-        deny_unknown_keys(config, &[MULTI_KEYS, COMMON_KEYS])?;
-        let common: CommonConfig = parse_config(config)?;
-        let config: MultiConfig = parse_config(config)?;
-        let transport = Transport::compile(&common)?;
+        let (config, transport) = Transport::parse_plugin::<MultiConfig>(config, MULTI_KEYS)?;
         if config.instances.is_empty() {
             return Err(ConfigError::new("instances", "must hold at least one instance"));
         }
