@@ -7,11 +7,12 @@ use std::sync::Arc;
 use http::Method;
 use serde::Deserialize;
 use serde_json::Value;
-use switchyard_plugins::model_api::catalog::{CallerKey, Catalog, ModelDef};
-use switchyard_plugins::model_api::{ModelApi, Surface};
-use switchyard_plugins::registry::ChainEntry;
-use switchyard_plugins::{Chain, ConfigError};
+use switchyard_builtin::model_api::catalog::{CallerKey, Catalog, ModelDef};
+use switchyard_builtin::model_api::{ModelApi, Surface};
+use switchyard_sdk::ChainEntry;
+use switchyard_sdk::{Chain, ConfigError};
 
+use crate::compiler::Compiler;
 use crate::resource::api_key::ApiKeySpec;
 use crate::resource::model::ModelSpec;
 use crate::resource::provider_key::ProviderKeySpec;
@@ -92,8 +93,8 @@ pub fn build(resources: &ModelResources<'_>) -> (Catalog, Vec<Rejection>) {
 
 /// The built-in routes of the model API over `catalog`. The snapshot keeps them apart from user
 /// routes and consults them only when no user route matches, so a user route always wins.
-pub fn builtin_routes(catalog: Catalog) -> Vec<Arc<CompiledRoute>> {
-    let transport = match ModelApi::default_transport() {
+pub fn builtin_routes(catalog: Catalog, compiler: &Compiler) -> Vec<Arc<CompiledRoute>> {
+    let transport = match ModelApi::default_settings(compiler.transport.as_ref()) {
         Ok(transport) => Arc::new(transport),
         Err(err) => {
             tracing::error!(%err, "model API transport failed to compile; /v1 is not served");

@@ -1,8 +1,8 @@
 //! Errors the gateway itself answers with, and how they are rendered for the client.
 
 use http::StatusCode;
-pub use switchyard_plugins::respond::{error_response, json_response};
-use switchyard_plugins::{ErrorStyle, Response};
+pub use switchyard_sdk::respond::{error_response, json_response};
+use switchyard_sdk::{ErrorStyle, Response};
 
 /// Everything that makes the gateway answer a proxied request itself.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cache::MirrorCache;
+use crate::compiler::Compiler;
 use crate::config::{Config, StoreBackend};
 use crate::reload::{follow, save_cache, Mirror};
 use crate::snapshot::Snapshot;
@@ -15,6 +16,7 @@ use crate::state::Shared;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::EtcdStore;
 use crate::store::{ConfigStore, StoreError};
+use crate::transport::Transport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -41,7 +43,7 @@ impl Gateway {
     /// Opens the store, builds the first snapshot, binds every listener and starts serving.
     /// Returns once the node accepts connections; ports given as 0 are resolved in the result.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let registry = crate::plugins::builtin(&config);
+        let compiler = Compiler::new(crate::plugins::builtin(&config), Transport::new());
         let proxy_listen = config.proxy_addrs()?;
         let admin_listen = config.admin_addrs()?;
         let prefix = crate::resource::group_prefix(&config.store.root(), &config.gateway_group_id);
@@ -52,8 +54,8 @@ impl Gateway {
             }
         };
         let (mirror, cached) = first_mirror(store.as_ref(), &prefix, cache.as_ref()).await?;
-        let snapshot = Snapshot::build(&mirror.resources, &prefix, mirror.revision, &registry, None);
-        let shared = Arc::new(Shared::new(config, store, registry, snapshot).with_cache(cache, cached));
+        let snapshot = Snapshot::build(&mirror.resources, &prefix, mirror.revision, &compiler, None);
+        let shared = Arc::new(Shared::new(config, store, compiler, snapshot).with_cache(cache, cached));
         if !cached {
             save_cache(&shared, &mirror).await;
         }

@@ -4,8 +4,10 @@
 //! the [`proxy`] handler loads the snapshot once per request and runs the matched route's chain.
 
 pub mod admin;
+pub mod background;
 pub mod cache;
 pub mod catalog;
+pub mod compiler;
 pub mod config;
 pub mod error;
 pub mod gateway;
@@ -18,6 +20,7 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod transport;
 pub mod upstream;
 
 pub use config::Config;

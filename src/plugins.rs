@@ -1,12 +1,8 @@
 //! The plugins this build ships, registered by name.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use switchyard_plugins::ai_proxy::AiProxyFactory;
-use switchyard_plugins::ai_proxy_multi::AiProxyMultiFactory;
-use switchyard_plugins::proxy_buffering::ProxyBufferingFactory;
-use switchyard_plugins::Registry;
+use switchyard_sdk::Registry;
 
 use crate::config::Config;
 
@@ -15,9 +11,5 @@ use crate::config::Config;
 pub fn builtin(config: &Config) -> Registry {
     let base_urls: BTreeMap<String, String> =
         config.providers.iter().filter_map(|(name, p)| Some((name.clone(), p.base_url.clone()?))).collect();
-    let mut registry = Registry::new();
-    registry.register(Arc::new(AiProxyFactory::new(base_urls.clone())));
-    registry.register(Arc::new(AiProxyMultiFactory::new(base_urls)));
-    registry.register(Arc::new(ProxyBufferingFactory));
-    registry
+    switchyard_builtin::registry(&base_urls)
 }

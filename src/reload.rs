@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use switchyard_sdk::UpstreamIo;
+
+use crate::background::BackgroundWork;
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
 use crate::store::{ConfigStore, Event, KeyValue, StoreError, WatchMessage};
@@ -44,15 +47,18 @@ impl Mirror {
     }
 }
 
-/// Builds and publishes a snapshot from `mirror`, reusing what did not change, then refreshes the
-/// local cache (etcd) so a restart while the store is down serves this config.
-async fn publish(shared: &Shared, mirror: &Mirror) {
+/// Builds and publishes a snapshot from `mirror`, reusing what did not change, starts and stops
+/// the plugins' background work to match, then refreshes the local cache (etcd) so a restart
+/// while the store is down serves this config.
+async fn publish(shared: &Shared, mirror: &Mirror, background: &mut BackgroundWork) {
     let previous = shared.snapshot.load_full();
     let started = std::time::Instant::now();
     let snapshot =
-        Snapshot::build(&mirror.resources, &shared.group_prefix, mirror.revision, &shared.registry, Some(&previous));
+        Snapshot::build(&mirror.resources, &shared.group_prefix, mirror.revision, &shared.compiler, Some(&previous));
     tracing::debug!(revision = mirror.revision, routes = snapshot.routes.len(), took = ?started.elapsed(), "snapshot published");
-    shared.snapshot.store(Arc::new(snapshot));
+    let snapshot = Arc::new(snapshot);
+    shared.snapshot.store(Arc::clone(&snapshot));
+    background.sync(&snapshot);
     shared.applied_revision.fetch_max(mirror.revision, Ordering::AcqRel);
     save_cache(shared, mirror).await;
 }
@@ -76,6 +82,9 @@ pub async fn save_cache(shared: &Shared, mirror: &Mirror) {
 /// long as the one before, up to [`MAX_BACKOFF`]. A mirror read from the local cache is replaced
 /// by a full listing first: the store may have changed in any way meanwhile.
 pub async fn follow(shared: Arc<Shared>, mut mirror: Mirror, mut shutdown: watch::Receiver<bool>) {
+    let io = Arc::clone(&shared.compiler.transport) as Arc<dyn UpstreamIo>;
+    let mut background = BackgroundWork::new(io, Arc::clone(&shared.background));
+    background.sync(&shared.snapshot.load());
     let mut backoff = MIN_BACKOFF;
     let mut in_sync = !shared.is_cached();
     loop {
@@ -83,7 +92,7 @@ pub async fn follow(shared: Arc<Shared>, mut mirror: Mirror, mut shutdown: watch
             match Mirror::load(shared.store.as_ref(), &shared.group_prefix).await {
                 Ok(fresh) => {
                     mirror = fresh;
-                    publish(&shared, &mirror).await;
+                    publish(&shared, &mirror, &mut background).await;
                     if shared.cached.swap(false, Ordering::AcqRel) {
                         tracing::info!(revision = mirror.revision, "config store reachable again: caught up");
                     }
@@ -128,7 +137,7 @@ pub async fn follow(shared: Arc<Shared>, mut mirror: Mirror, mut shutdown: watch
                             WatchMessage::Resync => resync = true,
                         }
                     }
-                    publish(&shared, &mirror).await;
+                    publish(&shared, &mirror, &mut background).await;
                     backoff = MIN_BACKOFF;
                 }
                 Some(WatchMessage::Progress(revision)) => {

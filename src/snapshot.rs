@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use http::Method;
 use serde::Serialize;
-use switchyard_plugins::{Chain, ConfigError, Registry};
+use switchyard_sdk::{Chain, ConfigError};
+
+use crate::compiler::Compiler;
 
 use crate::resource::route::RouteSpec;
 use crate::resource::service::ServiceSpec;
@@ -99,7 +101,7 @@ impl Snapshot {
         raw: &BTreeMap<String, KeyValue>,
         group_prefix: &str,
         revision: u64,
-        registry: &Registry,
+        compiler: &Compiler,
         prev: Option<&Snapshot>,
     ) -> Snapshot {
         let mut snapshot = Snapshot { revision, ..Snapshot::default() };
@@ -108,7 +110,7 @@ impl Snapshot {
         for kv in raw.values() {
             let Some((kind, id)) = parse_key(group_prefix, &kv.key) else { continue };
             match Kind::parse(kind) {
-                Some(Kind::Services) => match compile_service(&kv.value, registry) {
+                Some(Kind::Services) => match compile_service(&kv.value, compiler) {
                     Ok((spec, upstream)) => {
                         snapshot
                             .services
@@ -130,7 +132,7 @@ impl Snapshot {
         }
         let mut enabled = Vec::with_capacity(route_kvs.len());
         for (id, kv) in route_kvs {
-            match snapshot.route_from(id, kv, registry, prev) {
+            match snapshot.route_from(id, kv, compiler, prev) {
                 Ok(Some(route)) => {
                     enabled.push(Arc::clone(&route));
                     snapshot.routes.insert(Arc::clone(&route.id), route);
@@ -140,7 +142,7 @@ impl Snapshot {
             }
         }
         snapshot.router = Router::build(&enabled);
-        snapshot.builtin = Router::build(&crate::catalog::builtin_routes(catalog));
+        snapshot.builtin = Router::build(&crate::catalog::builtin_routes(catalog, compiler));
         snapshot
     }
 
@@ -149,7 +151,7 @@ impl Snapshot {
         &self,
         id: &str,
         kv: &KeyValue,
-        registry: &Registry,
+        compiler: &Compiler,
         prev: Option<&Snapshot>,
     ) -> Result<Option<Arc<CompiledRoute>>, ConfigError> {
         if let Some(old) = prev.and_then(|p| p.routes.get(id)) {
@@ -177,7 +179,7 @@ impl Snapshot {
                 return Ok(Some(Arc::clone(old)));
             }
         }
-        let mut route = compile_route(id, &spec, upstream.as_ref(), service, registry)?;
+        let mut route = compile_route(id, &spec, upstream.as_ref(), service, compiler)?;
         route.revision = kv.mod_revision;
         route.fingerprint = fingerprint;
         Ok(Some(Arc::new(route)))
@@ -202,13 +204,13 @@ impl Snapshot {
 }
 
 /// Parses a service and checks its plugins. The admin API and reload share it.
-pub fn compile_service(value: &[u8], registry: &Registry) -> Result<(ServiceSpec, Option<UpstreamSpec>), ConfigError> {
+pub fn compile_service(value: &[u8], compiler: &Compiler) -> Result<(ServiceSpec, Option<UpstreamSpec>), ConfigError> {
     let value: serde_json::Value =
         serde_json::from_slice(value).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
     let (spec, upstream) = ServiceSpec::parse(&value)?;
-    registry.build_chain(&spec.plugins, "plugins")?;
+    compiler.chain(&spec.plugins, "plugins")?;
     if let Some(upstream) = &upstream {
-        Upstream::from_spec(upstream)?;
+        Upstream::from_spec(upstream, compiler.transport.as_ref())?;
     }
     Ok((spec, upstream))
 }
@@ -220,15 +222,15 @@ pub fn compile_route(
     spec: &RouteSpec,
     upstream: Option<&UpstreamSpec>,
     service: Option<&ServiceEntry>,
-    registry: &Registry,
+    compiler: &Compiler,
 ) -> Result<CompiledRoute, ConfigError> {
     let mut plugins = service.map(|s| s.spec.plugins.clone()).unwrap_or_default();
     for (name, config) in &spec.plugins {
         plugins.insert(name.clone(), config.clone());
     }
-    let chain = registry.build_chain(&plugins, "plugins")?;
+    let chain = compiler.chain(&plugins, "plugins")?;
     let upstream = upstream.or_else(|| service.and_then(|s| s.upstream.as_ref()));
-    let upstream = upstream.map(Upstream::from_spec).transpose()?.map(Arc::new);
+    let upstream = upstream.map(|u| Upstream::from_spec(u, compiler.transport.as_ref())).transpose()?.map(Arc::new);
     let paths =
         spec.all_paths().into_iter().map(|p| service.map_or_else(|| p.to_string(), |s| s.spec.prefixed(p))).collect();
     let mut hosts: Vec<&str> = spec.all_hosts();

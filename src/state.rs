@@ -4,9 +4,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use switchyard_plugins::Registry;
 
+use crate::background::BackgroundStats;
 use crate::cache::MirrorCache;
+use crate::compiler::Compiler;
 use crate::config::Config;
 use crate::resource::group_prefix;
 use crate::snapshot::Snapshot;
@@ -17,7 +18,7 @@ pub struct Shared {
     /// The live config. Handlers `load_full()` it once per request; only the reload task stores.
     pub snapshot: ArcSwap<Snapshot>,
     pub store: Arc<dyn ConfigStore>,
-    pub registry: Registry,
+    pub compiler: Compiler,
     /// The store keys' root, `<root>/<gateway_group_id>/<kind>/<id>`: `store.etcd.prefix` on etcd,
     /// `/switchyard` embedded. Never ends with `/`.
     pub store_root: String,
@@ -27,6 +28,8 @@ pub struct Shared {
     pub applied_revision: AtomicU64,
     /// Where the reload task keeps a copy of the applied config (etcd only).
     pub cache: Option<MirrorCache>,
+    /// The plugins' background work, as the reload task last left it.
+    pub background: Arc<BackgroundStats>,
     /// True while the live config came from `cache` rather than from the store: the node started
     /// while etcd was down and has not synced since.
     pub cached: AtomicBool,
@@ -41,7 +44,7 @@ impl Shared {
         self.cached.load(Ordering::Acquire)
     }
 
-    pub fn new(config: Config, store: Arc<dyn ConfigStore>, registry: Registry, snapshot: Snapshot) -> Self {
+    pub fn new(config: Config, store: Arc<dyn ConfigStore>, compiler: Compiler, snapshot: Snapshot) -> Self {
         let store_root = config.store.root();
         let group_prefix = group_prefix(&store_root, &config.gateway_group_id);
         let applied_revision = AtomicU64::new(snapshot.revision);
@@ -49,11 +52,12 @@ impl Shared {
             config,
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
-            registry,
+            compiler,
             store_root,
             group_prefix,
             applied_revision,
             cache: None,
+            background: Arc::default(),
             cached: AtomicBool::new(false),
         }
     }

@@ -5,10 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, HOST};
-use switchyard_plugins::balancer::SmoothWeighted;
-use switchyard_plugins::client_pool::{client_for, ClientSettings};
-use switchyard_plugins::headers::forwardable;
-use switchyard_plugins::{AttemptResult, Ctx, GiveUp, Next, Request, Target, UpstreamRequest, Verdict};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::Uri;
+use switchyard_sdk::balancer::SmoothWeighted;
+use switchyard_sdk::headers::forwardable;
+use switchyard_sdk::{
+    AttemptResult, BuildContext, ClientHandle, ClientSettings, Ctx, GiveUp, Next, Request, Target, UpstreamRequest,
+    Verdict,
+};
 
 use crate::resource::upstream::{Node, UpstreamSpec};
 
@@ -27,46 +31,61 @@ enum PassHost {
 
 pub struct Upstream {
     nodes: Vec<Node>,
+    /// Each node's `host:port`, parsed once.
+    authorities: Vec<Authority>,
     labels: Vec<Arc<str>>,
     balancer: SmoothWeighted,
-    scheme: &'static str,
+    scheme: Scheme,
     pass_host: PassHost,
     read_timeout: Duration,
     retries: usize,
     /// Keep-alive pools per node, shared with every upstream of the same connect timeout.
-    client: switchyard_plugins::client_pool::UpstreamClient,
+    client: ClientHandle,
 }
 
 impl Upstream {
     /// Compiles a checked spec. Runs at reload and on admin validation.
-    pub fn from_spec(spec: &UpstreamSpec) -> Result<Self, switchyard_plugins::ConfigError> {
+    pub fn from_spec(spec: &UpstreamSpec, ctx: &dyn BuildContext) -> Result<Self, switchyard_sdk::ConfigError> {
         let nodes = spec.nodes()?;
-        let pass_host =
-            match (spec.pass_host.as_deref(), &spec.upstream_host) {
-                (Some("node"), _) => PassHost::Node,
-                (Some("rewrite"), Some(host)) => PassHost::Rewrite(HeaderValue::from_str(host).map_err(|_| {
-                    switchyard_plugins::ConfigError::new("upstream.upstream_host", "is not a valid host")
-                })?),
-                _ => PassHost::Pass,
-            };
+        let authorities = nodes
+            .iter()
+            .map(|n| {
+                n.authority.parse::<Authority>().map_err(|_| {
+                    switchyard_sdk::ConfigError::new(
+                        "upstream.nodes",
+                        format!("`{}` is not a valid host:port", n.authority),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let pass_host = match (spec.pass_host.as_deref(), &spec.upstream_host) {
+            (Some("node"), _) => PassHost::Node,
+            (Some("rewrite"), Some(host)) => PassHost::Rewrite(
+                HeaderValue::from_str(host)
+                    .map_err(|_| switchyard_sdk::ConfigError::new("upstream.upstream_host", "is not a valid host"))?,
+            ),
+            _ => PassHost::Pass,
+        };
         let seconds = |s: f64| Duration::from_secs_f64(s);
         Ok(Self {
             labels: nodes.iter().map(|n| Arc::from(n.authority.as_str())).collect(),
             balancer: SmoothWeighted::new(nodes.iter().map(|n| n.weight)),
             retries: spec.retries.map_or(nodes.len().saturating_sub(1), |r| r as usize),
             nodes,
-            scheme: if spec.scheme.as_deref() == Some("https") { "https" } else { "http" },
+            authorities,
+            scheme: if spec.scheme.as_deref() == Some("https") { Scheme::HTTPS } else { Scheme::HTTP },
             pass_host,
             read_timeout: spec.timeout.map_or(DEFAULT_READ_TIMEOUT, |t| seconds(t.read)),
-            client: client_for(ClientSettings {
-                connect_timeout_ms: spec.timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |t| seconds(t.connect)).as_millis()
-                    as u64,
-                keepalive: true,
-                keepalive_timeout_ms: UPSTREAM_KEEPALIVE_TIMEOUT_MS,
-                keepalive_pool: UPSTREAM_KEEPALIVE_POOL,
-                ssl_verify: true,
-            })
-            .map_err(|err| switchyard_plugins::ConfigError::new("upstream", err))?,
+            client: ctx
+                .client(ClientSettings {
+                    connect_timeout_ms: spec.timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |t| seconds(t.connect)).as_millis()
+                        as u64,
+                    keepalive: true,
+                    keepalive_timeout_ms: UPSTREAM_KEEPALIVE_TIMEOUT_MS,
+                    keepalive_pool: UPSTREAM_KEEPALIVE_POOL,
+                    ssl_verify: true,
+                })
+                .map_err(|err| switchyard_sdk::ConfigError::new("upstream", err))?,
         })
     }
 
@@ -96,7 +115,14 @@ impl Target for UpstreamTarget {
         self.tried.push(index);
         self.current = Some(index);
         let node = &up.nodes[index];
-        let path = req.head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(up.scheme.clone());
+        parts.authority = Some(up.authorities[index].clone());
+        parts.path_and_query =
+            Some(req.head.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        let Ok(url) = Uri::from_parts(parts) else {
+            return Next::Exhausted(GiveUp::LastAsIs);
+        };
         let mut headers = forwardable(&req.head.headers, &[]);
         let host = match &up.pass_host {
             PassHost::Pass => {
@@ -114,7 +140,7 @@ impl Target for UpstreamTarget {
         }
         Next::Attempt(UpstreamRequest {
             method: req.head.method.clone(),
-            url: format!("{}://{}{}", up.scheme, node.authority, path),
+            url,
             headers,
             body: req.body.clone(),
             client: up.client.clone(),

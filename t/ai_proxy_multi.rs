@@ -266,6 +266,65 @@ async fn active_checks_start_with_the_config_and_steer_traffic() {
     assert_eq!(checked.hits_on("/health"), after_delete);
 }
 
+fn probed_instance(name: &str, mock: &MockUpstream) -> Value {
+    let mut probed = instance(name, mock, 1, 1);
+    probed["checks"] = json!({"active": {"type": "http", "http_path": "/health", "timeout": 0.5,
+        "healthy": {"interval": 0.05, "successes": 1}, "unhealthy": {"interval": 0.05, "http_failures": 1}}});
+    probed
+}
+
+fn background_tasks(status: &Value) -> (u64, u64) {
+    let tasks = &status["background_tasks"];
+    (tasks["running"].as_u64().unwrap(), tasks["started"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn validating_or_refusing_a_route_with_active_checks_sends_no_probe() {
+    let checked = MockUpstream::llm("checked").await;
+    let gw = TestGateway::start().await;
+    // Disabled: validated by the admin API, never compiled into the live snapshot.
+    gw.put_route(json!({"id": "off", "paths": ["/off"], "status": 0,
+        "plugins": {"ai-proxy-multi": {"instances": [probed_instance("checked", &checked)]}}}))
+        .await;
+    // Refused: the first instance compiles (with its probe), the second does not.
+    let mut broken = instance("broken", &checked, 1, 1);
+    broken["provider"] = json!("no-such-provider");
+    let (status, _) = gw
+        .admin(
+            Method::PUT,
+            "/apisix/admin/routes/refused",
+            Some(json!({"paths": ["/refused"],
+                "plugins": {"ai-proxy-multi": {"instances": [probed_instance("checked", &checked), broken]}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(checked.hits_on("/health"), 0, "no probe for a config that is not live");
+    assert_eq!(background_tasks(&gw.status().await), (0, 0));
+}
+
+#[tokio::test]
+async fn an_unchanged_route_keeps_its_probe_task_across_reloads() {
+    let checked = MockUpstream::llm("checked").await;
+    let gw = TestGateway::start().await;
+    route(&gw, "probed", json!({"instances": [probed_instance("checked", &checked)]})).await;
+    assert_eq!(background_tasks(&gw.status().await), (1, 1));
+    // Other writes rebuild the snapshot; the probed route is reused, and so is its task.
+    for i in 0..3 {
+        route(&gw, &format!("other-{i}"), json!({"instances": [instance("x", &checked, 1, 1)]})).await;
+    }
+    assert_eq!(background_tasks(&gw.status().await), (1, 1));
+    // A changed route is a new compiled plugin: the old task stops, a new one starts.
+    let mut changed = probed_instance("checked", &checked);
+    changed["weight"] = json!(2);
+    route(&gw, "probed", json!({"instances": [changed]})).await;
+    assert_eq!(background_tasks(&gw.status().await), (1, 2));
+    gw.admin(Method::DELETE, "/apisix/admin/routes/probed", None).await;
+    let revision = gw.status().await["revision"].as_u64().unwrap();
+    gw.wait_for_revision(revision).await;
+    assert_eq!(background_tasks(&gw.status().await), (0, 2));
+}
+
 #[tokio::test]
 async fn health_and_round_robin_survive_a_reload_of_an_unchanged_route() {
     let (primary, fallback) = (MockUpstream::llm("primary").await, MockUpstream::llm("fallback").await);

@@ -250,9 +250,12 @@ async fn compaction_past_the_watch_revision_resyncs_and_later_changes_still_appl
     let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
     assert!(matches!(first, Some(WatchMessage::Resync)), "compacted history means resync, got {first:?}");
 
-    let registry = switchyard::plugins::builtin(&config);
-    let snapshot = Snapshot::build(&stale.resources, "/switchyard/default/", stale.revision, &registry, None);
-    let shared = Arc::new(Shared::new(config, store, registry, snapshot));
+    let compiler = switchyard::compiler::Compiler::new(
+        switchyard::plugins::builtin(&config),
+        switchyard::transport::Transport::new(),
+    );
+    let snapshot = Snapshot::build(&stale.resources, "/switchyard/default/", stale.revision, &compiler, None);
+    let shared = Arc::new(Shared::new(config, store, compiler, snapshot));
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(follow(Arc::clone(&shared), stale, shutdown_rx));
 

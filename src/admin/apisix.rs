@@ -1,5 +1,7 @@
 //! The APISIX v3 resource API for routes and services: envelopes, status codes, paging.
 
+use std::sync::atomic::Ordering;
+
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
@@ -21,6 +23,10 @@ pub fn status(shared: &Shared) -> AdminResult {
         "cached": shared.is_cached(),
         "gateway_group_id": shared.config.gateway_group_id,
         "rejected": snapshot.rejected,
+        "background_tasks": {
+            "running": shared.background.running.load(Ordering::Relaxed),
+            "started": shared.background.started.load(Ordering::Relaxed),
+        },
     })))
 }
 
@@ -163,11 +169,11 @@ impl Api<'_> {
     /// The same checks reload makes, so what the admin API accepts always goes live.
     async fn validate(&self, id: &str, value: &Value) -> Result<(), AdminError> {
         let invalid =
-            |err: switchyard_plugins::ConfigError| AdminError::bad_request(format!("invalid configuration: {err}"));
-        let registry = &self.shared.registry;
+            |err: switchyard_sdk::ConfigError| AdminError::bad_request(format!("invalid configuration: {err}"));
+        let compiler = &self.shared.compiler;
         match self.kind {
             Kind::Services => {
-                compile_service(value.to_string().as_bytes(), registry).map_err(invalid)?;
+                compile_service(value.to_string().as_bytes(), compiler).map_err(invalid)?;
             }
             Kind::ProviderKeys | Kind::Models | Kind::ApiKeys => {
                 return Err(AdminError::new(StatusCode::NOT_FOUND, "use /admin/v1 for model API resources"))
@@ -182,12 +188,12 @@ impl Api<'_> {
                                 "failed to fetch service info by service id [{service_id}], response code: 404"
                             ))
                         })?;
-                        let (spec, upstream) = compile_service(&kv.value, registry).map_err(invalid)?;
+                        let (spec, upstream) = compile_service(&kv.value, compiler).map_err(invalid)?;
                         Some(ServiceEntry { spec, upstream, revision: kv.mod_revision })
                     }
                     None => None,
                 };
-                compile_route(id, &spec, upstream.as_ref(), service.as_ref(), registry).map_err(invalid)?;
+                compile_route(id, &spec, upstream.as_ref(), service.as_ref(), compiler).map_err(invalid)?;
             }
         }
         Ok(())

@@ -110,7 +110,7 @@ impl Api<'_> {
     async fn validate(&self, id: &str, body: &[u8]) -> Result<Value, AdminError> {
         let value = parse_object(body)?;
         let invalid =
-            |err: switchyard_plugins::ConfigError| AdminError::bad_request(format!("invalid {}: {err}", self.noun()));
+            |err: switchyard_sdk::ConfigError| AdminError::bad_request(format!("invalid {}: {err}", self.noun()));
         let (normalised, unique_field, unique_value) = match self.kind {
             Kind::ProviderKeys => {
                 let spec = ProviderKeySpec::parse(&value).map_err(invalid)?;

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use http_body::{Body, Frame, SizeHint};
-use switchyard_plugins::sse::SseSplitter;
-use switchyard_plugins::{Ctx, Outcome};
+use switchyard_sdk::sse::SseSplitter;
+use switchyard_sdk::{Ctx, Outcome};
 use tokio::time::{Instant, Sleep};
 
 use super::finish::Finisher;
@@ -139,7 +139,7 @@ impl RelayBody {
     /// Runs the body filters on one piece and returns it as a frame, or `None` when the filters
     /// emptied it.
     fn filtered(&mut self, mut chunk: Bytes, end: bool) -> Option<Bytes> {
-        for plugin in self.finisher.route.chain.with_phase(switchyard_plugins::Phases::BODY_FILTER) {
+        for plugin in self.finisher.route.chain.with_phase(switchyard_sdk::Phases::BODY_FILTER) {
             plugin.body_filter(&mut self.ctx, &mut chunk, end);
         }
         self.outcome.body_bytes += chunk.len() as u64;
@@ -230,7 +230,7 @@ impl Body for RelayBody {
             match this.upstream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     if this.received == 0 {
-                        this.ctx.ai.time_to_first_token.get_or_insert(this.ctx.started.elapsed());
+                        this.ctx.log.time_to_first_token.get_or_insert(this.ctx.started.elapsed());
                     }
                     this.received += chunk.len() as u64;
                     if this.limits.max_bytes.is_some_and(|max| this.received > max) {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use http::{Method, Uri};
-use switchyard_plugins::{Ctx, Outcome, Phases};
+use switchyard_sdk::{Ctx, Outcome, Phases};
 
 use crate::snapshot::CompiledRoute;
 
@@ -26,7 +26,7 @@ impl Finisher {
         if !self.access_log {
             return;
         }
-        let ai = &ctx.ai;
+        let ai = &ctx.log;
         // Summary fields are recorded only when `logging.summaries` asked for them (a `None` field
         // is left out of the line).
         let summary = ai.log_summaries.then_some(ai);

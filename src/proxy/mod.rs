@@ -3,7 +3,6 @@
 mod body;
 mod finish;
 mod pipeline;
-mod send;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use bytes::Bytes;
 use http::header::HOST;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use switchyard_plugins::{ErrorStyle, Request};
+use switchyard_sdk::{ErrorStyle, Request};
 
 pub use body::{BoxError, ResponseBody};
 
@@ -66,6 +65,6 @@ pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, ProxyError> 
 }
 
 /// A response made by the gateway itself.
-pub fn local(response: switchyard_plugins::Response) -> hyper::Response<ResponseBody> {
+pub fn local(response: switchyard_sdk::Response) -> hyper::Response<ResponseBody> {
     response.map(ResponseBody::full)
 }

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
-use switchyard_plugins::{AttemptResult, Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response, Verdict};
+use switchyard_sdk::{AttemptResult, Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response, Verdict};
 
 use super::body::{RelayBody, RelayLimits, ResponseBody};
 use super::finish::Finisher;
-use super::send::{attempt_result, read_all, send, UpstreamResponse};
 use crate::error::ProxyError;
 use crate::snapshot::CompiledRoute;
 use crate::state::Shared;
+use crate::transport::send::{attempt_result, read_all, send, UpstreamResponse};
 use http_body_util::BodyExt;
 
 /// The largest failed-attempt body kept to relay if every attempt fails.
@@ -109,8 +109,8 @@ async fn serve(
                 Err(err) => return fail(finisher, ctx, ProxyError::Internal(err.to_string())),
             }
         }
-        ctx.ai.attempts = attempt;
-        ctx.ai.instance = Some(Arc::clone(&upstream.label));
+        ctx.log.attempts = attempt;
+        ctx.log.instance = Some(Arc::clone(&upstream.label));
         let limits = RelayLimits {
             stall: upstream.timeout,
             max_duration: upstream.max_duration,
@@ -154,7 +154,7 @@ async fn respond_upstream(
     if !event_stream && ctx.buffer_response {
         return match read_all(response, limits.stall, limits.max_bytes).await {
             Ok(body) => {
-                ctx.ai.time_to_first_token.get_or_insert(ctx.started.elapsed());
+                ctx.log.time_to_first_token.get_or_insert(ctx.started.elapsed());
                 respond_buffered(finisher, ctx, status, headers, body)
             }
             Err(err) => fail(finisher, ctx, err),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use switchyard_plugins::{parse_config, ConfigError};
+use switchyard_sdk::{parse_config, ConfigError};
 
 pub const ADAPTERS: [&str; 5] = ["openai", "anthropic", "bedrock", "vertex", "azure-openai"];
 pub const DEFAULT_STRIP_HEADERS: [&str; 4] = ["authorization", "cookie", "set-cookie", "x-api-key"];

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use switchyard_plugins::{parse_config, ConfigError};
+use switchyard_sdk::{parse_config, ConfigError};
 
 use super::upstream::UpstreamSpec;
 

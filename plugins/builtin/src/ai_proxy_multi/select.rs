@@ -1,0 +1,184 @@
+//! Picking an instance: priority groups, highest first; inside a group smooth weighted
+//! round-robin, or consistent hashing on a request key.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use switchyard_sdk::balancer::SmoothWeighted;
+use switchyard_sdk::{ConfigError, Request};
+
+use super::config::BalancerConfig;
+
+struct Group {
+    /// Instance indices, in config order.
+    members: Vec<usize>,
+    weights: Vec<u32>,
+    wrr: SmoothWeighted,
+}
+
+/// Where the `chash` key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// An nginx-style variable: `remote_addr`, `uri`, `request_uri`, `host`, `arg_<name>`,
+    /// `http_<name>`, `cookie_<name>`.
+    Var(String),
+    Header(String),
+    Cookie(String),
+    /// No consumers exist in this build: the client address stands in.
+    Consumer,
+}
+
+pub struct Selector {
+    groups: Vec<Group>,
+    hash_on: Option<HashOn>,
+}
+
+impl Selector {
+    /// `instances`: (priority, weight) per instance, in config order.
+    pub fn new(instances: &[(i64, u32)], balancer: &BalancerConfig) -> Result<Selector, ConfigError> {
+        let mut priorities: Vec<i64> = instances.iter().map(|(p, _)| *p).collect();
+        priorities.sort_unstable_by(|a, b| b.cmp(a));
+        priorities.dedup();
+        let groups = priorities
+            .into_iter()
+            .map(|priority| {
+                let members: Vec<usize> = (0..instances.len()).filter(|&i| instances[i].0 == priority).collect();
+                let weights: Vec<u32> = members.iter().map(|&i| instances[i].1).collect();
+                Group { wrr: SmoothWeighted::new(weights.iter().copied()), members, weights }
+            })
+            .collect();
+        let hash_on = match balancer.algorithm.as_str() {
+            "roundrobin" => None,
+            "chash" => {
+                let key = balancer.key.clone().filter(|k| !k.is_empty());
+                Some(match (balancer.hash_on.as_str(), key) {
+                    ("vars", key) => HashOn::Var(key.unwrap_or_else(|| "remote_addr".into())),
+                    ("header", Some(key)) => HashOn::Header(key.to_ascii_lowercase()),
+                    ("cookie", Some(key)) => HashOn::Cookie(key),
+                    ("consumer", _) => HashOn::Consumer,
+                    ("header" | "cookie", None) => {
+                        return Err(ConfigError::new("balancer.key", "is required when hash_on is header or cookie"))
+                    }
+                    (other, _) => {
+                        return Err(ConfigError::new(
+                            "balancer.hash_on",
+                            format!("`{other}` is not one of vars, header, cookie, consumer"),
+                        ))
+                    }
+                })
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "balancer.algorithm",
+                    format!("`{other}` is not one of roundrobin, chash"),
+                ))
+            }
+        };
+        Ok(Selector { groups, hash_on })
+    }
+
+    /// The request's hash key, when the balancer hashes and the request carries the key.
+    pub fn key(&self, req: &Request, client_ip: &str) -> Option<String> {
+        let hash_on = self.hash_on.as_ref()?;
+        let header = |name: &str| req.head.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let cookie = |name: &str| {
+            req.head.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
+                line.split(';')
+                    .filter_map(|pair| pair.trim().split_once('='))
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
+        match hash_on {
+            HashOn::Header(name) => header(name),
+            HashOn::Cookie(name) => cookie(name),
+            HashOn::Consumer => Some(client_ip.to_string()),
+            HashOn::Var(var) => match var.as_str() {
+                "remote_addr" => Some(client_ip.to_string()),
+                "uri" => Some(req.head.uri.path().to_string()),
+                "request_uri" => Some(req.head.uri.to_string()),
+                "host" => header("host"),
+                var => {
+                    if let Some(name) = var.strip_prefix("http_") {
+                        header(&name.replace('_', "-"))
+                    } else if let Some(name) = var.strip_prefix("cookie_") {
+                        cookie(name)
+                    } else if let Some(name) = var.strip_prefix("arg_") {
+                        req.head.uri.query().and_then(|q| {
+                            q.split('&')
+                                .filter_map(|p| p.split_once('='))
+                                .find(|(k, _)| *k == name)
+                                .map(|(_, v)| v.to_string())
+                        })
+                    } else {
+                        None
+                    }
+                }
+            },
+        }
+    }
+
+    /// The next instance among those `usable`, highest priority group first; `None` when no
+    /// group has a usable member. With a key, the same key maps to the same instance while it
+    /// stays usable (weighted rendezvous hashing).
+    pub fn pick(&self, usable: impl Fn(usize) -> bool, key: Option<&str>) -> Option<usize> {
+        for group in &self.groups {
+            let picked = match key {
+                Some(key) => rendezvous(group, key, &usable),
+                None => group.wrr.pick(|j| usable(group.members[j])).map(|j| group.members[j]),
+            };
+            if picked.is_some() {
+                return picked;
+            }
+        }
+        None
+    }
+}
+
+fn rendezvous(group: &Group, key: &str, usable: &impl Fn(usize) -> bool) -> Option<usize> {
+    let any_positive = group.members.iter().zip(&group.weights).any(|(&i, &w)| w > 0 && usable(i));
+    group
+        .members
+        .iter()
+        .zip(&group.weights)
+        .filter(|(&i, &w)| usable(i) && (w > 0 || !any_positive))
+        .map(|(&i, &w)| {
+            let mut hasher = DefaultHasher::new();
+            (key, i).hash(&mut hasher);
+            // A uniform draw in (0, 1]; the score -w / ln(u) is weighted rendezvous hashing.
+            let unit = ((hasher.finish() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+            (i, f64::from(w.max(1)) / -unit.ln().min(-f64::MIN_POSITIVE))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn higher_priority_first_then_weights() {
+        let selector = Selector::new(&[(1, 1), (2, 4), (2, 1)], &BalancerConfig::default()).unwrap();
+        let picks: Vec<usize> = (0..10).map(|_| selector.pick(|_| true, None).unwrap()).collect();
+        assert_eq!(picks.iter().filter(|&&p| p == 1).count(), 8);
+        assert_eq!(picks.iter().filter(|&&p| p == 2).count(), 2);
+        assert_eq!(selector.pick(|i| i == 0, None), Some(0));
+        assert_eq!(selector.pick(|_| false, None), None);
+    }
+
+    #[test]
+    fn chash_is_sticky_while_the_instance_is_usable() {
+        let balancer =
+            BalancerConfig { algorithm: "chash".into(), hash_on: "header".into(), key: Some("x-user".into()) };
+        let selector = Selector::new(&[(0, 1), (0, 1), (0, 1)], &balancer).unwrap();
+        for user in ["alice", "bob", "carol", "dave"] {
+            let first = selector.pick(|_| true, Some(user)).unwrap();
+            assert!((0..5).all(|_| selector.pick(|_| true, Some(user)) == Some(first)));
+            let other = selector.pick(|i| i != first, Some(user)).unwrap();
+            assert_ne!(other, first);
+        }
+        let spread: std::collections::HashSet<usize> =
+            (0..50).map(|n| selector.pick(|_| true, Some(&format!("user-{n}"))).unwrap()).collect();
+        assert_eq!(spread.len(), 3, "keys spread over every instance");
+    }
+}

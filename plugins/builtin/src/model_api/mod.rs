@@ -1,0 +1,203 @@
+//! The model API's built-in chain (AISIX compatible): `POST /v1/chat/completions`,
+//! `POST /v1/embeddings` and `GET /v1/models` for callers with hashed API keys. It runs on the
+//! same pipeline and provider code as `ai-proxy` routes: this plugin authenticates the caller,
+//! resolves the alias, and hands the core a one-attempt target.
+
+pub mod catalog;
+mod rewrite;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use self::catalog::{Adapter, Catalog};
+use self::rewrite::Rewrite;
+use switchyard_llm::body::parse_chat_body;
+use switchyard_llm::config::CommonConfig;
+use switchyard_llm::instance::CallSettings;
+use switchyard_llm::observe;
+use switchyard_llm::providers::anthropic::StreamTranslator;
+use switchyard_sdk::respond::{error_response, json_response};
+use switchyard_sdk::{
+    derive_phases, AttemptResult, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Plugin, PluginError,
+    Request, Response, Target, UpstreamRequest, Verdict,
+};
+
+/// Which endpoint of the model API a built-in route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    ChatCompletions,
+    Embeddings,
+    Models,
+}
+
+impl Surface {
+    pub const ALL: [(Surface, &'static str); 3] = [
+        (Surface::ChatCompletions, "/v1/chat/completions"),
+        (Surface::Embeddings, "/v1/embeddings"),
+        (Surface::Models, "/v1/models"),
+    ];
+}
+
+pub struct ModelApi {
+    catalog: Arc<Catalog>,
+    surface: Surface,
+    settings: Arc<CallSettings>,
+}
+
+impl ModelApi {
+    /// The plugin of one built-in route over `catalog`.
+    pub fn new(catalog: Arc<Catalog>, surface: Surface, settings: Arc<CallSettings>) -> Self {
+        Self { catalog, surface, settings }
+    }
+
+    /// The call settings of every model API call: `ai-proxy`'s defaults.
+    pub fn default_settings(ctx: &dyn BuildContext) -> Result<CallSettings, ConfigError> {
+        let common: CommonConfig = switchyard_sdk::parse_config(&json!({}))?;
+        CallSettings::compile(&common, ctx)
+    }
+}
+
+fn error(status: StatusCode, message: &str, code: &str) -> Flow {
+    Flow::Respond(error_response(status, ErrorStyle::OpenAi, message, code))
+}
+
+/// The caller's key: `Authorization: Bearer <key>`, else `x-api-key`.
+fn presented_key(req: &Request) -> Option<&str> {
+    let headers = &req.head.headers;
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+#[derive_phases]
+#[async_trait]
+impl Plugin for ModelApi {
+    fn error_style(&self) -> Option<ErrorStyle> {
+        Some(ErrorStyle::OpenAi)
+    }
+
+    async fn access(&self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, PluginError> {
+        let Some(caller) = presented_key(req).and_then(|key| self.catalog.authenticate(key)) else {
+            return Ok(error(StatusCode::UNAUTHORIZED, "invalid API key", "invalid_api_key"));
+        };
+        if self.surface == Surface::Models {
+            return Ok(Flow::Respond(model_list(&self.catalog, caller)));
+        }
+        let body = match parse_chat_body(ctx, req, &self.settings) {
+            Ok(body) => body,
+            Err(response) => return Ok(Flow::Respond(*response)),
+        };
+        let Some(alias) = body.str_field("model") else {
+            return Ok(error(StatusCode::BAD_REQUEST, "`model` is required: send a model alias", "model_required"));
+        };
+        let Some(model) = self.catalog.model(&alias) else {
+            return Ok(error(StatusCode::NOT_FOUND, &format!("model `{alias}` does not exist"), "model_not_found"));
+        };
+        if !caller.may_use(&alias) {
+            return Ok(error(
+                StatusCode::FORBIDDEN,
+                &format!("this API key may not use model `{alias}`"),
+                "permission_denied",
+            ));
+        }
+        let instance = match (&model.adapter, self.surface) {
+            (Adapter::Unavailable(adapter), _) => {
+                return Ok(error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    &format!("the `{adapter}` adapter is not available yet"),
+                    "adapter_not_available",
+                ))
+            }
+            (_, Surface::Embeddings) => model.embeddings.as_ref(),
+            _ => model.chat.as_ref(),
+        };
+        let Some(instance) = instance else {
+            return Ok(error(
+                StatusCode::NOT_IMPLEMENTED,
+                "embeddings are available for the `openai` adapter only",
+                "adapter_not_available",
+            ));
+        };
+        ctx.log.provider = Some(instance.endpoint.provider.name);
+        ctx.log.model = Some(alias.clone());
+        let anthropic = matches!(model.adapter, Adapter::Anthropic).then(|| {
+            let include_usage =
+                body.get::<Value>("stream_options").is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
+            StreamTranslator::new(&alias, unix_now(), include_usage)
+        });
+        ctx.extensions.insert(Rewrite {
+            alias,
+            reasoning_field: model.reasoning_field.clone(),
+            anthropic,
+            created: unix_now(),
+            event_stream: false,
+            status: 200,
+            pending: Vec::new(),
+        });
+        let upstream = instance.request_with(req, instance.body_for(&body), &self.settings, &model.strip);
+        ctx.target = Some(Box::new(Once { upstream: Some(upstream) }));
+        Ok(Flow::Continue)
+    }
+
+    fn header_filter(&self, ctx: &mut Ctx, head: &mut http::response::Parts) {
+        let event_stream = head
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        if let Some(rewrite) = ctx.extensions.get_mut::<Rewrite>() {
+            rewrite.event_stream = event_stream;
+            rewrite.status = head.status.as_u16();
+        }
+        observe::on_head(ctx, head);
+    }
+
+    fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, end_of_stream: bool) {
+        if let Some(rewrite) = ctx.extensions.get_mut::<Rewrite>() {
+            rewrite.apply(chunk, end_of_stream);
+        }
+        observe::on_body(ctx, chunk, end_of_stream);
+    }
+}
+
+/// One attempt, built in `access`.
+struct Once {
+    upstream: Option<UpstreamRequest>,
+}
+
+impl Target for Once {
+    fn next(&mut self, _ctx: &mut Ctx, _req: &Request, _attempt: u32) -> Next {
+        match self.upstream.take() {
+            Some(upstream) => Next::Attempt(upstream),
+            None => Next::Exhausted(GiveUp::LastAsIs),
+        }
+    }
+
+    fn judge(&mut self, _ctx: &mut Ctx, _result: &AttemptResult<'_>) -> Verdict {
+        Verdict::Accept
+    }
+}
+
+/// `GET /v1/models`: the aliases this caller may use, in OpenAI's list shape.
+fn model_list(catalog: &Catalog, caller: &catalog::CallerKey) -> Response {
+    let data: Vec<Value> = catalog
+        .models_for(caller)
+        .into_iter()
+        .map(|(alias, provider)| json!({"id": alias, "object": "model", "created": 0, "owned_by": provider}))
+        .collect();
+    json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

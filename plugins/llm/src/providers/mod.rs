@@ -1,0 +1,263 @@
+//! LLM providers: each a small descriptor (default host, path, wire family, quirks) over one wire
+//! module per protocol family. Adding an OpenAI-compatible vendor is one table row.
+
+pub mod anthropic;
+pub mod openai;
+
+use std::collections::BTreeMap;
+
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
+
+use switchyard_sdk::ConfigError;
+
+/// The request/response format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFamily {
+    OpenAi,
+    /// Anthropic Messages (`/v1/messages`): requests and responses are translated.
+    AnthropicMessages,
+}
+
+/// A built-in provider.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Provider {
+    pub name: &'static str,
+    /// `scheme://host` used when neither `override.endpoint` nor the node's
+    /// `providers.<name>.base_url` says otherwise; `None`: an endpoint is required.
+    pub default_base: Option<&'static str>,
+    /// The chat completions path appended to the base.
+    pub path: &'static str,
+    pub family: WireFamily,
+    /// The deployment in the URL names the model (Azure): `model` is dropped from the body.
+    pub drops_model: bool,
+}
+
+const PROVIDERS: &[Provider] = &[
+    Provider {
+        name: "openai",
+        default_base: Some("https://api.openai.com"),
+        path: "/v1/chat/completions",
+        family: WireFamily::OpenAi,
+        drops_model: false,
+    },
+    Provider {
+        name: "deepseek",
+        default_base: Some("https://api.deepseek.com"),
+        path: "/chat/completions",
+        family: WireFamily::OpenAi,
+        drops_model: false,
+    },
+    Provider {
+        name: "openrouter",
+        default_base: Some("https://openrouter.ai"),
+        path: "/api/v1/chat/completions",
+        family: WireFamily::OpenAi,
+        drops_model: false,
+    },
+    Provider {
+        name: "gemini",
+        default_base: Some("https://generativelanguage.googleapis.com"),
+        path: "/v1beta/openai/chat/completions",
+        family: WireFamily::OpenAi,
+        drops_model: false,
+    },
+    Provider {
+        name: "aimlapi",
+        default_base: Some("https://api.aimlapi.com"),
+        path: "/chat/completions",
+        family: WireFamily::OpenAi,
+        drops_model: false,
+    },
+    Provider {
+        name: "anthropic",
+        default_base: Some("https://api.anthropic.com"),
+        path: "/v1/chat/completions",
+        family: WireFamily::OpenAi,
+        drops_model: false,
+    },
+    Provider {
+        name: "openai-compatible",
+        default_base: None,
+        path: "/v1/chat/completions",
+        family: WireFamily::OpenAi,
+        drops_model: false,
+    },
+    Provider {
+        name: "azure-openai",
+        default_base: None,
+        path: "/chat/completions",
+        family: WireFamily::OpenAi,
+        drops_model: true,
+    },
+];
+
+/// Anthropic's native Messages API, used by the model API's `anthropic` adapter (routes' `anthropic`
+/// provider uses Anthropic's OpenAI-compatible API instead).
+pub const ANTHROPIC_MESSAGES: Provider = Provider {
+    name: "anthropic",
+    default_base: None,
+    path: "/v1/messages",
+    family: WireFamily::AnthropicMessages,
+    drops_model: false,
+};
+
+/// Providers APISIX knows that this build does not serve yet.
+const NOT_YET: &[&str] = &["vertex-ai", "bedrock"];
+
+/// Looks a provider up by its config name; the error is for the `provider` field.
+pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
+    if let Some(provider) = PROVIDERS.iter().find(|p| p.name == name) {
+        return Ok(provider);
+    }
+    if NOT_YET.contains(&name) {
+        return Err(ConfigError::new("provider", format!("provider `{name}` is not supported yet")));
+    }
+    let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
+    Err(ConfigError::new("provider", format!("unknown provider `{name}`; one of: {}", known.join(", "))))
+}
+
+/// Node-level replacements of providers' default hosts (`providers.<name>.base_url`).
+pub type BaseUrls = BTreeMap<String, String>;
+
+/// Where and how to call one provider: the full URL (auth query included, so never logged) and
+/// the auth headers.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub provider: &'static Provider,
+    /// Parsed once, when the config compiles.
+    pub uri: http::Uri,
+    pub auth_headers: HeaderMap,
+}
+
+/// The `auth` object: headers and query parameters added to every upstream request.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub header: BTreeMap<String, String>,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+}
+
+impl Endpoint {
+    /// Compiles provider, auth and `override.endpoint` into a ready endpoint. Runs at config build.
+    pub fn compile(
+        provider: &'static Provider,
+        auth: &AuthConfig,
+        endpoint: Option<&str>,
+        base_urls: &BaseUrls,
+    ) -> Result<Endpoint, ConfigError> {
+        let mut url = match endpoint {
+            Some(endpoint) => {
+                let (base, path) = split_url(endpoint).ok_or_else(|| {
+                    ConfigError::new("override.endpoint", format!("`{endpoint}` is not an http(s) URL"))
+                })?;
+                let path = if path.is_empty() || path == "/" { provider.path } else { path };
+                format!("{base}{path}")
+            }
+            None => {
+                let base =
+                    base_urls.get(provider.name).map(String::as_str).or(provider.default_base).ok_or_else(|| {
+                        ConfigError::new("override.endpoint", format!("is required for provider `{}`", provider.name))
+                    })?;
+                format!("{}{}", base.trim_end_matches('/'), provider.path)
+            }
+        };
+        let mut separator = if url.contains('?') { '&' } else { '?' };
+        for (name, value) in &auth.query {
+            url.push(separator);
+            url.push_str(&percent_encode(name));
+            url.push('=');
+            url.push_str(&percent_encode(value));
+            separator = '&';
+        }
+        let mut auth_headers = HeaderMap::new();
+        for (name, value) in &auth.header {
+            let here = format!("auth.header.{name}");
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ConfigError::new(here.clone(), "is not a valid header name"))?;
+            let mut value =
+                HeaderValue::from_str(value).map_err(|_| ConfigError::new(here, "is not a valid header value"))?;
+            value.set_sensitive(true);
+            auth_headers.insert(name, value);
+        }
+        let uri = url.parse().map_err(|_| ConfigError::new("override.endpoint", "is not a valid URL"))?;
+        Ok(Endpoint { provider, uri, auth_headers })
+    }
+}
+
+/// `scheme://authority` and the rest (path and query) of an http(s) URL.
+fn split_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    if authority_end == 0 {
+        return None;
+    }
+    let split = url.len() - rest.len() + authority_end;
+    Some((&url[..split], &url[split..]))
+}
+
+/// Percent-encodes a query component (RFC 3986 unreserved characters pass).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(provider: &str, endpoint: Option<&str>, bases: &[(&str, &str)]) -> Result<String, ConfigError> {
+        let bases = bases.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Endpoint::compile(lookup(provider)?, &AuthConfig::default(), endpoint, &bases).map(|e| e.uri.to_string())
+    }
+
+    #[test]
+    fn every_provider_has_its_default_url() {
+        assert_eq!(url("openai", None, &[]).unwrap(), "https://api.openai.com/v1/chat/completions");
+        assert_eq!(url("deepseek", None, &[]).unwrap(), "https://api.deepseek.com/chat/completions");
+        assert_eq!(url("openrouter", None, &[]).unwrap(), "https://openrouter.ai/api/v1/chat/completions");
+        assert_eq!(
+            url("gemini", None, &[]).unwrap(),
+            "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions"
+        );
+        assert_eq!(url("aimlapi", None, &[]).unwrap(), "https://api.aimlapi.com/chat/completions");
+        assert_eq!(url("anthropic", None, &[]).unwrap(), "https://api.anthropic.com/v1/chat/completions");
+    }
+
+    #[test]
+    fn endpoint_and_node_base_urls_replace_the_default() {
+        assert_eq!(
+            url("deepseek", None, &[("deepseek", "http://127.0.0.1:9/")]).unwrap(),
+            "http://127.0.0.1:9/chat/completions"
+        );
+        assert_eq!(url("openai", Some("http://h:1"), &[]).unwrap(), "http://h:1/v1/chat/completions");
+        assert_eq!(url("openai-compatible", Some("http://h:1/custom/chat"), &[]).unwrap(), "http://h:1/custom/chat");
+        assert_eq!(url("openai-compatible", None, &[]).unwrap_err().path, "override.endpoint");
+        assert_eq!(url("azure-openai", None, &[]).unwrap_err().path, "override.endpoint");
+        assert_eq!(url("openai", Some("ftp://x"), &[]).unwrap_err().path, "override.endpoint");
+    }
+
+    #[test]
+    fn later_providers_are_refused_with_a_clear_message() {
+        let err = lookup("vertex-ai").unwrap_err();
+        assert!(err.message.contains("not supported yet"));
+        assert!(lookup("nope").unwrap_err().message.contains("unknown provider"));
+    }
+
+    #[test]
+    fn auth_query_is_encoded_into_the_url() {
+        let auth = AuthConfig { header: BTreeMap::new(), query: [("api-key".to_string(), "a b&c".to_string())].into() };
+        let endpoint =
+            Endpoint::compile(lookup("openai").unwrap(), &auth, Some("http://h/x?v=1"), &BaseUrls::new()).unwrap();
+        assert_eq!(endpoint.uri, "http://h/x?v=1&api-key=a%20b%26c");
+    }
+}

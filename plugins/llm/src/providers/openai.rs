@@ -1,0 +1,149 @@
+//! The OpenAI chat-completions wire family: what the gateway reads from and adds to it.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use switchyard_sdk::raw_body::BodyEdit;
+use switchyard_sdk::Usage;
+
+/// Asks a streaming upstream to send usage in its last chunk (`stream_options.include_usage`),
+/// leaving the body untouched when the client already asked.
+pub fn request_usage_in_stream(edit: &mut BodyEdit<'_>) {
+    let mut options = match edit.current("stream_options") {
+        Some(Value::Object(options)) => options,
+        _ => serde_json::Map::new(),
+    };
+    if options.get("include_usage") == Some(&Value::Bool(true)) {
+        return;
+    }
+    options.insert("include_usage".into(), Value::Bool(true));
+    edit.set("stream_options", Value::Object(options));
+}
+
+/// What the access log needs from a completion or stream chunk, read without building a JSON
+/// tree of the rest (choices, messages).
+#[derive(Debug, Default, Deserialize)]
+pub struct Summary<'a> {
+    #[serde(borrow, default)]
+    pub model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<UsageWire>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UsageWire {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<CachedWire>,
+    #[serde(default)]
+    completion_tokens_details: Option<ReasoningWire>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CachedWire {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReasoningWire {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl Summary<'_> {
+    /// Reads a completion or chunk; `None` when it is not a JSON object.
+    pub fn parse(json: &[u8]) -> Option<Summary<'_>> {
+        serde_json::from_slice(json).ok()
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        let usage = self.usage.as_ref()?;
+        Some(Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.total_tokens.unwrap_or(usage.prompt_tokens + usage.completion_tokens),
+            cached_tokens: usage.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
+            reasoning_tokens: usage.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
+        })
+    }
+}
+
+/// The `usage` object of a completion or of a stream chunk; `None` when absent or null.
+pub fn usage(response: &Value) -> Option<Usage> {
+    let usage = response.get("usage").filter(|u| u.is_object())?;
+    let number = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    let prompt = number(usage.get("prompt_tokens"));
+    let completion = number(usage.get("completion_tokens"));
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: usage.get("total_tokens").and_then(Value::as_u64).unwrap_or(prompt + completion),
+        cached_tokens: number(usage.pointer("/prompt_tokens_details/cached_tokens")),
+        reasoning_tokens: number(usage.pointer("/completion_tokens_details/reasoning_tokens")),
+    })
+}
+
+/// The assistant text of a completion (`choices[].message.content`) or of a stream chunk
+/// (`choices[].delta.content`), appended to `out`.
+pub fn append_text(response: &Value, out: &mut String) {
+    for choice in response.get("choices").and_then(Value::as_array).into_iter().flatten() {
+        let text =
+            choice.pointer("/message/content").or_else(|| choice.pointer("/delta/content")).and_then(Value::as_str);
+        if let Some(text) = text {
+            out.push_str(text);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::json;
+
+    #[test]
+    fn reads_every_usage_field() {
+        let response = json!({"usage": {"prompt_tokens": 10, "completion_tokens": 48, "total_tokens": 58,
+            "prompt_tokens_details": {"cached_tokens": 4}, "completion_tokens_details": {"reasoning_tokens": 7}}});
+        assert_eq!(
+            usage(&response),
+            Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 48,
+                total_tokens: 58,
+                cached_tokens: 4,
+                reasoning_tokens: 7
+            })
+        );
+        assert_eq!(usage(&json!({"usage": null})), None);
+        let bytes = response.to_string();
+        assert_eq!(Summary::parse(bytes.as_bytes()).unwrap().usage(), usage(&response));
+        assert_eq!(Summary::parse(b"{\"usage\":null,\"model\":\"m\"}").unwrap().usage(), None);
+    }
+
+    #[test]
+    fn include_usage_is_added_once() {
+        let body = switchyard_sdk::raw_body::RawBody::parse(Bytes::from_static(b"{\"stream\":true}")).unwrap();
+        let mut edit = body.edit();
+        request_usage_in_stream(&mut edit);
+        assert_eq!(
+            edit.into_bytes(),
+            Bytes::from_static(b"{\"stream\":true,\"stream_options\":{\"include_usage\":true}}")
+        );
+        let body = switchyard_sdk::raw_body::RawBody::parse(Bytes::from_static(
+            b"{\"stream_options\":{\"include_usage\":true}}",
+        ))
+        .unwrap();
+        let mut edit = body.edit();
+        request_usage_in_stream(&mut edit);
+        assert!(edit.is_unchanged());
+    }
+}

@@ -1,0 +1,157 @@
+//! The plugin registry (every plugin type the node knows) and the compiled chain of one route.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::join_path;
+use crate::{BuildContext, ConfigError, ErrorStyle, Phases, Plugin, PluginFactory};
+
+/// Every plugin type this node can run, by name. Built once at start-up.
+#[derive(Default, Clone)]
+pub struct Registry {
+    factories: HashMap<&'static str, Arc<dyn PluginFactory>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a plugin type; a later registration of the same name replaces the earlier one.
+    pub fn register(&mut self, factory: Arc<dyn PluginFactory>) {
+        self.factories.insert(factory.name(), factory);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn PluginFactory>> {
+        self.factories.get(name)
+    }
+
+    /// Compiles a `plugins` object into a chain ordered by priority. Runs on admin writes and on
+    /// reload; `path` is where the object sits in the resource (`plugins`), for error paths.
+    pub fn build_chain(
+        &self,
+        plugins: &serde_json::Map<String, serde_json::Value>,
+        path: &str,
+        ctx: &dyn BuildContext,
+    ) -> Result<Chain, ConfigError> {
+        let mut entries = Vec::with_capacity(plugins.len());
+        for (name, config) in plugins {
+            let here = join_path(path, name);
+            let factory = self
+                .factories
+                .get(name.as_str())
+                .ok_or_else(|| ConfigError::new(here.clone(), format!("unknown plugin `{name}`")))?;
+            let plugin = factory.build(config, ctx).map_err(|err| err.within(&here))?;
+            entries.push(ChainEntry { name: factory.name(), priority: factory.priority(), plugin });
+        }
+        Ok(Chain::new(entries))
+    }
+}
+
+/// One compiled plugin in a chain.
+#[derive(Clone)]
+pub struct ChainEntry {
+    pub name: &'static str,
+    pub priority: i32,
+    pub plugin: Arc<dyn Plugin>,
+}
+
+/// A route's plugins, compiled once per route per config revision, highest priority first.
+#[derive(Clone, Default)]
+pub struct Chain {
+    entries: Vec<ChainEntry>,
+    error_style: ErrorStyle,
+}
+
+impl Chain {
+    pub fn new(mut entries: Vec<ChainEntry>) -> Self {
+        entries.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(b.name)));
+        let error_style = entries.iter().find_map(|e| e.plugin.error_style()).unwrap_or_default();
+        Self { entries, error_style }
+    }
+
+    /// How the gateway renders its own errors on this chain's routes.
+    pub fn error_style(&self) -> ErrorStyle {
+        self.error_style
+    }
+
+    /// The plugins implementing `phase`, in run order.
+    pub fn with_phase(&self, phase: Phases) -> impl Iterator<Item = &Arc<dyn Plugin>> + '_ {
+        self.entries.iter().filter(move |e| e.plugin.phases().contains(phase)).map(|e| &e.plugin)
+    }
+
+    /// Every compiled plugin, in run order.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<dyn Plugin>> + '_ {
+        self.entries.iter().map(|e| &e.plugin)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.entries.iter().map(|e| e.name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.iter().any(|e| e.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_config, ClientHandle, ClientSettings};
+
+    struct NoClients;
+    impl BuildContext for NoClients {
+        fn client(&self, _settings: ClientSettings) -> Result<ClientHandle, String> {
+            Ok(ClientHandle::new(()))
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FlagConfig {
+        #[expect(dead_code, reason = "parsed only to be validated")]
+        flag: bool,
+    }
+
+    struct Flag;
+    #[crate::derive_phases]
+    impl Plugin for Flag {}
+
+    struct FlagFactory;
+    impl PluginFactory for FlagFactory {
+        fn name(&self) -> &'static str {
+            "flag"
+        }
+        fn priority(&self) -> i32 {
+            0
+        }
+        fn build(&self, config: &serde_json::Value, _ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {
+            parse_config::<FlagConfig>(config)?;
+            Ok(Arc::new(Flag))
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut registry = Registry::new();
+        registry.register(Arc::new(FlagFactory));
+        registry
+    }
+
+    #[test]
+    fn unknown_plugin_is_rejected_with_its_path() {
+        let plugins = serde_json::json!({"no-such-plugin": {}});
+        let err = registry().build_chain(plugins.as_object().unwrap(), "plugins", &NoClients).err().unwrap();
+        assert_eq!(err.path, "plugins.no-such-plugin");
+    }
+
+    #[test]
+    fn invalid_config_names_the_dotted_path() {
+        let plugins = serde_json::json!({"flag": {"flag": "yes"}});
+        let err = registry().build_chain(plugins.as_object().unwrap(), "plugins", &NoClients).err().unwrap();
+        assert_eq!(err.path, "plugins.flag.flag");
+    }
+}

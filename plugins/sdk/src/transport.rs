@@ -1,0 +1,82 @@
+//! What the core lends plugins for upstream IO. The SDK holds no client and no pool: a factory asks
+//! its [`BuildContext`] for a [`ClientHandle`] when it compiles a config, carries that handle into
+//! every [`crate::UpstreamRequest`] it builds, and the core sends the request. Background work gets
+//! an [`UpstreamIo`] from the core when the core starts it.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::StatusCode;
+
+use crate::UpstreamRequest;
+
+/// The settings that make two upstream connection pools different.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientSettings {
+    pub connect_timeout_ms: u64,
+    pub keepalive: bool,
+    pub keepalive_timeout_ms: u64,
+    /// Idle connections kept per host.
+    pub keepalive_pool: u32,
+    pub ssl_verify: bool,
+}
+
+/// An upstream connection pool made by the core. Opaque to plugins: cloning it is one reference
+/// count, and only the core that made it can send with it.
+#[derive(Clone)]
+pub struct ClientHandle(Arc<dyn Any + Send + Sync>);
+
+impl ClientHandle {
+    /// Wraps the core's client. Called by the core's transport, never by plugins.
+    pub fn new<T: Any + Send + Sync>(client: T) -> Self {
+        Self(Arc::new(client))
+    }
+
+    /// The core's client, when this handle holds a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientHandle")
+    }
+}
+
+/// What a factory may use while it compiles one config. Building stays pure: asking for a client
+/// returns a shared pool (made on first use), it opens no connection.
+pub trait BuildContext: Send + Sync {
+    /// The pool for `settings`; `Err` says why it cannot be made (a TLS setup failure).
+    fn client(&self, settings: ClientSettings) -> Result<ClientHandle, String>;
+}
+
+/// How an upstream call failed before a response head arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection could not be opened.
+    Connect,
+    /// No response head within the request's timeout.
+    Timeout,
+    /// Any other transport failure (reset, TLS, protocol).
+    Failed,
+}
+
+/// The core's upstream IO, lent to background work.
+#[async_trait]
+pub trait UpstreamIo: Send + Sync {
+    /// Sends `request` and returns the status of the response head (the body is discarded).
+    async fn status(&self, request: UpstreamRequest) -> Result<StatusCode, SendError>;
+    /// Opens a TCP connection to `host:port` and closes it again, within `timeout`.
+    async fn connect(&self, authority: &str, timeout: Duration) -> Result<(), SendError>;
+}
+
+/// Work a compiled plugin needs done between requests (active health probes, token refreshers).
+/// The core starts it only for plugins of the snapshot it publishes, and stops it by dropping the
+/// future when that compiled plugin leaves the live snapshot.
+pub type BackgroundTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;

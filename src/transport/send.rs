@@ -1,0 +1,82 @@
+//! One upstream attempt on the wire.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use switchyard_sdk::{AttemptResult, UpstreamRequest};
+
+use super::pool::UpstreamClient;
+
+use crate::error::ProxyError;
+
+/// The upstream's response: its head, and the body still on the wire.
+pub type UpstreamResponse = hyper::Response<Incoming>;
+
+/// Sends a built request and waits for the response head, at most `timeout`.
+pub async fn send(up: UpstreamRequest) -> Result<UpstreamResponse, ProxyError> {
+    let Some(client) = up.client.get::<UpstreamClient>() else {
+        return Err(ProxyError::Internal("an upstream request carries a client this core did not make".into()));
+    };
+    let mut request = hyper::Request::new(Full::new(up.body));
+    *request.method_mut() = up.method;
+    *request.uri_mut() = up.url;
+    *request.headers_mut() = up.headers;
+    match tokio::time::timeout(up.timeout, client.request(request)).await {
+        Err(_) => Err(ProxyError::UpstreamTimeout),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(err)) if err.is_connect() => {
+            tracing::debug!(error = %err, "upstream connect failed");
+            Err(ProxyError::UpstreamConnect)
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "upstream request failed");
+            Err(ProxyError::UpstreamBroken)
+        }
+    }
+}
+
+/// How a failed send looks to a target's `judge`.
+pub fn attempt_result(err: &ProxyError) -> AttemptResult<'static> {
+    match err {
+        ProxyError::UpstreamConnect => AttemptResult::ConnectFailed,
+        ProxyError::UpstreamTimeout => AttemptResult::TimedOut,
+        _ => AttemptResult::Failed,
+    }
+}
+
+/// Reads a whole response body, failing on a stall longer than `stall` or more than `max` bytes.
+/// A body that arrives in one piece (most LLM answers) is returned as that piece, uncopied.
+pub async fn read_all(response: UpstreamResponse, stall: Duration, max: Option<u64>) -> Result<Bytes, ProxyError> {
+    let body = response.into_body();
+    let capacity = body.size_hint().exact().map_or(8 * 1024, |l| l.min(1 << 20) as usize);
+    let mut stream = body.into_data_stream();
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    loop {
+        match tokio::time::timeout(stall, stream.next()).await {
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+            Ok(None) => return Ok(joined.map_or(first, BytesMut::freeze)),
+            Ok(Some(Err(_))) => return Err(ProxyError::UpstreamBroken),
+            Ok(Some(Ok(chunk))) => {
+                let held = joined.as_ref().map_or(first.len(), BytesMut::len);
+                if max.is_some_and(|max| (held + chunk.len()) as u64 > max) {
+                    return Err(ProxyError::UpstreamBroken);
+                }
+                match joined.as_mut() {
+                    Some(body) => body.extend_from_slice(&chunk),
+                    None if first.is_empty() => first = chunk,
+                    None => {
+                        let mut body = BytesMut::with_capacity(capacity.max(held + chunk.len()));
+                        body.extend_from_slice(&first);
+                        body.extend_from_slice(&chunk);
+                        joined = Some(body);
+                    }
+                }
+            }
+        }
+    }
+}
