@@ -2,7 +2,7 @@
 
 use http::StatusCode;
 pub use switchyard_sdk::respond::{error_response, json_response};
-use switchyard_sdk::{ErrorStyle, Response};
+use switchyard_sdk::{ErrorStyle, PluginError, Response};
 
 /// Everything that makes the gateway answer a proxied request itself.
 #[derive(Debug, thiserror::Error)]
@@ -16,14 +16,23 @@ pub enum ProxyError {
     #[error("no upstream is configured or available for this route")]
     NoUpstream,
     #[error("failed to connect to the upstream")]
-    UpstreamConnect,
+    UpstreamConnect(#[source] BoxError),
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
     #[error("the upstream connection failed")]
-    UpstreamBroken,
+    UpstreamBroken(#[source] BoxError),
+    #[error("plugin `{plugin}` failed")]
+    PluginFailed {
+        plugin: &'static str,
+        #[source]
+        source: PluginError,
+    },
     #[error("internal error")]
     Internal(String),
 }
+
+/// The cause of an upstream failure, kept whole for the log.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
@@ -32,10 +41,10 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamConnect => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamBroken => StatusCode::BAD_GATEWAY,
-            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::UpstreamBroken(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::PluginFailed { .. } | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -46,19 +55,35 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "invalid_request",
             ProxyError::PayloadTooLarge(_) => "request_too_large",
             ProxyError::NoUpstream => "no_upstream_available",
-            ProxyError::UpstreamConnect => "upstream_connect_failed",
+            ProxyError::UpstreamConnect(_) => "upstream_connect_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
-            ProxyError::UpstreamBroken => "upstream_failed",
-            ProxyError::Internal(_) => "internal_error",
+            ProxyError::UpstreamBroken(_) => "upstream_failed",
+            ProxyError::PluginFailed { .. } | ProxyError::Internal(_) => "internal_error",
         }
     }
 
     /// The client-facing message: internal details stay in the log.
     fn public_message(&self) -> String {
         match self {
-            ProxyError::Internal(_) => "internal error".into(),
+            ProxyError::PluginFailed { .. } | ProxyError::Internal(_) => "internal error".into(),
             other => other.to_string(),
         }
+    }
+
+    /// The error with its causes, for the log: `plugin `x` failed: <cause>: <cause>`. Never sent
+    /// to the client.
+    pub fn detail(&self) -> String {
+        let mut out = match self {
+            ProxyError::Internal(detail) => format!("internal error: {detail}"),
+            other => other.to_string(),
+        };
+        let mut cause = std::error::Error::source(self);
+        while let Some(err) = cause {
+            out.push_str(": ");
+            out.push_str(&err.to_string());
+            cause = err.source();
+        }
+        out
     }
 
     /// Renders the error as `{"error_msg"}` (APISIX) or `{"error":{...}}` (OpenAI).

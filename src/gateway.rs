@@ -43,7 +43,14 @@ impl Gateway {
     /// Opens the store, builds the first snapshot, binds every listener and starts serving.
     /// Returns once the node accepts connections; ports given as 0 are resolved in the result.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let compiler = Compiler::new(crate::plugins::builtin(&config), Transport::new());
+        let registry = crate::plugins::builtin(&config);
+        Self::start_with(config, registry).await
+    }
+
+    /// [`Gateway::start`] with another set of plugin types: the built-in ones plus an embedder's
+    /// own, or a test's.
+    pub async fn start_with(config: Config, registry: switchyard_sdk::Registry) -> Result<Gateway, StartError> {
+        let compiler = Compiler::new(registry, Transport::new());
         let proxy_listen = config.proxy_addrs()?;
         let admin_listen = config.admin_addrs()?;
         let prefix = crate::resource::group_prefix(&config.store.root(), &config.gateway_group_id);

@@ -189,6 +189,25 @@ async fn options_overrides_and_request_body_merge_follow_their_rules() {
 }
 
 #[tokio::test]
+async fn request_body_overrides_take_apisix_protocol_names_and_apply_to_the_protocol_sent() {
+    let mock = MockUpstream::llm("protocols").await;
+    let gw = gateway_for(&mock).await;
+    gw.put_route(deepseek_route(
+        "named",
+        "/named",
+        json!({"override": {"request_body": {
+            "openai-chat": {"user": "chat-patch"},
+            "anthropic-messages": {"metadata": {"user_id": "messages-patch"}},
+            "openai-responses": {}, "openai-embeddings": {}, "bedrock-converse": {}, "passthrough": {}}}}),
+    ))
+    .await;
+    chat(&gw, "/named", r#"{"messages":[]}"#).await;
+    let sent: Value = serde_json::from_slice(&mock.last().body).unwrap();
+    assert_eq!(sent["user"], "chat-patch", "the openai-chat patch applies to an OpenAI chat provider");
+    assert!(sent.get("metadata").is_none(), "a patch for another protocol is ignored: {sent}");
+}
+
+#[tokio::test]
 async fn caller_credentials_never_reach_the_provider() {
     let mock = MockUpstream::llm("headers").await;
     let gw = gateway_for(&mock).await;

@@ -139,7 +139,8 @@ impl RelayBody {
     /// Runs the body filters on one piece and returns it as a frame, or `None` when the filters
     /// emptied it.
     fn filtered(&mut self, mut chunk: Bytes, end: bool) -> Option<Bytes> {
-        for plugin in self.finisher.route.chain.with_phase(switchyard_sdk::Phases::BODY_FILTER) {
+        for entry in self.finisher.route.chain.with_phase(switchyard_sdk::Phases::BODY_FILTER) {
+            let plugin = &entry.plugin;
             plugin.body_filter(&mut self.ctx, &mut chunk, end);
         }
         self.outcome.body_bytes += chunk.len() as u64;

@@ -14,14 +14,15 @@ pub struct Finisher {
     pub route: Arc<CompiledRoute>,
     pub method: Method,
     pub uri: Uri,
+    pub request_id: http::HeaderValue,
     pub access_log: bool,
 }
 
 impl Finisher {
     /// Runs once per request, when its response is complete or abandoned.
     pub fn finish(&self, ctx: &Ctx, outcome: &Outcome) {
-        for plugin in self.route.chain.with_phase(Phases::LOG) {
-            plugin.log(ctx, outcome);
+        for entry in self.route.chain.with_phase(Phases::LOG) {
+            entry.plugin.log(ctx, outcome);
         }
         if !self.access_log {
             return;
@@ -33,6 +34,7 @@ impl Finisher {
         let usage = summary.map(|ai| ai.usage.unwrap_or_default());
         tracing::info!(
             target: "access",
+            request_id = %String::from_utf8_lossy(self.request_id.as_bytes()),
             client = %ctx.client_addr.ip(),
             method = %self.method,
             path = %self.uri.path(),
@@ -84,6 +86,7 @@ impl Drop for AbandonGuard<'_> {
         }
         tracing::info!(
             target: "access",
+            request_id = %String::from_utf8_lossy(self.finisher.request_id.as_bytes()),
             method = %self.finisher.method,
             path = %self.finisher.uri.path(),
             route = %self.finisher.route.id,

@@ -3,6 +3,7 @@
 mod body;
 mod finish;
 mod pipeline;
+pub mod request_id;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,18 +30,19 @@ pub async fn handle(
 ) -> hyper::Response<ResponseBody> {
     let snapshot = shared.snapshot.load_full();
     let (head, body) = req.into_parts();
+    let id = request_id::of(&head.headers);
     let host = request_host(&head);
     let (path, method) = (head.uri.path(), &head.method);
     let found =
         snapshot.router.find(host.as_deref(), path, method).or_else(|| snapshot.builtin.find(None, path, method));
     let Some(route) = found.cloned() else {
-        return local(ProxyError::RouteNotFound.to_response(ErrorStyle::Apisix));
+        return local(ProxyError::RouteNotFound.to_response(ErrorStyle::Apisix), &id);
     };
     let body = match read_body(body, MAX_REQUEST_BODY).await {
         Ok(body) => body,
-        Err(err) => return local(err.to_response(ErrorStyle::Apisix)),
+        Err(err) => return local(err.to_response(ErrorStyle::Apisix), &id),
     };
-    pipeline::run(&shared, route, Request { head, body }, client).await
+    pipeline::run(&shared, route, Request { head, body }, client, id).await
 }
 
 /// The request's host, lower case and without a port: `Host`, else the URI's authority.
@@ -64,7 +66,8 @@ pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, ProxyError> 
     }
 }
 
-/// A response made by the gateway itself.
-pub fn local(response: switchyard_sdk::Response) -> hyper::Response<ResponseBody> {
+/// A response made by the gateway itself, stamped with the request's id.
+pub fn local(mut response: switchyard_sdk::Response, id: &http::HeaderValue) -> hyper::Response<ResponseBody> {
+    request_id::stamp(response.headers_mut(), id);
     response.map(ResponseBody::full)
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use switchyard_sdk::{AttemptResult, Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response, Verdict};
 
 use super::body::{RelayBody, RelayLimits, ResponseBody};
 use super::finish::Finisher;
+use super::request_id;
 use crate::error::ProxyError;
 use crate::snapshot::CompiledRoute;
 use crate::state::Shared;
@@ -44,13 +45,15 @@ pub async fn run(
     route: Arc<CompiledRoute>,
     req: Request,
     client: SocketAddr,
+    request_id: HeaderValue,
 ) -> hyper::Response<ResponseBody> {
-    let mut ctx = Ctx::new(Arc::clone(&route.id), client);
+    let mut ctx = Ctx::new(Arc::clone(&route.id), client, request_id);
     ctx.error_style = route.chain.error_style();
     let finisher = Finisher {
         route: Arc::clone(&route),
         method: req.head.method.clone(),
         uri: req.head.uri.clone(),
+        request_id: ctx.request_id.clone(),
         access_log: shared.config.log.access_log,
     };
     // hyper drops this future when the client goes away before the response head; the guard then
@@ -68,16 +71,16 @@ async fn serve(
     mut ctx: Ctx,
 ) -> hyper::Response<ResponseBody> {
     for phase in [Phases::REWRITE, Phases::ACCESS] {
-        for plugin in route.chain.with_phase(phase) {
+        for entry in route.chain.with_phase(phase) {
             let flow = if phase == Phases::REWRITE {
-                plugin.rewrite(&mut ctx, &mut req).await
+                entry.plugin.rewrite(&mut ctx, &mut req).await
             } else {
-                plugin.access(&mut ctx, &mut req).await
+                entry.plugin.access(&mut ctx, &mut req).await
             };
             match flow {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Respond(response)) => return respond_local(finisher, ctx, response),
-                Err(err) => return fail(finisher, ctx, ProxyError::Internal(err.to_string())),
+                Err(source) => return fail(finisher, ctx, ProxyError::PluginFailed { plugin: entry.name, source }),
             }
         }
     }
@@ -102,13 +105,14 @@ async fn serve(
                 };
             }
         };
-        for plugin in route.chain.with_phase(Phases::BEFORE_PROXY) {
-            match plugin.before_proxy(&mut ctx, &mut upstream).await {
+        for entry in route.chain.with_phase(Phases::BEFORE_PROXY) {
+            match entry.plugin.before_proxy(&mut ctx, &mut upstream).await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Respond(response)) => return respond_local(finisher, ctx, response),
-                Err(err) => return fail(finisher, ctx, ProxyError::Internal(err.to_string())),
+                Err(source) => return fail(finisher, ctx, ProxyError::PluginFailed { plugin: entry.name, source }),
             }
         }
+        upstream.headers.insert(request_id::X_REQUEST_ID, ctx.request_id.clone());
         ctx.log.attempts = attempt;
         ctx.log.instance = Some(Arc::clone(&upstream.label));
         let limits = RelayLimits {
@@ -177,8 +181,8 @@ fn respond_buffered(
 ) -> hyper::Response<ResponseBody> {
     let mut head = response_head(status, headers, &ctx, false);
     run_header_filters(finisher, &mut ctx, &mut head);
-    for plugin in finisher.route.chain.with_phase(Phases::BODY_FILTER) {
-        plugin.body_filter(&mut ctx, &mut body, true);
+    for entry in finisher.route.chain.with_phase(Phases::BODY_FILTER) {
+        entry.plugin.body_filter(&mut ctx, &mut body, true);
     }
     head.headers.insert(CONTENT_LENGTH, body.len().into());
     let outcome = Outcome { status: status.as_u16(), body_bytes: body.len() as u64, ..Outcome::default() };
@@ -198,6 +202,7 @@ fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &Ctx, streamed
     for (name, value) in &ctx.response_headers {
         headers.insert(name.clone(), value.clone());
     }
+    request_id::stamp(&mut headers, &ctx.request_id);
     let (mut head, ()) = hyper::Response::new(()).into_parts();
     head.status = status;
     head.headers = headers;
@@ -205,32 +210,34 @@ fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &Ctx, streamed
 }
 
 fn run_header_filters(finisher: &Finisher, ctx: &mut Ctx, head: &mut http::response::Parts) {
-    for plugin in finisher.route.chain.with_phase(Phases::HEADER_FILTER) {
-        plugin.header_filter(ctx, head);
+    for entry in finisher.route.chain.with_phase(Phases::HEADER_FILTER) {
+        entry.plugin.header_filter(ctx, head);
     }
 }
 
 /// Answers with a response a plugin made.
-fn respond_local(finisher: &Finisher, ctx: Ctx, response: Response) -> hyper::Response<ResponseBody> {
+fn respond_local(finisher: &Finisher, ctx: Ctx, mut response: Response) -> hyper::Response<ResponseBody> {
     let outcome =
         Outcome { status: response.status().as_u16(), body_bytes: response.body().len() as u64, ..Outcome::default() };
+    request_id::stamp(response.headers_mut(), &ctx.request_id);
     finisher.finish(&ctx, &outcome);
     response.map(ResponseBody::full)
 }
 
 /// Answers with a gateway error in the route's error style.
 fn fail(finisher: &Finisher, ctx: Ctx, err: ProxyError) -> hyper::Response<ResponseBody> {
-    if let ProxyError::Internal(detail) = &err {
-        tracing::error!(route = %ctx.route_id, %detail, "request failed inside the gateway");
+    if err.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(route = %ctx.route_id, error = %err.detail(), "request failed inside the gateway");
     }
     let mut response = err.to_response(ctx.error_style);
     for (name, value) in &ctx.response_headers {
         response.headers_mut().insert(name.clone(), value.clone());
     }
+    request_id::stamp(response.headers_mut(), &ctx.request_id);
     let outcome = Outcome {
         status: response.status().as_u16(),
         body_bytes: response.body().len() as u64,
-        error: Some(err.reason().into()),
+        error: Some(err.detail()),
         aborted: false,
     };
     finisher.finish(&ctx, &outcome);

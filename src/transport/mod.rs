@@ -37,7 +37,7 @@ impl UpstreamIo for Transport {
     async fn status(&self, request: UpstreamRequest) -> Result<StatusCode, SendError> {
         match send::send(request).await {
             Ok(response) => Ok(response.status()),
-            Err(ProxyError::UpstreamConnect) => Err(SendError::Connect),
+            Err(ProxyError::UpstreamConnect(_)) => Err(SendError::Connect),
             Err(ProxyError::UpstreamTimeout) => Err(SendError::Timeout),
             Err(_) => Err(SendError::Failed),
         }

@@ -28,21 +28,15 @@ pub async fn send(up: UpstreamRequest) -> Result<UpstreamResponse, ProxyError> {
     match tokio::time::timeout(up.timeout, client.request(request)).await {
         Err(_) => Err(ProxyError::UpstreamTimeout),
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(err)) if err.is_connect() => {
-            tracing::debug!(error = %err, "upstream connect failed");
-            Err(ProxyError::UpstreamConnect)
-        }
-        Ok(Err(err)) => {
-            tracing::debug!(error = %err, "upstream request failed");
-            Err(ProxyError::UpstreamBroken)
-        }
+        Ok(Err(err)) if err.is_connect() => Err(ProxyError::UpstreamConnect(err.into())),
+        Ok(Err(err)) => Err(ProxyError::UpstreamBroken(err.into())),
     }
 }
 
 /// How a failed send looks to a target's `judge`.
 pub fn attempt_result(err: &ProxyError) -> AttemptResult<'static> {
     match err {
-        ProxyError::UpstreamConnect => AttemptResult::ConnectFailed,
+        ProxyError::UpstreamConnect(_) => AttemptResult::ConnectFailed,
         ProxyError::UpstreamTimeout => AttemptResult::TimedOut,
         _ => AttemptResult::Failed,
     }
@@ -60,11 +54,11 @@ pub async fn read_all(response: UpstreamResponse, stall: Duration, max: Option<u
         match tokio::time::timeout(stall, stream.next()).await {
             Err(_) => return Err(ProxyError::UpstreamTimeout),
             Ok(None) => return Ok(joined.map_or(first, BytesMut::freeze)),
-            Ok(Some(Err(_))) => return Err(ProxyError::UpstreamBroken),
+            Ok(Some(Err(err))) => return Err(ProxyError::UpstreamBroken(err.into())),
             Ok(Some(Ok(chunk))) => {
                 let held = joined.as_ref().map_or(first.len(), BytesMut::len);
                 if max.is_some_and(|max| (held + chunk.len()) as u64 > max) {
-                    return Err(ProxyError::UpstreamBroken);
+                    return Err(ProxyError::UpstreamBroken("the answer is larger than max_response_bytes".into()));
                 }
                 match joined.as_mut() {
                     Some(body) => body.extend_from_slice(&chunk),

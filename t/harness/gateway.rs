@@ -26,6 +26,15 @@ impl TestGateway {
 
     /// A node whose store lives in `dir` (reuse one to test restarts), config adjusted by `tweak`.
     pub async fn start_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestGateway {
+        Self::start_custom(dir, tweak, |_| {}).await
+    }
+
+    /// A node as [`TestGateway::start_in`], with plugin types added by `plugins` (test plugins).
+    pub async fn start_custom(
+        dir: TempDir,
+        tweak: impl FnOnce(&mut Config),
+        plugins: impl FnOnce(&mut switchyard_sdk::Registry),
+    ) -> TestGateway {
         let mut config = Config::default();
         config.proxy.listen = vec!["127.0.0.1:0".into()];
         config.admin.listen = vec!["127.0.0.1:0".into()];
@@ -33,7 +42,9 @@ impl TestGateway {
         config.store.path = dir.path().join("store");
         config.log.access_log = false;
         tweak(&mut config);
-        let gateway = Gateway::start(config).await.expect("gateway starts");
+        let mut registry = switchyard::plugins::builtin(&config);
+        plugins(&mut registry);
+        let gateway = Gateway::start_with(config, registry).await.expect("gateway starts");
         let (proxy, admin) = (gateway.proxy_addrs[0], gateway.admin_addrs[0]);
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         TestGateway { gateway: Some(gateway), proxy, admin, dir, http }

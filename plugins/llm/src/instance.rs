@@ -24,6 +24,11 @@ use switchyard_sdk::{BuildContext, ClientHandle, ClientSettings, ConfigError, Re
 const STRIPPED: [HeaderName; 6] =
     [AUTHORIZATION, HeaderName::from_static("x-api-key"), COOKIE, PROXY_AUTHORIZATION, ACCEPT_ENCODING, CONTENT_TYPE];
 
+/// The protocol names `override.request_body` is keyed by (APISIX 3.18); `openai` is accepted as
+/// an alias of `openai-chat`.
+pub const PROTOCOLS: [&str; 6] =
+    ["openai-chat", "openai-responses", "openai-embeddings", "anthropic-messages", "bedrock-converse", "passthrough"];
+
 /// An `options` entry, with its value also serialised: a request whose field already has
 /// exactly these bytes keeps them without parsing.
 struct OptionField {
@@ -66,22 +71,25 @@ impl Instance {
         base_urls: &BaseUrls,
     ) -> Result<Instance, ConfigError> {
         let endpoint = Endpoint::compile(provider, auth, overrides.endpoint.as_deref(), base_urls)?;
-        let family = match provider.family {
-            WireFamily::OpenAi => "openai",
-            WireFamily::AnthropicMessages => "anthropic",
+        let target = match provider.family {
+            WireFamily::OpenAi => "openai-chat",
+            WireFamily::AnthropicMessages => "anthropic-messages",
         };
         let mut request_body = None;
         for (protocol, patch) in overrides.request_body.iter().flatten() {
-            if protocol != "openai" {
-                return Err(ConfigError::new(
-                    format!("override.request_body.{protocol}"),
-                    "unknown protocol; use `openai`",
-                ));
-            }
+            let here = || format!("override.request_body.{protocol}");
+            let canonical = match protocol.as_str() {
+                "openai" => "openai-chat",
+                known if PROTOCOLS.contains(&known) => known,
+                _ => {
+                    return Err(ConfigError::new(here(), format!("unknown protocol; one of: {}", PROTOCOLS.join(", "))))
+                }
+            };
             if !patch.is_object() {
-                return Err(ConfigError::new(format!("override.request_body.{protocol}"), "must be an object"));
+                return Err(ConfigError::new(here(), "must be an object"));
             }
-            if protocol == family {
+            // A patch keyed by another protocol than the one this provider is sent is ignored.
+            if canonical == target {
                 request_body = Some(patch.clone());
             }
         }

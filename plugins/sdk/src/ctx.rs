@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use crate::Target;
 
@@ -49,6 +49,9 @@ pub struct LogRecord {
 /// The per-request state: created by the core when a route matches, dropped after `log`.
 pub struct Ctx {
     pub route_id: Arc<str>,
+    /// The request's id: the client's `X-Request-Id` when sane, else one the gateway made. The
+    /// core sends it upstream, logs it and returns it.
+    pub request_id: HeaderValue,
     pub client_addr: SocketAddr,
     pub started: Instant,
     pub error_style: ErrorStyle,
@@ -66,9 +69,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(route_id: Arc<str>, client_addr: SocketAddr) -> Self {
+    pub fn new(route_id: Arc<str>, client_addr: SocketAddr, request_id: HeaderValue) -> Self {
         Self {
             route_id,
+            request_id,
             client_addr,
             started: Instant::now(),
             error_style: ErrorStyle::Apisix,

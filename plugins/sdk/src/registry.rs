@@ -76,8 +76,8 @@ impl Chain {
     }
 
     /// The plugins implementing `phase`, in run order.
-    pub fn with_phase(&self, phase: Phases) -> impl Iterator<Item = &Arc<dyn Plugin>> + '_ {
-        self.entries.iter().filter(move |e| e.plugin.phases().contains(phase)).map(|e| &e.plugin)
+    pub fn with_phase(&self, phase: Phases) -> impl Iterator<Item = &ChainEntry> + '_ {
+        self.entries.iter().filter(move |e| e.plugin.phases().contains(phase))
     }
 
     /// Every compiled plugin, in run order.

@@ -91,7 +91,8 @@ impl PluginFactory for AiProxyMultiFactory {
             };
             members.push(Member { instance, health, probe });
         }
-        let weights: Vec<(i64, u32)> = config.instances.iter().map(|i| (i.priority, i.weight)).collect();
+        let weights: Vec<(&str, i64, u32)> =
+            config.instances.iter().map(|i| (i.name.as_str(), i.priority, i.weight)).collect();
         let selector = Selector::new(&weights, &config.balancer)?;
         let strategy = Strategy::parse(config.fallback_strategy.as_ref())?;
         for (i, status) in config.fallback_http_statuses.iter().enumerate() {

@@ -1,7 +1,9 @@
 //! Picking an instance: priority groups, highest first; inside a group smooth weighted
 //! round-robin, or consistent hashing on a request key.
-
-use std::hash::{DefaultHasher, Hash, Hasher};
+//!
+//! Consistent hashing is weighted rendezvous hashing over XXH3-64 (seed 0) of the key bytes, a
+//! zero byte, and the instance *name*: a fixed function of the key and the name alone, so a key
+//! maps to the same instance on every node, every build, and after any reordering of `instances`.
 
 use switchyard_sdk::balancer::SmoothWeighted;
 use switchyard_sdk::{ConfigError, Request};
@@ -11,6 +13,8 @@ use super::config::BalancerConfig;
 struct Group {
     /// Instance indices, in config order.
     members: Vec<usize>,
+    /// The members' names, which chash hashes.
+    names: Vec<Box<[u8]>>,
     weights: Vec<u32>,
     wrr: SmoothWeighted,
 }
@@ -33,17 +37,18 @@ pub struct Selector {
 }
 
 impl Selector {
-    /// `instances`: (priority, weight) per instance, in config order.
-    pub fn new(instances: &[(i64, u32)], balancer: &BalancerConfig) -> Result<Selector, ConfigError> {
-        let mut priorities: Vec<i64> = instances.iter().map(|(p, _)| *p).collect();
+    /// `instances`: (name, priority, weight) per instance, in config order.
+    pub fn new(instances: &[(&str, i64, u32)], balancer: &BalancerConfig) -> Result<Selector, ConfigError> {
+        let mut priorities: Vec<i64> = instances.iter().map(|(_, p, _)| *p).collect();
         priorities.sort_unstable_by(|a, b| b.cmp(a));
         priorities.dedup();
         let groups = priorities
             .into_iter()
             .map(|priority| {
-                let members: Vec<usize> = (0..instances.len()).filter(|&i| instances[i].0 == priority).collect();
-                let weights: Vec<u32> = members.iter().map(|&i| instances[i].1).collect();
-                Group { wrr: SmoothWeighted::new(weights.iter().copied()), members, weights }
+                let members: Vec<usize> = (0..instances.len()).filter(|&i| instances[i].1 == priority).collect();
+                let weights: Vec<u32> = members.iter().map(|&i| instances[i].2).collect();
+                let names = members.iter().map(|&i| instances[i].0.as_bytes().into()).collect();
+                Group { wrr: SmoothWeighted::new(weights.iter().copied()), members, names, weights }
             })
             .collect();
         let hash_on = match balancer.algorithm.as_str() {
@@ -134,19 +139,23 @@ impl Selector {
     }
 }
 
+/// The chash of `key` for the instance called `name` (see the module docs).
+fn name_hash(key: &str, name: &[u8]) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    hasher.update(key.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(name);
+    hasher.digest()
+}
+
 fn rendezvous(group: &Group, key: &str, usable: &impl Fn(usize) -> bool) -> Option<usize> {
     let any_positive = group.members.iter().zip(&group.weights).any(|(&i, &w)| w > 0 && usable(i));
-    group
-        .members
-        .iter()
-        .zip(&group.weights)
-        .filter(|(&i, &w)| usable(i) && (w > 0 || !any_positive))
-        .map(|(&i, &w)| {
-            let mut hasher = DefaultHasher::new();
-            (key, i).hash(&mut hasher);
+    (0..group.members.len())
+        .filter(|&j| usable(group.members[j]) && (group.weights[j] > 0 || !any_positive))
+        .map(|j| {
             // A uniform draw in (0, 1]; the score -w / ln(u) is weighted rendezvous hashing.
-            let unit = ((hasher.finish() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-            (i, f64::from(w.max(1)) / -unit.ln().min(-f64::MIN_POSITIVE))
+            let unit = ((name_hash(key, &group.names[j]) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+            (group.members[j], f64::from(group.weights[j].max(1)) / -unit.ln().min(-f64::MIN_POSITIVE))
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(i, _)| i)
@@ -158,7 +167,7 @@ mod tests {
 
     #[test]
     fn higher_priority_first_then_weights() {
-        let selector = Selector::new(&[(1, 1), (2, 4), (2, 1)], &BalancerConfig::default()).unwrap();
+        let selector = Selector::new(&[("a", 1, 1), ("b", 2, 4), ("c", 2, 1)], &BalancerConfig::default()).unwrap();
         let picks: Vec<usize> = (0..10).map(|_| selector.pick(|_| true, None).unwrap()).collect();
         assert_eq!(picks.iter().filter(|&&p| p == 1).count(), 8);
         assert_eq!(picks.iter().filter(|&&p| p == 2).count(), 2);
@@ -170,7 +179,7 @@ mod tests {
     fn chash_is_sticky_while_the_instance_is_usable() {
         let balancer =
             BalancerConfig { algorithm: "chash".into(), hash_on: "header".into(), key: Some("x-user".into()) };
-        let selector = Selector::new(&[(0, 1), (0, 1), (0, 1)], &balancer).unwrap();
+        let selector = Selector::new(&[("a", 0, 1), ("b", 0, 1), ("c", 0, 1)], &balancer).unwrap();
         for user in ["alice", "bob", "carol", "dave"] {
             let first = selector.pick(|_| true, Some(user)).unwrap();
             assert!((0..5).all(|_| selector.pick(|_| true, Some(user)) == Some(first)));
@@ -180,5 +189,27 @@ mod tests {
         let spread: std::collections::HashSet<usize> =
             (0..50).map(|n| selector.pick(|_| true, Some(&format!("user-{n}"))).unwrap()).collect();
         assert_eq!(spread.len(), 3, "keys spread over every instance");
+    }
+
+    #[test]
+    fn chash_follows_the_instance_name_not_its_position() {
+        let balancer = BalancerConfig { algorithm: "chash".into(), hash_on: "vars".into(), key: None };
+        let forward = Selector::new(&[("a", 0, 1), ("b", 0, 1), ("c", 0, 1)], &balancer).unwrap();
+        let reversed = Selector::new(&[("c", 0, 1), ("b", 0, 1), ("a", 0, 1)], &balancer).unwrap();
+        let names = ["a", "b", "c"];
+        for n in 0..100 {
+            let key = format!("user-{n}");
+            let there = names[forward.pick(|_| true, Some(&key)).unwrap()];
+            let back = names[2 - reversed.pick(|_| true, Some(&key)).unwrap()];
+            assert_eq!(there, back, "{key} moved when instances were reordered");
+        }
+    }
+
+    #[test]
+    fn chash_is_a_fixed_function_of_key_and_name() {
+        // Pinned values: a change here moves every caller's instance on upgrade. XXH3-64, seed 0.
+        assert_eq!(name_hash("user-1", b"a"), xxhash_rust::xxh3::xxh3_64(b"user-1\0a"));
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(b""), 0x2d06800538d394c2, "XXH3-64's published empty-input value");
+        assert_eq!(name_hash("", b""), 14144645293874801883);
     }
 }
