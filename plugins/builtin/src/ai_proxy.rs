@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use switchyard_llm::body::parse_chat_body;
-use switchyard_llm::config::{AiProxyConfig, AI_PROXY_KEYS};
+use switchyard_llm::config::AiProxyConfig;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::observe;
 use switchyard_llm::providers::BaseUrls;
@@ -39,7 +39,7 @@ impl PluginFactory for AiProxyFactory {
     }
 
     fn build(&self, config: &serde_json::Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {
-        let (config, settings) = CallSettings::parse_plugin::<AiProxyConfig>(config, AI_PROXY_KEYS, ctx)?;
+        let (config, settings) = CallSettings::parse_plugin::<AiProxyConfig>(config, ctx)?;
         let instance = Instance::compile(
             &config.provider,
             &config.provider,
