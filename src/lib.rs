@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod limits;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;
