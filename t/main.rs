@@ -7,6 +7,7 @@ mod harness;
 mod admin;
 mod ai_proxy;
 mod ai_proxy_multi;
+mod connections;
 mod etcd;
 mod model_api;
 mod process;

@@ -219,7 +219,7 @@ fn respond_local(finisher: &Finisher, ctx: Ctx, response: Response) -> hyper::Re
 }
 
 /// Answers with a gateway error in the route's error style.
-fn fail(finisher: &Finisher, ctx: Ctx, err: ProxyError) -> hyper::Response<ResponseBody> {
+pub(super) fn fail(finisher: &Finisher, ctx: Ctx, err: ProxyError) -> hyper::Response<ResponseBody> {
     if let ProxyError::Internal(detail) = &err {
         tracing::error!(route = %ctx.route_id, %detail, "request failed inside the gateway");
     }
