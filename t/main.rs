@@ -14,4 +14,5 @@ mod process;
 mod proxying;
 mod reload;
 mod routing;
+mod shutdown;
 mod store_contract;
