@@ -27,6 +27,17 @@ fn main() -> ExitCode {
         }
     };
     let _log_writer = init_tracing(&config.log.level);
+    match switchyard::limits::raise_open_file_limit() {
+        Ok(limit) if limit.now > limit.before => {
+            tracing::info!(
+                from = limit.before,
+                to = limit.now,
+                "raised the open file limit (RLIMIT_NOFILE) to its hard limit"
+            );
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open file limit (RLIMIT_NOFILE)"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

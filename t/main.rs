@@ -8,6 +8,7 @@ mod admin;
 mod ai_proxy;
 mod ai_proxy_multi;
 mod connections;
+mod descriptors;
 mod etcd;
 mod model_api;
 mod process;
