@@ -173,7 +173,8 @@ pub async fn serve<F, Fut>(
         End::Closed(Err(err)) if err.is_parse_too_large() => {
             if settings.access_log {
                 tracing::info!(target: "access", client = %peer.ip(), status = 431,
-                    error = %format!("request head larger than {} bytes", settings.max_request_head_bytes));
+                    error = %format!("request head larger than {} bytes or with more than 100 fields",
+                        settings.max_request_head_bytes));
             }
         }
         End::Closed(Err(err)) => tracing::debug!(error = %err, %peer, "connection ended with an error"),

@@ -1,8 +1,8 @@
 //! What one client connection shares between its socket wrapper, its service, its response
 //! body, and the listener that may ask it to close.
 //!
-//! Everything here is atomics: a request costs a counter increment and three stores, never a
-//! lock or an allocation.
+//! Everything here is atomics: a request costs a counter increment, a compare-and-swap and three
+//! stores (plus a reference count for its response body), never a lock or an allocation.
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
