@@ -31,7 +31,9 @@ pub struct Outcome {
     pub status: u16,
     /// Bytes of response body sent to the client.
     pub body_bytes: u64,
-    /// Why the gateway failed the request, when it did (never contains secrets).
+    /// Why the gateway failed the request, when it did, as a stable code (`upstream_timeout`).
+    pub reason: Option<&'static str>,
+    /// The same failure in words, with its causes (never contains secrets).
     pub error: Option<String>,
     /// The response ended early: the client went away, or the upstream stream broke.
     pub aborted: bool,
