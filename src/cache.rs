@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::reload::Mirror;
+use crate::mirror::Mirror;
 use crate::store::KeyValue;
 
 pub const FILE_NAME: &str = "etcd-cache.json";

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod limits;
+pub mod mirror;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;
