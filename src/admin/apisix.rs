@@ -208,7 +208,7 @@ impl Api<'_> {
         let kv = self.shared.store.get(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
         let mut value: Value = serde_json::from_slice(&kv.value)
             .map_err(|_| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored resource is not JSON"))?;
-        merge_patch(&mut value, &Value::Object(patch));
+        json_patch::merge(&mut value, &Value::Object(patch));
         let Value::Object(value) = value else {
             return Err(AdminError::bad_request("the patched resource is not an object"));
         };
@@ -286,36 +286,9 @@ fn resolve_id(path_id: Option<&str>, body: &Map<String, Value>) -> Result<String
     }
 }
 
-/// RFC 7396: objects merge recursively, `null` removes, anything else replaces.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(target) = target {
-        for (key, value) in patch {
-            if value.is_null() {
-                target.remove(key);
-            } else {
-                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut target = json!({"a": 1, "b": {"c": 2, "d": 3}});
-        merge_patch(&mut target, &json!({"a": null, "b": {"c": 5}, "e": [1]}));
-        assert_eq!(target, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
-    }
 
     #[test]
     fn ids_from_path_and_body_must_agree() {

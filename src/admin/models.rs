@@ -161,7 +161,7 @@ impl Api<'_> {
     }
 
     async fn create(&self, body: &[u8]) -> AdminResult {
-        let id = uuid_v4();
+        let id = uuid::Uuid::new_v4().to_string();
         let value = self.validate(&id, body).await?;
         let entry = StoredEntry { id, value, revision: 1 };
         let revision = self.store(&entry, 0).await?;
@@ -230,26 +230,4 @@ fn parse_object(body: &[u8]) -> Result<Value, AdminError> {
 
 fn random_hex(bytes: usize) -> String {
     (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
-}
-
-/// A random (version 4) UUID.
-fn uuid_v4() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uuids_are_version_4() {
-        let id = uuid_v4();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
-        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
-    }
 }

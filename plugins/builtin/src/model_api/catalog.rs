@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use serde_json::{Map, Value};
 use sha2::Digest;
+use subtle::ConstantTimeEq;
 
 use switchyard_llm::config::OverrideConfig;
 use switchyard_llm::instance::Instance;
@@ -85,8 +86,7 @@ impl Catalog {
         let hash: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
         // The map finds the candidate by hash; the final comparison takes constant time.
         let (stored, key) = self.keys.get_key_value(&hash)?;
-        let same = stored.iter().zip(&hash).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        same.then_some(key)
+        bool::from(stored.ct_eq(&hash)).then_some(key)
     }
 
     pub fn model(&self, alias: &str) -> Option<&Arc<Model>> {
