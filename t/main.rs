@@ -13,4 +13,5 @@ mod process;
 mod proxying;
 mod reload;
 mod routing;
+mod secrets;
 mod store_contract;

@@ -61,10 +61,7 @@ impl ProviderKeySpec {
             }
         }
         if !ADAPTERS.contains(&spec.adapter.as_str()) {
-            return Err(ConfigError::new(
-                "adapter",
-                format!("`{}` is not one of {}", spec.adapter, ADAPTERS.join(", ")),
-            ));
+            return Err(ConfigError::new("adapter", format!("must be one of {}", ADAPTERS.join(", "))));
         }
         spec.api_base = match spec.api_base.take() {
             Some(base) => {
@@ -80,10 +77,7 @@ impl ProviderKeySpec {
         for (i, header) in spec.strip_headers.iter_mut().enumerate() {
             *header = header.trim().to_ascii_lowercase();
             if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                return Err(ConfigError::new(
-                    format!("strip_headers[{i}]"),
-                    format!("`{header}` is not a header name"),
-                ));
+                return Err(ConfigError::new(format!("strip_headers[{i}]"), "is not a header name"));
             }
         }
         if let Some(field) = spec.response.as_ref().and_then(|r| r.reasoning_field.as_deref()) {
@@ -115,7 +109,7 @@ fn pasted_suffixes(adapter: &str) -> &'static [&'static str] {
 /// `/openai/deployments/...` part, keeping its `api-version`). Never guesses a vendor URL.
 /// Returns the base and, when the pasted URL had one, its `api-version`.
 pub fn normalise_api_base(raw: &str, adapter: &str) -> Result<(String, Option<String>), ConfigError> {
-    let invalid = || ConfigError::new("api_base", format!("`{raw}` is not an http(s) URL"));
+    let invalid = || ConfigError::new("api_base", "must be an http(s) URL");
     let trimmed = raw.trim();
     let (without_query, query) = match trimmed.split_once('?') {
         Some((base, query)) => (base, Some(query)),

@@ -143,7 +143,13 @@ impl Strategy {
                 "instance_health_and_rate_limiting" if single => {
                     strategy = Strategy { on_429: true, on_5xx: true, on_transport: true };
                 }
-                other => return Err(ConfigError::new(path, format!("unknown fallback strategy `{other}`"))),
+                _ => {
+                    return Err(ConfigError::new(
+                        path,
+                        "unknown fallback strategy: use http_429, http_5xx, rate_limiting or \
+                         instance_health_and_rate_limiting (alone)",
+                    ))
+                }
             }
         }
         Ok(strategy)

@@ -111,10 +111,10 @@ pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
         return Ok(provider);
     }
     if NOT_YET.contains(&name) {
-        return Err(ConfigError::new("provider", format!("provider `{name}` is not supported yet")));
+        return Err(ConfigError::new("provider", format!("{} are not supported yet", NOT_YET.join(" and "))));
     }
     let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
-    Err(ConfigError::new("provider", format!("unknown provider `{name}`; one of: {}", known.join(", "))))
+    Err(ConfigError::new("provider", format!("unknown provider: use one of {}", known.join(", "))))
 }
 
 /// Node-level replacements of providers' default hosts (`providers.<name>.base_url`).
@@ -150,9 +150,8 @@ impl Endpoint {
     ) -> Result<Endpoint, ConfigError> {
         let mut url = match endpoint {
             Some(endpoint) => {
-                let (base, path) = split_url(endpoint).ok_or_else(|| {
-                    ConfigError::new("override.endpoint", format!("`{endpoint}` is not an http(s) URL"))
-                })?;
+                let (base, path) = split_url(endpoint)
+                    .ok_or_else(|| ConfigError::new("override.endpoint", "must be an http(s) URL"))?;
                 let path = if path.is_empty() || path == "/" { provider.path } else { path };
                 format!("{base}{path}")
             }
