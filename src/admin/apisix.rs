@@ -158,6 +158,7 @@ impl Api<'_> {
             value: bytes,
             create_revision: put.previous.map_or(put.revision, |p| p.create_revision),
             mod_revision: put.revision,
+            version: put.version,
         };
         Ok(AdminReply {
             status: if created { StatusCode::CREATED } else { StatusCode::OK },
