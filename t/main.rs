@@ -9,6 +9,7 @@ mod ai_proxy;
 mod ai_proxy_multi;
 mod etcd;
 mod model_api;
+mod model_resources;
 mod process;
 mod proxying;
 mod reload;

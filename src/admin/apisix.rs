@@ -5,10 +5,8 @@ use std::sync::atomic::Ordering;
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{secrets, AdminError, AdminReply, AdminResult, Query};
-use crate::resource::route::RouteSpec;
+use super::{check, secrets, AdminError, AdminReply, AdminResult, Query};
 use crate::resource::{group_prefix, resource_key, unix_now, valid_id, Kind};
-use crate::snapshot::{compile_route, compile_service, ServiceEntry};
 use crate::state::Shared;
 use crate::store::KeyValue;
 
@@ -41,6 +39,9 @@ pub async fn resource(
 ) -> AdminResult {
     let kind = Kind::parse(kind)
         .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, format!("unknown resource `{kind}`")))?;
+    if kind.is_model_api() {
+        return Err(AdminError::new(StatusCode::NOT_FOUND, "use /admin/v1 for model API resources"));
+    }
     let group = query.group();
     if group.contains('/') {
         return Err(AdminError::bad_request("invalid gateway_group_id"));
@@ -167,36 +168,9 @@ impl Api<'_> {
         })
     }
 
-    /// The same checks reload makes, so what the admin API accepts always goes live.
+    /// The same compile reload runs, so what the admin API accepts always goes live.
     async fn validate(&self, id: &str, value: &Value) -> Result<(), AdminError> {
-        let invalid =
-            |err: switchyard_sdk::ConfigError| AdminError::bad_request(format!("invalid configuration: {err}"));
-        let compiler = &self.shared.compiler;
-        match self.kind {
-            Kind::Services => {
-                compile_service(value.to_string().as_bytes(), compiler).map_err(invalid)?;
-            }
-            Kind::ProviderKeys | Kind::Models | Kind::ApiKeys => {
-                return Err(AdminError::new(StatusCode::NOT_FOUND, "use /admin/v1 for model API resources"))
-            }
-            Kind::Routes => {
-                let (spec, upstream) = RouteSpec::parse(value).map_err(invalid)?;
-                let service = match &spec.service_id {
-                    Some(service_id) => {
-                        let key = resource_key(&self.shared.store_root, self.group, Kind::Services, service_id);
-                        let kv = self.shared.store.get(&key).await?.ok_or_else(|| {
-                            AdminError::bad_request(format!(
-                                "failed to fetch service info by service id [{service_id}], response code: 404"
-                            ))
-                        })?;
-                        let (spec, upstream) = compile_service(&kv.value, compiler).map_err(invalid)?;
-                        Some(ServiceEntry { spec, upstream, revision: kv.mod_revision })
-                    }
-                    None => None,
-                };
-                compile_route(id, &spec, upstream.as_ref(), service.as_ref(), compiler).map_err(invalid)?;
-            }
-        }
+        check::compile(self.shared, self.group, self.kind, id, value).await?;
         Ok(())
     }
 

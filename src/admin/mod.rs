@@ -1,6 +1,7 @@
 //! The admin listener: key check, then the APISIX resource API under `/apisix/admin`.
 
 mod apisix;
+mod check;
 mod models;
 mod query;
 mod secrets;

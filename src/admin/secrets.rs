@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use crate::resource::provider_key::MASK;
+/// What every admin response shows instead of a secret.
+pub const MASK: &str = "***";
 
 /// Replaces every `auth.header.*` / `auth.query.*` string under `plugins` with `"***"`.
 pub fn mask(resource: &mut Value) {

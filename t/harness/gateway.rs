@@ -144,6 +144,11 @@ impl TestGateway {
 }
 
 impl TestGateway {
+    /// The node's live snapshot.
+    pub fn snapshot(&self) -> std::sync::Arc<switchyard::snapshot::Snapshot> {
+        self.gateway.as_ref().expect("running").shared.snapshot.load_full()
+    }
+
     /// The node's config store, for writes that bypass the admin API.
     pub fn store(&self) -> std::sync::Arc<dyn switchyard::store::ConfigStore> {
         std::sync::Arc::clone(&self.gateway.as_ref().expect("running").shared.store)
