@@ -3,8 +3,9 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use switchyard::resource::api_key::sha256_hex;
 
-use crate::harness::{logs, TestGateway};
+use crate::harness::{logs, MockUpstream, TestGateway};
 
 const SECRET: &str = "sk-secret-xyz";
 
@@ -68,5 +69,63 @@ async fn a_bad_resource_written_to_the_store_is_rejected_without_its_secret() {
     assert_eq!(rejected["id"], "leaky", "{status}");
     assert!(rejected["error"].as_str().unwrap().contains("plugins.ai-proxy.auth"), "{rejected}");
     assert!(!status.to_string().contains(SECRET), "status.rejected quotes the secret: {status}");
+    let (_, fetched) = gw.admin(Method::GET, "/apisix/admin/routes/leaky", None).await;
+    assert_eq!(fetched["value"]["plugins"]["ai-proxy"]["auth"], "***", "a misplaced secret is masked whole");
     assert!(!logs::all().contains(SECRET), "the reload log line quotes the secret");
+}
+
+#[tokio::test]
+async fn a_provider_key_put_back_with_its_masked_secret_keeps_the_secret() {
+    let mock = MockUpstream::llm("m").await;
+    let gw = TestGateway::start().await;
+    let key = gw
+        .create_v1(
+            "/admin/v1/provider_keys",
+            json!({"display_name": "vendor", "provider": "vendor", "adapter": "openai",
+                "secret": SECRET, "api_base": mock.base_url()}),
+        )
+        .await;
+    let id = key["id"].as_str().unwrap();
+    gw.create_v1(
+        "/admin/v1/models",
+        json!({"display_name": "alias", "provider": "vendor", "model_name": "m", "provider_key_id": id}),
+    )
+    .await;
+    gw.create_v1("/admin/v1/apikeys", json!({"key_hash": sha256_hex("caller"), "allowed_models": "*"})).await;
+
+    // GET → rename → PUT the body back as it came, `"***"` included.
+    let path = format!("/admin/v1/provider_keys/{id}");
+    let (_, fetched) = gw.admin_v1(Method::GET, &path, None).await;
+    assert_eq!(fetched["value"]["secret"], "***");
+    let mut edited = fetched["value"].clone();
+    edited["display_name"] = json!("vendor-renamed");
+    let (status, replaced) = gw.admin_v1(Method::PUT, &path, Some(edited)).await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    assert_eq!(replaced["value"]["display_name"], "vendor-renamed");
+    assert!(!replaced.to_string().contains(SECRET));
+    let stored = gw.store().get(&format!("/switchyard/default/provider_keys/{id}")).await.unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&stored.value).unwrap()["secret"], SECRET);
+
+    let response = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .header("Authorization", "Bearer caller")
+        .body(json!({"model": "alias", "messages": []}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(mock.last().headers["authorization"], format!("Bearer {SECRET}"), "the real secret went upstream");
+}
+
+#[tokio::test]
+async fn a_masked_secret_with_nothing_stored_is_refused() {
+    let gw = TestGateway::start().await;
+    let body = json!({"display_name": "k", "provider": "p", "adapter": "openai", "secret": "***",
+        "api_base": "http://127.0.0.1:1"});
+    let (status, reply) = gw.admin_v1(Method::POST, "/admin/v1/provider_keys", Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert!(reply["error_msg"].as_str().unwrap().starts_with("secret: \"***\" stands for a stored secret"), "{reply}");
+    let (_, listed) = gw.admin_v1(Method::GET, "/admin/v1/provider_keys", None).await;
+    assert_eq!(listed, json!([]), "nothing was stored");
 }

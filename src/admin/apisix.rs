@@ -89,7 +89,7 @@ impl Api<'_> {
                 format!("stored {} `{id}` is not JSON", self.kind.as_str()),
             )
         })?;
-        secrets::mask(&mut value);
+        secrets::mask(self.kind, &mut value, &self.shared.compiler.registry);
         Ok(json!({
             "key": format!("/apisix/{}/{id}", self.kind.as_str()),
             "value": value,
@@ -146,7 +146,8 @@ impl Api<'_> {
         value.insert("create_time".into(), create_time.into());
         value.insert("update_time".into(), now.into());
         let mut value = Value::Object(value);
-        secrets::restore(&mut value, stored.as_ref()).map_err(AdminError::bad_request)?;
+        secrets::restore(self.kind, &mut value, stored.as_ref(), &self.shared.compiler.registry)
+            .map_err(AdminError::bad_request)?;
         self.validate(&id, &value).await?;
         let bytes = bytes::Bytes::from(value.to_string());
         // Compare-and-set against what was read: a concurrent write makes this one a 409, never a

@@ -6,7 +6,7 @@
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{check, AdminError, AdminReply, AdminResult, Query};
+use super::{check, secrets, AdminError, AdminReply, AdminResult, Query};
 use crate::compiler::Compiled;
 use crate::resource::api_key::sha256_hex;
 use crate::resource::{group_prefix, resource_key, stored_json, Kind};
@@ -97,13 +97,16 @@ impl Api<'_> {
         Ok((kv, value))
     }
 
-    /// An entry as responses show it: the secret masked, `revision` the key's write count.
+    /// An entry as responses show it: secrets masked, `revision` the key's write count.
     fn shown(&self, id: &str, value: &Value, revision: u64) -> Value {
         let mut value = value.clone();
-        if self.kind == Kind::ProviderKeys && value.get("secret").is_some() {
-            value["secret"] = json!("***");
-        }
+        secrets::mask(self.kind, &mut value, &self.shared.compiler.registry);
         json!({"id": id, "value": value, "revision": revision})
+    }
+
+    /// Puts stored secrets back where `value` says `"***"`; a 400 when nothing is stored there.
+    fn restore(&self, value: &mut Value, stored: Option<&Value>) -> Result<(), AdminError> {
+        secrets::restore(self.kind, value, stored, &self.shared.compiler.registry).map_err(AdminError::bad_request)
     }
 
     async fn list(&self) -> AdminResult {
@@ -151,7 +154,8 @@ impl Api<'_> {
 
     async fn create(&self, body: &[u8]) -> AdminResult {
         let id = uuid::Uuid::new_v4().to_string();
-        let value = parse_object(body)?;
+        let mut value = parse_object(body)?;
+        self.restore(&mut value, None)?;
         let stored = self.checked(&id, &value).await?;
         let put = self.write(&id, &stored, 0).await?;
         Ok(AdminReply {
@@ -162,8 +166,9 @@ impl Api<'_> {
     }
 
     async fn replace(&self, id: &str, body: &[u8]) -> AdminResult {
-        let (kv, _) = self.entry(id).await?;
-        let value = parse_object(body)?;
+        let (kv, old) = self.entry(id).await?;
+        let mut value = parse_object(body)?;
+        self.restore(&mut value, Some(&old))?;
         let stored = self.checked(id, &value).await?;
         let put = self.write(id, &stored, kv.mod_revision).await?;
         Ok(AdminReply {

@@ -27,7 +27,7 @@ use self::select::Selector;
 use switchyard_llm::body::parse_chat_body;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::observe;
-use switchyard_llm::providers::BaseUrls;
+use switchyard_llm::providers::{AuthConfig, BaseUrls};
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::{
     derive_phases, AttemptResult, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next,
@@ -52,6 +52,10 @@ impl PluginFactory for AiProxyMultiFactory {
 
     fn priority(&self) -> i32 {
         1041
+    }
+
+    fn secret_fields(&self) -> Vec<String> {
+        AuthConfig::secret_fields_at("instances[].auth")
     }
 
     fn build(&self, config: &serde_json::Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {

@@ -140,6 +140,18 @@ pub struct AuthConfig {
     pub query: BTreeMap<String, String>,
 }
 
+impl AuthConfig {
+    /// Where its credentials sit, relative to the `auth` object (see
+    /// `PluginFactory::secret_fields`); a credential field added here is masked by every plugin
+    /// that has an `auth`.
+    pub const SECRET_FIELDS: &[&str] = &["header.*", "query.*"];
+
+    /// [`Self::SECRET_FIELDS`] under the `auth` object found at `at` (`instances[].auth`).
+    pub fn secret_fields_at(at: &str) -> Vec<String> {
+        Self::SECRET_FIELDS.iter().map(|field| format!("{at}.{field}")).collect()
+    }
+}
+
 impl Endpoint {
     /// Compiles provider, auth and `override.endpoint` into a ready endpoint. Runs at config build.
     pub fn compile(
