@@ -222,3 +222,38 @@ async fn a_reload_compiles_only_what_changed() {
     assert!(Arc::ptr_eq(&rotated.models[&m1].compiled, &changed.models[&m1].compiled));
     assert!(Arc::ptr_eq(&rotated.catalog, &changed.catalog));
 }
+
+#[tokio::test]
+async fn provider_keys_default_api_base_for_known_vendors_as_aisix_does() {
+    let gw = TestGateway::start().await;
+    let key = |name: &str, provider: &str, adapter: &str| json!({"display_name": name, "provider": provider, "adapter": adapter, "secret": "sk"});
+    let defaults = [
+        ("openai", "openai", "https://api.openai.com/v1"),
+        ("deepseek", "openai", "https://api.deepseek.com"),
+        ("anthropic", "anthropic", "https://api.anthropic.com"),
+        ("gemini", "openai", "https://generativelanguage.googleapis.com/v1beta/openai"),
+        ("google", "openai", "https://generativelanguage.googleapis.com/v1beta/openai"),
+    ];
+    for (provider, adapter, base) in defaults {
+        let entry = gw.create_v1("/admin/v1/provider_keys", key(provider, provider, adapter)).await;
+        assert_eq!(entry["value"]["api_base"], base, "{provider}");
+        let id = entry["id"].as_str().unwrap();
+        let stored = stored(&gw, &format!("/switchyard/default/provider_keys/{id}")).await;
+        assert_eq!(stored["api_base"], base, "the default is stored with the key");
+    }
+    for (provider, adapter) in [("azure", "azure-openai"), ("acme", "openai"), ("openai", "azure-openai")] {
+        let (status, reply) =
+            gw.admin_v1(Method::POST, "/admin/v1/provider_keys", Some(key(provider, provider, adapter))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{provider} {adapter}: {reply}");
+        assert!(reply["error_msg"].as_str().unwrap().starts_with("invalid provider key: api_base: is required"));
+    }
+    for (provider, adapter) in [("gcp", "vertex"), ("aws", "bedrock")] {
+        let entry = gw.create_v1("/admin/v1/provider_keys", key(provider, provider, adapter)).await;
+        assert!(entry["value"].get("api_base").is_none(), "{entry}");
+    }
+    // A given api_base wins over the default.
+    let mut own = key("own", "openai", "openai");
+    own["api_base"] = json!("https://proxy.internal/openai/v1/");
+    let entry = gw.create_v1("/admin/v1/provider_keys", own).await;
+    assert_eq!(entry["value"]["api_base"], "https://proxy.internal/openai/v1");
+}

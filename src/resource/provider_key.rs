@@ -66,10 +66,11 @@ impl ProviderKeySpec {
                 }
                 Some(base)
             }
-            None if !spec.adapter.needs_api_base() => None,
-            None => {
-                return Err(ConfigError::new("api_base", format!("is required for adapter {}", spec.adapter.name())))
-            }
+            None => match spec.adapter.default_api_base(&spec.provider) {
+                Some(default) => Some(default.to_string()),
+                None if !spec.adapter.needs_api_base() => None,
+                None => return Err(ConfigError::new("api_base", spec.adapter.api_base_required())),
+            },
         };
         for (i, header) in spec.strip_headers.iter_mut().enumerate() {
             *header = header.trim().to_ascii_lowercase();

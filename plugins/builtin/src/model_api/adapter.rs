@@ -18,6 +18,16 @@ pub enum Adapter {
     AzureOpenAi,
 }
 
+/// `api_base` of a provider key that names none, by its `provider` and the adapter that vendor
+/// speaks (AISIX's defaults). Any other provider, or another adapter, needs its `api_base`.
+const DEFAULT_API_BASES: [(&str, Adapter, &str); 5] = [
+    ("openai", Adapter::OpenAi, "https://api.openai.com/v1"),
+    ("deepseek", Adapter::OpenAi, "https://api.deepseek.com"),
+    ("gemini", Adapter::OpenAi, "https://generativelanguage.googleapis.com/v1beta/openai"),
+    ("google", Adapter::OpenAi, "https://generativelanguage.googleapis.com/v1beta/openai"),
+    ("anthropic", Adapter::Anthropic, "https://api.anthropic.com"),
+];
+
 /// `api-version` of Azure calls when the provider key names none.
 pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
 
@@ -52,6 +62,30 @@ impl Adapter {
     /// Vertex from the project; the others have no host to fall back on.
     pub fn needs_api_base(self) -> bool {
         !matches!(self, Adapter::Bedrock | Adapter::Vertex)
+    }
+
+    /// The `api_base` of a key of `provider` (a vendor label) that names none: the vendor's own
+    /// API root when it speaks this adapter, else `None`.
+    pub fn default_api_base(self, provider: &str) -> Option<&'static str> {
+        let provider = provider.trim().to_ascii_lowercase();
+        DEFAULT_API_BASES
+            .iter()
+            .find(|(name, adapter, _)| *name == provider && *adapter == self)
+            .map(|(_, _, base)| *base)
+    }
+
+    /// Why a provider key of this adapter needs an `api_base`, for the error when it has none.
+    pub fn api_base_required(self) -> String {
+        let defaults: Vec<&str> =
+            DEFAULT_API_BASES.iter().filter(|(_, adapter, _)| *adapter == self).map(|(name, _, _)| *name).collect();
+        match defaults.as_slice() {
+            [] => format!("is required for adapter {}", self.name()),
+            names => format!(
+                "is required for adapter {} unless provider is one of {} (whose API root is the default)",
+                self.name(),
+                names.join(", ")
+            ),
+        }
     }
 
     /// Trims spaces and trailing slashes and drops a pasted endpoint path (for Azure, the whole
@@ -192,6 +226,19 @@ mod tests {
         assert_eq!(Adapter::AzureOpenAi.normalise_api_base(pasted).unwrap().1.as_deref(), Some("2024-02-01"));
         assert!(Adapter::OpenAi.normalise_api_base("api.openai.com").is_err());
         assert!(Adapter::OpenAi.normalise_api_base("https://").is_err());
+    }
+
+    #[test]
+    fn known_vendors_default_their_api_root_for_the_adapter_they_speak() {
+        assert_eq!(Adapter::OpenAi.default_api_base("openai"), Some("https://api.openai.com/v1"));
+        assert_eq!(Adapter::OpenAi.default_api_base("DeepSeek"), Some("https://api.deepseek.com"));
+        assert_eq!(Adapter::OpenAi.default_api_base("google"), Adapter::OpenAi.default_api_base("gemini"));
+        assert_eq!(Adapter::Anthropic.default_api_base("anthropic"), Some("https://api.anthropic.com"));
+        assert_eq!(Adapter::OpenAi.default_api_base("anthropic"), None, "another adapter: no guess");
+        assert_eq!(Adapter::OpenAi.default_api_base("acme"), None);
+        assert_eq!(Adapter::AzureOpenAi.default_api_base("openai"), None);
+        assert!(Adapter::OpenAi.api_base_required().contains("openai, deepseek, gemini, google"));
+        assert_eq!(Adapter::AzureOpenAi.api_base_required(), "is required for adapter azure-openai");
     }
 
     #[test]
