@@ -1,7 +1,9 @@
 //! What turns stored config into compiled config: the plugin registry, the node's transport, and
-//! one compile function per kind of resource. The admin API (to check a write) and reload (to
-//! build the snapshot) run the very same [`Compiler::compile`], so whatever reload would refuse is
-//! a 400 at the admin API naming the field, and whatever the admin API accepts goes live.
+//! one compile function per kind of resource ([`routes::route`], [`routes::service`],
+//! [`model_api::provider_key`], [`model_api::model`], [`model_api::api_key`]). The admin API
+//! reaches them through [`Compiler::compile`] to check a write; reload calls them for every
+//! resource that changed. Being the same functions, whatever reload would refuse is a 400 at the
+//! admin API naming the field, and whatever the admin API accepts goes live.
 
 pub mod model_api;
 pub mod routes;
@@ -63,9 +65,9 @@ impl Compiler {
         Self { registry, transport }
     }
 
-    /// Compiles one resource of `kind` from its JSON. Runs on every admin write and, at reload,
-    /// for every resource whose write (or whose dependency's) is new. Errors carry the dotted path
-    /// of the field at fault and never quote a value.
+    /// Compiles one resource of `kind` from its JSON with its kind's compile function: what the
+    /// admin API runs on every write. Errors carry the dotted path of the field at fault and
+    /// never quote a value.
     pub fn compile(
         &self,
         kind: Kind,

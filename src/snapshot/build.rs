@@ -141,7 +141,7 @@ impl Snapshot {
         let mut compiled = (loader.compile)(compiler, id, &value, self)?;
         (loader.stamp)(&mut compiled, kv.mod_revision);
         let dependency = compiler::dependency(loader.kind, &value)
-            .and_then(|(of, id)| self.revision_of(of, &id).map(|revision| (of, id, revision)));
+            .and_then(|(of, id)| self.revision_of(of, &id).map(|revision| (of, Arc::from(id), revision)));
         Ok(Entry { compiled: Arc::new(compiled), source: Source { revision: kv.mod_revision, dependency } })
     }
 

@@ -87,7 +87,7 @@ struct Source {
     revision: u64,
     /// The resource it compiled against (a route's service, a model's provider key), and the
     /// revision of that one's last write.
-    dependency: Option<(Kind, String, u64)>,
+    dependency: Option<(Kind, Arc<str>, u64)>,
 }
 
 /// A stored resource that failed validation at reload: skipped, and listed in admin status.
