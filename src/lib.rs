@@ -6,7 +6,6 @@
 pub mod admin;
 pub mod background;
 pub mod cache;
-pub mod catalog;
 pub mod compiler;
 pub mod config;
 pub mod error;

@@ -1,6 +1,7 @@
 //! The admin listener: key check, then the APISIX resource API under `/apisix/admin`.
 
 mod apisix;
+mod check;
 mod models;
 mod query;
 mod secrets;
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::StatusCode;
 use hyper::body::Incoming;
+use subtle::ConstantTimeEq;
 
 use crate::error::json_response;
 use crate::proxy::ResponseBody;
@@ -128,15 +130,14 @@ fn authorized(shared: &Shared, headers: &http::HeaderMap) -> bool {
         })
         .map(str::trim);
     let Some(presented) = presented else { return false };
-    shared.config.admin.keys.iter().fold(false, |ok, key| ok | constant_time_eq(key.as_bytes(), presented.as_bytes()))
-}
-
-/// Compares without an early exit on the first differing byte.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // Every configured key is compared, each in constant time: no early exit tells which matched.
+    let matched = shared
+        .config
+        .admin
+        .keys
+        .iter()
+        .fold(subtle::Choice::from(0), |ok, key| ok | key.as_bytes().ct_eq(presented.as_bytes()));
+    matched.into()
 }
 
 /// Reads an admin body whole: a `Content-Length` over the limit is refused before it is read, and

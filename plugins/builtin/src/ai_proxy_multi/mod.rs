@@ -27,7 +27,7 @@ use self::select::Selector;
 use switchyard_llm::body::parse_chat_body;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::observe;
-use switchyard_llm::providers::BaseUrls;
+use switchyard_llm::providers::{AuthConfig, BaseUrls};
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::{
     derive_phases, AttemptResult, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next,
@@ -52,6 +52,10 @@ impl PluginFactory for AiProxyMultiFactory {
 
     fn priority(&self) -> i32 {
         1041
+    }
+
+    fn secret_fields(&self) -> Vec<String> {
+        AuthConfig::secret_fields_at("instances[].auth")
     }
 
     fn build(&self, config: &serde_json::Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {
@@ -144,7 +148,13 @@ impl Strategy {
                 "instance_health_and_rate_limiting" if single => {
                     strategy = Strategy { on_429: true, on_5xx: true, on_transport: true };
                 }
-                other => return Err(ConfigError::new(path, format!("unknown fallback strategy `{other}`"))),
+                _ => {
+                    return Err(ConfigError::new(
+                        path,
+                        "unknown fallback strategy: use http_429, http_5xx, rate_limiting or \
+                         instance_health_and_rate_limiting (alone)",
+                    ))
+                }
             }
         }
         Ok(strategy)
