@@ -1,8 +1,14 @@
 //! Reading an LLM response on its way to the client, from a copy: usage (both for JSON and SSE
 //! responses), the answered model, and (with `logging.payloads`) the response text. Shared by both
 //! AI plugins; it never changes a byte.
+//!
+//! A JSON body relayed in pieces (`proxy-buffering` off) is not kept whole: only its ends are
+//! ([`BodyWindow`]), from which `model` and `usage` are read, so an answer of any size costs a
+//! bounded amount of memory. Its text is logged only when the body fit in the window.
 
-use crate::providers::openai::{self, Summary};
+use crate::body_window::BodyWindow;
+use crate::json_scan::{first_member, last_member};
+use crate::providers::openai::{self, Summary, UsageWire};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use switchyard_sdk::sse::event_data;
@@ -13,8 +19,8 @@ use switchyard_sdk::Ctx;
 struct Reading {
     /// The response is an event stream (known at the response head).
     event_stream: bool,
-    /// A non-streaming body that arrived in several pieces, kept until it is whole.
-    pending: Vec<u8>,
+    /// A non-streaming body that arrives in several pieces: its ends.
+    body: BodyWindow,
 }
 
 /// Header phase: remembers whether the body will be an event stream. Only streams need the slot:
@@ -26,7 +32,7 @@ pub fn on_head(ctx: &mut Ctx, head: &http::response::Parts) {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     if event_stream {
-        ctx.extensions.insert(Reading { event_stream, pending: Vec::new() });
+        ctx.extensions.insert(Reading { event_stream, body: BodyWindow::default() });
     }
 }
 
@@ -43,15 +49,30 @@ pub fn on_body(ctx: &mut Ctx, chunk: &Bytes, end_of_stream: bool) {
         }
         None if end_of_stream => record(ctx, chunk),
         None => {
-            ctx.extensions.insert(Reading { event_stream: false, pending: chunk.to_vec() });
+            ctx.extensions.insert(Reading { event_stream: false, body: BodyWindow::starting_with(chunk) });
         }
         Some(reading) => {
-            reading.pending.extend_from_slice(chunk);
+            reading.body.push(chunk);
             if end_of_stream {
-                let whole = std::mem::take(&mut reading.pending);
-                record(ctx, &whole);
+                let body = std::mem::take(&mut reading.body);
+                match body.whole() {
+                    Some(whole) => record(ctx, &whole),
+                    None => record_ends(ctx, &body),
+                }
             }
         }
+    }
+}
+
+/// Usage from the end of a body too large to have been kept, and the model from its start (or
+/// its end, where some providers put it).
+fn record_ends(ctx: &mut Ctx, body: &BodyWindow) {
+    if let Some(usage) = last_member::<Option<UsageWire>>(body.tail(), "usage").flatten() {
+        ctx.log.usage = Some(usage.usage());
+    }
+    let model = first_member::<String>(body.head(), "model").or_else(|| last_member(body.tail(), "model"));
+    if model.is_some() {
+        ctx.log.model = model;
     }
 }
 
@@ -70,5 +91,50 @@ fn record(ctx: &mut Ctx, json: &[u8]) {
         if let Ok(response) = serde_json::from_slice::<serde_json::Value>(json) {
             openai::append_text(&response, text);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_sdk::Usage;
+
+    fn ctx() -> Ctx {
+        Ctx::new("r".into(), ([127, 0, 0, 1], 1).into())
+    }
+
+    /// A completion whose text is `filler_len` bytes, its usage last.
+    fn completion(filler_len: usize) -> Vec<u8> {
+        let mut body = br#"{"id":"c","model":"big-model","choices":[{"message":{"content":""#.to_vec();
+        body.extend(std::iter::repeat_n(b'x', filler_len));
+        body.extend_from_slice(br#""}}],"usage":{"prompt_tokens":2,"completion_tokens":3}}"#);
+        body
+    }
+
+    fn read_in_pieces(body: &[u8], piece: usize) -> Ctx {
+        let mut ctx = ctx();
+        let pieces: Vec<&[u8]> = body.chunks(piece).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            on_body(&mut ctx, &Bytes::copy_from_slice(piece), i + 1 == pieces.len());
+        }
+        ctx
+    }
+
+    #[test]
+    fn usage_and_model_of_a_body_in_pieces_small_or_large() {
+        let usage = Usage { prompt_tokens: 2, completion_tokens: 3, total_tokens: 5, ..Usage::default() };
+        for filler in [10, 1 << 20] {
+            let ctx = read_in_pieces(&completion(filler), 16 * 1024);
+            assert_eq!(ctx.log.usage, Some(usage), "filler of {filler}");
+            assert_eq!(ctx.log.model.as_deref(), Some("big-model"), "filler of {filler}");
+        }
+    }
+
+    #[test]
+    fn a_whole_body_in_one_piece_needs_no_state() {
+        let mut ctx = ctx();
+        on_body(&mut ctx, &Bytes::from(completion(10)), true);
+        assert!(ctx.extensions.get::<Reading>().is_none());
+        assert_eq!(ctx.log.usage.map(|u| u.total_tokens), Some(5));
     }
 }
