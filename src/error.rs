@@ -21,6 +21,9 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("the upstream connection failed")]
     UpstreamBroken,
+    /// A buffered answer passed the most the gateway holds for one response.
+    #[error("the upstream's answer is too large: over {0} bytes, the most the gateway buffers for one response")]
+    ResponseTooLarge(u64),
     #[error("internal error")]
     Internal(String),
 }
@@ -34,7 +37,7 @@ impl ProxyError {
             ProxyError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamBroken => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamBroken | ProxyError::ResponseTooLarge(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -49,6 +52,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect => "upstream_connect_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamBroken => "upstream_failed",
+            ProxyError::ResponseTooLarge(_) => "response_too_large",
             ProxyError::Internal(_) => "internal_error",
         }
     }
