@@ -76,7 +76,7 @@ impl UsageWire {
         Usage {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
-            total_tokens: self.total_tokens.unwrap_or(self.prompt_tokens + self.completion_tokens),
+            total_tokens: self.total_tokens.unwrap_or(self.prompt_tokens.saturating_add(self.completion_tokens)),
             cached_tokens: self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
             reasoning_tokens: self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
         }
@@ -92,7 +92,7 @@ pub fn usage(response: &Value) -> Option<Usage> {
     Some(Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: usage.get("total_tokens").and_then(Value::as_u64).unwrap_or(prompt + completion),
+        total_tokens: usage.get("total_tokens").and_then(Value::as_u64).unwrap_or(prompt.saturating_add(completion)),
         cached_tokens: number(usage.pointer("/prompt_tokens_details/cached_tokens")),
         reasoning_tokens: number(usage.pointer("/completion_tokens_details/reasoning_tokens")),
     })
