@@ -14,6 +14,10 @@ use http::header::CONTENT_TYPE;
 use switchyard_sdk::sse::event_data;
 use switchyard_sdk::Ctx;
 
+/// The most response text an access log line carries (`logging.payloads`): a longer answer's text
+/// is cut there and ends with `…`, so a long stream cannot grow the log record without end.
+pub const MAX_LOGGED_TEXT: usize = crate::body_window::WINDOW;
+
 /// The reader's per-request state, in its own slot of `ctx.extensions`.
 #[derive(Clone, Default)]
 struct Reading {
@@ -86,10 +90,18 @@ fn record(ctx: &mut Ctx, json: &[u8]) {
             ctx.log.model = Some(model.to_string());
         }
     }
-    if let Some(text) = ctx.log.response_text.as_mut() {
+    if let Some(text) = ctx.log.response_text.as_mut().filter(|text| text.len() <= MAX_LOGGED_TEXT) {
         // Only with `logging.payloads`: the full tree is needed for the text.
         if let Ok(response) = serde_json::from_slice::<serde_json::Value>(json) {
             openai::append_text(&response, text);
+        }
+        if text.len() > MAX_LOGGED_TEXT {
+            let mut end = MAX_LOGGED_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('…');
         }
     }
 }
@@ -128,6 +140,21 @@ mod tests {
             assert_eq!(ctx.log.usage, Some(usage), "filler of {filler}");
             assert_eq!(ctx.log.model.as_deref(), Some("big-model"), "filler of {filler}");
         }
+    }
+
+    #[test]
+    fn logged_text_of_a_long_stream_stops_at_its_limit() {
+        let mut ctx = ctx();
+        ctx.log.response_text = Some(String::new());
+        let head = http::Response::builder().header("content-type", "text/event-stream").body(()).unwrap();
+        on_head(&mut ctx, &head.into_parts().0);
+        let event = Bytes::from_static("data: {\"choices\":[{\"delta\":{\"content\":\"héllo \"}}]}\n\n".as_bytes());
+        for _ in 0..20_000 {
+            on_body(&mut ctx, &event, false);
+        }
+        let text = ctx.log.response_text.unwrap();
+        assert!(text.starts_with("héllo héllo") && text.ends_with('…'), "{}", &text[..20]);
+        assert!(text.len() <= MAX_LOGGED_TEXT + '…'.len_utf8());
     }
 
     #[test]
