@@ -13,7 +13,7 @@ use super::{check, summary};
 use crate::load::{self, Shape, Target};
 use crate::node::Node;
 use crate::process::{free_port, open_fds};
-use crate::report::{mib, Line, Verdict};
+use crate::report::{mib, thousands, Line, Verdict};
 use crate::routes::{self, CHAT, CHAT_STREAM};
 use crate::{Bench, Result};
 
@@ -155,7 +155,10 @@ pub async fn measure(bench: &mut Bench, node: &Node) -> Result<()> {
     // A count is flat when it ends within 10 % (and at least 4) of where it had settled.
     let flat = |(settled, end): (u64, u64)| end <= settled + (settled / 10).max(4);
     bench.report.push(Line {
-        gateway: format!("{answered} as expected, {wrong} wrong; {writes} admin writes, {failed_writes} failed"),
+        gateway: format!(
+            "{} as expected, {wrong} wrong; {writes} admin writes, {failed_writes} failed",
+            thousands(answered as f64)
+        ),
         target: "0 wrong, 0 failed".into(),
         verdict: Verdict::of(wrong == 0 && failed_writes == 0 && answered > 0),
         ..Line::new(8, &scenario, "answers (200, 429 and 502 as sent)")
