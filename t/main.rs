@@ -5,6 +5,7 @@
 mod harness;
 
 mod admin;
+mod admin_fuzz;
 mod ai_proxy;
 mod ai_proxy_multi;
 mod connections;

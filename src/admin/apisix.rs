@@ -25,6 +25,9 @@ pub fn status(shared: &Shared) -> AdminResult {
             "running": shared.background.running.load(Ordering::Relaxed),
             "started": shared.background.started.load(Ordering::Relaxed),
         },
+        // Every task alive on the node's runtime (connections, requests, background work): the
+        // soak in `make bench` checks that it stays flat.
+        "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
     })))
 }
 

@@ -18,6 +18,10 @@ use super::finish::Finisher;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The largest single event of an event stream: the splitter holds an unfinished event until its
+/// blank line arrives, so an upstream that never sends one would otherwise grow it without end.
+pub const MAX_SSE_EVENT: usize = 16 << 20;
+
 /// What hyper sends to the client.
 pub enum ResponseBody {
     Full(Option<Bytes>),
@@ -83,6 +87,7 @@ enum Cut {
     Stalled,
     TooLong,
     TooLarge,
+    EventTooLarge,
     Broken,
     Shutdown,
 }
@@ -93,6 +98,7 @@ impl Cut {
             Cut::Stalled => "the upstream stopped sending before the response was complete",
             Cut::TooLong => "the response exceeded the maximum stream duration",
             Cut::TooLarge => "the response exceeded the maximum response size",
+            Cut::EventTooLarge => "an event of the stream exceeded the maximum event size",
             Cut::Broken => "the upstream connection broke before the response was complete",
             Cut::Shutdown => "cut by shutdown: the gateway stopped before the response was complete",
         }
@@ -259,14 +265,17 @@ impl Body for RelayBody {
                     }
                     this.stall.as_mut().reset(Instant::now() + this.limits.stall);
                     match this.sse.as_mut() {
-                        Some(sse) => {
-                            if let Some(event) = sse.push_bytes(chunk) {
+                        Some(sse) => match sse.push_bytes(chunk) {
+                            Some(event) => {
                                 if let Some(frame) = this.filtered(event, false).and_then(|event| this.emit(event, cx))
                                 {
                                     return Poll::Ready(Some(Ok(Frame::data(frame))));
                                 }
                             }
-                        }
+                            // Nothing complete: all that is held is one unfinished event.
+                            None if sse.buffered() > MAX_SSE_EVENT => return this.cut(Cut::EventTooLarge),
+                            None => {}
+                        },
                         None => {
                             if let Some(frame) = this.filtered(chunk, false) {
                                 return Poll::Ready(Some(Ok(Frame::data(frame))));

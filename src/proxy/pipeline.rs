@@ -22,6 +22,11 @@ use http_body_util::BodyExt;
 /// The largest failed-attempt body kept to relay if every attempt fails.
 const MAX_FAILURE_BODY: u64 = 1 << 20;
 
+/// The largest answer read whole when buffering (the default) and the route sets no
+/// `max_response_bytes`: a bigger one is refused with a 502 rather than held in memory. Relayed
+/// (unbuffered and event-stream) answers have no such default: they never sit whole in memory.
+pub const DEFAULT_MAX_BUFFERED_RESPONSE: u64 = 64 << 20;
+
 /// Response headers never relayed: hop-by-hop, and the framing hyper sets itself.
 const HOP_BY_HOP: [HeaderName; 7] = [
     http::header::CONNECTION,
@@ -133,7 +138,7 @@ async fn serve(
             (Verdict::Retry, Ok(mut response)) => {
                 let status = response.status();
                 let headers = std::mem::take(response.headers_mut());
-                let body = read_all(response, limits.stall, Some(MAX_FAILURE_BODY)).await.unwrap_or_default();
+                let body = read_all(response, limits.stall, MAX_FAILURE_BODY).await.unwrap_or_default();
                 last_failure = Some(Failure::Response { status, headers, body });
             }
             (Verdict::Retry, Err(err)) => last_failure = Some(Failure::Transport(err)),
@@ -156,7 +161,8 @@ async fn respond_upstream(
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     let headers = std::mem::take(response.headers_mut());
     if !event_stream && ctx.buffer_response {
-        return match read_all(response, limits.stall, limits.max_bytes).await {
+        let max = limits.max_bytes.unwrap_or(DEFAULT_MAX_BUFFERED_RESPONSE);
+        return match read_all(response, limits.stall, max).await {
             Ok(body) => {
                 ctx.log.time_to_first_token.get_or_insert(ctx.started.elapsed());
                 respond_buffered(finisher, ctx, status, headers, body)

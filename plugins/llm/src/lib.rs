@@ -2,10 +2,12 @@
 //! descriptors over one module per wire family ([`providers`]), a compiled provider call
 //! ([`instance::Instance`]) with its plugin-level settings ([`instance::CallSettings`]), the
 //! config fields every AI plugin shares ([`config`]), the chat body check ([`body`]) and usage
-//! reading on the way back ([`observe`]).
+//! reading on the way back ([`observe`], in bounded memory: [`body_window`], [`json_scan`]).
 
 pub mod body;
+pub mod body_window;
 pub mod config;
 pub mod instance;
+pub mod json_scan;
 pub mod observe;
 pub mod providers;

@@ -19,6 +19,8 @@ pub mod registry;
 pub mod respond;
 pub mod sse;
 pub mod target;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod transport;
 
 pub use ctx::{Ctx, ErrorStyle, LogRecord, Usage};
