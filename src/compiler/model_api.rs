@@ -9,10 +9,10 @@ use switchyard_builtin::model_api::catalog::{CallerKey, Catalog, Model, ModelDef
 use switchyard_sdk::ConfigError;
 
 use super::{routes, Compiler, Dependencies};
+use crate::compiled::CompiledRoute;
 use crate::resource::api_key::ApiKeySpec;
 use crate::resource::model::ModelSpec;
 use crate::resource::provider_key::ProviderKeySpec;
-use crate::snapshot::CompiledRoute;
 
 /// A provider key: its normalised spec (what the admin API stores) and its compiled form.
 pub struct ProviderKeyEntry {

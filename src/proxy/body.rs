@@ -313,7 +313,7 @@ impl Drop for RelayBody {
             // The client went away before the end (or shutdown cut its connection): the upstream
             // request is cancelled with us.
             self.outcome.aborted = true;
-            let cause = if crate::server::dropped_by_shutdown() {
+            let cause = if crate::client_io::dropped_by_shutdown() {
                 Cut::Shutdown.message()
             } else {
                 "client closed the connection"

@@ -13,9 +13,9 @@ use switchyard_sdk::{AttemptResult, Ctx, Flow, GiveUp, Next, Outcome, Phases, Re
 use super::body::{RelayBody, RelayLimits, ResponseBody};
 use super::finish::Finisher;
 use super::request_id;
+use crate::compiled::CompiledRoute;
 use crate::error::ProxyError;
-use crate::snapshot::CompiledRoute;
-use crate::state::Shared;
+use crate::state::ProxyState;
 use crate::transport::send::{attempt_result, read_all, send, UpstreamResponse};
 use http_body_util::BodyExt;
 
@@ -46,7 +46,7 @@ enum Failure {
 
 /// Serves a matched request through its route's chain and upstream.
 pub async fn run(
-    shared: &Shared,
+    state: &ProxyState,
     route: Arc<CompiledRoute>,
     req: Request,
     client: SocketAddr,
@@ -59,7 +59,7 @@ pub async fn run(
         method: req.head.method.clone(),
         uri: req.head.uri.clone(),
         request_id: ctx.request_id.clone(),
-        access_log: shared.config.log.access_log,
+        access_log: state.access_log,
     };
     // hyper drops this future when the client goes away before the response head; the guard then
     // logs the request (the drop also cancels any upstream call in flight).
