@@ -1,5 +1,6 @@
 //! The proxy listener's request handler: match a route, run its plugin chain, call the upstream.
 
+mod attempt;
 mod body;
 mod finish;
 mod pipeline;

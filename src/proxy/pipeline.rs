@@ -6,17 +6,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderName, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use switchyard_sdk::{AttemptResult, Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response, Verdict};
+use switchyard_sdk::{Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response};
 
+use super::attempt::{self, Answer, Read, Step, Stopped};
 use super::body::{RelayBody, RelayLimits, ResponseBody};
 use super::finish::Finisher;
 use super::request_id;
 use crate::error::ProxyError;
 use crate::snapshot::CompiledRoute;
 use crate::state::Shared;
-use crate::transport::send::{attempt_result, read_all, send, UpstreamResponse};
+use crate::transport::send::read_all;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 use http_body_util::BodyExt;
 
 /// The largest failed-attempt body kept to relay if every attempt fails.
@@ -89,6 +92,7 @@ async fn serve(
         return fail(finisher, ctx, ProxyError::NoUpstream);
     };
     let mut last_failure: Option<Failure> = None;
+    let error_bodies = target.reads_error_bodies();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -105,57 +109,55 @@ async fn serve(
                 };
             }
         };
-        for entry in route.chain.with_phase(Phases::BEFORE_PROXY) {
-            match entry.plugin.before_proxy(&mut ctx, &mut upstream).await {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Respond(response)) => return respond_local(finisher, ctx, response),
-                Err(source) => return fail(finisher, ctx, ProxyError::PluginFailed { plugin: entry.name, source }),
-            }
+        match attempt::before_proxy(&route, &mut ctx, &mut upstream).await {
+            Ok(()) => {}
+            Err(Stopped::Respond(response)) => return respond_local(finisher, ctx, response),
+            Err(Stopped::Failed(err)) => return fail(finisher, ctx, err),
         }
-        upstream.headers.insert(request_id::X_REQUEST_ID, ctx.request_id.clone());
-        ctx.log.attempts = attempt;
-        ctx.log.instance = Some(Arc::clone(&upstream.label));
         let limits = RelayLimits {
-            stall: upstream.timeout,
+            stall: upstream.timing.stream_idle.unwrap_or(upstream.timeout),
             max_duration: upstream.max_duration,
             max_bytes: upstream.max_response_bytes,
             flush_interval: upstream.flush_interval,
         };
-        let sent = send(upstream).await;
-        let verdict = match &sent {
-            Ok(response) => target
-                .judge(&mut ctx, &AttemptResult::Response { status: response.status(), headers: response.headers() }),
-            Err(err) => target.judge(&mut ctx, &attempt_result(err)),
-        };
-        match (verdict, sent) {
-            (Verdict::Accept, Ok(response)) => return respond_upstream(finisher, ctx, response, limits).await,
-            (Verdict::Accept, Err(err)) => return fail(finisher, ctx, err),
-            (Verdict::Retry, Ok(mut response)) => {
+        match attempt::attempt(upstream, target.as_mut(), &mut ctx, attempt, error_bodies).await {
+            Step::Accepted(answer) => {
+                return respond_upstream(finisher, ctx, answer, limits).await;
+            }
+            Step::Failed(err) => return fail(finisher, ctx, err),
+            Step::Retry(Ok(Answer { mut response, read })) => {
                 let status = response.status();
                 let headers = std::mem::take(response.headers_mut());
-                let body = read_all(response, limits.stall, Some(MAX_FAILURE_BODY)).await.unwrap_or_default();
+                let body = match read {
+                    Read::Whole(body) => body,
+                    Read::Started(_) => Bytes::new(),
+                    Read::Nothing => read_all(response, limits.stall, Some(MAX_FAILURE_BODY)).await.unwrap_or_default(),
+                };
                 last_failure = Some(Failure::Response { status, headers, body });
             }
-            (Verdict::Retry, Err(err)) => last_failure = Some(Failure::Transport(err)),
+            Step::Retry(Err(err)) => last_failure = Some(Failure::Transport(err)),
         }
     }
 }
 
-/// Relays an accepted upstream response: buffered whole, or streamed (always for event streams).
+/// Relays an accepted upstream response: buffered whole, or streamed (always for event streams,
+/// and for a body the core already started reading).
 async fn respond_upstream(
     finisher: &Finisher,
     mut ctx: Ctx,
-    mut response: UpstreamResponse,
+    answer: Answer,
     limits: RelayLimits,
 ) -> hyper::Response<ResponseBody> {
+    let Answer { mut response, read } = answer;
     let status = response.status();
-    let event_stream = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    let event_stream = attempt::is_event_stream(response.headers());
     let headers = std::mem::take(response.headers_mut());
-    if !event_stream && ctx.buffer_response {
+    let started = match read {
+        Read::Nothing => Vec::new(),
+        Read::Whole(body) => return respond_buffered(finisher, ctx, status, headers, body),
+        Read::Started(chunks) => chunks,
+    };
+    if !event_stream && ctx.buffer_response && started.is_empty() {
         return match read_all(response, limits.stall, limits.max_bytes).await {
             Ok(body) => {
                 ctx.log.time_to_first_token.get_or_insert(ctx.started.elapsed());
@@ -166,7 +168,12 @@ async fn respond_upstream(
     }
     let mut head = response_head(status, headers, &ctx, true);
     run_header_filters(finisher, &mut ctx, &mut head);
-    let stream = Box::pin(response.into_body().into_data_stream());
+    let rest = response.into_body().into_data_stream();
+    let stream: BoxStream<'static, Result<Bytes, hyper::Error>> = if started.is_empty() {
+        Box::pin(rest)
+    } else {
+        Box::pin(futures_util::stream::iter(started.into_iter().map(Ok)).chain(rest))
+    };
     let relay = RelayBody::new(stream, event_stream, ctx, finisher.clone(), status.as_u16(), limits);
     hyper::Response::from_parts(head, ResponseBody::Relay(Box::new(relay)))
 }

@@ -262,7 +262,7 @@ impl Target for MultiTarget {
         let now = Instant::now();
         let strategy = shared.strategy;
         let covered = match result {
-            AttemptResult::Response { status, headers } => {
+            AttemptResult::Response { status, headers, .. } => {
                 health.record_status(status.as_u16(), headers, now);
                 let code = status.as_u16();
                 shared.fallback_statuses.contains(&code)
@@ -273,7 +273,7 @@ impl Target for MultiTarget {
                 health.record_transport(TransportFailure::Connect, now);
                 strategy.on_transport
             }
-            AttemptResult::TimedOut => {
+            AttemptResult::TimedOut | AttemptResult::FirstEventTimedOut => {
                 health.record_transport(TransportFailure::Timeout, now);
                 strategy.on_transport
             }
