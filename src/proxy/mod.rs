@@ -5,6 +5,7 @@ mod body;
 mod finish;
 mod pipeline;
 pub mod request_id;
+mod resume;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

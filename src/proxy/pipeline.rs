@@ -14,11 +14,11 @@ use super::attempt::{self, Answer, Read, Step, Stopped};
 use super::body::{RelayBody, RelayLimits, ResponseBody};
 use super::finish::Finisher;
 use super::request_id;
+use super::resume::{Resumer, UpstreamBody};
 use crate::error::ProxyError;
 use crate::snapshot::CompiledRoute;
 use crate::state::Shared;
 use crate::transport::send::read_all;
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 
@@ -122,7 +122,8 @@ async fn serve(
         };
         match attempt::attempt(upstream, target.as_mut(), &mut ctx, attempt, error_bodies).await {
             Step::Accepted(answer) => {
-                return respond_upstream(finisher, ctx, answer, limits).await;
+                let resume = if target.resumable() { Some(Resumer::new(target, req, attempt)) } else { None };
+                return respond_upstream(finisher, ctx, answer, limits, resume).await;
             }
             Step::Failed(err) => return fail(finisher, ctx, err),
             Step::Retry(Ok(Answer { mut response, read })) => {
@@ -141,12 +142,14 @@ async fn serve(
 }
 
 /// Relays an accepted upstream response: buffered whole, or streamed (always for event streams,
-/// and for a body the core already started reading).
+/// and for a body the core already started reading). `resume`: the target may take up a broken
+/// event stream.
 async fn respond_upstream(
     finisher: &Finisher,
     mut ctx: Ctx,
     answer: Answer,
     limits: RelayLimits,
+    resume: Option<Resumer>,
 ) -> hyper::Response<ResponseBody> {
     let Answer { mut response, read } = answer;
     let status = response.status();
@@ -169,12 +172,15 @@ async fn respond_upstream(
     let mut head = response_head(status, headers, &ctx, true);
     run_header_filters(finisher, &mut ctx, &mut head);
     let rest = response.into_body().into_data_stream();
-    let stream: BoxStream<'static, Result<Bytes, hyper::Error>> = if started.is_empty() {
+    let stream: UpstreamBody = if started.is_empty() {
         Box::pin(rest)
     } else {
         Box::pin(futures_util::stream::iter(started.into_iter().map(Ok)).chain(rest))
     };
-    let relay = RelayBody::new(stream, event_stream, ctx, finisher.clone(), status.as_u16(), limits);
+    let mut relay = RelayBody::new(stream, event_stream, ctx, finisher.clone(), status.as_u16(), limits);
+    if let Some(resume) = resume.filter(|_| event_stream && status.is_success()) {
+        relay.resume_with(resume);
+    }
     hyper::Response::from_parts(head, ResponseBody::Relay(Box::new(relay)))
 }
 

@@ -98,6 +98,25 @@ pub enum Verdict {
     Retry,
 }
 
+/// How a resumed stream takes up a broken answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeMode {
+    /// The request carries the delivered text as a final assistant message: what comes back is
+    /// the continuation, relayed as it is.
+    Continue,
+    /// The original request, sent again: the core relays only what follows the delivered text,
+    /// and only when the new answer begins with exactly that text.
+    Restart,
+}
+
+/// What the target wants next for a broken stream.
+#[expect(clippy::large_enum_variant, reason = "made once per resumption attempt")]
+pub enum Resumption {
+    Attempt(UpstreamRequest, ResumeMode),
+    /// Nothing can take the stream up: it ends with an error event.
+    Exhausted,
+}
+
 /// A per-request decider, made fresh for each request (so it may keep per-request state such as
 /// the instances already tried) from state shared across requests.
 pub trait Target: Send {
@@ -110,5 +129,23 @@ pub trait Target: Send {
     /// a small one whole before calling `judge`. Read once per request.
     fn reads_error_bodies(&self) -> bool {
         false
+    }
+
+    /// Whether an accepted event stream that breaks after bytes reached the client may be taken
+    /// up by another attempt ([`Target::resume`]). Asked once, when the stream is accepted; only
+    /// then does the core keep the request and track what the client was sent.
+    fn resumable(&self) -> bool {
+        false
+    }
+
+    /// Called once when an accepted stream broke (`stalled`: it went silent too long) after
+    /// bytes reached the client, before the first [`Target::resume`].
+    fn stream_broke(&mut self, _ctx: &mut Ctx, _stalled: bool) {}
+
+    /// Called for each attempt at taking up a broken stream (`attempt` counts on from the
+    /// request's attempts), with the assistant text the client already has. Each attempt is
+    /// judged by [`Target::judge`]; `Retry` brings the next call.
+    fn resume(&mut self, _ctx: &mut Ctx, _req: &Request, _attempt: u32, _delivered: &str) -> Resumption {
+        Resumption::Exhausted
     }
 }
