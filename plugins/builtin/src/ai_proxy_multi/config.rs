@@ -151,7 +151,7 @@ impl Default for ActiveUnhealthy {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveConfig {
     #[serde(default, rename = "type")]
@@ -160,6 +160,24 @@ pub struct PassiveConfig {
     pub healthy: PassiveHealthy,
     #[serde(default)]
     pub unhealthy: PassiveUnhealthy,
+    /// The first cooldown (ms) after the checks trip; each trip in a row doubles it.
+    #[serde(default = "one_second_ms")]
+    pub cooldown_ms: u64,
+    /// The longest cooldown (ms): how long a recovered instance waits at most for its trial.
+    #[serde(default = "fifteen_seconds_ms")]
+    pub max_cooldown_ms: u64,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        Self {
+            kind: None,
+            healthy: PassiveHealthy::default(),
+            unhealthy: PassiveUnhealthy::default(),
+            cooldown_ms: one_second_ms(),
+            max_cooldown_ms: fifteen_seconds_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +223,12 @@ fn slash() -> String {
 }
 fn one_second() -> f64 {
     1.0
+}
+fn one_second_ms() -> u64 {
+    1000
+}
+fn fifteen_seconds_ms() -> u64 {
+    15_000
 }
 fn one() -> u32 {
     1

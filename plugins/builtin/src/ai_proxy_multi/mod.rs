@@ -21,7 +21,7 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use tokio::time::Instant;
 
 use self::active::Probe;
-use self::config::{FallbackStrategyConfig, MultiConfig};
+use self::config::{FallbackStrategyConfig, MultiConfig, PassiveConfig};
 use self::health::{Health, TransportFailure};
 use self::select::Selector;
 use switchyard_llm::body::parse_chat_body;
@@ -78,7 +78,9 @@ impl PluginFactory for AiProxyMultiFactory {
             )
             .map_err(|e| e.within(&here))?;
             let checks = spec.checks.clone().unwrap_or_default();
-            let health = Arc::new(Health::new(checks.passive.unwrap_or_default()));
+            let passive = checks.passive.unwrap_or_default();
+            check_cooldowns(&passive).map_err(|e| e.within(&format!("{here}.checks.passive")))?;
+            let health = Arc::new(Health::new(passive));
             let probe = match &checks.active {
                 Some(active) => {
                     active.check().map_err(|e| e.within(&format!("{here}.checks.active")))?;
@@ -149,6 +151,17 @@ impl Strategy {
         }
         Ok(strategy)
     }
+}
+
+/// A passive check's cooldowns must make sense.
+fn check_cooldowns(passive: &PassiveConfig) -> Result<(), ConfigError> {
+    if passive.cooldown_ms == 0 {
+        return Err(ConfigError::new("cooldown_ms", "must be at least 1 (milliseconds)"));
+    }
+    if passive.max_cooldown_ms < passive.cooldown_ms {
+        return Err(ConfigError::new("max_cooldown_ms", "must be at least cooldown_ms"));
+    }
+    Ok(())
 }
 
 struct Member {
@@ -240,15 +253,14 @@ impl Target for MultiTarget {
             }
         }
         let now = Instant::now();
-        let usable = |i: usize| !self.tried.contains(&i) && shared.members[i].health.available(now);
-        let Some(index) = shared.selector.pick(usable, self.key.as_deref()) else {
+        let Some(index) = self.pick(now) else {
             if attempt == 1 {
                 self.advise_retry_after(ctx, now);
             }
             return Next::Exhausted(GiveUp::LastAsBadGateway);
         };
-        self.tried.push(index);
         self.current = Some(index);
+        let shared = &self.shared;
         let instance = &shared.members[index].instance;
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = instance.model().map(str::to_string).or_else(|| self.body.str_field("model"));
@@ -291,6 +303,24 @@ impl Target for MultiTarget {
 }
 
 impl MultiTarget {
+    /// Picks an untried, available instance and marks it tried. After a cooldown the pick is the
+    /// instance's one trial; an instance whose trial another request holds is passed over.
+    fn pick(&mut self, now: Instant) -> Option<usize> {
+        let shared = &*self.shared;
+        let mut passed_over = Vec::new();
+        loop {
+            let usable = |i: usize| {
+                !self.tried.contains(&i) && !passed_over.contains(&i) && shared.members[i].health.available(now)
+            };
+            let index = shared.selector.pick(usable, self.key.as_deref())?;
+            if shared.members[index].health.claim(now, shared.settings.timeout) {
+                self.tried.push(index);
+                return Some(index);
+            }
+            passed_over.push(index);
+        }
+    }
+
     /// Nothing is pickable: tell the client when the first cooling instance comes back.
     fn advise_retry_after(&self, ctx: &mut Ctx, now: Instant) {
         let back = self.shared.members.iter().filter_map(|m| m.health.back_at()).filter(|at| *at > now).min();
