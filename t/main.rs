@@ -8,6 +8,7 @@ mod admin;
 mod ai_proxy;
 mod ai_proxy_multi;
 mod etcd;
+mod failover;
 mod model_api;
 mod plugin_errors;
 mod process;

@@ -2,36 +2,40 @@
 //! consistent hash), with fallback on the failures the strategy covers, and health that outlives
 //! requests: `Retry-After` cooldowns, passive checks, active probes.
 //!
-//! Per request the core asks [`MultiTarget::next`] for an attempt and [`MultiTarget::judge`]
-//! about its answer; a covered failure excludes the instance for the rest of the request and the
-//! next pick is made, moving to a lower priority when a group is used up. Fallback happens only
-//! on the response head, so never after a byte reached the client.
+//! Per request the core asks [`MultiTarget::next`](target::MultiTarget) for an attempt and
+//! `judge` about its answer; a covered failure excludes the instance for the rest of the request
+//! and the next pick is made, moving to a lower priority when a group is used up. Before that,
+//! a `Retry-After` the route is willing to wait out, or a `same_instance_retries` budget, sends
+//! the same instance the request again. Fallback happens on the response head (held until the
+//! first event under `first_token_timeout_ms`); after bytes reached the client, `stream_resume`
+//! lets the next instance take a broken stream up.
 
 mod active;
 pub mod config;
+mod errors;
 mod health;
 mod select;
+mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
-use tokio::time::Instant;
+use http::header::{HeaderName, HeaderValue};
 
 use self::active::Probe;
-use self::config::{FallbackStrategyConfig, MultiConfig, PassiveConfig};
-use self::health::{Health, TransportFailure};
+use self::config::{takes_prefill_by_default, FallbackStrategyConfig, MultiConfig, PassiveConfig};
+use self::health::Health;
 use self::select::Selector;
+use self::target::MultiTarget;
 use switchyard_llm::body::parse_chat_body;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::observe;
 use switchyard_llm::providers::BaseUrls;
-use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::{
-    derive_phases, AttemptResult, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next,
-    Plugin, PluginError, PluginFactory, Request, Target, UpstreamIo, Verdict,
+    derive_phases, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, Plugin, PluginError,
+    PluginFactory, Request, UpstreamIo,
 };
 
 pub struct AiProxyMultiFactory {
@@ -91,7 +95,14 @@ impl PluginFactory for AiProxyMultiFactory {
                 }
                 None => None,
             };
-            members.push(Member { instance, health, probe });
+            let first_token = spec.first_token_timeout_ms.unwrap_or(config.first_token_timeout_ms);
+            members.push(Member {
+                instance,
+                health,
+                probe,
+                first_token: (first_token > 0).then(|| Duration::from_millis(first_token)),
+                accepts_prefill: spec.accepts_prefill.unwrap_or_else(|| takes_prefill_by_default(&spec.provider)),
+            });
         }
         let weights: Vec<(&str, i64, u32)> =
             config.instances.iter().map(|i| (i.name.as_str(), i.priority, i.weight)).collect();
@@ -102,14 +113,30 @@ impl PluginFactory for AiProxyMultiFactory {
                 return Err(ConfigError::new(format!("fallback_http_statuses[{i}]"), "must be a 4xx or 5xx status"));
             }
         }
+        for (i, code) in config.fallback_error_codes.iter().enumerate() {
+            if errors::is_safety_code(code) {
+                return Err(ConfigError::new(
+                    format!("fallback_error_codes[{i}]"),
+                    format!("`{code}` is a safety refusal, which is never routed around"),
+                ));
+            }
+        }
+        if config.stream_idle_timeout_ms == Some(0) {
+            return Err(ConfigError::new("stream_idle_timeout_ms", "must be at least 1 (milliseconds)"));
+        }
         Ok(Arc::new(AiProxyMulti {
             shared: Arc::new(Shared {
                 members,
                 selector,
                 strategy,
                 fallback_statuses: config.fallback_http_statuses,
+                fallback_codes: config.fallback_error_codes,
                 max_retries: config.max_retries,
                 retry_window: config.retry_on_failure_within_ms.map(Duration::from_millis),
+                retry_after_max_wait: Duration::from_millis(config.retry_after_max_wait_ms),
+                same_instance_retries: config.same_instance_retries,
+                stream_idle: config.stream_idle_timeout_ms.map(Duration::from_millis),
+                stream_resume: config.stream_resume,
                 settings,
             }),
         }))
@@ -169,6 +196,10 @@ struct Member {
     health: Arc<Health>,
     /// `checks.active`: run by the core as background work while this plugin is live.
     probe: Option<Arc<Probe>>,
+    /// `first_token_timeout_ms`, the instance's or the plugin's.
+    first_token: Option<Duration>,
+    /// Takes up a broken stream by continuing a prefill (else by a restart).
+    accepts_prefill: bool,
 }
 
 struct Shared {
@@ -176,8 +207,13 @@ struct Shared {
     selector: Selector,
     strategy: Strategy,
     fallback_statuses: Vec<u16>,
+    fallback_codes: Vec<String>,
     max_retries: Option<u32>,
     retry_window: Option<Duration>,
+    retry_after_max_wait: Duration,
+    same_instance_retries: u32,
+    stream_idle: Option<Duration>,
+    stream_resume: bool,
     settings: CallSettings,
 }
 
@@ -207,14 +243,7 @@ impl Plugin for AiProxyMulti {
             Err(response) => return Ok(Flow::Respond(*response)),
         };
         let key = self.shared.selector.key(req, &ctx.client_addr.ip().to_string());
-        ctx.target = Some(Box::new(MultiTarget {
-            shared: Arc::clone(&self.shared),
-            body,
-            key,
-            tried: Vec::new(),
-            current: None,
-            started: Instant::now(),
-        }));
+        ctx.target = Some(Box::new(MultiTarget::new(Arc::clone(&self.shared), body, key)));
         Ok(Flow::Continue)
     }
 
@@ -228,105 +257,5 @@ impl Plugin for AiProxyMulti {
 
     fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, end_of_stream: bool) {
         observe::on_body(ctx, chunk, end_of_stream);
-    }
-}
-
-/// The per-request side: which instances this request already tried.
-struct MultiTarget {
-    shared: Arc<Shared>,
-    body: RawBody,
-    key: Option<String>,
-    tried: Vec<usize>,
-    current: Option<usize>,
-    started: Instant,
-}
-
-impl Target for MultiTarget {
-    fn next(&mut self, ctx: &mut Ctx, req: &Request, attempt: u32) -> Next {
-        let shared = &self.shared;
-        if attempt > 1 {
-            let retries_used = attempt - 1;
-            if shared.max_retries.is_some_and(|max| retries_used > max)
-                || shared.retry_window.is_some_and(|window| self.started.elapsed() > window)
-            {
-                return Next::Exhausted(GiveUp::LastAsIs);
-            }
-        }
-        let now = Instant::now();
-        let Some(index) = self.pick(now) else {
-            if attempt == 1 {
-                self.advise_retry_after(ctx, now);
-            }
-            return Next::Exhausted(GiveUp::LastAsBadGateway);
-        };
-        self.current = Some(index);
-        let shared = &self.shared;
-        let instance = &shared.members[index].instance;
-        ctx.log.provider = Some(instance.endpoint.provider.name);
-        ctx.log.model = instance.model().map(str::to_string).or_else(|| self.body.str_field("model"));
-        Next::Attempt(instance.upstream_request(req, &self.body, &shared.settings))
-    }
-
-    fn judge(&mut self, _ctx: &mut Ctx, result: &AttemptResult<'_>) -> Verdict {
-        let Some(index) = self.current else { return Verdict::Accept };
-        let shared = &self.shared;
-        let health = &shared.members[index].health;
-        let now = Instant::now();
-        let strategy = shared.strategy;
-        let covered = match result {
-            AttemptResult::Response { status, headers, .. } => {
-                health.record_status(status.as_u16(), headers, now);
-                let code = status.as_u16();
-                shared.fallback_statuses.contains(&code)
-                    || (code == 429 && strategy.on_429)
-                    || (status.is_server_error() && strategy.on_5xx)
-            }
-            AttemptResult::ConnectFailed => {
-                health.record_transport(TransportFailure::Connect, now);
-                strategy.on_transport
-            }
-            AttemptResult::TimedOut | AttemptResult::FirstEventTimedOut => {
-                health.record_transport(TransportFailure::Timeout, now);
-                strategy.on_transport
-            }
-            AttemptResult::Failed => {
-                health.record_transport(TransportFailure::Other, now);
-                strategy.on_transport
-            }
-        };
-        if covered {
-            Verdict::Retry
-        } else {
-            Verdict::Accept
-        }
-    }
-}
-
-impl MultiTarget {
-    /// Picks an untried, available instance and marks it tried. After a cooldown the pick is the
-    /// instance's one trial; an instance whose trial another request holds is passed over.
-    fn pick(&mut self, now: Instant) -> Option<usize> {
-        let shared = &*self.shared;
-        let mut passed_over = Vec::new();
-        loop {
-            let usable = |i: usize| {
-                !self.tried.contains(&i) && !passed_over.contains(&i) && shared.members[i].health.available(now)
-            };
-            let index = shared.selector.pick(usable, self.key.as_deref())?;
-            if shared.members[index].health.claim(now, shared.settings.timeout) {
-                self.tried.push(index);
-                return Some(index);
-            }
-            passed_over.push(index);
-        }
-    }
-
-    /// Nothing is pickable: tell the client when the first cooling instance comes back.
-    fn advise_retry_after(&self, ctx: &mut Ctx, now: Instant) {
-        let back = self.shared.members.iter().filter_map(|m| m.health.back_at()).filter(|at| *at > now).min();
-        if let Some(back) = back {
-            let seconds = (back - now).as_secs_f64().ceil().max(1.0) as u64;
-            ctx.response_headers.insert(RETRY_AFTER, seconds.into());
-        }
     }
 }
