@@ -5,6 +5,8 @@ pub mod faulty;
 pub mod gateway;
 pub mod logs;
 pub mod mock;
+pub mod node;
+pub mod raw;
 
 pub use etcd::Etcd;
 pub use gateway::TestGateway;

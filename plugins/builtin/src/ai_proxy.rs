@@ -11,7 +11,7 @@ use switchyard_llm::body::parse_chat_body;
 use switchyard_llm::config::AiProxyConfig;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::observe;
-use switchyard_llm::providers::BaseUrls;
+use switchyard_llm::providers::{AuthConfig, BaseUrls};
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::{
     derive_phases, AttemptResult, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Plugin, PluginError,
@@ -36,6 +36,10 @@ impl PluginFactory for AiProxyFactory {
 
     fn priority(&self) -> i32 {
         1040
+    }
+
+    fn secret_fields(&self) -> Vec<String> {
+        AuthConfig::secret_fields_at("auth")
     }
 
     fn build(&self, config: &serde_json::Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {

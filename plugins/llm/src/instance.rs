@@ -74,7 +74,18 @@ impl Instance {
         base_urls: &BaseUrls,
     ) -> Result<Instance, ConfigError> {
         let endpoint = Endpoint::compile(provider, auth, overrides.endpoint.as_deref(), base_urls)?;
-        let target = match provider.family {
+        Self::at_endpoint(name, endpoint, options, overrides)
+    }
+
+    /// Compiles an instance calling an endpoint compiled already (the model API's models share
+    /// their provider key's credential headers).
+    pub fn at_endpoint(
+        name: &str,
+        endpoint: Endpoint,
+        options: &Map<String, Value>,
+        overrides: &OverrideConfig,
+    ) -> Result<Instance, ConfigError> {
+        let target = match endpoint.provider.family {
             WireFamily::OpenAi => "openai-chat",
             WireFamily::AnthropicMessages => "anthropic-messages",
         };

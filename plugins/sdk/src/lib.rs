@@ -29,4 +29,4 @@ pub use switchyard_sdk_macros::derive_phases;
 pub use target::{
     AttemptResult, AttemptTiming, GiveUp, Next, ResumeMode, Resumption, Target, UpstreamRequest, Verdict,
 };
-pub use transport::{BackgroundTask, BuildContext, ClientHandle, ClientSettings, SendError, UpstreamIo};
+pub use transport::{provided, BackgroundTask, BuildContext, ClientHandle, ClientSettings, SendError, UpstreamIo};

@@ -112,10 +112,10 @@ pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
         return Ok(provider);
     }
     if NOT_YET.contains(&name) {
-        return Err(ConfigError::new("provider", format!("provider `{name}` is not supported yet")));
+        return Err(ConfigError::new("provider", format!("{} are not supported yet", NOT_YET.join(" and "))));
     }
     let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
-    Err(ConfigError::new("provider", format!("unknown provider `{name}`; one of: {}", known.join(", "))))
+    Err(ConfigError::new("provider", format!("unknown provider: use one of {}", known.join(", "))))
 }
 
 /// Everything but RFC 3986's unreserved characters is escaped in a query name or value.
@@ -144,6 +144,18 @@ pub struct AuthConfig {
     pub query: BTreeMap<String, String>,
 }
 
+impl AuthConfig {
+    /// Where its credentials sit, relative to the `auth` object (see
+    /// `PluginFactory::secret_fields`); a credential field added here is masked by every plugin
+    /// that has an `auth`.
+    pub const SECRET_FIELDS: &[&str] = &["header.*", "query.*"];
+
+    /// [`Self::SECRET_FIELDS`] under the `auth` object found at `at` (`instances[].auth`).
+    pub fn secret_fields_at(at: &str) -> Vec<String> {
+        Self::SECRET_FIELDS.iter().map(|field| format!("{at}.{field}")).collect()
+    }
+}
+
 impl Endpoint {
     /// Compiles provider, auth and `override.endpoint` into a ready endpoint. Runs at config build.
     pub fn compile(
@@ -157,9 +169,7 @@ impl Endpoint {
                 let mut url = url::Url::parse(endpoint)
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-                    .ok_or_else(|| {
-                        ConfigError::new("override.endpoint", format!("`{endpoint}` is not an http(s) URL"))
-                    })?;
+                    .ok_or_else(|| ConfigError::new("override.endpoint", "must be an http(s) URL"))?;
                 if url.path() == "/" {
                     url.set_path(provider.path);
                 }
@@ -172,7 +182,7 @@ impl Endpoint {
                     })?;
                 let joined = format!("{}{}", base.trim_end_matches('/'), provider.path);
                 url::Url::parse(&joined).map_err(|_| {
-                    ConfigError::new("override.endpoint", format!("the base URL `{base}` is not an http(s) URL"))
+                    ConfigError::new("override.endpoint", "the provider's base URL is not an http(s) URL")
                 })?
             }
         };
