@@ -12,10 +12,11 @@
 
 mod active;
 pub mod config;
+pub(crate) mod engine;
 mod errors;
-mod health;
-mod select;
-mod target;
+pub(crate) mod health;
+pub(crate) mod select;
+pub(crate) mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,8 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
 use self::active::Probe;
-use self::config::{takes_prefill_by_default, FallbackStrategyConfig, MultiConfig, PassiveConfig};
+use self::config::{takes_prefill_by_default, MultiConfig, PassiveConfig};
+use self::engine::{check_fallback_codes, Engine, Member, Strategy};
 use self::health::Health;
 use self::select::Selector;
 use self::target::MultiTarget;
@@ -76,15 +78,17 @@ impl PluginFactory for AiProxyMultiFactory {
                     format!("duplicate instance name `{}`: instances[{first}] and instances[{i}]", spec.name),
                 ));
             }
-            let instance = Instance::compile(
-                &spec.name,
-                &spec.provider,
-                &spec.auth,
-                &spec.options,
-                &spec.overrides,
-                &self.base_urls,
-            )
-            .map_err(|e| e.within(&here))?;
+            let instance = Arc::new(
+                Instance::compile(
+                    &spec.name,
+                    &spec.provider,
+                    &spec.auth,
+                    &spec.options,
+                    &spec.overrides,
+                    &self.base_urls,
+                )
+                .map_err(|e| e.within(&here))?,
+            );
             let checks = spec.checks.clone().unwrap_or_default();
             let passive = checks.passive.unwrap_or_default();
             check_cooldowns(&passive).map_err(|e| e.within(&format!("{here}.checks.passive")))?;
@@ -100,36 +104,28 @@ impl PluginFactory for AiProxyMultiFactory {
                 None => None,
             };
             let first_token = spec.first_token_timeout_ms.unwrap_or(config.first_token_timeout_ms);
-            members.push(Member {
-                instance,
-                health,
-                probe,
-                first_token: (first_token > 0).then(|| Duration::from_millis(first_token)),
-                accepts_prefill: spec.accepts_prefill.unwrap_or_else(|| takes_prefill_by_default(&spec.provider)),
-            });
+            let mut member = Member::new(instance, health);
+            member.probe = probe;
+            member.first_token = (first_token > 0).then(|| Duration::from_millis(first_token));
+            member.stream_idle = config.stream_idle_timeout_ms.map(Duration::from_millis);
+            member.accepts_prefill = spec.accepts_prefill.unwrap_or_else(|| takes_prefill_by_default(&spec.provider));
+            members.push(member);
         }
         let weights: Vec<(&str, i64, u32)> =
             config.instances.iter().map(|i| (i.name.as_str(), i.priority, i.weight)).collect();
         let selector = Selector::new(&weights, &config.balancer)?;
         let strategy = Strategy::parse(config.fallback_strategy.as_ref())?;
+        check_fallback_codes(&config.fallback_error_codes, "fallback_error_codes")?;
         for (i, status) in config.fallback_http_statuses.iter().enumerate() {
             if !(400..=599).contains(status) {
                 return Err(ConfigError::new(format!("fallback_http_statuses[{i}]"), "must be a 4xx or 5xx status"));
-            }
-        }
-        for (i, code) in config.fallback_error_codes.iter().enumerate() {
-            if errors::is_safety_code(code) {
-                return Err(ConfigError::new(
-                    format!("fallback_error_codes[{i}]"),
-                    format!("`{code}` is a safety refusal, which is never routed around"),
-                ));
             }
         }
         if config.stream_idle_timeout_ms == Some(0) {
             return Err(ConfigError::new("stream_idle_timeout_ms", "must be at least 1 (milliseconds)"));
         }
         Ok(Arc::new(AiProxyMulti {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Engine {
                 members,
                 selector,
                 strategy,
@@ -139,54 +135,11 @@ impl PluginFactory for AiProxyMultiFactory {
                 retry_window: config.retry_on_failure_within_ms.map(Duration::from_millis),
                 retry_after_max_wait: Duration::from_millis(config.retry_after_max_wait_ms),
                 same_instance_retries: config.same_instance_retries,
-                stream_idle: config.stream_idle_timeout_ms.map(Duration::from_millis),
                 stream_resume: config.stream_resume,
-                settings,
+                in_order_when_all_down: false,
+                settings: Arc::new(settings),
             }),
         }))
-    }
-}
-
-/// Which failures move a request to the next instance.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Strategy {
-    on_429: bool,
-    on_5xx: bool,
-    /// Connection refused, timeouts, broken connections.
-    on_transport: bool,
-}
-
-impl Strategy {
-    fn parse(config: Option<&FallbackStrategyConfig>) -> Result<Strategy, ConfigError> {
-        let mut strategy = Strategy::default();
-        let names: Vec<(String, &str)> = match config {
-            None => return Ok(strategy),
-            Some(FallbackStrategyConfig::One(name)) => vec![("fallback_strategy".into(), name.as_str())],
-            Some(FallbackStrategyConfig::Many(names)) => {
-                names.iter().enumerate().map(|(i, n)| (format!("fallback_strategy[{i}]"), n.as_str())).collect()
-            }
-        };
-        let single = matches!(config, Some(FallbackStrategyConfig::One(_)));
-        for (path, name) in names {
-            match name {
-                "http_429" | "rate_limiting" => strategy.on_429 = true,
-                "http_5xx" => {
-                    strategy.on_5xx = true;
-                    strategy.on_transport = true;
-                }
-                "instance_health_and_rate_limiting" if single => {
-                    strategy = Strategy { on_429: true, on_5xx: true, on_transport: true };
-                }
-                _ => {
-                    return Err(ConfigError::new(
-                        path,
-                        "unknown fallback strategy: use http_429, http_5xx, rate_limiting or \
-                         instance_health_and_rate_limiting (alone)",
-                    ))
-                }
-            }
-        }
-        Ok(strategy)
     }
 }
 
@@ -201,38 +154,14 @@ fn check_cooldowns(passive: &PassiveConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-struct Member {
-    instance: Instance,
-    health: Arc<Health>,
-    /// `checks.active`: run by the core as background work while this plugin is live.
-    probe: Option<Arc<Probe>>,
-    /// `first_token_timeout_ms`, the instance's or the plugin's.
-    first_token: Option<Duration>,
-    /// Takes up a broken stream by continuing a prefill (else by a restart).
-    accepts_prefill: bool,
-}
-
-struct Shared {
-    members: Vec<Member>,
-    selector: Selector,
-    strategy: Strategy,
-    fallback_statuses: Vec<u16>,
-    fallback_codes: Vec<String>,
-    max_retries: Option<u32>,
-    retry_window: Option<Duration>,
-    retry_after_max_wait: Duration,
-    same_instance_retries: u32,
-    stream_idle: Option<Duration>,
-    stream_resume: bool,
-    settings: CallSettings,
-}
-
 struct AiProxyMulti {
-    shared: Arc<Shared>,
+    shared: Arc<Engine>,
 }
 
-const INSTANCE_HEADER: HeaderName = HeaderName::from_static("x-switchyard-instance");
-const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+/// Names the instance (or routing target) that answered.
+pub(crate) const INSTANCE_HEADER: HeaderName = HeaderName::from_static("x-switchyard-instance");
+/// How many attempts the answer took.
+pub(crate) const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-switchyard-attempts");
 
 #[derive_phases]
 #[async_trait]

@@ -12,9 +12,9 @@ use switchyard_sdk::{
 };
 use tokio::time::Instant;
 
+use super::engine::Engine;
 use super::errors;
 use super::health::{self, TransportFailure};
-use super::Shared;
 
 /// The pause before a same-instance retry: 100 ms, give or take half, so that requests that
 /// failed together do not all come back together.
@@ -24,7 +24,7 @@ fn retry_pause() -> Duration {
 
 /// One request's attempts: the instances it tried, and what the next attempt is to be.
 pub struct MultiTarget {
-    shared: Arc<Shared>,
+    shared: Arc<Engine>,
     body: RawBody,
     key: Option<String>,
     tried: Vec<usize>,
@@ -46,7 +46,7 @@ pub struct MultiTarget {
 }
 
 impl MultiTarget {
-    pub(super) fn new(shared: Arc<Shared>, body: RawBody, key: Option<String>) -> MultiTarget {
+    pub(crate) fn new(shared: Arc<Engine>, body: RawBody, key: Option<String>) -> MultiTarget {
         MultiTarget {
             shared,
             body,
@@ -72,10 +72,16 @@ impl MultiTarget {
             let usable = |i: usize| {
                 !self.tried.contains(&i) && !passed_over.contains(&i) && shared.members[i].health.available(now)
             };
-            let index = shared.selector.pick(usable, self.key.as_deref())?;
+            let picked = shared.selector.pick(usable, self.key.as_deref()).or_else(|| {
+                // Everything untried is resting: `in_order_when_all_down` tries it regardless.
+                let untried = |i: usize| !self.tried.contains(&i);
+                shared.in_order_when_all_down.then(|| shared.selector.pick(untried, self.key.as_deref())).flatten()
+            });
+            let index = picked?;
             let member = &shared.members[index];
-            let hold = shared.settings.timeout + member.first_token.unwrap_or_default();
-            if member.health.claim(now, hold) {
+            let timeout = member.timeout.unwrap_or(shared.settings.timeout);
+            let hold = timeout + member.first_token.unwrap_or_default();
+            if member.health.claim(now, hold) || shared.in_order_when_all_down {
                 self.tried.push(index);
                 self.same_retries = 0;
                 return Some(index);
@@ -100,9 +106,16 @@ impl MultiTarget {
         let instance = &member.instance;
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = instance.model().map(str::to_string).or_else(|| self.body.str_field("model"));
-        let mut upstream = instance.upstream_request(req, body.unwrap_or(&self.body), &shared.settings);
+        let body = body.unwrap_or(&self.body);
+        let mut upstream = instance.request_with(req, instance.body_for(body), &shared.settings, &member.strip);
+        if let Some(timeout) = member.timeout {
+            upstream.timeout = timeout;
+        }
         upstream.timing =
-            AttemptTiming { wait_before: wait, first_event: member.first_token, stream_idle: shared.stream_idle };
+            AttemptTiming { wait_before: wait, first_event: member.first_token, stream_idle: member.stream_idle };
+        if let Some(setup) = &member.setup {
+            setup.prepare(ctx, body);
+        }
         upstream
     }
 
