@@ -52,13 +52,28 @@ pub struct Health {
     state: Mutex<State>,
     /// `state.level > 0`, readable without the lock: a healthy instance's pick costs nothing more.
     backing_off: AtomicBool,
+    /// A 429's `Retry-After` sets the cooldown (else it counts as any failure).
+    honor_retry_after: bool,
 }
 
 impl Health {
     pub fn new(passive: PassiveConfig) -> Self {
         let base_cooldown = Duration::from_millis(passive.cooldown_ms);
         let max_cooldown = Duration::from_millis(passive.max_cooldown_ms);
-        Self { passive, base_cooldown, max_cooldown, state: Mutex::default(), backing_off: AtomicBool::new(false) }
+        Self {
+            passive,
+            base_cooldown,
+            max_cooldown,
+            state: Mutex::default(),
+            backing_off: AtomicBool::new(false),
+            honor_retry_after: true,
+        }
+    }
+
+    /// The same health, deaf to `Retry-After` (the model API's `cooldown.honor_retry_after: false`).
+    pub fn ignoring_retry_after(mut self) -> Self {
+        self.honor_retry_after = false;
+        self
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -105,7 +120,7 @@ impl Health {
         let mut state = self.state();
         state.trial_until = None;
         let mut waited = false;
-        if status == 429 {
+        if status == 429 && self.honor_retry_after {
             if let Some(wait) = retry_after(headers) {
                 let until = now + wait;
                 state.cooldown_until = Some(state.cooldown_until.map_or(until, |u| u.max(until)));
