@@ -11,6 +11,7 @@ mod ai_proxy_multi;
 mod connections;
 mod descriptors;
 mod etcd;
+mod failover;
 mod model_api;
 mod model_resources;
 mod plugin_errors;

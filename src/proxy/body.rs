@@ -15,6 +15,7 @@ use switchyard_sdk::{Ctx, Outcome};
 use tokio::time::{Instant, Sleep};
 
 use super::finish::Finisher;
+use super::resume::{Resumer, Taking};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -131,6 +132,8 @@ pub struct RelayBody {
     /// The final empty filter call (end of stream) has been made.
     done: bool,
     logged: bool,
+    /// `stream_resume`: another attempt may take a broken stream up (`None`: nothing is tracked).
+    resume: Option<Box<Resumer>>,
 }
 
 impl RelayBody {
@@ -158,7 +161,25 @@ impl RelayBody {
             received: 0,
             done: false,
             logged: false,
+            resume: None,
         }
+    }
+
+    /// Lets another attempt take the stream up if it breaks.
+    pub fn resume_with(&mut self, resumer: Resumer) {
+        self.resume = Some(Box::new(resumer));
+    }
+
+    /// Called where the stream broke: starts taking it up when that may be tried (the loop then
+    /// waits for it), else `false`.
+    fn take_up(&mut self, stalled: bool) -> bool {
+        let Some(resume) = self.resume.as_mut() else { return false };
+        if !resume.begin(&mut self.ctx, &self.finisher.route, stalled) {
+            return false;
+        }
+        // The unfinished event of the broken stream is dropped with it.
+        self.sse = Some(SseSplitter::new());
+        true
     }
 
     /// Runs the body filters on one piece and returns it as a frame, or `None` when the filters
@@ -167,6 +188,9 @@ impl RelayBody {
         for entry in self.finisher.route.chain.with_phase(switchyard_sdk::Phases::BODY_FILTER) {
             let plugin = &entry.plugin;
             plugin.body_filter(&mut self.ctx, &mut chunk, end);
+        }
+        if let Some(resume) = self.resume.as_mut() {
+            resume.on_sent(&mut self.ctx, &mut chunk);
         }
         self.outcome.body_bytes += chunk.len() as u64;
         (!chunk.is_empty()).then_some(chunk)
@@ -254,6 +278,17 @@ impl Body for RelayBody {
                     return this.cut(Cut::TooLong);
                 }
             }
+            if let Some(resume) = this.resume.as_mut() {
+                match resume.poll(cx, &mut this.ctx) {
+                    Taking::Idle => {}
+                    Taking::Pending => return Poll::Pending,
+                    Taking::Ready(upstream) => {
+                        this.upstream = upstream;
+                        this.stall.as_mut().reset(Instant::now() + this.limits.stall);
+                    }
+                    Taking::Failed => return this.cut(Cut::Broken),
+                }
+            }
             match this.upstream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     if this.received == 0 {
@@ -283,7 +318,18 @@ impl Body for RelayBody {
                         }
                     }
                 }
-                Poll::Ready(Some(Err(_))) => return this.cut(Cut::Broken),
+                Poll::Ready(Some(Err(_))) => {
+                    if this.take_up(false) {
+                        continue;
+                    }
+                    return this.cut(Cut::Broken);
+                }
+                Poll::Ready(None) if this.resume.as_ref().is_some_and(|r| r.cut_short()) => {
+                    if this.take_up(false) {
+                        continue;
+                    }
+                    return this.cut(Cut::Broken);
+                }
                 Poll::Ready(None) => {
                     let rest = this.sse.as_mut().and_then(SseSplitter::take_rest).unwrap_or_default();
                     this.done = true;
@@ -294,6 +340,9 @@ impl Body for RelayBody {
                 }
                 Poll::Pending => {
                     if this.stall.as_mut().poll(cx).is_ready() {
+                        if this.take_up(true) {
+                            continue;
+                        }
                         return this.cut(Cut::Stalled);
                     }
                     return Poll::Pending;

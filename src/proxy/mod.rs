@@ -1,10 +1,12 @@
 //! The proxy listener's request handler: match a route, run its plugin chain, call the upstream.
 
+mod attempt;
 mod body;
 mod finish;
 mod pipeline;
 mod refuse;
 pub mod request_id;
+mod resume;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

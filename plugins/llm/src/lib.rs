@@ -1,8 +1,9 @@
 //! switchyard's LLM layer, shared by `ai-proxy`, `ai-proxy-multi` and the model API: provider
 //! descriptors over one module per wire family ([`providers`]), a compiled provider call
 //! ([`instance::Instance`]) with its plugin-level settings ([`instance::CallSettings`]), the
-//! config fields every AI plugin shares ([`config`]), the chat body check ([`body`]) and usage
-//! reading on the way back ([`observe`], in bounded memory: [`body_window`], [`json_scan`]).
+//! config fields every AI plugin shares ([`config`]), the chat body check ([`body`]), usage
+//! reading on the way back ([`observe`], in bounded memory: [`body_window`], [`json_scan`]), and
+//! joining a taken-up stream onto a broken one ([`resume`]).
 
 pub mod body;
 pub mod body_window;
@@ -11,3 +12,4 @@ pub mod instance;
 pub mod json_scan;
 pub mod observe;
 pub mod providers;
+pub mod resume;

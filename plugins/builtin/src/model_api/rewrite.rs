@@ -13,6 +13,8 @@ use switchyard_llm::providers::anthropic::{self, StreamTranslator};
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::sse::event_data;
 
+use super::adapter::Adapter;
+
 /// Per-request rewrite state, kept in `ctx.extensions`.
 #[derive(Clone)]
 pub struct Rewrite {
@@ -29,6 +31,26 @@ pub struct Rewrite {
 }
 
 impl Rewrite {
+    /// The rewrite of an answer from a model of `adapter`, reported as `alias`; `body` is the
+    /// caller's request (whether it asked for usage in a stream).
+    pub fn new(alias: &str, adapter: Adapter, reasoning_field: Option<String>, body: &RawBody) -> Rewrite {
+        let created = super::unix_now();
+        let anthropic = (adapter == Adapter::Anthropic).then(|| {
+            let include_usage =
+                body.get::<Value>("stream_options").is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
+            StreamTranslator::new(alias, created, include_usage)
+        });
+        Rewrite {
+            alias: alias.to_string(),
+            reasoning_field,
+            anthropic,
+            created,
+            event_stream: false,
+            status: 200,
+            pending: Vec::new(),
+        }
+    }
+
     /// Rewrites one SSE event, a chunk, or the whole body. Non-streaming bodies are rewritten
     /// once complete: earlier pieces are held back (returned empty).
     pub fn apply(&mut self, chunk: &mut Bytes, end_of_stream: bool) {
