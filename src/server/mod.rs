@@ -134,13 +134,7 @@ impl Servers {
         Fut: Future<Output = hyper::Response<ResponseBody>> + Send + 'static,
     {
         let group = Arc::clone(&self.proxy);
-        self.accept_loops.spawn(accept_loop(
-            listener,
-            group,
-            Arc::clone(&self.settings),
-            self.phase.subscribe(),
-            handle,
-        ));
+        self.serve(listener, group, handle);
     }
 
     /// Serves an admin listener with `handle` until shutdown.
@@ -150,13 +144,16 @@ impl Servers {
         Fut: Future<Output = hyper::Response<ResponseBody>> + Send + 'static,
     {
         let group = Arc::clone(&self.admin);
-        self.accept_loops.spawn(accept_loop(
-            listener,
-            group,
-            Arc::clone(&self.settings),
-            self.phase.subscribe(),
-            handle,
-        ));
+        self.serve(listener, group, handle);
+    }
+
+    fn serve<F, Fut>(&mut self, listener: TcpListener, group: Arc<ConnGroup>, handle: F)
+    where
+        F: Fn(hyper::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = hyper::Response<ResponseBody>> + Send + 'static,
+    {
+        let accept = accept_loop(listener, group, Arc::clone(&self.settings), self.phase.subscribe(), handle);
+        self.accept_loops.spawn(accept);
     }
 
     /// Closes every listener at once, waits up to `grace` for the connections to finish what
