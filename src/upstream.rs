@@ -155,7 +155,10 @@ impl Target for UpstreamTarget {
     fn judge(&mut self, _ctx: &mut Ctx, result: &AttemptResult<'_>) -> Verdict {
         match result {
             AttemptResult::ConnectFailed => Verdict::Retry,
-            AttemptResult::Response { .. } | AttemptResult::TimedOut | AttemptResult::Failed => Verdict::Accept,
+            AttemptResult::Response { .. }
+            | AttemptResult::TimedOut
+            | AttemptResult::Failed
+            | AttemptResult::Skipped => Verdict::Accept,
         }
     }
 }

@@ -9,6 +9,7 @@ mod admin_fuzz;
 mod ai_proxy;
 mod ai_proxy_multi;
 mod connections;
+mod consumers;
 mod descriptors;
 mod etcd;
 mod model_api;

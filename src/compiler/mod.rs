@@ -5,6 +5,7 @@
 //! resource that changed. Being the same functions, whatever reload would refuse is a 400 at the
 //! admin API naming the field, and whatever the admin API accepts goes live.
 
+pub mod consumers;
 pub mod model_api;
 pub mod routes;
 
@@ -18,6 +19,7 @@ use crate::compiled::{CompiledRoute, ServiceEntry};
 use crate::resource::Kind;
 use crate::transport::Transport;
 
+pub use consumers::{ConsumerDirectory, ConsumerEntry};
 pub use model_api::{ApiKeyEntry, ModelEntry, ProviderKeyEntry};
 
 pub struct Compiler {
@@ -55,6 +57,7 @@ pub enum Compiled {
     ProviderKey(Box<ProviderKeyEntry>),
     Model(ModelEntry),
     ApiKey(ApiKeyEntry),
+    Consumer(ConsumerEntry),
 }
 
 /// A compile function: the resource's id and stored JSON, and what it compiles against.
@@ -81,6 +84,7 @@ impl Compiler {
             Kind::ProviderKeys => Compiled::ProviderKey(Box::new(model_api::provider_key(self, id, value, deps)?)),
             Kind::Models => Compiled::Model(model_api::model(self, id, value, deps)?),
             Kind::ApiKeys => Compiled::ApiKey(model_api::api_key(self, id, value, deps)?),
+            Kind::Consumers => Compiled::Consumer(consumers::consumer(self, id, value, deps)?),
         })
     }
 
@@ -106,7 +110,7 @@ pub fn dependency_field(kind: Kind) -> Option<(&'static str, Kind)> {
     match kind {
         Kind::Routes => Some(("service_id", Kind::Services)),
         Kind::Models => Some(("provider_key_id", Kind::ProviderKeys)),
-        Kind::Services | Kind::ProviderKeys | Kind::ApiKeys => None,
+        Kind::Services | Kind::ProviderKeys | Kind::ApiKeys | Kind::Consumers => None,
     }
 }
 

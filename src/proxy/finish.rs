@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use http::{Method, Uri};
-use switchyard_sdk::{Ctx, Outcome, Phases};
+use switchyard_sdk::{Chain, Ctx, Outcome, Phases};
 
 use crate::compiled::CompiledRoute;
 
@@ -18,10 +18,21 @@ pub struct Finisher {
     pub access_log: bool,
 }
 
+/// A request's chain when its consumer has plugins of its own: the route's with the consumer's
+/// merged over it. Kept in the request's context once the consumer is known.
+#[derive(Clone)]
+pub struct ConsumerChain(pub Chain);
+
 impl Finisher {
+    /// The chain this request runs: its route's, or the one merged with its consumer's plugins.
+    /// Cloning a chain is one reference count.
+    pub fn chain(&self, ctx: &Ctx) -> Chain {
+        ctx.extensions.get::<ConsumerChain>().map_or_else(|| self.route.chain.clone(), |merged| merged.0.clone())
+    }
+
     /// Runs once per request, when its response is complete or abandoned.
     pub fn finish(&self, ctx: &Ctx, outcome: &Outcome) {
-        for entry in self.route.chain.with_phase(Phases::LOG) {
+        for entry in self.chain(ctx).with_phase(Phases::LOG) {
             entry.plugin.log(ctx, outcome);
         }
         if !self.access_log {
@@ -39,6 +50,7 @@ impl Finisher {
             method = %self.method,
             path = %self.uri.path(),
             route = %ctx.route_id,
+            consumer = ctx.consumer.as_ref().map(|c| display(&c.username)),
             status = outcome.status,
             bytes = outcome.body_bytes,
             duration_ms = ctx.started.elapsed().as_secs_f64() * 1e3,

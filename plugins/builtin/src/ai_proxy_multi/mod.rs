@@ -118,9 +118,18 @@ impl PluginFactory for AiProxyMultiFactory {
     }
 }
 
+/// Put in the request's context by `ai-proxy-multi` when its `fallback_strategy` lets an instance
+/// whose rate limit is spent leave rotation for the request (`rate_limiting`,
+/// `instance_health_and_rate_limiting`): `ai-rate-limiting` then skips to the next instance
+/// instead of rejecting.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitFallback;
+
 /// Which failures move a request to the next instance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Strategy {
+    /// A spent `ai-rate-limiting` limit moves to the next instance.
+    on_rate_limit: bool,
     on_429: bool,
     on_5xx: bool,
     /// Connection refused, timeouts, broken connections.
@@ -140,13 +149,17 @@ impl Strategy {
         let single = matches!(config, Some(FallbackStrategyConfig::One(_)));
         for (path, name) in names {
             match name {
-                "http_429" | "rate_limiting" => strategy.on_429 = true,
+                "http_429" => strategy.on_429 = true,
+                "rate_limiting" => {
+                    strategy.on_429 = true;
+                    strategy.on_rate_limit = true;
+                }
                 "http_5xx" => {
                     strategy.on_5xx = true;
                     strategy.on_transport = true;
                 }
                 "instance_health_and_rate_limiting" if single => {
-                    strategy = Strategy { on_429: true, on_5xx: true, on_transport: true };
+                    strategy = Strategy { on_rate_limit: true, on_429: true, on_5xx: true, on_transport: true };
                 }
                 _ => {
                     return Err(ConfigError::new(
@@ -203,7 +216,10 @@ impl Plugin for AiProxyMulti {
             Ok(body) => body,
             Err(response) => return Ok(Flow::Respond(*response)),
         };
-        let key = self.shared.selector.key(req, &ctx.client_addr.ip().to_string());
+        let key = self.shared.selector.key(req, ctx);
+        if self.shared.strategy.on_rate_limit {
+            ctx.extensions.insert(RateLimitFallback);
+        }
         ctx.target = Some(Box::new(MultiTarget {
             shared: Arc::clone(&self.shared),
             body,
@@ -291,6 +307,9 @@ impl Target for MultiTarget {
                 health.record_transport(TransportFailure::Other, now);
                 strategy.on_transport
             }
+            // Only skipped when the fallback strategy lets a spent rate limit move on (the rate
+            // limiter asks `RateLimitFallback` first): say nothing of the instance's health.
+            AttemptResult::Skipped => true,
         };
         if covered {
             Verdict::Retry
