@@ -8,6 +8,7 @@ mod admin;
 mod admin_fuzz;
 mod ai_proxy;
 mod ai_proxy_multi;
+mod ai_rate_limiting;
 mod connections;
 mod consumers;
 mod descriptors;

@@ -13,7 +13,11 @@ use std::any::{Any, TypeId};
 use std::sync::Arc;
 
 use serde_json::Value;
-use switchyard_sdk::{BuildContext, Chain, ClientHandle, ClientSettings, ConfigError, Registry};
+use switchyard_sdk::{
+    BuildContext, Chain, ClientHandle, ClientSettings, ConfigError, CounterPolicy, CounterStore, Registry,
+};
+
+use crate::limits_store::CounterStores;
 
 use crate::compiled::{CompiledRoute, ServiceEntry};
 use crate::resource::Kind;
@@ -25,6 +29,8 @@ pub use model_api::{ApiKeyEntry, ModelEntry, ProviderKeyEntry};
 pub struct Compiler {
     pub registry: Registry,
     pub transport: Arc<Transport>,
+    /// The counter stores lent to limiting plugins, kept across reloads.
+    pub counters: Arc<CounterStores>,
 }
 
 /// The resources a resource compiles against, already compiled: a route's service, a model's
@@ -65,7 +71,7 @@ pub type CompileFn<T> = fn(&Compiler, &str, &Value, &dyn Dependencies) -> Result
 
 impl Compiler {
     pub fn new(registry: Registry, transport: Arc<Transport>) -> Self {
-        Self { registry, transport }
+        Self { registry, transport, counters: Arc::default() }
     }
 
     /// Compiles one resource of `kind` from its JSON with its kind's compile function: what the
@@ -95,7 +101,11 @@ impl Compiler {
         path: &str,
         deps: &dyn Dependencies,
     ) -> Result<Chain, ConfigError> {
-        self.registry.build_chain(plugins, path, &Context { transport: &self.transport, deps })
+        self.registry.build_chain(
+            plugins,
+            path,
+            &Context { transport: &self.transport, counters: &self.counters, deps },
+        )
     }
 }
 
@@ -118,6 +128,7 @@ pub fn dependency_field(kind: Kind) -> Option<(&'static str, Kind)> {
 /// dependencies provide.
 struct Context<'a> {
     transport: &'a Transport,
+    counters: &'a CounterStores,
     deps: &'a dyn Dependencies,
 }
 
@@ -128,5 +139,9 @@ impl BuildContext for Context<'_> {
 
     fn provided(&self, type_id: TypeId) -> Option<Arc<dyn Any + Send + Sync>> {
         self.deps.provided(type_id)
+    }
+
+    fn counters(&self, policy: &CounterPolicy) -> Result<Arc<dyn CounterStore>, String> {
+        Ok(self.counters.get(policy))
     }
 }
