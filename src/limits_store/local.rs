@@ -41,7 +41,7 @@ impl CounterStore for LocalCounters {
         let now_ms = now_ms();
         let mut inner = self.lock();
         inner.reservations += 1;
-        if inner.reservations % SWEEP_EVERY == 0 {
+        if inner.reservations.is_multiple_of(SWEEP_EVERY) {
             inner.counters.retain(|_, slot| slot.expires > now);
         }
         let keyed: Vec<(String, Duration)> = counters.iter().map(|c| windowed(&c.key, c.window, now_ms)).collect();
