@@ -10,7 +10,7 @@ require = command -v $(1) >/dev/null 2>&1 || { \
 	&& command -v $(1) >/dev/null 2>&1 \
 	|| { echo "make: cannot install $(2) for \`$(1)\`: install it by hand (apt-get install -y $(2))" >&2; exit 1; }; }
 
-.PHONY: help run build test lint fmt bench protoc etcd nginx
+.PHONY: help run build test lint fmt bench protoc etcd nginx redis
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ run: protoc ## Build and start the gateway with $(CONFIG) (embedded store, no ot
 build: protoc ## Build the release binary
 	$(CARGO) build --release
 
-test: protoc etcd nginx ## Run every unit and integration test (the etcd tests spawn a real etcd)
+test: protoc etcd redis nginx ## Run every unit and integration test (the etcd and Redis tests spawn real servers)
 	$(CARGO) test --workspace --all-targets
 
 lint: protoc ## Check formatting and run clippy with warnings as errors
@@ -31,7 +31,7 @@ lint: protoc ## Check formatting and run clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: protoc etcd nginx ## Benchmark in release mode: mock LLM, gateway, load; prints a table (raw: target/bench/)
+bench: protoc etcd redis nginx ## Benchmark in release mode: mock LLM, gateway, load; prints a table (raw: target/bench/)
 	$(CARGO) bench --bench gateway
 
 protoc: ## Install protoc (Debian protobuf-compiler) when missing: the etcd client's build needs it
@@ -42,3 +42,6 @@ etcd: ## Install etcd (Debian etcd-server) when missing: the tests run a real on
 
 nginx: ## Install nginx (Debian nginx-light) when missing: the bench's reference proxy (its smoke run in make test too)
 	@$(call require,nginx,nginx-light)
+
+redis: ## Install redis-server (Debian redis-server) when missing: the rate limiting tests run a real one
+	@$(call require,redis-server,redis-server)

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod limits;
+pub mod limits_store;
 pub mod mirror;
 pub mod plugins;
 pub mod proxy;

@@ -159,7 +159,8 @@ impl Target for UpstreamTarget {
             AttemptResult::Response { .. }
             | AttemptResult::TimedOut
             | AttemptResult::FirstEventTimedOut
-            | AttemptResult::Failed => Verdict::Accept,
+            | AttemptResult::Failed
+            | AttemptResult::Skipped => Verdict::Accept,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The APISIX v3 resource API for routes and services: envelopes, status codes, paging.
+//! The APISIX v3 resource API for routes, services and consumers: envelopes, status codes, paging.
 
 use std::sync::atomic::Ordering;
 
@@ -6,7 +6,9 @@ use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::{check, secrets, AdminError, AdminReply, AdminResult, Query};
-use crate::resource::{group_prefix, resource_key, unix_now, valid_id, Kind};
+use crate::compiler::{consumers, Compiled, ConsumerDirectory, ConsumerEntry, NoDependencies};
+use crate::resource::consumer::valid_username;
+use crate::resource::{group_prefix, resource_key, stored_json, unix_now, valid_id, Kind};
 use crate::state::AdminState;
 use crate::store::KeyValue;
 
@@ -55,10 +57,10 @@ pub async fn resource(
         (&Method::GET, Some(id)) => api.get(id).await,
         (&Method::PUT, id) => {
             let value = parse_object(&body)?;
-            let id = resolve_id(id, &value)?;
+            let id = resolve_id(id, &value, kind.id_field())?;
             api.write(id, value).await
         }
-        (&Method::POST, None) => {
+        (&Method::POST, None) if kind != Kind::Consumers => {
             let mut value = parse_object(&body)?;
             if value.contains_key("id") {
                 return Err(AdminError::bad_request("POST makes its own id: use PUT to choose one"));
@@ -137,7 +139,11 @@ impl Api<'_> {
 
     /// Validates and stores a whole resource (create or replace).
     async fn write(&self, id: String, mut value: Map<String, Value>) -> AdminResult {
-        if !valid_id(&id) {
+        if self.kind == Kind::Consumers {
+            if !valid_username(&id) {
+                return Err(AdminError::bad_request("invalid username: use 1 to 100 of [a-zA-Z0-9_-]"));
+            }
+        } else if !valid_id(&id) {
             return Err(AdminError::bad_request(format!("invalid id `{id}`: use 1 to 64 of [a-zA-Z0-9-_.]")));
         }
         let key = self.key(&id);
@@ -145,7 +151,7 @@ impl Api<'_> {
         let now = unix_now();
         let stored = previous.as_ref().and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
         let create_time = stored.as_ref().and_then(|v| v.get("create_time").and_then(Value::as_u64)).unwrap_or(now);
-        value.insert("id".into(), Value::String(id.clone()));
+        value.insert(self.kind.id_field().into(), Value::String(id.clone()));
         value.insert("create_time".into(), create_time.into());
         value.insert("update_time".into(), now.into());
         let mut value = Value::Object(value);
@@ -174,14 +180,41 @@ impl Api<'_> {
 
     /// The same compile reload runs, so what the admin API accepts always goes live.
     async fn validate(&self, id: &str, value: &Value) -> Result<(), AdminError> {
-        check::compile(self.state, self.group, self.kind, id, value).await?;
+        let compiled = check::compile(self.state, self.group, self.kind, id, value).await?;
+        if let Compiled::Consumer(consumer) = compiled {
+            self.check_credentials_unique(id, &consumer).await?;
+        }
         Ok(())
+    }
+
+    /// Two consumers of a group may not share a credential: the key would name either. Checked
+    /// against every other stored consumer (compiled as reload compiles them).
+    async fn check_credentials_unique(&self, id: &str, consumer: &ConsumerEntry) -> Result<(), AdminError> {
+        if consumer.credentials.is_empty() {
+            return Ok(());
+        }
+        let prefix = format!("{}{}/", group_prefix(&self.state.store_root, self.group), Kind::Consumers.as_str());
+        let (stored, _) = self.state.store.list(&prefix).await?;
+        let mut directory = ConsumerDirectory::default();
+        for kv in &stored {
+            let other = kv.key.rsplit('/').next().unwrap_or_default();
+            if other == id {
+                continue;
+            }
+            let compiled = stored_json(Kind::Consumers, &kv.value)
+                .and_then(|json| consumers::consumer(&self.state.compiler, other, &json, &NoDependencies));
+            if let Ok(entry) = compiled {
+                // Stored consumers that clash among themselves are reload's to report.
+                let _ = directory.add(&entry);
+            }
+        }
+        directory.add(consumer).map_err(|err| AdminError::bad_request(format!("invalid consumer: {err}")))
     }
 
     /// JSON merge patch (RFC 7396) onto the stored resource, then a full validation.
     async fn patch(&self, id: &str, body: &[u8]) -> AdminResult {
         let patch = parse_object(body)?;
-        if patch.get("id").is_some_and(|v| id_string(v).as_deref() != Some(id)) {
+        if patch.get(self.kind.id_field()).is_some_and(|v| id_string(v).as_deref() != Some(id)) {
             return Err(AdminError::bad_request("the id in the body does not match the path"));
         }
         let kv = self.state.store.get(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
@@ -250,10 +283,12 @@ fn id_string(value: &Value) -> Option<String> {
 }
 
 /// The id of a PUT: the path's, or the body's; both given must agree.
-fn resolve_id(path_id: Option<&str>, body: &Map<String, Value>) -> Result<String, AdminError> {
-    let body_id = match body.get("id") {
+fn resolve_id(path_id: Option<&str>, body: &Map<String, Value>, field: &str) -> Result<String, AdminError> {
+    let body_id = match body.get(field) {
         None => None,
-        Some(v) => Some(id_string(v).ok_or_else(|| AdminError::bad_request("id must be a string or a number"))?),
+        Some(v) => {
+            Some(id_string(v).ok_or_else(|| AdminError::bad_request(format!("{field} must be a string or a number")))?)
+        }
     };
     match (path_id, body_id) {
         (Some(path), Some(body)) if path != body => {
@@ -261,7 +296,7 @@ fn resolve_id(path_id: Option<&str>, body: &Map<String, Value>) -> Result<String
         }
         (Some(path), _) => Ok(path.to_string()),
         (None, Some(body)) => Ok(body),
-        (None, None) => Err(AdminError::bad_request("missing id: put it in the path or in the body")),
+        (None, None) => Err(AdminError::bad_request(format!("missing {field}: put it in the path or in the body"))),
     }
 }
 
@@ -272,9 +307,11 @@ mod tests {
     #[test]
     fn ids_from_path_and_body_must_agree() {
         let body = json!({"id": 7}).as_object().cloned().unwrap();
-        assert_eq!(resolve_id(None, &body).unwrap(), "7");
-        assert_eq!(resolve_id(Some("7"), &body).unwrap(), "7");
-        assert!(resolve_id(Some("8"), &body).is_err());
-        assert!(resolve_id(None, &Map::new()).is_err());
+        assert_eq!(resolve_id(None, &body, "id").unwrap(), "7");
+        assert_eq!(resolve_id(Some("7"), &body, "id").unwrap(), "7");
+        assert!(resolve_id(Some("8"), &body, "id").is_err());
+        assert!(resolve_id(None, &Map::new(), "id").is_err());
+        let consumer = json!({"username": "jack"}).as_object().cloned().unwrap();
+        assert_eq!(resolve_id(None, &consumer, "username").unwrap(), "jack");
     }
 }

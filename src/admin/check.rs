@@ -62,6 +62,7 @@ pub fn noun(kind: Kind) -> &'static str {
         Kind::ProviderKeys => "provider key",
         Kind::Models => "model",
         Kind::ApiKeys => "API key",
+        Kind::Consumers => "consumer",
     }
 }
 

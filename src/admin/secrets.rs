@@ -51,7 +51,7 @@ pub fn fields(kind: Kind, resource: &Value, registry: &Registry) -> Vec<String> 
     match kind {
         Kind::ProviderKeys => PROVIDER_KEY_FIELDS.iter().map(|f| f.to_string()).collect(),
         Kind::Models | Kind::ApiKeys => Vec::new(),
-        Kind::Routes | Kind::Services => {
+        Kind::Routes | Kind::Services | Kind::Consumers => {
             let Some(Value::Object(plugins)) = resource.get("plugins") else { return Vec::new() };
             plugins
                 .keys()

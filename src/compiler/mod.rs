@@ -5,6 +5,7 @@
 //! resource that changed. Being the same functions, whatever reload would refuse is a 400 at the
 //! admin API naming the field, and whatever the admin API accepts goes live.
 
+pub mod consumers;
 pub mod model_api;
 pub mod routes;
 
@@ -12,17 +13,24 @@ use std::any::{Any, TypeId};
 use std::sync::Arc;
 
 use serde_json::Value;
-use switchyard_sdk::{BuildContext, Chain, ClientHandle, ClientSettings, ConfigError, Registry};
+use switchyard_sdk::{
+    BuildContext, Chain, ClientHandle, ClientSettings, ConfigError, CounterPolicy, CounterStore, Registry,
+};
+
+use crate::limits_store::CounterStores;
 
 use crate::compiled::{CompiledRoute, ServiceEntry};
 use crate::resource::Kind;
 use crate::transport::Transport;
 
+pub use consumers::{ConsumerDirectory, ConsumerEntry};
 pub use model_api::{ApiKeyEntry, ModelEntry, ProviderKeyEntry};
 
 pub struct Compiler {
     pub registry: Registry,
     pub transport: Arc<Transport>,
+    /// The counter stores lent to limiting plugins, kept across reloads.
+    pub counters: Arc<CounterStores>,
 }
 
 /// The resources a resource compiles against, already compiled: a route's service, a model's
@@ -55,6 +63,7 @@ pub enum Compiled {
     ProviderKey(Box<ProviderKeyEntry>),
     Model(ModelEntry),
     ApiKey(ApiKeyEntry),
+    Consumer(ConsumerEntry),
 }
 
 /// A compile function: the resource's id and stored JSON, and what it compiles against.
@@ -62,7 +71,7 @@ pub type CompileFn<T> = fn(&Compiler, &str, &Value, &dyn Dependencies) -> Result
 
 impl Compiler {
     pub fn new(registry: Registry, transport: Arc<Transport>) -> Self {
-        Self { registry, transport }
+        Self { registry, transport, counters: Arc::default() }
     }
 
     /// Compiles one resource of `kind` from its JSON with its kind's compile function: what the
@@ -81,6 +90,7 @@ impl Compiler {
             Kind::ProviderKeys => Compiled::ProviderKey(Box::new(model_api::provider_key(self, id, value, deps)?)),
             Kind::Models => Compiled::Model(model_api::model(self, id, value, deps)?),
             Kind::ApiKeys => Compiled::ApiKey(model_api::api_key(self, id, value, deps)?),
+            Kind::Consumers => Compiled::Consumer(consumers::consumer(self, id, value, deps)?),
         })
     }
 
@@ -91,7 +101,11 @@ impl Compiler {
         path: &str,
         deps: &dyn Dependencies,
     ) -> Result<Chain, ConfigError> {
-        self.registry.build_chain(plugins, path, &Context { transport: &self.transport, deps })
+        self.registry.build_chain(
+            plugins,
+            path,
+            &Context { transport: &self.transport, counters: &self.counters, deps },
+        )
     }
 }
 
@@ -106,7 +120,7 @@ pub fn dependency_field(kind: Kind) -> Option<(&'static str, Kind)> {
     match kind {
         Kind::Routes => Some(("service_id", Kind::Services)),
         Kind::Models => Some(("provider_key_id", Kind::ProviderKeys)),
-        Kind::Services | Kind::ProviderKeys | Kind::ApiKeys => None,
+        Kind::Services | Kind::ProviderKeys | Kind::ApiKeys | Kind::Consumers => None,
     }
 }
 
@@ -114,6 +128,7 @@ pub fn dependency_field(kind: Kind) -> Option<(&'static str, Kind)> {
 /// dependencies provide.
 struct Context<'a> {
     transport: &'a Transport,
+    counters: &'a CounterStores,
     deps: &'a dyn Dependencies,
 }
 
@@ -124,5 +139,9 @@ impl BuildContext for Context<'_> {
 
     fn provided(&self, type_id: TypeId) -> Option<Arc<dyn Any + Send + Sync>> {
         self.deps.provided(type_id)
+    }
+
+    fn counters(&self, policy: &CounterPolicy) -> Result<Arc<dyn CounterStore>, String> {
+        Ok(self.counters.get(policy))
     }
 }

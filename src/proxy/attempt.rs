@@ -13,11 +13,11 @@ use http::header::CONTENT_TYPE;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use switchyard_sdk::sse::{event_data, SseSplitter};
-use switchyard_sdk::{AttemptResult, Ctx, Flow, Phases, Response, Target, UpstreamRequest, Verdict};
+use switchyard_sdk::{AttemptResult, Chain, Ctx, Flow, Phases, Response, Target, UpstreamRequest, Verdict};
 use tokio::time::Instant;
 
 use super::request_id;
-use crate::compiled::CompiledRoute;
+
 use crate::error::ProxyError;
 use crate::transport::send::{attempt_result, send, UpstreamResponse};
 
@@ -53,18 +53,24 @@ pub enum Step {
     Retry(Result<Answer, ProxyError>),
 }
 
-/// Why the `before_proxy` phase stopped a request.
+/// Why the `before_proxy` phase stopped an attempt.
 pub enum Stopped {
+    /// Answer the client with this.
     Respond(Response),
     Failed(ProxyError),
+    /// Drop this attempt unsent (a spent rate limit); the target decides whether another one is
+    /// made or this is the answer.
+    Skip(Response),
 }
 
-/// Runs every plugin's `before_proxy` on one attempt.
-pub async fn before_proxy(route: &CompiledRoute, ctx: &mut Ctx, upstream: &mut UpstreamRequest) -> Result<(), Stopped> {
-    for entry in route.chain.with_phase(Phases::BEFORE_PROXY) {
+/// Runs every plugin's `before_proxy` on one attempt; `chain` is the request's (the route's,
+/// with an identified consumer's plugins merged over it).
+pub async fn before_proxy(chain: &Chain, ctx: &mut Ctx, upstream: &mut UpstreamRequest) -> Result<(), Stopped> {
+    for entry in chain.with_phase(Phases::BEFORE_PROXY) {
         match entry.plugin.before_proxy(ctx, upstream).await {
             Ok(Flow::Continue) => {}
             Ok(Flow::Respond(response)) => return Err(Stopped::Respond(response)),
+            Ok(Flow::Skip(response)) => return Err(Stopped::Skip(response)),
             Err(source) => return Err(Stopped::Failed(ProxyError::PluginFailed { plugin: entry.name, source })),
         }
     }

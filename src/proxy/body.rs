@@ -121,6 +121,8 @@ pub struct RelayBody {
     sse: Option<SseSplitter>,
     ctx: Ctx,
     finisher: Finisher,
+    /// The request's chain (its consumer's plugins merged in), for the body filters.
+    chain: switchyard_sdk::Chain,
     outcome: Outcome,
     limits: RelayLimits,
     stall: Pin<Box<Sleep>>,
@@ -150,6 +152,7 @@ impl RelayBody {
         Self {
             upstream,
             sse: event_stream.then(SseSplitter::new),
+            chain: finisher.chain(&ctx),
             ctx,
             finisher,
             outcome: Outcome { status, ..Outcome::default() },
@@ -185,7 +188,7 @@ impl RelayBody {
     /// Runs the body filters on one piece and returns it as a frame, or `None` when the filters
     /// emptied it.
     fn filtered(&mut self, mut chunk: Bytes, end: bool) -> Option<Bytes> {
-        for entry in self.finisher.route.chain.with_phase(switchyard_sdk::Phases::BODY_FILTER) {
+        for entry in self.chain.with_phase(switchyard_sdk::Phases::BODY_FILTER) {
             let plugin = &entry.plugin;
             plugin.body_filter(&mut self.ctx, &mut chunk, end);
         }

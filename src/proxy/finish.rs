@@ -3,9 +3,15 @@
 use std::sync::Arc;
 
 use http::{Method, Uri};
-use switchyard_sdk::{Ctx, Outcome, Phases};
+use switchyard_sdk::{Chain, Ctx, Outcome, Phases};
 
 use crate::compiled::CompiledRoute;
+
+/// The chain a request runs: its route's, or the route's with an identified consumer's plugins
+/// merged over it.
+pub fn request_chain(route: &CompiledRoute, ctx: &Ctx) -> Chain {
+    ctx.extensions.get::<ConsumerChain>().map_or_else(|| route.chain.clone(), |merged| merged.0.clone())
+}
 
 /// Carries what the log needs from the request head, so bodies can finish after the handler
 /// returned. Cloning it copies no string: the URI shares the request's bytes.
@@ -18,10 +24,21 @@ pub struct Finisher {
     pub access_log: bool,
 }
 
+/// A request's chain when its consumer has plugins of its own: the route's with the consumer's
+/// merged over it. Kept in the request's context once the consumer is known.
+#[derive(Clone)]
+pub struct ConsumerChain(pub Chain);
+
 impl Finisher {
+    /// The chain this request runs: its route's, or the one merged with its consumer's plugins.
+    /// Cloning a chain is one reference count.
+    pub fn chain(&self, ctx: &Ctx) -> Chain {
+        request_chain(&self.route, ctx)
+    }
+
     /// Runs once per request, when its response is complete or abandoned.
     pub fn finish(&self, ctx: &Ctx, outcome: &Outcome) {
-        for entry in self.route.chain.with_phase(Phases::LOG) {
+        for entry in self.chain(ctx).with_phase(Phases::LOG) {
             entry.plugin.log(ctx, outcome);
         }
         if !self.access_log {
@@ -39,6 +56,7 @@ impl Finisher {
             method = %self.method,
             path = %self.uri.path(),
             route = %ctx.route_id,
+            consumer = ctx.consumer.as_ref().map(|c| display(&c.username)),
             status = outcome.status,
             bytes = outcome.body_bytes,
             duration_ms = ctx.started.elapsed().as_secs_f64() * 1e3,

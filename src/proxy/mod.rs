@@ -48,7 +48,8 @@ pub async fn handle(
         Ok(body) => body,
         Err(err) => return refuse::refuse(&state, route, &head, client, id, err),
     };
-    pipeline::run(&state, route, Request { head, body }, client, id).await
+    let consumers = Arc::clone(&snapshot.consumer_directory) as Arc<dyn switchyard_sdk::Consumers>;
+    pipeline::run(&state, route, Request { head, body }, client, id, consumers).await
 }
 
 /// The request's host, lower case and without a port: `Host`, else the URI's authority.

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use switchyard_sdk::{Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response};
+use switchyard_sdk::{AttemptResult, Consumers, Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response, Verdict};
 
 use super::attempt::{self, Answer, Read, Step, Stopped};
 use super::body::{RelayBody, RelayLimits, ResponseBody};
-use super::finish::Finisher;
+use super::finish::{ConsumerChain, Finisher};
 use super::request_id;
 use super::resume::{Resumer, UpstreamBody};
 use crate::compiled::CompiledRoute;
@@ -43,8 +43,14 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// A failed attempt kept in case nothing better comes.
 enum Failure {
-    Response { status: StatusCode, headers: HeaderMap, body: Bytes },
+    Response {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
     Transport(ProxyError),
+    /// A plugin skipped the attempt unsent (`Flow::Skip`), with the answer to give if none follows.
+    Skipped(Response),
 }
 
 /// Serves a matched request through its route's chain and upstream.
@@ -54,9 +60,11 @@ pub async fn run(
     req: Request,
     client: SocketAddr,
     request_id: HeaderValue,
+    consumers: Arc<dyn Consumers>,
 ) -> hyper::Response<ResponseBody> {
     let mut ctx = Ctx::new(Arc::clone(&route.id), client, request_id);
     ctx.error_style = route.chain.error_style();
+    ctx.consumers = Some(consumers);
     let finisher = Finisher {
         route: Arc::clone(&route),
         method: req.head.method.clone(),
@@ -79,7 +87,8 @@ async fn serve(
     mut ctx: Ctx,
 ) -> hyper::Response<ResponseBody> {
     for phase in [Phases::REWRITE, Phases::ACCESS] {
-        for entry in route.chain.with_phase(phase) {
+        let chain = finisher.chain(&ctx);
+        for entry in chain.with_phase(phase) {
             let flow = if phase == Phases::REWRITE {
                 entry.plugin.rewrite(&mut ctx, &mut req).await
             } else {
@@ -87,8 +96,16 @@ async fn serve(
             };
             match flow {
                 Ok(Flow::Continue) => {}
-                Ok(Flow::Respond(response)) => return respond_local(finisher, ctx, response),
+                Ok(Flow::Respond(response) | Flow::Skip(response)) => return respond_local(finisher, ctx, response),
                 Err(source) => return fail(finisher, ctx, ProxyError::PluginFailed { plugin: entry.name, source }),
+            }
+        }
+        if phase == Phases::REWRITE {
+            if let Err(response) = adopt_consumer_plugins(&route, &mut ctx, &mut req).await {
+                return match response {
+                    Ok(response) => respond_local(finisher, ctx, response),
+                    Err(err) => fail(finisher, ctx, err),
+                };
             }
         }
     }
@@ -107,6 +124,7 @@ async fn serve(
                 return match last_failure {
                     None => fail(finisher, ctx, ProxyError::NoUpstream),
                     Some(Failure::Transport(err)) => fail(finisher, ctx, err),
+                    Some(Failure::Skipped(response)) => respond_local(finisher, ctx, response),
                     Some(Failure::Response { status, headers, body }) => {
                         let status = if give_up == GiveUp::LastAsBadGateway { StatusCode::BAD_GATEWAY } else { status };
                         respond_buffered(finisher, ctx, status, headers, body)
@@ -114,10 +132,17 @@ async fn serve(
                 };
             }
         };
-        match attempt::before_proxy(&route, &mut ctx, &mut upstream).await {
+        match attempt::before_proxy(&finisher.chain(&ctx), &mut ctx, &mut upstream).await {
             Ok(()) => {}
             Err(Stopped::Respond(response)) => return respond_local(finisher, ctx, response),
             Err(Stopped::Failed(err)) => return fail(finisher, ctx, err),
+            Err(Stopped::Skip(response)) => match target.judge(&mut ctx, &AttemptResult::Skipped) {
+                Verdict::Accept => return respond_local(finisher, ctx, response),
+                Verdict::Retry => {
+                    last_failure = Some(Failure::Skipped(response));
+                    continue;
+                }
+            },
         }
         let limits = RelayLimits {
             stall: upstream.timing.stream_idle.unwrap_or(upstream.timeout),
@@ -144,6 +169,27 @@ async fn serve(
             Step::Retry(Err(err)) => last_failure = Some(Failure::Transport(err)),
         }
     }
+}
+
+/// Runs once the rewrite phase identified a consumer with plugins of its own: the request's chain
+/// becomes the route's with the consumer's merged over it (consumer wins per plugin), and the
+/// consumer's plugins run their rewrite phase, which the route's chain did not have them run.
+/// `Err` carries the answer when one of them answers or fails.
+async fn adopt_consumer_plugins(
+    route: &CompiledRoute,
+    ctx: &mut Ctx,
+    req: &mut Request,
+) -> Result<(), Result<Response, ProxyError>> {
+    let Some(consumer) = ctx.consumer.clone().filter(|c| !c.chain.is_empty()) else { return Ok(()) };
+    ctx.extensions.insert(ConsumerChain(route.chain.merged_with(&consumer.chain)));
+    for entry in consumer.chain.with_phase(Phases::REWRITE) {
+        match entry.plugin.rewrite(ctx, req).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Respond(response) | Flow::Skip(response)) => return Err(Ok(response)),
+            Err(source) => return Err(Err(ProxyError::PluginFailed { plugin: entry.name, source })),
+        }
+    }
+    Ok(())
 }
 
 /// Relays an accepted upstream response: buffered whole, or streamed (always for event streams,
@@ -200,7 +246,7 @@ fn respond_buffered(
 ) -> hyper::Response<ResponseBody> {
     let mut head = response_head(status, headers, &ctx, false);
     run_header_filters(finisher, &mut ctx, &mut head);
-    for entry in finisher.route.chain.with_phase(Phases::BODY_FILTER) {
+    for entry in finisher.chain(&ctx).with_phase(Phases::BODY_FILTER) {
         entry.plugin.body_filter(&mut ctx, &mut body, true);
     }
     head.headers.insert(CONTENT_LENGTH, body.len().into());
@@ -229,7 +275,7 @@ fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &Ctx, streamed
 }
 
 fn run_header_filters(finisher: &Finisher, ctx: &mut Ctx, head: &mut http::response::Parts) {
-    for entry in finisher.route.chain.with_phase(Phases::HEADER_FILTER) {
+    for entry in finisher.chain(ctx).with_phase(Phases::HEADER_FILTER) {
         entry.plugin.header_filter(ctx, head);
     }
 }

@@ -167,7 +167,7 @@ async fn take_up(mut job: Job, route: Arc<CompiledRoute>, delivered: String, sta
             Resumption::Exhausted => break,
             Resumption::Attempt(upstream, mode) => (upstream, mode),
         };
-        if attempt::before_proxy(&route, ctx, &mut upstream).await.is_err() {
+        if attempt::before_proxy(&super::finish::request_chain(&route, ctx), ctx, &mut upstream).await.is_err() {
             break;
         }
         match attempt::attempt(upstream, target.as_mut(), ctx, *attempts, error_bodies).await {

@@ -1,6 +1,7 @@
 //! What the store holds, as serde specs, and the key layout.
 
 pub mod api_key;
+pub mod consumer;
 pub mod model;
 pub mod provider_key;
 pub mod route;
@@ -20,6 +21,7 @@ pub enum Kind {
     ProviderKeys,
     Models,
     ApiKeys,
+    Consumers,
 }
 
 impl Kind {
@@ -30,12 +32,21 @@ impl Kind {
             Kind::ProviderKeys => "provider_keys",
             Kind::Models => "models",
             Kind::ApiKeys => "api_keys",
+            Kind::Consumers => "consumers",
         }
     }
 
     /// Whether this kind belongs to the model API (`/admin/v1`), rather than to the APISIX API.
     pub fn is_model_api(self) -> bool {
         matches!(self, Kind::ProviderKeys | Kind::Models | Kind::ApiKeys)
+    }
+
+    /// The field that holds a resource's id: a consumer's `username`, everyone else's `id`.
+    pub fn id_field(self) -> &'static str {
+        match self {
+            Kind::Consumers => "username",
+            _ => "id",
+        }
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
@@ -45,6 +56,7 @@ impl Kind {
             "provider_keys" => Some(Kind::ProviderKeys),
             "models" => Some(Kind::Models),
             "api_keys" => Some(Kind::ApiKeys),
+            "consumers" => Some(Kind::Consumers),
             _ => None,
         }
     }

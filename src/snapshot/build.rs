@@ -9,7 +9,7 @@ use switchyard_sdk::ConfigError;
 
 use super::{Entry, Rejected, Snapshot, Source};
 use crate::compiler::model_api::CompiledModel;
-use crate::compiler::{self, model_api, routes, CompileFn, Compiler};
+use crate::compiler::{self, consumers, model_api, routes, CompileFn, Compiler, ConsumerDirectory};
 use crate::resource::{parse_key, stored_json, Kind};
 use crate::router::Router;
 use crate::store::KeyValue;
@@ -94,7 +94,25 @@ impl Snapshot {
             None => snapshot.assemble_catalog(group_prefix, compiler),
         }
         snapshot.rejected.extend(snapshot.catalog_rejected.iter().cloned());
+        let consumers = Loader::new(Kind::Consumers, consumers::consumer);
+        let consumers = snapshot.load(&consumers, of(Kind::Consumers), prev.map(|p| &p.consumers), compiler);
+        snapshot.consumers = snapshot.keep(consumers);
+        snapshot.index_consumers(group_prefix);
         snapshot
+    }
+
+    /// Indexes the consumers by credential, in id order, so the first of two holding the same
+    /// credential wins whatever the order of the reload. Cheap: one map entry per credential.
+    fn index_consumers(&mut self, group_prefix: &str) {
+        let mut directory = ConsumerDirectory::default();
+        for (id, entry) in sorted(&self.consumers) {
+            if let Err(error) = directory.add(&entry.compiled) {
+                let key = format!("{group_prefix}{}/{id}", Kind::Consumers.as_str());
+                tracing::warn!(key = %key, error = %error, "stored resource rejected");
+                self.rejected.push(Rejected { kind: Kind::Consumers.as_str().into(), id: id.to_string(), key, error });
+            }
+        }
+        self.consumer_directory = Arc::new(directory);
     }
 
     /// Compiles (or reuses from `prev`) every listed resource of one kind against this snapshot's
@@ -162,7 +180,7 @@ impl Snapshot {
         match kind {
             Kind::Services => self.services.get(id).map(|e| e.source.revision),
             Kind::ProviderKeys => self.provider_keys.get(id).map(|e| e.source.revision),
-            Kind::Routes | Kind::Models | Kind::ApiKeys => None,
+            Kind::Routes | Kind::Models | Kind::ApiKeys | Kind::Consumers => None,
         }
     }
 

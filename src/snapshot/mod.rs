@@ -10,7 +10,7 @@ use serde::Serialize;
 use switchyard_builtin::model_api::catalog::Catalog;
 
 use crate::compiled::{CompiledRoute, ServiceEntry};
-use crate::compiler::{ApiKeyEntry, Dependencies, ModelEntry, ProviderKeyEntry};
+use crate::compiler::{ApiKeyEntry, ConsumerDirectory, ConsumerEntry, Dependencies, ModelEntry, ProviderKeyEntry};
 use crate::resource::Kind;
 use crate::router::Router;
 
@@ -60,6 +60,10 @@ pub struct Snapshot {
     pub provider_keys: HashMap<String, Entry<ProviderKeyEntry>>,
     pub models: HashMap<String, Entry<ModelEntry>>,
     pub api_keys: HashMap<String, Entry<ApiKeyEntry>>,
+    pub consumers: HashMap<String, Entry<ConsumerEntry>>,
+    /// The consumers above by credential, for authentication plugins (a consumer whose credential
+    /// another already holds is left out, and listed in `rejected`).
+    pub consumer_directory: Arc<ConsumerDirectory>,
     /// What the built-in routes serve: the models and caller keys above.
     pub catalog: Arc<Catalog>,
     pub rejected: Vec<Rejected>,

@@ -7,6 +7,7 @@ pub mod logs;
 pub mod mock;
 pub mod node;
 pub mod raw;
+pub mod redis;
 
 pub use etcd::Etcd;
 pub use gateway::TestGateway;

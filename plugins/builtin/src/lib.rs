@@ -4,6 +4,8 @@
 
 pub mod ai_proxy;
 pub mod ai_proxy_multi;
+pub mod ai_rate_limiting;
+pub mod key_auth;
 pub mod model_api;
 pub mod proxy_buffering;
 
@@ -17,6 +19,8 @@ pub fn registry(base_urls: &BaseUrls) -> Registry {
     let mut registry = Registry::new();
     registry.register(Arc::new(ai_proxy::AiProxyFactory::new(base_urls.clone())));
     registry.register(Arc::new(ai_proxy_multi::AiProxyMultiFactory::new(base_urls.clone())));
+    registry.register(Arc::new(ai_rate_limiting::AiRateLimitingFactory));
+    registry.register(Arc::new(key_auth::KeyAuthFactory));
     registry.register(Arc::new(model_api::ModelApiFactory));
     registry.register(Arc::new(proxy_buffering::ProxyBufferingFactory));
     registry

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::Target;
+use crate::{Consumer, Consumers, Target};
 
 /// How the gateway renders the errors it makes for this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,6 +66,11 @@ pub struct Ctx {
     pub log: LogRecord,
     /// Each plugin's private per-request state, one slot per type.
     pub extensions: http::Extensions,
+    /// The live config's consumers, for authentication plugins to look callers up in.
+    pub consumers: Option<Arc<dyn Consumers>>,
+    /// The caller an authentication plugin identified: later plugins, the balancer (`hash_on:
+    /// consumer`) and the access log see it, and its plugins replace the route's.
+    pub consumer: Option<Arc<Consumer>>,
 }
 
 impl Ctx {
@@ -81,6 +86,8 @@ impl Ctx {
             response_headers: HeaderMap::new(),
             log: LogRecord::default(),
             extensions: http::Extensions::new(),
+            consumers: None,
+            consumer: None,
         }
     }
 }

@@ -10,6 +10,8 @@
 extern crate self as switchyard_sdk;
 
 pub mod balancer;
+pub mod consumer;
+pub mod counters;
 pub mod ctx;
 pub mod error;
 pub mod headers;
@@ -23,6 +25,8 @@ pub mod target;
 pub mod testing;
 pub mod transport;
 
+pub use consumer::{Consumer, Consumers};
+pub use counters::{Admission, Counter, CounterError, CounterPolicy, CounterState, CounterStore, RedisSettings};
 pub use ctx::{Ctx, ErrorStyle, LogRecord, Usage};
 pub use error::{parse_config, ConfigError, PluginError};
 pub use plugin::{Flow, Outcome, Phases, Plugin, PluginFactory, Request, Response};

@@ -23,6 +23,10 @@ pub enum Flow {
     Continue,
     /// Answer the client with this response now; later request phases are skipped, `log` still runs.
     Respond(Response),
+    /// `before_proxy` only: drop this attempt unsent and ask the target for another (its `judge`
+    /// sees [`crate::AttemptResult::Skipped`]); when none is left, answer with this response. In
+    /// the other phases it answers at once, as `Respond` does.
+    Skip(Response),
 }
 
 /// What happened to a request, handed to every plugin's `log` phase once the response is done.
@@ -74,6 +78,12 @@ pub trait PluginFactory: Send + Sync + 'static {
     /// back keeps the stored value. Every field that holds a credential must be listed.
     fn secret_fields(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// For an authentication plugin: the credential a consumer's config of it carries (key-auth's
+    /// `key`), by which the core indexes consumers; `None` when the config holds none. Called
+    /// when consumers compile, after `build` accepted the config.
+    fn consumer_credential(&self, _config: &serde_json::Value) -> Option<String> {
+        None
     }
     /// Parses, validates and compiles one route's config. Called by the admin API on every write
     /// (to reject bad input) and by reload (to build the snapshot), so it must be pure: no IO and

@@ -87,6 +87,9 @@ pub enum AttemptResult<'a> {
     FirstEventTimedOut,
     /// Another transport failure (reset, TLS, protocol).
     Failed,
+    /// Never sent: a plugin's `before_proxy` dropped it (`Flow::Skip`, e.g. the instance's rate
+    /// limit is spent). Says nothing about the upstream's health.
+    Skipped,
 }
 
 /// The target's decision about an attempt.

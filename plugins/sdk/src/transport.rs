@@ -61,6 +61,12 @@ pub trait BuildContext: Send + Sync {
     fn provided(&self, _type_id: TypeId) -> Option<Arc<dyn Any + Send + Sync>> {
         None
     }
+
+    /// The counter store for `policy`, shared by every config naming the same one (so counters
+    /// survive reloads). Opens no connection: a Redis store connects on first use.
+    fn counters(&self, _policy: &crate::CounterPolicy) -> Result<Arc<dyn crate::CounterStore>, String> {
+        Err("this build lends no counter store".into())
+    }
 }
 
 /// The `T` the core provides to this compile ([`BuildContext::provided`]), if any.

@@ -20,6 +20,8 @@ use super::select::Selector;
 /// Which failures move a request to the next instance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Strategy {
+    /// A spent `ai-rate-limiting` limit moves to the next instance.
+    pub(crate) on_rate_limit: bool,
     pub(crate) on_429: bool,
     pub(crate) on_5xx: bool,
     /// Connection refused, timeouts, broken connections.
@@ -40,13 +42,17 @@ impl Strategy {
         let single = matches!(config, Some(FallbackStrategyConfig::One(_)));
         for (path, name) in names {
             match name {
-                "http_429" | "rate_limiting" => strategy.on_429 = true,
+                "http_429" => strategy.on_429 = true,
+                "rate_limiting" => {
+                    strategy.on_429 = true;
+                    strategy.on_rate_limit = true;
+                }
                 "http_5xx" => {
                     strategy.on_5xx = true;
                     strategy.on_transport = true;
                 }
                 "instance_health_and_rate_limiting" if single => {
-                    strategy = Strategy { on_429: true, on_5xx: true, on_transport: true };
+                    strategy = Strategy { on_rate_limit: true, on_429: true, on_5xx: true, on_transport: true };
                 }
                 _ => {
                     return Err(ConfigError::new(

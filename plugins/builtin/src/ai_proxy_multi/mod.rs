@@ -143,6 +143,13 @@ impl PluginFactory for AiProxyMultiFactory {
     }
 }
 
+/// Put in the request's context by `ai-proxy-multi` when its `fallback_strategy` lets an instance
+/// whose rate limit is spent leave rotation for the request (`rate_limiting`,
+/// `instance_health_and_rate_limiting`): `ai-rate-limiting` then skips to the next instance
+/// instead of rejecting.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitFallback;
+
 /// A passive check's cooldowns must make sense.
 fn check_cooldowns(passive: &PassiveConfig) -> Result<(), ConfigError> {
     if passive.cooldown_ms == 0 {
@@ -181,7 +188,10 @@ impl Plugin for AiProxyMulti {
             Ok(body) => body,
             Err(response) => return Ok(Flow::Respond(*response)),
         };
-        let key = self.shared.selector.key(req, &ctx.client_addr.ip().to_string());
+        let key = self.shared.selector.key(req, ctx);
+        if self.shared.strategy.on_rate_limit {
+            ctx.extensions.insert(RateLimitFallback);
+        }
         ctx.target = Some(Box::new(MultiTarget::new(Arc::clone(&self.shared), body, key)));
         Ok(Flow::Continue)
     }

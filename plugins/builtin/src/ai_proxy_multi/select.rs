@@ -6,7 +6,7 @@
 //! maps to the same instance on every node, every build, and after any reordering of `instances`.
 
 use switchyard_sdk::balancer::SmoothWeighted;
-use switchyard_sdk::{ConfigError, Request};
+use switchyard_sdk::{ConfigError, Ctx, Request};
 
 use super::config::BalancerConfig;
 
@@ -27,7 +27,7 @@ pub enum HashOn {
     Var(String),
     Header(String),
     Cookie(String),
-    /// No consumers exist in this build: the client address stands in.
+    /// The consumer an authentication plugin identified; the client address when none was.
     Consumer,
 }
 
@@ -77,8 +77,9 @@ impl Selector {
     }
 
     /// The request's hash key, when the balancer hashes and the request carries the key.
-    pub fn key(&self, req: &Request, client_ip: &str) -> Option<String> {
+    pub fn key(&self, req: &Request, ctx: &Ctx) -> Option<String> {
         let hash_on = self.hash_on.as_ref()?;
+        let client_ip = || ctx.client_addr.ip().to_string();
         let header = |name: &str| req.head.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let cookie = |name: &str| {
             req.head.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
@@ -91,9 +92,9 @@ impl Selector {
         match hash_on {
             HashOn::Header(name) => header(name),
             HashOn::Cookie(name) => cookie(name),
-            HashOn::Consumer => Some(client_ip.to_string()),
+            HashOn::Consumer => Some(ctx.consumer.as_ref().map_or_else(client_ip, |c| c.username.to_string())),
             HashOn::Var(var) => match var.as_str() {
-                "remote_addr" => Some(client_ip.to_string()),
+                "remote_addr" => Some(client_ip()),
                 "uri" => Some(req.head.uri.path().to_string()),
                 "request_uri" => Some(req.head.uri.to_string()),
                 "host" => header("host"),

@@ -252,6 +252,9 @@ impl Target for MultiTarget {
                 health.record_transport(TransportFailure::Timeout, now);
                 Verdict::Retry
             }
+            // Only skipped when the fallback strategy lets a spent rate limit move on (the rate
+            // limiter asks `RateLimitFallback` first): say nothing of the instance's health.
+            AttemptResult::Skipped => Verdict::Retry,
         }
     }
 

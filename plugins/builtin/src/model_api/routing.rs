@@ -150,7 +150,7 @@ impl RoutingAlias {
         Ok(Engine {
             members,
             selector: Selector::new(&weights, &BalancerConfig::default())?,
-            strategy: Strategy { on_429: routing.retry_on_429, on_5xx: true, on_transport: true },
+            strategy: Strategy { on_rate_limit: false, on_429: routing.retry_on_429, on_5xx: true, on_transport: true },
             fallback_statuses: Vec::new(),
             fallback_codes: routing.fallback_codes.clone(),
             max_retries: routing.max_fallbacks,

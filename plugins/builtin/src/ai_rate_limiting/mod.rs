@@ -1,0 +1,366 @@
+//! `ai-rate-limiting` (APISIX 3.18, priority 1030): token budgets per route, per consumer, per
+//! `ai-proxy-multi` instance or per rule key, counted in the core's counter store (in process, or
+//! Redis shared by every node).
+//!
+//! Beyond APISIX, it reserves at admission: an estimate of the request's cost is reserved
+//! atomically before the request goes upstream ([`estimate`]), and settled to the real usage when
+//! the response ends (a refund, or a further charge); an attempt that fails upstream refunds its
+//! reservation. So concurrent requests cannot all pass a nearly spent limit: a counter never holds
+//! more than its limit plus one request's estimate.
+
+mod config;
+mod cost_expr;
+mod estimate;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use http::header::{HeaderName, RETRY_AFTER};
+use http::{HeaderMap, StatusCode};
+use switchyard_sdk::respond::{error_response, json_response};
+use switchyard_sdk::{
+    derive_phases, parse_config, Admission, BuildContext, ConfigError, Counter, CounterState, CounterStore, Ctx, Flow,
+    Outcome, Plugin, PluginError, PluginFactory, Request, Response, UpstreamRequest, Usage,
+};
+
+use self::config::{positive, Quota, RawConfig, Strategy};
+use self::estimate::Estimate;
+use crate::ai_proxy_multi::RateLimitFallback;
+
+pub struct AiRateLimitingFactory;
+
+impl PluginFactory for AiRateLimitingFactory {
+    fn name(&self) -> &'static str {
+        "ai-rate-limiting"
+    }
+
+    fn priority(&self) -> i32 {
+        1030
+    }
+
+    fn secret_fields(&self) -> Vec<String> {
+        vec!["redis_password".into()]
+    }
+
+    fn build(&self, config: &serde_json::Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {
+        let raw: RawConfig = parse_config(config)?;
+        let quota = raw.quota()?;
+        let mut instances = Vec::with_capacity(raw.instances.len());
+        for (i, instance) in raw.instances.iter().enumerate() {
+            let here = format!("instances[{i}]");
+            let limit = positive(&instance.limit, &format!("{here}.limit"))?;
+            let window = positive(&instance.time_window, &format!("{here}.time_window"))?;
+            instances.push((instance.name.clone(), Quota { limit, window: Duration::from_secs(window) }));
+        }
+        let mut rules = Vec::with_capacity(raw.rules.len());
+        for (i, rule) in raw.rules.iter().enumerate() {
+            let here = format!("rules[{i}]");
+            let limit = positive(&rule.count, &format!("{here}.count"))?;
+            let window = positive(&rule.time_window, &format!("{here}.time_window"))?;
+            if rule.key.is_empty() {
+                return Err(ConfigError::new(format!("{here}.key"), "must not be empty"));
+            }
+            let suffix = rule.header_prefix.as_deref().map_or_else(String::new, |p| format!("-{p}"));
+            rules.push(Rule {
+                key: rule.key.clone(),
+                quota: Quota { limit, window: Duration::from_secs(window) },
+                headers: QuotaHeaders::new(&suffix)
+                    .map_err(|e| ConfigError::new(format!("{here}.header_prefix"), e))?,
+            });
+        }
+        if !rules.is_empty() && (quota.is_some() || !instances.is_empty()) {
+            return Err(ConfigError::new("rules", "cannot be combined with limit or instances"));
+        }
+        if rules.is_empty() && quota.is_none() && instances.is_empty() {
+            return Err(ConfigError::new("limit", "is required (or instances, or rules)"));
+        }
+        if !(200..=599).contains(&raw.rejected_code) {
+            return Err(ConfigError::new("rejected_code", "must be a status from 200 to 599"));
+        }
+        let strategy = raw.strategy()?;
+        let store = ctx.counters(&raw.policy()?).map_err(|e| ConfigError::new("policy", e))?;
+        Ok(Arc::new(AiRateLimiting {
+            quota,
+            instances,
+            rules,
+            strategy,
+            store,
+            show_headers: raw.show_limit_quota_header,
+            rejected_code: StatusCode::from_u16(raw.rejected_code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            rejected_msg: raw.rejected_msg,
+            allow_degradation: raw.allow_degradation,
+            default_completion_tokens: raw.default_completion_tokens,
+            last_warning: AtomicU64::new(0),
+        }))
+    }
+}
+
+struct Rule {
+    key: String,
+    quota: Quota,
+    headers: QuotaHeaders,
+}
+
+/// `X-AI-RateLimit-{Limit,Remaining,Reset}<suffix>`, made once per config.
+struct QuotaHeaders {
+    limit: HeaderName,
+    remaining: HeaderName,
+    reset: HeaderName,
+}
+
+impl QuotaHeaders {
+    fn new(suffix: &str) -> Result<Self, String> {
+        let name = |what: &str| {
+            HeaderName::from_bytes(format!("x-ai-ratelimit-{what}{suffix}").to_ascii_lowercase().as_bytes())
+                .map_err(|_| "must make a valid header name".to_string())
+        };
+        Ok(Self { limit: name("limit")?, remaining: name("remaining")?, reset: name("reset")? })
+    }
+
+    fn write(&self, headers: &mut HeaderMap, state: &CounterState) {
+        headers.insert(&self.limit, state.limit.into());
+        headers.insert(&self.remaining, state.remaining.into());
+        headers.insert(&self.reset, seconds(state.reset).into());
+    }
+}
+
+struct AiRateLimiting {
+    quota: Option<Quota>,
+    instances: Vec<(String, Quota)>,
+    rules: Vec<Rule>,
+    strategy: Strategy,
+    store: Arc<dyn CounterStore>,
+    show_headers: bool,
+    rejected_code: StatusCode,
+    rejected_msg: Option<String>,
+    allow_degradation: bool,
+    default_completion_tokens: u64,
+    /// When the last "counter store unreachable" warning was logged (Unix seconds).
+    last_warning: AtomicU64,
+}
+
+/// What this request reserved, in its slot of `ctx.extensions`.
+#[derive(Clone, Default)]
+struct Reserved {
+    estimate: Estimate,
+    /// The reservation of the instance being tried: (stored key, cost).
+    instance: Option<(String, u64)>,
+    /// The rules' reservations.
+    rules: Vec<(String, u64)>,
+}
+
+/// Whole seconds, rounded up (a reset 0.2 s away is 1 s).
+fn seconds(duration: Duration) -> u64 {
+    duration.as_millis().div_ceil(1000) as u64
+}
+
+enum Checked {
+    Admitted(Vec<String>),
+    Rejected(Response),
+    Unavailable(Response),
+}
+
+impl AiRateLimiting {
+    /// The cost a request reserves: its estimated usage, as the strategy counts it.
+    fn estimated_cost(&self, estimate: &Estimate) -> u64 {
+        self.cost(&estimate.usage())
+    }
+
+    fn cost(&self, usage: &Usage) -> u64 {
+        match &self.strategy {
+            Strategy::Total => usage.total_tokens,
+            Strategy::Prompt => usage.prompt_tokens,
+            Strategy::Completion => usage.completion_tokens,
+            Strategy::Expression(expr) => expr.cost(usage),
+        }
+    }
+
+    /// The counter key of `scope` for this request: per route, per consumer when one is known.
+    fn key(ctx: &Ctx, scope: &str) -> String {
+        let consumer = ctx.consumer.as_ref().map_or("", |c| &c.username);
+        format!("ai-rate-limiting:{}:{consumer}:{scope}", ctx.route_id)
+    }
+
+    /// Reserves `cost` on `counters` (one quota each), writing the quota headers.
+    async fn check(&self, ctx: &mut Ctx, counters: Vec<Counter>, headers: &[&QuotaHeaders]) -> Checked {
+        match self.store.reserve(&counters).await {
+            Ok(Admission::Admitted { keys, states }) => {
+                if self.show_headers {
+                    for (headers, state) in headers.iter().zip(&states) {
+                        headers.write(&mut ctx.response_headers, state);
+                    }
+                }
+                Checked::Admitted(keys)
+            }
+            Ok(Admission::Rejected { index, state, retry_after }) => {
+                let mut response = self.rejection();
+                if self.show_headers {
+                    if let Some(headers) = headers.get(index) {
+                        headers.write(response.headers_mut(), &state);
+                    }
+                }
+                response.headers_mut().insert(RETRY_AFTER, seconds(retry_after).max(1).into());
+                Checked::Rejected(response)
+            }
+            Err(err) => {
+                if self.allow_degradation {
+                    self.warn_degraded(&err.to_string());
+                    return Checked::Admitted(Vec::new());
+                }
+                tracing::warn!(route = %ctx.route_id, error = %err, "ai-rate-limiting: counter store unavailable");
+                Checked::Unavailable(error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ctx.error_style,
+                    "rate limit counters are unavailable",
+                    "rate_limit_unavailable",
+                ))
+            }
+        }
+    }
+
+    fn rejection(&self) -> Response {
+        match &self.rejected_msg {
+            Some(message) => json_response(self.rejected_code, &serde_json::json!({ "error_msg": message })),
+            None => error_response(
+                self.rejected_code,
+                switchyard_sdk::ErrorStyle::OpenAi,
+                "AI rate limit exceeded",
+                "rate_limit_exceeded",
+            ),
+        }
+    }
+
+    /// Logs that requests are served without limits, at most once per 10 s.
+    fn warn_degraded(&self, error: &str) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last + 10
+            && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(
+                error,
+                "ai-rate-limiting: counter store unavailable; serving without limits (allow_degradation)"
+            );
+        }
+    }
+
+    /// The value of a rule's key for this request (`$remote_addr`, `$consumer_name`,
+    /// `$http_<name>`, `$arg_<name>`, `$uri`, or a literal); the client address when empty.
+    fn rule_value(ctx: &Ctx, req: &Request, key: &str) -> String {
+        let value = match key.strip_prefix('$') {
+            None => Some(key.to_string()),
+            Some("remote_addr") => None,
+            Some("consumer_name") => ctx.consumer.as_ref().map(|c| c.username.to_string()),
+            Some("uri") => Some(req.head.uri.path().to_string()),
+            Some(var) => {
+                if let Some(name) = var.strip_prefix("http_") {
+                    let name = name.replace('_', "-");
+                    req.head.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string)
+                } else if let Some(name) = var.strip_prefix("arg_") {
+                    req.head.uri.query().and_then(|q| {
+                        q.split('&')
+                            .filter_map(|p| p.split_once('='))
+                            .find(|(k, _)| *k == name)
+                            .map(|(_, v)| v.to_string())
+                    })
+                } else {
+                    None
+                }
+            }
+        };
+        value.filter(|v| !v.is_empty()).unwrap_or_else(|| ctx.client_addr.ip().to_string())
+    }
+}
+
+#[derive_phases]
+#[async_trait]
+impl Plugin for AiRateLimiting {
+    /// Estimates the request's cost, and reserves it on the rules' counters.
+    async fn access(&self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, PluginError> {
+        let estimate = Estimate::of(&req.body, self.default_completion_tokens);
+        let cost = self.estimated_cost(&estimate);
+        let mut reserved = Reserved { estimate, ..Reserved::default() };
+        if !self.rules.is_empty() {
+            let counters: Vec<Counter> = self
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, rule)| Counter {
+                    key: Self::key(ctx, &format!("rule{i}:{}", Self::rule_value(ctx, req, &rule.key))),
+                    limit: rule.quota.limit,
+                    window: Some(rule.quota.window),
+                    cost,
+                })
+                .collect();
+            let headers: Vec<&QuotaHeaders> = self.rules.iter().map(|r| &r.headers).collect();
+            match self.check(ctx, counters, &headers).await {
+                Checked::Admitted(keys) => reserved.rules = keys.into_iter().map(|k| (k, cost)).collect(),
+                Checked::Rejected(response) | Checked::Unavailable(response) => return Ok(Flow::Respond(response)),
+            }
+        }
+        ctx.extensions.insert(reserved);
+        Ok(Flow::Continue)
+    }
+
+    /// Reserves on the counter of the instance this attempt goes to (refunding the one a failed
+    /// earlier attempt reserved); a spent instance is skipped when `ai-proxy-multi`'s fallback
+    /// strategy allows it, else the request is rejected.
+    async fn before_proxy(&self, ctx: &mut Ctx, upstream: &mut UpstreamRequest) -> Result<Flow, PluginError> {
+        let Some(mut reserved) = ctx.extensions.get_mut::<Reserved>().map(std::mem::take) else {
+            return Ok(Flow::Continue);
+        };
+        if let Some((key, cost)) = reserved.instance.take() {
+            self.store.settle(vec![(key, -(cost as i64))]);
+        }
+        let name: &str = &upstream.label;
+        let quota = self.instances.iter().find(|(n, _)| n == name).map(|(_, q)| *q).or(self.quota);
+        let Some(quota) = quota else {
+            ctx.extensions.insert(reserved);
+            return Ok(Flow::Continue);
+        };
+        let cost = self.estimated_cost(&reserved.estimate);
+        let counter = Counter {
+            key: Self::key(ctx, &format!("instance:{name}")),
+            limit: quota.limit,
+            window: Some(quota.window),
+            cost,
+        };
+        let headers = QuotaHeaders::new(&format!("-{name}")).ok();
+        let headers: Vec<&QuotaHeaders> = headers.iter().collect();
+        let flow = match self.check(ctx, vec![counter], &headers).await {
+            Checked::Admitted(keys) => {
+                reserved.instance = keys.into_iter().next().map(|k| (k, cost));
+                Flow::Continue
+            }
+            Checked::Rejected(response) if ctx.extensions.get::<RateLimitFallback>().is_some() => Flow::Skip(response),
+            Checked::Rejected(response) | Checked::Unavailable(response) => Flow::Respond(response),
+        };
+        ctx.extensions.insert(reserved);
+        Ok(flow)
+    }
+
+    /// Settles every reservation to the real usage, or refunds it when the request failed.
+    fn log(&self, ctx: &Ctx, outcome: &Outcome) {
+        let Some(reserved) = ctx.extensions.get::<Reserved>() else { return };
+        let served = outcome.status < 400 && outcome.reason.is_none();
+        let actual = match (served, ctx.log.usage.as_ref()) {
+            (false, _) => Some(0),
+            (true, Some(usage)) => Some(self.cost(usage)),
+            // Served, but the provider reported no usage: the estimate stands.
+            (true, None) => None,
+        };
+        let Some(actual) = actual else { return };
+        let adjustments: Vec<(String, i64)> = reserved
+            .rules
+            .iter()
+            .chain(reserved.instance.iter())
+            .map(|(key, cost)| (key.clone(), actual as i64 - *cost as i64))
+            .filter(|(_, delta)| *delta != 0)
+            .collect();
+        if !adjustments.is_empty() {
+            self.store.settle(adjustments);
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Counters in Redis, shared by every node: one server-side script per admission and one per
+//! settlement (a single round trip each), over one multiplexed, self-reconnecting connection
+//! (`redis::aio::ConnectionManager`), with `timeout` on connecting and on every answer.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Script};
+use switchyard_sdk::{Admission, Counter, CounterError, CounterStore, RedisSettings};
+use tokio::sync::OnceCell;
+
+use super::{now_ms, state, windowed};
+
+/// KEYS: the counters; ARGV: per counter `limit, ttl_ms, cost`. All are checked before any is
+/// charged: `{0, i, value}` names the first spent counter, `{1, v1, v2, ...}` the new values.
+const RESERVE: &str = r"
+for i = 1, #KEYS do
+  local value = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if value >= tonumber(ARGV[3 * i - 2]) then return {0, i, value} end
+end
+local out = {1}
+for i = 1, #KEYS do
+  local value = redis.call('INCRBY', KEYS[i], ARGV[3 * i])
+  if redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], ARGV[3 * i - 1]) end
+  out[#out + 1] = value
+end
+return out
+";
+
+/// KEYS: the counters; ARGV: a delta per counter. A counter whose window expired is left alone.
+const SETTLE: &str = r"
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    if redis.call('INCRBY', KEYS[i], ARGV[i]) < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+  end
+end
+return 1
+";
+
+pub struct RedisCounters {
+    addr: ConnectionAddr,
+    redis: RedisConnectionInfo,
+    timeout: Duration,
+    connection: OnceCell<ConnectionManager>,
+    reserve: Script,
+    settle: Script,
+}
+
+impl RedisCounters {
+    /// Runs when a config naming this server first compiles: connects on first use, not here.
+    pub fn new(settings: &RedisSettings) -> Self {
+        let addr = if settings.ssl {
+            ConnectionAddr::TcpTls {
+                host: settings.host.clone(),
+                port: settings.port,
+                insecure: !settings.ssl_verify,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(settings.host.clone(), settings.port)
+        };
+        let mut redis = RedisConnectionInfo::default().set_db(i64::from(settings.database));
+        if let Some(username) = &settings.username {
+            redis = redis.set_username(username);
+        }
+        if let Some(password) = &settings.password {
+            redis = redis.set_password(password);
+        }
+        Self {
+            addr,
+            redis,
+            timeout: settings.timeout,
+            connection: OnceCell::new(),
+            reserve: Script::new(RESERVE),
+            settle: Script::new(SETTLE),
+        }
+    }
+
+    /// The shared connection, opened on first use (again after a failed first try).
+    async fn connection(&self) -> Result<ConnectionManager, CounterError> {
+        let connect = async {
+            let info = IntoConnectionInfo::into_connection_info(self.addr.clone())
+                .map(|info: ConnectionInfo| info.set_redis_settings(self.redis.clone()));
+            let client = info.and_then(redis::Client::open).map_err(|e| CounterError(e.to_string()))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout))
+                .set_number_of_retries(1);
+            ConnectionManager::new_with_config(client, config).await.map_err(|e| CounterError(e.to_string()))
+        };
+        let connect = async {
+            tokio::time::timeout(self.timeout, connect)
+                .await
+                .map_err(|_| CounterError("timed out connecting to Redis".into()))?
+        };
+        self.connection.get_or_try_init(|| connect).await.cloned()
+    }
+}
+
+#[async_trait]
+impl CounterStore for RedisCounters {
+    async fn reserve(&self, counters: &[Counter]) -> Result<Admission, CounterError> {
+        let now_ms = now_ms();
+        let keyed: Vec<(String, Duration)> = counters.iter().map(|c| windowed(&c.key, c.window, now_ms)).collect();
+        let mut invocation = self.reserve.prepare_invoke();
+        for (counter, (key, left)) in counters.iter().zip(&keyed) {
+            invocation.key(key).arg(counter.limit).arg(left.as_millis().max(1) as u64).arg(counter.cost);
+        }
+        let answer = async {
+            let mut connection = self.connection().await?;
+            invocation.invoke_async::<Vec<i64>>(&mut connection).await.map_err(|e| CounterError(e.to_string()))
+        };
+        let answer = tokio::time::timeout(self.timeout, answer)
+            .await
+            .map_err(|_| CounterError("timed out waiting for Redis".into()))??;
+        let number = |i: usize| answer.get(i).copied().unwrap_or(0).max(0) as u64;
+        if number(0) == 0 {
+            let index = (number(1) as usize).saturating_sub(1).min(counters.len().saturating_sub(1));
+            let counter = counters.get(index).ok_or_else(|| CounterError("no counter".into()))?;
+            let gauge = counter.window.is_none();
+            let left = keyed[index].1;
+            let state = state(counter.limit, number(2), left, gauge);
+            return Ok(Admission::Rejected { index, state, retry_after: if gauge { Duration::ZERO } else { left } });
+        }
+        let states = counters
+            .iter()
+            .zip(&keyed)
+            .enumerate()
+            .map(|(i, (counter, (_, left)))| state(counter.limit, number(i + 1), *left, counter.window.is_none()))
+            .collect();
+        Ok(Admission::Admitted { keys: keyed.into_iter().map(|(key, _)| key).collect(), states })
+    }
+
+    fn settle(&self, adjustments: Vec<(String, i64)>) {
+        let adjustments: Vec<_> = adjustments.into_iter().filter(|(_, delta)| *delta != 0).collect();
+        if adjustments.is_empty() {
+            return;
+        }
+        let Some(mut connection) = self.connection.get().cloned() else { return };
+        let (script, timeout) = (self.settle.clone(), self.timeout);
+        tokio::spawn(async move {
+            let mut invocation = script.prepare_invoke();
+            for (key, delta) in &adjustments {
+                invocation.key(key).arg(*delta);
+            }
+            let settled = tokio::time::timeout(timeout, invocation.invoke_async::<i64>(&mut connection)).await;
+            if !matches!(settled, Ok(Ok(_))) {
+                tracing::debug!("a rate limit settlement did not reach Redis");
+            }
+        });
+    }
+}
