@@ -50,26 +50,25 @@ impl BackgroundWork {
     /// plugins reused from the previous snapshot, and stops the rest.
     pub fn sync(&mut self, snapshot: &Snapshot) {
         let mut live = HashMap::with_capacity(self.running.len());
-        for route in snapshot.enabled_routes() {
-            for plugin in route.chain.plugins() {
-                let key = Arc::as_ptr(plugin).cast::<()>() as usize;
-                if live.contains_key(&key) {
-                    continue;
-                }
-                let running = match self.running.remove(&key) {
-                    Some(running) => running,
-                    None => {
-                        let tasks = plugin.background(&self.io);
-                        if tasks.is_empty() {
-                            continue;
-                        }
-                        self.stats.started.fetch_add(tasks.len() as u64, Ordering::Relaxed);
-                        let tasks = tasks.into_iter().map(|task| tokio::spawn(task).abort_handle()).collect();
-                        Running { _plugin: Arc::clone(plugin), tasks }
-                    }
-                };
-                live.insert(key, running);
+        let route_plugins = snapshot.enabled_routes().flat_map(|route| route.chain.plugins());
+        for plugin in snapshot.global_chain.plugins().chain(route_plugins) {
+            let key = Arc::as_ptr(plugin).cast::<()>() as usize;
+            if live.contains_key(&key) {
+                continue;
             }
+            let running = match self.running.remove(&key) {
+                Some(running) => running,
+                None => {
+                    let tasks = plugin.background(&self.io);
+                    if tasks.is_empty() {
+                        continue;
+                    }
+                    self.stats.started.fetch_add(tasks.len() as u64, Ordering::Relaxed);
+                    let tasks = tasks.into_iter().map(|task| tokio::spawn(task).abort_handle()).collect();
+                    Running { _plugin: Arc::clone(plugin), tasks }
+                }
+            };
+            live.insert(key, running);
         }
         // What is left in `running` belongs to plugins that left the snapshot: dropping aborts it.
         self.running = live;

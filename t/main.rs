@@ -8,6 +8,7 @@ mod admin;
 mod admin_fuzz;
 mod ai_proxy;
 mod ai_proxy_multi;
+mod apisix_objects;
 mod connections;
 mod descriptors;
 mod etcd;
