@@ -23,3 +23,4 @@ mod routing;
 mod secrets;
 mod shutdown;
 mod store_contract;
+mod vars;
