@@ -282,3 +282,69 @@ async fn global_rules_run_before_route_plugins_on_every_route_and_reload_live() 
     served_by(&gw, "/a").await;
     assert_eq!(tags(&mock), ["tag-high=route"]);
 }
+
+#[tokio::test]
+async fn passive_checks_skip_an_unhealthy_node_and_all_unhealthy_still_tries() {
+    let gw = TestGateway::start().await;
+    let (good, bad) = (MockUpstream::start("good").await, MockUpstream::start("bad").await);
+    bad.fail_with(500);
+    put(
+        &gw,
+        "upstreams",
+        "u",
+        json!({"nodes": {good.node(): 1, bad.node(): 1}, "checks": {"passive": {
+        "healthy": {"http_statuses": [200], "successes": 1},
+        "unhealthy": {"http_statuses": [500], "http_failures": 2}}}}),
+    )
+    .await;
+    gw.put_route(json!({"id": "r", "uri": "/r", "upstream_id": "u"})).await;
+    for _ in 0..6 {
+        gw.get("/r").await;
+    }
+    let bad_hits = bad.hits();
+    assert_eq!(bad_hits, 2, "the bad node is out after its second failure");
+    for _ in 0..6 {
+        assert_eq!(gw.get("/r").await.0, StatusCode::OK);
+    }
+    assert_eq!(bad.hits(), bad_hits);
+
+    // Every node unhealthy: APISIX tries one anyway rather than refusing.
+    good.fail_with(500);
+    for _ in 0..4 {
+        gw.get("/r").await;
+    }
+    let (status, _) = gw.get("/r").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "the upstream's answer, not a gateway 503");
+}
+
+#[tokio::test]
+async fn active_checks_take_a_node_out_and_run_only_while_the_upstream_is_live() {
+    let gw = TestGateway::start().await;
+    let (good, bad) = (MockUpstream::start("good").await, MockUpstream::start("bad").await);
+    bad.fail_with(503);
+    put(
+        &gw,
+        "upstreams",
+        "u",
+        json!({"nodes": {good.node(): 1, bad.node(): 1}, "checks": {"active": {
+        "http_path": "/healthz", "timeout": 1,
+        "healthy": {"interval": 0.05, "successes": 1},
+        "unhealthy": {"interval": 0.05, "http_failures": 1}}}}),
+    )
+    .await;
+    gw.put_route(json!({"id": "r", "uri": "/r", "upstream_id": "u"})).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while bad.hits_on("/healthz") < 2 || good.hits_on("/healthz") < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "probes did not run");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(gw.status().await["background_tasks"]["running"], 2, "one probe loop per node");
+    for _ in 0..6 {
+        assert_eq!(gw.get("/r").await.0, StatusCode::OK);
+    }
+    assert_eq!(bad.hits_on("/r"), 0, "the probed-down node gets no traffic");
+
+    gw.admin(Method::DELETE, "/apisix/admin/routes/r", None).await;
+    gw.admin(Method::DELETE, "/apisix/admin/upstreams/u", None).await;
+    assert_eq!(gw.status().await["background_tasks"]["running"], 0, "probes stop with the upstream");
+}

@@ -42,6 +42,9 @@ pub struct UpstreamSpec {
     pub retry_timeout: Option<f64>,
     #[serde(default)]
     pub keepalive_pool: Option<KeepalivePoolSpec>,
+    /// Active probes and passive observation of the nodes, as on APISIX upstreams.
+    #[serde(default)]
+    pub checks: Option<switchyard_builtin::health::checks::ChecksConfig>,
     pub create_time: Option<u64>,
     pub update_time: Option<u64>,
 }

@@ -2,6 +2,7 @@
 //! route's requests to it when no AI plugin chose another destination.
 
 mod balance;
+mod health;
 
 use std::cell::OnceCell;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use switchyard_sdk::{
 use crate::resource::upstream::{Node, UpstreamSpec};
 use crate::vars::{RequestVars, Variable};
 use balance::{Balancer, InFlight, LeastConn, Ring};
+use health::NodeHealth;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,6 +51,8 @@ pub struct Upstream {
     retry_timeout: Option<Duration>,
     /// Keep-alive pools per node, shared with every upstream of the same connect timeout.
     client: ClientHandle,
+    /// `checks`: unhealthy nodes are skipped while a healthy one is left.
+    health: Option<NodeHealth>,
 }
 
 impl Upstream {
@@ -91,6 +95,22 @@ impl Upstream {
             _ => Balancer::RoundRobin(SmoothWeighted::new(weights)),
         };
         let pool = spec.keepalive_pool;
+        let scheme = if spec.scheme.as_deref() == Some("https") { Scheme::HTTPS } else { Scheme::HTTP };
+        let client = ctx
+            .client(ClientSettings {
+                connect_timeout_ms: spec.timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |t| seconds(t.connect)).as_millis()
+                    as u64,
+                keepalive: true,
+                keepalive_timeout_ms: pool.map_or(UPSTREAM_KEEPALIVE_TIMEOUT_MS, |p| (p.idle_timeout * 1000.0) as u64),
+                keepalive_pool: pool.map_or(UPSTREAM_KEEPALIVE_POOL, |p| p.size),
+                ssl_verify: true,
+            })
+            .map_err(|err| ConfigError::new(if path.is_empty() { "nodes" } else { path }, err))?;
+        let health = spec
+            .checks
+            .as_ref()
+            .map(|checks| NodeHealth::new(checks, &authorities, &scheme, &client, path))
+            .transpose()?;
         Ok(Self {
             labels: nodes.iter().map(|n| Arc::from(n.authority.as_str())).collect(),
             balancer,
@@ -98,21 +118,18 @@ impl Upstream {
             retry_timeout: spec.retry_timeout.filter(|t| *t > 0.0).map(seconds),
             nodes,
             authorities,
-            scheme: if spec.scheme.as_deref() == Some("https") { Scheme::HTTPS } else { Scheme::HTTP },
+            scheme,
             pass_host,
             read_timeout: spec.timeout.map_or(DEFAULT_READ_TIMEOUT, |t| seconds(t.read)),
-            client: ctx
-                .client(ClientSettings {
-                    connect_timeout_ms: spec.timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |t| seconds(t.connect)).as_millis()
-                        as u64,
-                    keepalive: true,
-                    keepalive_timeout_ms: pool
-                        .map_or(UPSTREAM_KEEPALIVE_TIMEOUT_MS, |p| (p.idle_timeout * 1000.0) as u64),
-                    keepalive_pool: pool.map_or(UPSTREAM_KEEPALIVE_POOL, |p| p.size),
-                    ssl_verify: true,
-                })
-                .map_err(|err| ConfigError::new(if path.is_empty() { "nodes" } else { path }, err))?,
+            client,
+            health,
         })
+    }
+
+    /// The active health probes of this upstream's nodes, for the reload task to run while the
+    /// upstream is live (none without `checks.active`).
+    pub fn background(&self, io: &Arc<dyn switchyard_sdk::UpstreamIo>) -> Vec<switchyard_sdk::BackgroundTask> {
+        self.health.as_ref().map_or_else(Vec::new, |health| health.background(io))
     }
 
     /// A fresh per-request target over this upstream's nodes.
@@ -132,19 +149,19 @@ struct UpstreamTarget {
 }
 
 impl UpstreamTarget {
-    /// The node for the next attempt: the balancer's pick among the nodes not tried yet.
+    /// The node for the next attempt: the balancer's pick among the healthy nodes not tried yet;
+    /// when every untried node is unhealthy, among those anyway (as APISIX does).
     fn pick(&self, req: &Request, client: std::net::SocketAddr) -> Option<usize> {
         let up = &self.upstream;
-        let eligible = |i: usize| !self.tried.contains(&i);
-        match &up.balancer {
-            Balancer::Hash(ring) => {
-                let parsed = OnceCell::new();
-                let vars = RequestVars::new(&req.head, None, client, Some(&req.body), &parsed);
-                let key = ring.key.read(&vars).ok();
-                up.balancer.pick(key.as_ref(), eligible)
-            }
-            balancer => balancer.pick(None, eligible),
-        }
+        let untried = |i: usize| !self.tried.contains(&i);
+        let healthy = |i: usize| untried(i) && up.health.as_ref().is_none_or(|h| h.available(i));
+        let parsed = OnceCell::new();
+        let vars = RequestVars::new(&req.head, None, client, Some(&req.body), &parsed);
+        let key = match &up.balancer {
+            Balancer::Hash(ring) => ring.key.read(&vars).ok(),
+            _ => None,
+        };
+        up.balancer.pick(key.as_ref(), healthy).or_else(|| up.balancer.pick(key.as_ref(), untried))
     }
 }
 
@@ -206,6 +223,9 @@ impl Target for UpstreamTarget {
 
     fn judge(&mut self, _ctx: &mut Ctx, result: &AttemptResult<'_>) -> Verdict {
         self.in_flight = None;
+        if let (Some(health), Some(index)) = (&self.upstream.health, self.current) {
+            health.record(index, result);
+        }
         match result {
             AttemptResult::ConnectFailed => Verdict::Retry,
             AttemptResult::Response { .. } | AttemptResult::TimedOut | AttemptResult::Failed => Verdict::Accept,

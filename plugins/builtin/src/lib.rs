@@ -4,6 +4,7 @@
 
 pub mod ai_proxy;
 pub mod ai_proxy_multi;
+pub mod health;
 pub mod model_api;
 pub mod proxy_buffering;
 

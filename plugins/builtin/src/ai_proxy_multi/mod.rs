@@ -7,9 +7,7 @@
 //! next pick is made, moving to a lower priority when a group is used up. Fallback happens only
 //! on the response head, so never after a byte reached the client.
 
-mod active;
 pub mod config;
-mod health;
 mod select;
 
 use std::sync::Arc;
@@ -20,10 +18,10 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use tokio::time::Instant;
 
-use self::active::Probe;
 use self::config::{FallbackStrategyConfig, MultiConfig};
-use self::health::{Health, TransportFailure};
 use self::select::Selector;
+use crate::health::active::{self, Probe};
+use crate::health::{Health, TransportFailure};
 use switchyard_llm::body::parse_chat_body;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::observe;

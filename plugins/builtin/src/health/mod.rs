@@ -1,6 +1,10 @@
-//! Health of one instance across requests: passive checks on every answer, `Retry-After`
-//! cooldowns, and the verdict of active probes. Times are `tokio::time::Instant`, so tests can
-//! pause the clock.
+//! Health of one upstream node or AI instance across requests: passive checks on every answer,
+//! `Retry-After` cooldowns, and the verdict of active probes. One implementation, used by
+//! `ai-proxy-multi` and by the core's plain upstreams. Times are `tokio::time::Instant`, so tests
+//! can pause the clock.
+
+pub mod active;
+pub mod checks;
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -8,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use tokio::time::Instant;
 
-use super::config::PassiveConfig;
+use checks::PassiveConfig;
 
 /// The first cooldown after passive checks trip; each trip in a row doubles it, up to the cap.
 const BASE_COOLDOWN: Duration = Duration::from_secs(1);
