@@ -1,20 +1,28 @@
-//! Background work that compiled plugins declare (`Plugin::background`): started for the plugins
-//! of each published snapshot, stopped when a compiled plugin leaves it. Owned by the reload task,
-//! the only writer of the snapshot, so building or validating a config never starts anything.
+//! Background work that compiled plugins declare (`Plugin::background`) and that plain upstreams
+//! with `checks.active` need (their probes): started for the plugins and upstreams of each
+//! published snapshot, stopped when a compiled one leaves it. Owned by the reload task, the only
+//! writer of the snapshot, so building or validating a config never starts anything.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use switchyard_sdk::{Plugin, UpstreamIo};
+use switchyard_sdk::{BackgroundTask, Plugin, UpstreamIo};
 use tokio::task::AbortHandle;
 
 use crate::snapshot::Snapshot;
+use crate::upstream::Upstream;
 
-/// The tasks of one live compiled plugin. Holding the plugin keeps its address (the map key)
-/// from being reused by another plugin while the entry exists.
+/// What declared some background work.
+enum Owner {
+    Plugin(#[expect(dead_code, reason = "held to keep the address")] Arc<dyn Plugin>),
+    Upstream(#[expect(dead_code, reason = "held to keep the address")] Arc<Upstream>),
+}
+
+/// The tasks of one live compiled plugin or upstream. Holding the owner keeps its address (the
+/// map key) from being reused by another while the entry exists.
 struct Running {
-    _plugin: Arc<dyn Plugin>,
+    _owner: Owner,
     tasks: Vec<AbortHandle>,
 }
 
@@ -46,36 +54,60 @@ impl BackgroundWork {
         Self { io, running: HashMap::new(), stats }
     }
 
-    /// Runs after every publish: starts the work of plugins new to `snapshot`, keeps that of
-    /// plugins reused from the previous snapshot, and stops the rest.
+    /// Runs after every publish: starts the work of plugins and upstreams new to `snapshot`,
+    /// keeps that of those reused from the previous snapshot, and stops the rest.
     pub fn sync(&mut self, snapshot: &Snapshot) {
         let mut live = HashMap::with_capacity(self.running.len());
-        for route in snapshot.enabled_routes() {
-            for plugin in route.chain.plugins() {
-                let key = Arc::as_ptr(plugin).cast::<()>() as usize;
-                if live.contains_key(&key) {
-                    continue;
-                }
-                let running = match self.running.remove(&key) {
-                    Some(running) => running,
-                    None => {
-                        let tasks = plugin.background(&self.io);
-                        if tasks.is_empty() {
-                            continue;
-                        }
-                        self.stats.started.fetch_add(tasks.len() as u64, Ordering::Relaxed);
-                        let tasks = tasks.into_iter().map(|task| tokio::spawn(task).abort_handle()).collect();
-                        Running { _plugin: Arc::clone(plugin), tasks }
-                    }
-                };
-                live.insert(key, running);
-            }
+        let route_plugins = snapshot.enabled_routes().flat_map(|route| route.chain.plugins());
+        for plugin in snapshot.global_chain.plugins().chain(route_plugins) {
+            let key = Arc::as_ptr(plugin).cast::<()>() as usize;
+            self.keep_or_start(&mut live, key, |io| (plugin.background(io), Owner::Plugin(Arc::clone(plugin))));
+        }
+        for upstream in live_upstreams(snapshot) {
+            let key = Arc::as_ptr(upstream) as usize;
+            self.keep_or_start(&mut live, key, |io| (upstream.background(io), Owner::Upstream(Arc::clone(upstream))));
         }
         // What is left in `running` belongs to plugins that left the snapshot: dropping aborts it.
         self.running = live;
         let running = self.running.values().map(|r| r.tasks.len() as u64).sum();
         self.stats.running.store(running, Ordering::Relaxed);
     }
+}
+
+impl BackgroundWork {
+    /// Moves the work of `key` into `live`: what already runs is kept, else `start` says what
+    /// to run (nothing, for most plugins and upstreams).
+    fn keep_or_start(
+        &mut self,
+        live: &mut HashMap<usize, Running>,
+        key: usize,
+        start: impl FnOnce(&Arc<dyn UpstreamIo>) -> (Vec<BackgroundTask>, Owner),
+    ) {
+        if live.contains_key(&key) {
+            return;
+        }
+        let running = match self.running.remove(&key) {
+            Some(running) => running,
+            None => {
+                let (tasks, owner) = start(&self.io);
+                if tasks.is_empty() {
+                    return;
+                }
+                self.stats.started.fetch_add(tasks.len() as u64, Ordering::Relaxed);
+                let tasks = tasks.into_iter().map(|task| tokio::spawn(task).abort_handle()).collect();
+                Running { _owner: owner, tasks }
+            }
+        };
+        live.insert(key, running);
+    }
+}
+
+/// Every compiled plain upstream of `snapshot` (an object shared by several routes once).
+fn live_upstreams(snapshot: &Snapshot) -> impl Iterator<Item = &Arc<Upstream>> + '_ {
+    let objects = snapshot.upstreams.values().map(|entry| &entry.compiled.upstream);
+    let services = snapshot.services.values().filter_map(|entry| entry.compiled.upstream.as_ref());
+    let routes = snapshot.enabled_routes().filter_map(|route| route.upstream.as_ref());
+    objects.chain(services).chain(routes)
 }
 
 impl Drop for BackgroundWork {

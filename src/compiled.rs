@@ -7,12 +7,14 @@ use std::sync::Arc;
 use http::Method;
 use switchyard_sdk::Chain;
 
+use crate::resource::plugin_config::PluginConfigSpec;
 use crate::resource::service::ServiceSpec;
-use crate::resource::upstream::UpstreamSpec;
 use crate::upstream::Upstream;
+use crate::vars::Vars;
 
 /// A route ready to serve: matching rules, its plugin chain (service plugins merged in), and the
 /// upstream used when no AI plugin picks a target.
+#[derive(Clone)]
 pub struct CompiledRoute {
     pub id: Arc<str>,
     /// Effective paths: the service's `path_prefix` included.
@@ -21,6 +23,8 @@ pub struct CompiledRoute {
     pub hosts: Vec<HostPattern>,
     /// `None`: any method.
     pub methods: Option<Vec<Method>>,
+    /// Conditions on the request beyond path, host and method; `None` costs nothing.
+    pub vars: Option<Arc<Vars>>,
     pub priority: i64,
     /// The store revision of the route's last write: the newer route wins a tie.
     pub revision: u64,
@@ -38,6 +42,7 @@ impl CompiledRoute {
             paths: Vec::new(),
             hosts: Vec::new(),
             methods: None,
+            vars: None,
             priority: 0,
             revision: 0,
             enabled: true,
@@ -57,7 +62,24 @@ impl CompiledRoute {
 #[derive(Clone)]
 pub struct ServiceEntry {
     pub spec: ServiceSpec,
-    pub upstream: Option<UpstreamSpec>,
+    /// Its inline `upstream`, else its `upstream_id`'s: one compiled upstream (one balancer, one
+    /// health state) shared by every route that uses it.
+    pub upstream: Option<Arc<Upstream>>,
+}
+
+/// An upstream object, compiled once and shared by the routes and services naming it.
+pub struct UpstreamEntry {
+    pub upstream: Arc<Upstream>,
+}
+
+/// A plugin config as routes compile against it (its plugins are merged into each route's).
+pub struct PluginConfigEntry {
+    pub spec: PluginConfigSpec,
+}
+
+/// One global rule's plugins, compiled.
+pub struct GlobalRuleEntry {
+    pub chain: Chain,
 }
 
 /// A host pattern of a route: exact (`api.example.com`) or wildcard (`*.example.com`).

@@ -26,6 +26,7 @@ pub mod state;
 pub mod store;
 pub mod transport;
 pub mod upstream;
+pub mod vars;
 
 pub use config::Config;
 pub use gateway::Gateway;

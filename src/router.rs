@@ -1,17 +1,17 @@
-//! Route matching: `matchit` finds the most specific path; host, method, priority and recency
-//! pick among the routes on it.
+//! Route matching: `matchit` finds the most specific path; host, method, `vars`, priority and
+//! recency pick among the routes on it.
 //!
-//! A path ending in `*` is a prefix match; others are exact. Among matches the most specific path
-//! wins (exact over prefix, longer prefix over shorter), then higher `priority`, then the route
-//! written most recently (highest store revision).
+//! A path ending in `*` is a prefix match; others are exact. Among routes whose host, method and
+//! `vars` accept the request, the most specific path wins (exact over prefix, longer prefix over
+//! shorter), then higher `priority`, then the route written most recently (highest store
+//! revision).
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::Method;
-
 use crate::compiled::CompiledRoute;
+use crate::vars::{NeedsBody, RequestVars};
 
 /// How specific a path pattern is: exact beats prefix, then longer beats shorter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -77,27 +77,46 @@ impl Router {
         router
     }
 
-    /// The route serving a request, if any. `host` is lower-case without a port.
-    pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Option<&Arc<CompiledRoute>> {
-        let accepts = |c: &&Candidate| c.1.accepts(host, method);
-        let from_tree = self
-            .tree
-            .at(path)
-            .ok()
-            .and_then(|m| self.buckets.get(*m.value))
-            .and_then(|bucket| bucket.iter().find(accepts));
+    /// The route serving a request, if any. `Err(NeedsBody)` when a route that matches on path,
+    /// host and method has a `post_arg` condition and `req` carries no body yet: the caller reads
+    /// the body and asks again. Routes without `vars` are decided without evaluating anything.
+    pub fn find(&self, req: &RequestVars<'_>) -> Result<Option<&Arc<CompiledRoute>>, NeedsBody> {
+        let path = req.head.uri.path();
+        let accepts = |c: &Candidate| -> Result<bool, NeedsBody> {
+            if !c.1.accepts(req.host, &req.head.method) {
+                return Ok(false);
+            }
+            c.1.vars.as_ref().map_or(Ok(true), |vars| vars.matches(req))
+        };
+        let mut from_tree = None;
+        if let Some(bucket) = self.tree.at(path).ok().and_then(|m| self.buckets.get(*m.value)) {
+            from_tree = first(bucket.iter(), accepts)?;
+        }
         let loose =
-            self.loose_prefixes.iter().map(|(p, c)| (p, c)).find(|(p, c)| path.starts_with(p.as_str()) && accepts(c));
+            first(self.loose_prefixes.iter().filter(|(p, _)| path.starts_with(p.as_str())).map(|(_, c)| c), accepts)?;
         let best = match (from_tree, loose) {
-            (Some(t), Some((_, l))) if l.0 > t.0 => Some(l),
+            (Some(t), Some(l)) if l.0 > t.0 => Some(l),
             (Some(t), _) => Some(t),
-            (None, Some((_, l))) => Some(l),
+            (None, Some(l)) => Some(l),
             (None, None) => {
-                self.prefixes.iter().find(|(p, c)| path.starts_with(p.as_str()) && accepts(&c)).map(|(_, c)| c)
+                first(self.prefixes.iter().filter(|(p, _)| path.starts_with(p.as_str())).map(|(_, c)| c), accepts)?
             }
         };
-        best.map(|c| &c.1)
+        Ok(best.map(|c| &c.1))
     }
+}
+
+/// The first candidate `accepts` takes, in order.
+fn first<'c>(
+    candidates: impl Iterator<Item = &'c Candidate>,
+    accepts: impl Fn(&Candidate) -> Result<bool, NeedsBody>,
+) -> Result<Option<&'c Candidate>, NeedsBody> {
+    for candidate in candidates {
+        if accepts(candidate)? {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(None)
 }
 
 /// Escapes matchit's parameter braces so literal paths stay literal.
@@ -110,6 +129,7 @@ mod tests {
     use super::*;
     use crate::compiled::CompiledRoute;
     use crate::compiled::HostPattern;
+    use http::Method;
 
     fn route(id: &str, paths: &[&str], priority: i64, revision: u64) -> Arc<CompiledRoute> {
         let mut r = CompiledRoute::bare(id);
@@ -119,8 +139,17 @@ mod tests {
         Arc::new(r)
     }
 
-    fn find<'r>(router: &'r Router, path: &str) -> Option<&'r str> {
-        router.find(None, path, &Method::GET).map(|r| &*r.id)
+    fn find_as(router: &Router, host: Option<&str>, path: &str, method: Method) -> Option<String> {
+        let (mut head, ()) = http::Request::new(()).into_parts();
+        head.uri = path.parse().unwrap();
+        head.method = method;
+        let parsed = std::cell::OnceCell::new();
+        let req = RequestVars::new(&head, host, "127.0.0.1:1".parse().unwrap(), None, &parsed);
+        router.find(&req).unwrap().map(|r| r.id.to_string())
+    }
+
+    fn find(router: &Router, path: &str) -> Option<String> {
+        find_as(router, None, path, Method::GET)
     }
 
     #[test]
@@ -131,20 +160,20 @@ mod tests {
             route("chat", &["/v1/chat"], 0, 3),
             route("api", &["/api*"], 0, 4),
         ]);
-        assert_eq!(find(&router, "/v1/chat"), Some("chat"));
-        assert_eq!(find(&router, "/v1/models"), Some("v1"));
-        assert_eq!(find(&router, "/v1/"), Some("v1"));
-        assert_eq!(find(&router, "/other"), Some("all"));
-        assert_eq!(find(&router, "/apikeys"), Some("api"));
-        assert_eq!(find(&router, "/"), Some("all"));
+        assert_eq!(find(&router, "/v1/chat").as_deref(), Some("chat"));
+        assert_eq!(find(&router, "/v1/models").as_deref(), Some("v1"));
+        assert_eq!(find(&router, "/v1/").as_deref(), Some("v1"));
+        assert_eq!(find(&router, "/other").as_deref(), Some("all"));
+        assert_eq!(find(&router, "/apikeys").as_deref(), Some("api"));
+        assert_eq!(find(&router, "/").as_deref(), Some("all"));
     }
 
     #[test]
     fn priority_then_recency_break_ties() {
         let router = Router::build(&[route("old", &["/x"], 0, 1), route("new", &["/x"], 0, 2)]);
-        assert_eq!(find(&router, "/x"), Some("new"));
+        assert_eq!(find(&router, "/x").as_deref(), Some("new"));
         let router = Router::build(&[route("high", &["/x"], 5, 1), route("new", &["/x"], 0, 2)]);
-        assert_eq!(find(&router, "/x"), Some("high"));
+        assert_eq!(find(&router, "/x").as_deref(), Some("high"));
     }
 
     #[test]
@@ -156,16 +185,35 @@ mod tests {
         hosted.paths = vec!["/v1/*".into()];
         hosted.hosts = vec![HostPattern::parse("*.example.com")];
         let router = Router::build(&[Arc::new(only_post), Arc::new(hosted), route("any", &["/*"], 0, 1)]);
-        assert_eq!(router.find(None, "/v1/chat", &Method::POST).map(|r| &*r.id), Some("post"));
-        assert_eq!(router.find(None, "/v1/chat", &Method::GET).map(|r| &*r.id), Some("any"));
-        assert_eq!(router.find(Some("a.example.com"), "/v1/chat", &Method::GET).map(|r| &*r.id), Some("hosted"));
-        assert_eq!(router.find(Some("example.com"), "/v1/x", &Method::GET).map(|r| &*r.id), Some("any"));
+        assert_eq!(find_as(&router, None, "/v1/chat", Method::POST).as_deref(), Some("post"));
+        assert_eq!(find_as(&router, None, "/v1/chat", Method::GET).as_deref(), Some("any"));
+        assert_eq!(find_as(&router, Some("a.example.com"), "/v1/chat", Method::GET).as_deref(), Some("hosted"));
+        assert_eq!(find_as(&router, Some("example.com"), "/v1/x", Method::GET).as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn routes_whose_vars_fail_are_skipped_for_the_next_in_order() {
+        let with_vars = |id: &str, priority: i64, vars: serde_json::Value| {
+            let mut r = CompiledRoute::bare(id);
+            r.paths = vec!["/chat".into()];
+            r.priority = priority;
+            r.vars = Some(Arc::new(crate::vars::Vars::compile(&vars, "vars").unwrap()));
+            Arc::new(r)
+        };
+        let router = Router::build(&[
+            with_vars("alice", 10, serde_json::json!([["arg_user", "==", "alice"]])),
+            with_vars("bob", 5, serde_json::json!([["arg_user", "==", "bob"]])),
+            route("rest", &["/*"], 0, 1),
+        ]);
+        assert_eq!(find(&router, "/chat?user=bob").as_deref(), Some("bob"));
+        assert_eq!(find(&router, "/chat?user=alice").as_deref(), Some("alice"));
+        assert_eq!(find(&router, "/chat?user=carol").as_deref(), Some("rest"));
     }
 
     #[test]
     fn braces_in_paths_are_literal() {
         let router = Router::build(&[route("b", &["/a/{id}"], 0, 1)]);
-        assert_eq!(find(&router, "/a/{id}"), Some("b"));
-        assert_eq!(find(&router, "/a/7"), None);
+        assert_eq!(find(&router, "/a/{id}").as_deref(), Some("b"));
+        assert_eq!(find(&router, "/a/7").as_deref(), None);
     }
 }

@@ -1,11 +1,12 @@
-//! The APISIX v3 resource API for routes, services and consumers: envelopes, status codes, paging.
+//! The APISIX v3 resource API (routes, services, upstreams, plugin configs, global rules,
+//! consumers): envelopes, status codes, paging.
 
 use std::sync::atomic::Ordering;
 
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{check, secrets, AdminError, AdminReply, AdminResult, Query};
+use super::{check, in_use, secrets, AdminError, AdminReply, AdminResult, Query};
 use crate::compiler::{consumers, Compiled, ConsumerDirectory, ConsumerEntry, NoDependencies};
 use crate::resource::consumer::valid_username;
 use crate::resource::{group_prefix, resource_key, stored_json, unix_now, valid_id, Kind};
@@ -33,7 +34,7 @@ pub fn status(state: &AdminState) -> AdminResult {
     })))
 }
 
-/// Everything under `/apisix/admin/{routes,services}[/{id}]`.
+/// Everything under `/apisix/admin/{routes,services,upstreams,plugin_configs,global_rules}[/{id}]`.
 pub async fn resource(
     state: &AdminState,
     method: &Method,
@@ -228,14 +229,8 @@ impl Api<'_> {
     }
 
     async fn delete(&self, id: &str, force: bool) -> AdminResult {
-        if self.kind == Kind::Services && !force {
-            let users = self.routes_using(id).await?;
-            if !users.is_empty() {
-                return Err(AdminError::bad_request(format!(
-                    "can not delete this service directly, route [{}] is still using it now (use ?force=true)",
-                    users.join(", ")
-                )));
-            }
+        if !force {
+            in_use::refuse_if_used(self.state, self.group, self.kind, id).await?;
         }
         let revision = self.state.store.delete(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
         Ok(AdminReply {
@@ -243,21 +238,6 @@ impl Api<'_> {
             body: json!({ "deleted": "1", "key": format!("/apisix/{}/{id}", self.kind.as_str()) }),
             revision: Some(revision),
         })
-    }
-
-    /// Ids of the group's routes whose `service_id` is `service_id`.
-    async fn routes_using(&self, service_id: &str) -> Result<Vec<String>, AdminError> {
-        let prefix = format!("{}routes/", group_prefix(&self.state.store_root, self.group));
-        let (routes, _) = self.state.store.list(&prefix).await?;
-        Ok(routes
-            .iter()
-            .filter(|kv| {
-                serde_json::from_slice::<Value>(&kv.value)
-                    .ok()
-                    .is_some_and(|v| v.get("service_id").and_then(id_string).as_deref() == Some(service_id))
-            })
-            .map(|kv| kv.key.rsplit('/').next().unwrap_or_default().to_string())
-            .collect())
     }
 }
 

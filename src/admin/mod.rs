@@ -2,6 +2,7 @@
 
 mod apisix;
 mod check;
+mod in_use;
 mod models;
 mod query;
 mod secrets;

@@ -123,11 +123,13 @@ impl Api<'_> {
             Compiled::ProviderKey(key) => (serde_json::to_value(&key.spec), "display_name", &key.spec.display_name),
             Compiled::Model(model) => (serde_json::to_value(&model.spec), "display_name", &model.spec.display_name),
             Compiled::ApiKey(key) => (serde_json::to_value(&key.spec), "key_hash", &key.spec.key_hash),
-            Compiled::Route(_) | Compiled::Service(_) | Compiled::Consumer(_) => {
-                return Err(AdminError::new(
-                    StatusCode::NOT_FOUND,
-                    "use /apisix/admin for routes, services and consumers",
-                ))
+            Compiled::Route(_)
+            | Compiled::Service(_)
+            | Compiled::Upstream(_)
+            | Compiled::PluginConfig(_)
+            | Compiled::GlobalRule(_)
+            | Compiled::Consumer(_) => {
+                return Err(AdminError::new(StatusCode::NOT_FOUND, "use /apisix/admin for APISIX resources"))
             }
         };
         let stored = stored.map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

@@ -50,8 +50,8 @@ fn steps(pattern: &str) -> Vec<Step<'_>> {
 pub fn fields(kind: Kind, resource: &Value, registry: &Registry) -> Vec<String> {
     match kind {
         Kind::ProviderKeys => PROVIDER_KEY_FIELDS.iter().map(|f| f.to_string()).collect(),
-        Kind::Models | Kind::ApiKeys => Vec::new(),
-        Kind::Routes | Kind::Services | Kind::Consumers => {
+        Kind::Models | Kind::ApiKeys | Kind::Upstreams => Vec::new(),
+        Kind::Routes | Kind::Services | Kind::PluginConfigs | Kind::GlobalRules | Kind::Consumers => {
             let Some(Value::Object(plugins)) = resource.get("plugins") else { return Vec::new() };
             plugins
                 .keys()

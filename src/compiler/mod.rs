@@ -7,6 +7,7 @@
 
 pub mod consumers;
 pub mod model_api;
+pub mod objects;
 pub mod routes;
 
 use std::any::{Any, TypeId};
@@ -19,7 +20,7 @@ use switchyard_sdk::{
 
 use crate::limits_store::CounterStores;
 
-use crate::compiled::{CompiledRoute, ServiceEntry};
+use crate::compiled::{CompiledRoute, GlobalRuleEntry, PluginConfigEntry, ServiceEntry, UpstreamEntry};
 use crate::resource::Kind;
 use crate::transport::Transport;
 
@@ -33,10 +34,19 @@ pub struct Compiler {
     pub counters: Arc<CounterStores>,
 }
 
-/// The resources a resource compiles against, already compiled: a route's service, a model's
-/// provider key. Reload answers from the snapshot it is building; the admin API from the store.
+/// The resources a resource compiles against, already compiled: a route's service, upstream and
+/// plugin config, a service's upstream, a model's provider key. Reload answers from the snapshot
+/// it is building; the admin API from the store.
 pub trait Dependencies: Sync {
     fn service(&self, _id: &str) -> Option<&ServiceEntry> {
+        None
+    }
+
+    fn upstream(&self, _id: &str) -> Option<&UpstreamEntry> {
+        None
+    }
+
+    fn plugin_config(&self, _id: &str) -> Option<&PluginConfigEntry> {
         None
     }
 
@@ -60,6 +70,9 @@ impl Dependencies for NoDependencies {}
 pub enum Compiled {
     Route(CompiledRoute),
     Service(Box<ServiceEntry>),
+    Upstream(UpstreamEntry),
+    PluginConfig(PluginConfigEntry),
+    GlobalRule(GlobalRuleEntry),
     ProviderKey(Box<ProviderKeyEntry>),
     Model(ModelEntry),
     ApiKey(ApiKeyEntry),
@@ -87,6 +100,9 @@ impl Compiler {
         Ok(match kind {
             Kind::Routes => Compiled::Route(routes::route(self, id, value, deps)?),
             Kind::Services => Compiled::Service(Box::new(routes::service(self, id, value, deps)?)),
+            Kind::Upstreams => Compiled::Upstream(objects::upstream(self, id, value, deps)?),
+            Kind::PluginConfigs => Compiled::PluginConfig(objects::plugin_config(self, id, value, deps)?),
+            Kind::GlobalRules => Compiled::GlobalRule(objects::global_rule(self, id, value, deps)?),
             Kind::ProviderKeys => Compiled::ProviderKey(Box::new(model_api::provider_key(self, id, value, deps)?)),
             Kind::Models => Compiled::Model(model_api::model(self, id, value, deps)?),
             Kind::ApiKeys => Compiled::ApiKey(model_api::api_key(self, id, value, deps)?),
@@ -109,18 +125,47 @@ impl Compiler {
     }
 }
 
-/// The resource `value` (of `kind`) names and compiles against, if any: its kind and id.
-pub fn dependency(kind: Kind, value: &Value) -> Option<(Kind, String)> {
-    let (field, of) = dependency_field(kind)?;
-    Some((of, value.get(field)?.as_str()?.to_string()))
+/// The resources `value` (of `kind`) names and compiles against: its kind and id each. A route
+/// also depends on the upstream object its service names (found in `deps`), since it serves
+/// through it.
+pub fn dependencies(kind: Kind, value: &Value, deps: &dyn Dependencies) -> Vec<(Kind, String)> {
+    let mut out: Vec<(Kind, String)> =
+        dependency_fields(kind).iter().filter_map(|(field, of)| Some((*of, id_of(value.get(*field)?)?))).collect();
+    if kind == Kind::Routes {
+        let service_upstream = out
+            .iter()
+            .find(|(of, _)| *of == Kind::Services)
+            .and_then(|(_, id)| deps.service(id)?.spec.upstream_id.clone());
+        out.extend(service_upstream.map(|id| (Kind::Upstreams, id)));
+    }
+    out
 }
 
-/// The field by which a resource of `kind` names the one it compiles against, and that one's kind.
-pub fn dependency_field(kind: Kind) -> Option<(&'static str, Kind)> {
+/// The fields by which a resource of `kind` names those it compiles against, and their kinds.
+pub fn dependency_fields(kind: Kind) -> &'static [(&'static str, Kind)] {
     match kind {
-        Kind::Routes => Some(("service_id", Kind::Services)),
-        Kind::Models => Some(("provider_key_id", Kind::ProviderKeys)),
-        Kind::Services | Kind::ProviderKeys | Kind::ApiKeys | Kind::Consumers => None,
+        Kind::Routes => &[
+            ("service_id", Kind::Services),
+            ("upstream_id", Kind::Upstreams),
+            ("plugin_config_id", Kind::PluginConfigs),
+        ],
+        Kind::Services => &[("upstream_id", Kind::Upstreams)],
+        Kind::Models => &[("provider_key_id", Kind::ProviderKeys)],
+        Kind::Upstreams
+        | Kind::PluginConfigs
+        | Kind::GlobalRules
+        | Kind::ProviderKeys
+        | Kind::ApiKeys
+        | Kind::Consumers => &[],
+    }
+}
+
+/// A reference as APISIX allows it: a string or a number.
+fn id_of(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 

@@ -12,9 +12,11 @@ use crate::compiled::{CompiledRoute, ServiceEntry};
 use crate::resource::route::RouteSpec;
 use crate::resource::service::ServiceSpec;
 use crate::upstream::Upstream;
+use crate::vars::Vars;
 
-/// Parses a service and compiles its plugins and upstream (to check them: its routes compile
-/// their own chain with the service's plugins merged in).
+/// Parses a service, compiles its plugins (to check them: its routes compile their own chain with
+/// the service's plugins merged in) and its upstream: the inline one, else its `upstream_id`'s
+/// (found in `deps`).
 pub fn service(
     compiler: &Compiler,
     _id: &str,
@@ -23,15 +25,26 @@ pub fn service(
 ) -> Result<ServiceEntry, ConfigError> {
     let (spec, upstream) = ServiceSpec::parse(value)?;
     compiler.chain(&spec.plugins, "plugins", deps)?;
-    if let Some(upstream) = &upstream {
-        Upstream::from_spec(upstream, compiler.transport.as_ref())?;
-    }
+    let upstream = match (&upstream, &spec.upstream_id) {
+        (Some(inline), _) => Some(Arc::new(Upstream::from_spec(inline, compiler.transport.as_ref(), "upstream")?)),
+        (None, Some(id)) => Some(upstream_object(deps, id)?),
+        (None, None) => None,
+    };
     Ok(ServiceEntry { spec, upstream })
 }
 
-/// Compiles a route against its service (found in `deps`): the service's plugins merged under the
-/// route's, its upstream, hosts and path prefix when the route has none of its own. A disabled
-/// route (`status: 0`) is compiled all the same, and left out of the router.
+/// The compiled upstream object `id`, shared; a missing one is an error on `upstream_id`.
+fn upstream_object(deps: &dyn Dependencies, id: &str) -> Result<Arc<Upstream>, ConfigError> {
+    deps.upstream(id)
+        .map(|entry| Arc::clone(&entry.upstream))
+        .ok_or_else(|| ConfigError::new("upstream_id", format!("upstream `{id}` does not exist")))
+}
+
+/// Compiles a route against its service, upstream object and plugin config (found in `deps`).
+/// Plugins merge as APISIX does, per plugin name: the route's over the plugin config's over the
+/// service's. The upstream is the route's inline one, else its `upstream_id`'s, else the
+/// service's; hosts and path prefix come from the service when the route has none of its own. A
+/// disabled route (`status: 0`) is compiled all the same, and left out of the router.
 pub fn route(
     compiler: &Compiler,
     id: &str,
@@ -46,13 +59,27 @@ pub fn route(
         ),
         None => None,
     };
+    let plugin_config = match &spec.plugin_config_id {
+        Some(id) => Some(
+            deps.plugin_config(id)
+                .ok_or_else(|| ConfigError::new("plugin_config_id", format!("plugin config `{id}` does not exist")))?,
+        ),
+        None => None,
+    };
     let mut plugins = service.map(|s| s.spec.plugins.clone()).unwrap_or_default();
-    for (name, config) in &spec.plugins {
-        plugins.insert(name.clone(), config.clone());
+    let layers = plugin_config.map(|c| &c.spec.plugins).into_iter().chain([&spec.plugins]);
+    for layer in layers {
+        for (name, config) in layer {
+            plugins.insert(name.clone(), config.clone());
+        }
     }
     let chain = compiler.chain(&plugins, "plugins", deps)?;
-    let upstream = upstream.as_ref().or_else(|| service.and_then(|s| s.upstream.as_ref()));
-    let upstream = upstream.map(|u| Upstream::from_spec(u, compiler.transport.as_ref())).transpose()?.map(Arc::new);
+    let upstream = match (&upstream, &spec.upstream_id) {
+        (Some(inline), _) => Some(Arc::new(Upstream::from_spec(inline, compiler.transport.as_ref(), "upstream")?)),
+        (None, Some(id)) => Some(upstream_object(deps, id)?),
+        (None, None) => service.and_then(|s| s.upstream.clone()),
+    };
+    let vars = spec.vars.as_ref().map(|v| Vars::compile(v, "vars")).transpose()?.map(Arc::new);
     let paths =
         spec.all_paths().into_iter().map(|p| service.map_or_else(|| p.to_string(), |s| s.spec.prefixed(p))).collect();
     let mut hosts: Vec<&str> = spec.all_hosts();
@@ -67,6 +94,7 @@ pub fn route(
     route.paths = paths;
     route.hosts = hosts.into_iter().map(HostPattern::parse).collect();
     route.methods = methods;
+    route.vars = vars;
     route.priority = spec.priority;
     route.chain = chain;
     route.upstream = upstream;

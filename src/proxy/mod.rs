@@ -11,6 +11,8 @@ mod resume;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::cell::OnceCell;
+
 use bytes::Bytes;
 use http::header::HOST;
 use hyper::body::Incoming;
@@ -20,6 +22,7 @@ pub use body::{BoxError, ResponseBody};
 
 use crate::error::ProxyError;
 use crate::state::ProxyState;
+use crate::vars::{NeedsBody, RequestVars};
 
 /// The largest request body the proxy reads; plugins may set lower limits.
 pub const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
@@ -32,22 +35,59 @@ pub async fn handle(
 ) -> hyper::Response<ResponseBody> {
     #[expect(clippy::disallowed_methods, reason = "the request's one load: everything below gets &Snapshot")]
     let snapshot = state.live.load();
-    let (head, body) = req.into_parts();
+    let (mut head, incoming) = req.into_parts();
+    let mut incoming = Some(incoming);
     let id = request_id::of(&head.headers);
     let host = request_host(&head);
-    let (path, method) = (head.uri.path(), &head.method);
-    let found =
-        snapshot.router.find(host.as_deref(), path, method).or_else(|| snapshot.builtin.find(None, path, method));
-    let Some(route) = found.cloned() else {
+    let parsed = OnceCell::new();
+    let mut read: Option<Bytes> = None;
+    let found = loop {
+        let found = {
+            let vars = RequestVars::new(&head, host.as_deref(), client, read.as_ref(), &parsed);
+            snapshot.router.find(&vars).and_then(|found| match found {
+                Some(route) => Ok(Some(route)),
+                None => snapshot.builtin.find(&vars),
+            })
+        };
+        match (found, incoming.take()) {
+            (Ok(found), rest) => {
+                incoming = rest;
+                break found.cloned();
+            }
+            // A candidate route matches on a body field: read the body (once) and match again.
+            (Err(NeedsBody), Some(body)) => {
+                if crate::client_io::declares_more_than(&head.headers, MAX_REQUEST_BODY) {
+                    return local(ProxyError::PayloadTooLarge(MAX_REQUEST_BODY).to_response(ErrorStyle::Apisix), &id);
+                }
+                match read_body(body, MAX_REQUEST_BODY, state.client_body_timeout).await {
+                    Ok(bytes) => read = Some(bytes),
+                    Err(err) => return local(err.to_response(ErrorStyle::Apisix), &id),
+                }
+            }
+            (Err(NeedsBody), None) => break None,
+        }
+    };
+    let Some(route) = found else {
         return local(ProxyError::RouteNotFound.to_response(ErrorStyle::Apisix), &id);
     };
-    if crate::client_io::declares_more_than(&head.headers, MAX_REQUEST_BODY) {
-        return refuse::refuse(&state, route, &head, client, id, ProxyError::PayloadTooLarge(MAX_REQUEST_BODY));
-    }
-    let body = match read_body(body, MAX_REQUEST_BODY, state.client_body_timeout).await {
-        Ok(body) => body,
-        Err(err) => return refuse::refuse(&state, route, &head, client, id, err),
+    let body = match (read, incoming) {
+        (Some(bytes), _) => bytes,
+        (None, Some(body)) => {
+            if crate::client_io::declares_more_than(&head.headers, MAX_REQUEST_BODY) {
+                return refuse::refuse(&state, route, &head, client, id, ProxyError::PayloadTooLarge(MAX_REQUEST_BODY));
+            }
+            match read_body(body, MAX_REQUEST_BODY, state.client_body_timeout).await {
+                Ok(body) => body,
+                Err(err) => return refuse::refuse(&state, route, &head, client, id, err),
+            }
+        }
+        // The body is taken from `incoming` only to be read into `read`.
+        (None, None) => Bytes::new(),
     };
+    // The body as parsed for matching, handed on so the AI plugins do not parse it again.
+    if let Some(parsed) = parsed.into_inner().flatten() {
+        head.extensions.insert(parsed);
+    }
     let consumers = Arc::clone(&snapshot.consumer_directory) as Arc<dyn switchyard_sdk::Consumers>;
     pipeline::run(&state, route, Request { head, body }, client, id, consumers).await
 }

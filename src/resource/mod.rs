@@ -2,7 +2,9 @@
 
 pub mod api_key;
 pub mod consumer;
+pub mod global_rule;
 pub mod model;
+pub mod plugin_config;
 pub mod provider_key;
 pub mod route;
 pub mod service;
@@ -18,6 +20,9 @@ use switchyard_sdk::{parse_config, ConfigError};
 pub enum Kind {
     Routes,
     Services,
+    Upstreams,
+    PluginConfigs,
+    GlobalRules,
     ProviderKeys,
     Models,
     ApiKeys,
@@ -29,6 +34,9 @@ impl Kind {
         match self {
             Kind::Routes => "routes",
             Kind::Services => "services",
+            Kind::Upstreams => "upstreams",
+            Kind::PluginConfigs => "plugin_configs",
+            Kind::GlobalRules => "global_rules",
             Kind::ProviderKeys => "provider_keys",
             Kind::Models => "models",
             Kind::ApiKeys => "api_keys",
@@ -53,6 +61,9 @@ impl Kind {
         match s {
             "routes" => Some(Kind::Routes),
             "services" => Some(Kind::Services),
+            "upstreams" => Some(Kind::Upstreams),
+            "plugin_configs" => Some(Kind::PluginConfigs),
+            "global_rules" => Some(Kind::GlobalRules),
             "provider_keys" => Some(Kind::ProviderKeys),
             "models" => Some(Kind::Models),
             "api_keys" => Some(Kind::ApiKeys),
@@ -106,6 +117,24 @@ pub fn parse_key<'k>(group_prefix: &str, key: &'k str) -> Option<(&'k str, &'k s
 /// Seconds since the Unix epoch, for `create_time` / `update_time`.
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A reference to another resource (`service_id`, `upstream_id`, `plugin_config_id`): a string
+/// or, as APISIX also accepts, a positive integer.
+pub fn id_ref<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    match <Option<Id> as serde::Deserialize>::deserialize(de) {
+        Ok(id) => Ok(id.map(|id| match id {
+            Id::Text(text) => text,
+            Id::Number(n) => n.to_string(),
+        })),
+        Err(_) => Err(serde::de::Error::custom("must be a string or a positive integer")),
+    }
 }
 
 /// A resource id as APISIX allows it: 1 to 64 of `[a-zA-Z0-9-_.]`.

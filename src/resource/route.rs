@@ -25,7 +25,16 @@ pub struct RouteSpec {
     /// Higher wins among routes matching the same path.
     #[serde(default)]
     pub priority: i64,
+    #[serde(default, deserialize_with = "super::id_ref")]
     pub service_id: Option<String>,
+    /// An upstream object; the route's inline `upstream` wins over it.
+    #[serde(default, deserialize_with = "super::id_ref")]
+    pub upstream_id: Option<String>,
+    /// A plugin config whose plugins sit between the service's and the route's own.
+    #[serde(default, deserialize_with = "super::id_ref")]
+    pub plugin_config_id: Option<String>,
+    /// lua-resty-expr conditions, compiled by [`crate::vars::Vars::compile`].
+    pub vars: Option<serde_json::Value>,
     #[serde(default)]
     pub plugins: serde_json::Map<String, serde_json::Value>,
     /// Checked separately by [`UpstreamSpec::parse`], so errors carry the `upstream.` path.

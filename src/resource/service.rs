@@ -20,6 +20,9 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub plugins: serde_json::Map<String, serde_json::Value>,
     pub upstream: Option<serde_json::Value>,
+    /// An upstream object, used when the service has no inline `upstream`.
+    #[serde(default, deserialize_with = "super::id_ref")]
+    pub upstream_id: Option<String>,
     pub create_time: Option<u64>,
     pub update_time: Option<u64>,
 }

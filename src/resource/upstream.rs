@@ -15,9 +15,16 @@ pub struct UpstreamSpec {
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
     pub nodes: NodesSpec,
-    /// `roundrobin` (smooth weighted) is the only balancer here.
+    /// `roundrobin` (smooth weighted, the default), `chash` (consistent hashing on `key`) or
+    /// `least_conn` (fewest requests in flight per weight).
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
+    /// What `chash` hashes: `vars` (default: `key` is a variable such as `remote_addr`,
+    /// `arg_user`), `header` or `cookie` (`key` is its name).
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
     #[serde(default)]
     pub scheme: Option<String>,
     /// `pass` (client's Host), `node` (the node's host) or `rewrite` (`upstream_host`).
@@ -30,6 +37,40 @@ pub struct UpstreamSpec {
     /// How many other nodes to try after a connection failure (default: all of them).
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Seconds after the first attempt past which no retry starts (0 or absent: no limit).
+    #[serde(default)]
+    pub retry_timeout: Option<f64>,
+    #[serde(default)]
+    pub keepalive_pool: Option<KeepalivePoolSpec>,
+    /// Active probes and passive observation of the nodes, as on APISIX upstreams.
+    #[serde(default)]
+    pub checks: Option<switchyard_builtin::health::checks::ChecksConfig>,
+    pub create_time: Option<u64>,
+    pub update_time: Option<u64>,
+}
+
+/// APISIX's per-upstream keep-alive pool.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepalivePoolSpec {
+    /// Idle connections kept per node (APISIX default 320).
+    #[serde(default = "default_pool_size")]
+    pub size: u32,
+    /// Seconds an idle connection is kept (APISIX default 60).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: f64,
+    /// APISIX closes a connection after this many requests; accepted for compatibility, not
+    /// enforced (a connection is reused until it idles out or the peer closes it).
+    #[serde(default)]
+    pub requests: Option<u32>,
+}
+
+fn default_pool_size() -> u32 {
+    320
+}
+
+fn default_idle_timeout() -> f64 {
+    60.0
 }
 
 /// `{"host:port": weight}` or `[{"host", "port", "weight"}]`.
@@ -77,9 +118,25 @@ impl UpstreamSpec {
     }
 
     pub fn check(&self) -> Result<(), ConfigError> {
-        if let Some(kind) = &self.kind {
-            if kind != "roundrobin" {
-                return Err(ConfigError::new("type", "must be `roundrobin` (the only balancer supported)"));
+        match self.kind.as_deref() {
+            None | Some("roundrobin") | Some("least_conn") => {}
+            Some("chash") => self.check_hash()?,
+            Some(_) => return Err(ConfigError::new("type", "must be one of roundrobin, chash, least_conn")),
+        }
+        if let Some(t) = self.retry_timeout {
+            if !(t >= 0.0 && t.is_finite()) {
+                return Err(ConfigError::new("retry_timeout", "must be a non-negative number of seconds"));
+            }
+        }
+        if let Some(pool) = self.keepalive_pool {
+            if pool.size == 0 {
+                return Err(ConfigError::new("keepalive_pool.size", "must be at least 1"));
+            }
+            if !(pool.idle_timeout >= 0.0 && pool.idle_timeout.is_finite()) {
+                return Err(ConfigError::new(
+                    "keepalive_pool.idle_timeout",
+                    "must be a non-negative number of seconds",
+                ));
             }
         }
         if let Some(scheme) = &self.scheme {
@@ -105,6 +162,29 @@ impl UpstreamSpec {
         let nodes = self.nodes()?;
         if nodes.is_empty() {
             return Err(ConfigError::new("nodes", "must hold at least one node"));
+        }
+        Ok(())
+    }
+
+    /// `chash` needs a `key`, hashed as `hash_on` says.
+    fn check_hash(&self) -> Result<(), ConfigError> {
+        let key = self.key.as_deref().filter(|k| !k.is_empty());
+        let Some(key) = key else {
+            return Err(ConfigError::new("key", "is required when type is `chash`"));
+        };
+        match self.hash_on.as_deref() {
+            None | Some("vars") => {
+                crate::vars::Variable::parse(key).map_err(|reason| ConfigError::new("key", reason))?;
+            }
+            Some("header") | Some("cookie") => {
+                if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
+                    return Err(ConfigError::new("key", "is not a valid header or cookie name"));
+                }
+            }
+            Some("consumer") | Some("vars_combinations") => {
+                return Err(ConfigError::new("hash_on", "`consumer` and `vars_combinations` are not supported yet"))
+            }
+            Some(_) => return Err(ConfigError::new("hash_on", "must be one of vars, header, cookie")),
         }
         Ok(())
     }

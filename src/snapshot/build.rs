@@ -7,9 +7,10 @@ use std::sync::Arc;
 use switchyard_builtin::model_api::catalog::Catalog;
 use switchyard_sdk::ConfigError;
 
+use super::global;
 use super::{Entry, Rejected, Snapshot, Source};
 use crate::compiler::model_api::CompiledModel;
-use crate::compiler::{self, consumers, model_api, routes, CompileFn, Compiler, ConsumerDirectory};
+use crate::compiler::{self, consumers, model_api, objects, routes, CompileFn, Compiler, ConsumerDirectory};
 use crate::resource::{parse_key, stored_json, Kind};
 use crate::router::Router;
 use crate::store::KeyValue;
@@ -60,7 +61,19 @@ impl Snapshot {
         }
         let of = |kind: Kind| listed.get(&kind).map_or(&[][..], Vec::as_slice);
         let mut snapshot = Snapshot { revision, ..Snapshot::default() };
-        // Dependencies first: routes compile against services, models against provider keys.
+        // Dependencies first: routes compile against services, upstreams and plugin configs,
+        // services against upstreams, models against provider keys.
+        let upstreams = Loader::new(Kind::Upstreams, objects::upstream);
+        let upstreams = snapshot.load(&upstreams, of(Kind::Upstreams), prev.map(|p| &p.upstreams), compiler);
+        snapshot.upstreams = snapshot.keep(upstreams);
+        let plugin_configs = Loader::new(Kind::PluginConfigs, objects::plugin_config);
+        let plugin_configs =
+            snapshot.load(&plugin_configs, of(Kind::PluginConfigs), prev.map(|p| &p.plugin_configs), compiler);
+        snapshot.plugin_configs = snapshot.keep(plugin_configs);
+        let global_rules = Loader::new(Kind::GlobalRules, objects::global_rule);
+        let global_rules = snapshot.load(&global_rules, of(Kind::GlobalRules), prev.map(|p| &p.global_rules), compiler);
+        snapshot.global_rules = snapshot.keep(global_rules);
+        snapshot.global_chain = global::chain(&snapshot.global_rules);
         let services = Loader::new(Kind::Services, routes::service);
         let services = snapshot.load(&services, of(Kind::Services), prev.map(|p| &p.services), compiler);
         snapshot.services = snapshot.keep(services);
@@ -81,7 +94,7 @@ impl Snapshot {
         snapshot.models = snapshot.keep(models);
         snapshot.api_keys = snapshot.keep(api_keys);
 
-        let enabled: Vec<_> = snapshot.enabled_routes().cloned().collect();
+        let enabled: Vec<_> = snapshot.enabled_routes().map(|r| global::served(r, &snapshot.global_chain)).collect();
         snapshot.router = Router::build(&enabled);
         match prev.filter(|p| {
             !catalog_fresh && p.models.len() == snapshot.models.len() && p.api_keys.len() == snapshot.api_keys.len()
@@ -159,28 +172,29 @@ impl Snapshot {
         let value = stored_json(loader.kind, &kv.value)?;
         let mut compiled = (loader.compile)(compiler, id, &value, self)?;
         (loader.stamp)(&mut compiled, kv.mod_revision);
-        let dependency = compiler::dependency(loader.kind, &value)
-            .and_then(|(of, id)| self.revision_of(of, &id).map(|revision| (of, Arc::from(id), revision)));
-        Ok(Entry { compiled: Arc::new(compiled), source: Source { revision: kv.mod_revision, dependency } })
+        let dependencies = compiler::dependencies(loader.kind, &value, self)
+            .into_iter()
+            .filter_map(|(of, id)| self.revision_of(of, &id).map(|revision| (of, Arc::from(id), revision)))
+            .collect();
+        Ok(Entry { compiled: Arc::new(compiled), source: Source { revision: kv.mod_revision, dependencies } })
     }
 
-    /// Whether `old` was compiled from this very write and from its dependency as it is now.
+    /// Whether `old` was compiled from this very write and from its dependencies as they are now.
     /// Checked before parsing: a reload with 10,000 routes then parses only what changed.
     fn unchanged<T>(&self, old: &Entry<T>, kv: &KeyValue) -> bool {
         old.source.revision == kv.mod_revision
-            && old
-                .source
-                .dependency
-                .as_ref()
-                .is_none_or(|(of, id, revision)| self.revision_of(*of, id) == Some(*revision))
+            && old.source.dependencies.iter().all(|(of, id, revision)| self.revision_of(*of, id) == Some(*revision))
     }
 
-    /// The revision a compiled service or provider key of this snapshot was compiled from.
+    /// The revision a compiled dependency of this snapshot was compiled from. (A route names the
+    /// upstream object of its service among its own dependencies: see `compiler::dependencies`.)
     fn revision_of(&self, kind: Kind, id: &str) -> Option<u64> {
         match kind {
             Kind::Services => self.services.get(id).map(|e| e.source.revision),
+            Kind::Upstreams => self.upstreams.get(id).map(|e| e.source.revision),
+            Kind::PluginConfigs => self.plugin_configs.get(id).map(|e| e.source.revision),
             Kind::ProviderKeys => self.provider_keys.get(id).map(|e| e.source.revision),
-            Kind::Routes | Kind::Models | Kind::ApiKeys | Kind::Consumers => None,
+            Kind::Routes | Kind::GlobalRules | Kind::Models | Kind::ApiKeys | Kind::Consumers => None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! reload task ([`Snapshot::build`]), published with one `ArcSwap::store`.
 
 mod build;
+mod global;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,13 +10,15 @@ use std::sync::Arc;
 use serde::Serialize;
 use switchyard_builtin::model_api::catalog::Catalog;
 
-use crate::compiled::{CompiledRoute, ServiceEntry};
+use switchyard_sdk::Chain;
+
+use crate::compiled::{CompiledRoute, GlobalRuleEntry, PluginConfigEntry, ServiceEntry, UpstreamEntry};
 use crate::compiler::{ApiKeyEntry, ConsumerDirectory, ConsumerEntry, Dependencies, ModelEntry, ProviderKeyEntry};
 use crate::resource::Kind;
 use crate::router::Router;
 
 /// A compiled resource, and the writes it was compiled from: the next reload reuses it as it is
-/// (same `Arc`, plugin state included) while neither the resource nor its dependency changed.
+/// (same `Arc`, plugin state included) while neither the resource nor any dependency changed.
 pub struct Entry<T> {
     pub compiled: Arc<T>,
     source: Source,
@@ -32,9 +35,9 @@ impl<T> Clone for Entry<T> {
 struct Source {
     /// The revision of the resource's own last write.
     revision: u64,
-    /// The resource it compiled against (a route's service, a model's provider key), and the
-    /// revision of that one's last write.
-    dependency: Option<(Kind, Arc<str>, u64)>,
+    /// The resources it compiled against (a route's service, upstream object and plugin config, a
+    /// model's provider key), each with the revision of its last write.
+    dependencies: Vec<(Kind, Arc<str>, u64)>,
 }
 
 /// A stored resource that failed validation at reload: skipped, and listed in admin status.
@@ -57,6 +60,11 @@ pub struct Snapshot {
     /// Every compiled route, disabled ones included, by id.
     pub routes: HashMap<String, Entry<CompiledRoute>>,
     pub services: HashMap<String, Entry<ServiceEntry>>,
+    pub upstreams: HashMap<String, Entry<UpstreamEntry>>,
+    pub plugin_configs: HashMap<String, Entry<PluginConfigEntry>>,
+    pub global_rules: HashMap<String, Entry<GlobalRuleEntry>>,
+    /// Every global rule's plugins (rules in id order), run before each user route's own.
+    pub global_chain: Chain,
     pub provider_keys: HashMap<String, Entry<ProviderKeyEntry>>,
     pub models: HashMap<String, Entry<ModelEntry>>,
     pub api_keys: HashMap<String, Entry<ApiKeyEntry>>,
@@ -83,6 +91,14 @@ impl Snapshot {
 impl Dependencies for Snapshot {
     fn service(&self, id: &str) -> Option<&ServiceEntry> {
         self.services.get(id).map(|entry| entry.compiled.as_ref())
+    }
+
+    fn upstream(&self, id: &str) -> Option<&UpstreamEntry> {
+        self.upstreams.get(id).map(|entry| entry.compiled.as_ref())
+    }
+
+    fn plugin_config(&self, id: &str) -> Option<&PluginConfigEntry> {
+        self.plugin_configs.get(id).map(|entry| entry.compiled.as_ref())
     }
 
     fn provider_key(&self, id: &str) -> Option<&ProviderKeyEntry> {

@@ -5,6 +5,7 @@
 pub mod ai_proxy;
 pub mod ai_proxy_multi;
 pub mod ai_rate_limiting;
+pub mod health;
 pub mod key_auth;
 pub mod model_api;
 pub mod proxy_buffering;

@@ -18,7 +18,9 @@ pub fn parse_chat_body(ctx: &mut Ctx, req: &Request, settings: &CallSettings) ->
             "request_too_large",
         )));
     }
-    let body = RawBody::parse(req.body.clone()).map_err(|err| {
+    // The core may have parsed it already, to match a route on a body field.
+    let matched = req.head.extensions.get::<RawBody>().filter(|parsed| parsed.original() == &req.body);
+    let body = matched.cloned().map_or_else(|| RawBody::parse(req.body.clone()), Ok).map_err(|err| {
         let code = match err {
             BodyError::Empty => "empty_body",
             BodyError::Invalid(_) => "invalid_json",

@@ -86,6 +86,15 @@ impl Chain {
         Chain { error_style: self.error_style, ..Chain::new(entries) }
     }
 
+    /// This chain's plugins, then `then`'s, each in its own order (not merged by priority): a
+    /// global rule's plugins run before a route's. The error style is `then`'s when it has one.
+    pub fn followed_by(&self, then: &Chain) -> Chain {
+        let entries: Vec<ChainEntry> = self.entries.iter().chain(then.entries.iter()).cloned().collect();
+        let error_style =
+            then.entries.iter().chain(self.entries.iter()).find_map(|e| e.plugin.error_style()).unwrap_or_default();
+        Self { entries: entries.into(), error_style }
+    }
+
     /// How the gateway renders its own errors on this chain's routes.
     pub fn error_style(&self) -> ErrorStyle {
         self.error_style

@@ -14,8 +14,8 @@ use switchyard_sdk::{ConfigError, Ctx};
 use super::active::Probe;
 use super::config::FallbackStrategyConfig;
 use super::errors;
-use super::health::Health;
 use super::select::Selector;
+use crate::health::Health;
 
 /// Which failures move a request to the next instance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

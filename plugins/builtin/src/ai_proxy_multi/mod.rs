@@ -10,11 +10,9 @@
 //! first event under `first_token_timeout_ms`); after bytes reached the client, `stream_resume`
 //! lets the next instance take a broken stream up.
 
-mod active;
 pub mod config;
 pub(crate) mod engine;
 mod errors;
-pub(crate) mod health;
 pub(crate) mod select;
 pub(crate) mod target;
 
@@ -25,12 +23,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 
-use self::active::Probe;
-use self::config::{takes_prefill_by_default, MultiConfig, PassiveConfig};
+use self::config::{takes_prefill_by_default, MultiConfig};
 use self::engine::{check_fallback_codes, Engine, Member, Strategy};
-use self::health::Health;
 use self::select::Selector;
 use self::target::MultiTarget;
+use crate::health::active::{self, Probe};
+use crate::health::checks::PassiveConfig;
+use crate::health::Health;
 use switchyard_llm::body::parse_chat_body;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::observe;

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::engine::Engine;
 use super::errors;
-use super::health::{self, TransportFailure};
+use crate::health::{self, TransportFailure};
 
 /// The pause before a same-instance retry: 100 ms, give or take half, so that requests that
 /// failed together do not all come back together.

@@ -15,7 +15,7 @@ use super::adapter::{Adapter, AZURE_DEFAULT_API_VERSION};
 use super::cooldown::Cooldown;
 use super::routing::{Routing, RoutingAlias};
 use crate::ai_proxy_multi::config::takes_prefill_by_default;
-use crate::ai_proxy_multi::health::Health;
+use crate::health::Health;
 use switchyard_llm::config::OverrideConfig;
 use switchyard_llm::instance::Instance;
 use switchyard_llm::providers::Endpoint;

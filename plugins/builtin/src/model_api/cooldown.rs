@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchyard_sdk::ConfigError;
 
-use crate::ai_proxy_multi::config::{PassiveConfig, PassiveHealthy, PassiveUnhealthy};
-use crate::ai_proxy_multi::health::Health;
+use crate::health::checks::{PassiveConfig, PassiveHealthy, PassiveUnhealthy};
+use crate::health::Health;
 
 /// The AISIX `cooldown` object. The durations differ from AISIX's (30 s, 600 s): with these a
 /// provider back from an outage serves again within 20 s, as `ai-proxy-multi`'s does.

@@ -10,8 +10,8 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Uri};
 use switchyard_sdk::{AttemptTiming, ClientHandle, ConfigError, SendError, UpstreamIo, UpstreamRequest};
 
-use super::config::ActiveConfig;
-use super::health::Health;
+use super::checks::ActiveConfig;
+use super::Health;
 
 /// Probes one instance until the core drops this future.
 pub async fn run(probe: Arc<Probe>, health: Arc<Health>, io: Arc<dyn UpstreamIo>) {

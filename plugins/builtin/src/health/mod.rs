@@ -1,12 +1,16 @@
-//! Health of one instance across requests: passive checks on every answer, `Retry-After`
-//! cooldowns, and the verdict of active probes. Times are `tokio::time::Instant`, so tests can
-//! pause the clock.
+//! Health of one upstream node or AI instance across requests: passive checks on every answer,
+//! `Retry-After` cooldowns, and the verdict of active probes. One implementation, used by
+//! `ai-proxy-multi` and by the core's plain upstreams. Times are `tokio::time::Instant`, so tests
+//! can pause the clock.
 //!
 //! Tripped checks take the instance out for a cooldown (`checks.passive.cooldown_ms`, doubling
 //! with each trip in a row up to `max_cooldown_ms`). When it ends, one request is let through as
 //! a trial: until its answer is recorded no other request picks the instance, so a dead provider
 //! sees one request per cooldown, and a recovered one is back within `max_cooldown_ms` of the
 //! first request after it recovered.
+
+pub mod active;
+pub mod checks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -15,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use tokio::time::Instant;
 
-use super::config::PassiveConfig;
+use checks::PassiveConfig;
 
 /// How a failed attempt failed at the transport level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
