@@ -2,10 +2,11 @@
 //! descriptors over one module per wire family ([`providers`]), a compiled provider call
 //! ([`instance::Instance`]) with its plugin-level settings ([`instance::CallSettings`]), the
 //! config fields every AI plugin shares ([`config`]), the chat body check ([`body`]) and usage
-//! reading on the way back ([`observe`]).
+//! reading on the way back ([`observe`]), and model names fit for metric labels ([`labels`]).
 
 pub mod body;
 pub mod config;
 pub mod instance;
+pub mod labels;
 pub mod observe;
 pub mod providers;

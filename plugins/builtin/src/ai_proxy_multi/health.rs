@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+use switchyard_sdk::InstanceState;
 use tokio::time::Instant;
 
 use super::config::PassiveConfig;
@@ -66,6 +67,19 @@ impl Health {
             return None;
         }
         state.cooldown_until
+    }
+
+    /// Where the instance stands at `now`, for metrics: probed down, cooling (and for how long
+    /// yet), or in rotation.
+    pub fn standing(&self, now: Instant) -> InstanceState {
+        let state = self.state();
+        if state.active_down {
+            return InstanceState::Down;
+        }
+        match state.cooldown_until {
+            Some(until) if until > now => InstanceState::Cooling { back_in: until - now },
+            _ => InstanceState::Healthy,
+        }
     }
 
     /// Records an upstream answer. A 429 with `Retry-After` takes the instance out until then.
@@ -242,5 +256,17 @@ mod tests {
         assert!(!health.available(now));
         health.record_probe(true, 2, 2);
         assert!(health.available(now));
+    }
+
+    #[test]
+    fn state_tells_cooling_from_down_from_healthy() {
+        let health = Health::new(PassiveConfig::default());
+        let now = Instant::now();
+        assert_eq!(health.standing(now), InstanceState::Healthy);
+        health.record_status(429, &headers("30"), now);
+        assert_eq!(health.standing(now), InstanceState::Cooling { back_in: Duration::from_secs(30) });
+        assert_eq!(health.standing(now + Duration::from_secs(30)), InstanceState::Healthy);
+        health.record_probe(false, 1, 1);
+        assert_eq!(health.standing(now), InstanceState::Down);
     }
 }

@@ -26,12 +26,13 @@ use self::health::{Health, TransportFailure};
 use self::select::Selector;
 use switchyard_llm::body::parse_chat_body;
 use switchyard_llm::instance::{CallSettings, Instance};
+use switchyard_llm::labels::KnownModels;
 use switchyard_llm::observe;
 use switchyard_llm::providers::BaseUrls;
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::{
-    derive_phases, AttemptResult, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next,
-    Plugin, PluginError, PluginFactory, Request, Target, UpstreamIo, Verdict,
+    derive_phases, AttemptResult, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp,
+    InstanceHealth, Next, Plugin, PluginError, PluginFactory, Request, Target, UpstreamIo, Verdict,
 };
 
 pub struct AiProxyMultiFactory {
@@ -100,8 +101,10 @@ impl PluginFactory for AiProxyMultiFactory {
                 return Err(ConfigError::new(format!("fallback_http_statuses[{i}]"), "must be a 4xx or 5xx status"));
             }
         }
+        let models = KnownModels::new(members.iter().filter_map(|m| m.instance.model()));
         Ok(Arc::new(AiProxyMulti {
             shared: Arc::new(Shared {
+                models,
                 members,
                 selector,
                 strategy,
@@ -159,6 +162,8 @@ struct Member {
 }
 
 struct Shared {
+    /// The instances' pinned models: the requested models that become metric labels.
+    models: KnownModels,
     members: Vec<Member>,
     selector: Selector,
     strategy: Strategy,
@@ -188,11 +193,20 @@ impl Plugin for AiProxyMulti {
         probed.map(|(probe, health)| Box::pin(active::run(probe, health, Arc::clone(io))) as BackgroundTask).collect()
     }
 
+    fn instance_health(&self) -> Vec<InstanceHealth> {
+        let now = Instant::now();
+        let members = self.shared.members.iter();
+        members
+            .map(|m| InstanceHealth { instance: Arc::clone(&m.instance.name), state: m.health.standing(now) })
+            .collect()
+    }
+
     async fn access(&self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, PluginError> {
         let body = match parse_chat_body(ctx, req, &self.shared.settings) {
             Ok(body) => body,
             Err(response) => return Ok(Flow::Respond(*response)),
         };
+        ctx.log.operation = Some("chat");
         let key = self.shared.selector.key(req, &ctx.client_addr.ip().to_string());
         ctx.target = Some(Box::new(MultiTarget {
             shared: Arc::clone(&self.shared),
@@ -252,6 +266,7 @@ impl Target for MultiTarget {
         let instance = &shared.members[index].instance;
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = instance.model().map(str::to_string).or_else(|| self.body.str_field("model"));
+        ctx.log.model_labels = shared.models.labels(&self.body, instance.model_label());
         Next::Attempt(instance.upstream_request(req, &self.body, &shared.settings))
     }
 

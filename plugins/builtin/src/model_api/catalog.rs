@@ -11,7 +11,7 @@ use sha2::Digest;
 use switchyard_llm::config::OverrideConfig;
 use switchyard_llm::instance::Instance;
 use switchyard_llm::providers::{self, anthropic, AuthConfig, BaseUrls, Provider};
-use switchyard_sdk::ConfigError;
+use switchyard_sdk::{ConfigError, ModelLabels};
 
 /// A caller key: its id and the aliases it may use (`None`: all).
 pub struct CallerKey {
@@ -45,6 +45,8 @@ pub struct Model {
     pub reasoning_field: Option<String>,
     /// Client headers removed before the call (the provider key's `strip_headers`).
     pub strip: Vec<HeaderName>,
+    /// The alias and the upstream model name, as metric labels (both come from config).
+    pub labels: ModelLabels,
 }
 
 /// What the core hands over to describe one model alias.
@@ -159,5 +161,6 @@ fn compile(def: &ModelDef<'_>) -> Result<Model, ConfigError> {
         embeddings,
         reasoning_field: def.reasoning_field.map(str::to_string),
         strip,
+        labels: ModelLabels { requested: Some(Arc::from(def.alias)), upstream: Some(Arc::from(def.model_name)) },
     })
 }

@@ -130,6 +130,8 @@ impl Plugin for ModelApi {
         };
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = Some(alias.clone());
+        ctx.log.operation = Some(if self.surface == Surface::Embeddings { "embeddings" } else { "chat" });
+        ctx.log.model_labels = model.labels.clone();
         let anthropic = matches!(model.adapter, Adapter::Anthropic).then(|| {
             let include_usage =
                 body.get::<Value>("stream_options").is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
