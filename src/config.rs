@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::observe::config::{AccessLogFormat, MetricsConfig, StatusConfig, TracingConfig};
+
 /// The admin key shipped in `conf/config.yaml`: accepted on loopback listeners only.
 pub const DEFAULT_ADMIN_KEY: &str = "admin-local-only-change-me";
 
@@ -20,6 +22,10 @@ pub struct Config {
     /// Per built-in provider: a replacement for its default host (mirrors, proxies, tests).
     pub providers: BTreeMap<String, ProviderConfig>,
     pub log: LogConfig,
+    /// Observability (`src/observe/config.rs`): Prometheus exporter, probes, OpenTelemetry traces.
+    pub metrics: MetricsConfig,
+    pub status: StatusConfig,
+    pub tracing: TracingConfig,
 }
 
 impl Default for Config {
@@ -31,6 +37,9 @@ impl Default for Config {
             store: StoreConfig::default(),
             providers: BTreeMap::new(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
+            status: StatusConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -192,11 +201,13 @@ pub struct LogConfig {
     pub level: String,
     /// One line per proxied request, at target `access`.
     pub access_log: bool,
+    /// `text` or `json` (one JSON object per line).
+    pub access_log_format: AccessLogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), access_log: true }
+        Self { level: "info".into(), access_log: true, access_log_format: AccessLogFormat::Text }
     }
 }
 
@@ -252,6 +263,9 @@ impl Config {
         if self.store.backend == StoreBackend::Etcd {
             self.store.etcd.validate()?;
         }
+        self.metrics.addr()?;
+        self.status.addr()?;
+        self.tracing.validate()?;
         for (name, provider) in &self.providers {
             if let Some(url) = &provider.base_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use crate::cache::MirrorCache;
 use crate::compiler::Compiler;
 use crate::config::{Config, StoreBackend};
+use crate::observe::Observe;
 use crate::reload::{follow, save_cache, Mirror};
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
@@ -26,6 +27,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Config(#[from] crate::config::ConfigFileError),
+    #[error("observability: {0}")]
+    Observe(String),
     #[error("{reason}, and there is no local snapshot cache at {} to serve meanwhile; start the node once etcd is reachable", cache.display())]
     NoCache { reason: StoreError, cache: std::path::PathBuf },
 }
@@ -34,6 +37,10 @@ pub enum StartError {
 pub struct Gateway {
     pub proxy_addrs: Vec<SocketAddr>,
     pub admin_addrs: Vec<SocketAddr>,
+    /// The Prometheus exporter's address, when metrics are on.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The status probes' address, when the status listener is on.
+    pub status_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -53,6 +60,22 @@ impl Gateway {
         let compiler = Compiler::new(registry, Transport::new());
         let proxy_listen = config.proxy_addrs()?;
         let admin_listen = config.admin_addrs()?;
+        let metrics_listen = config.metrics.addr()?;
+        let status_listen = config.status.addr()?;
+        let (observe, exporter) = Observe::new(&config, &compiler.transport).map_err(StartError::Observe)?;
+        let observe = Arc::new(observe);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        // The probes answer from the start: `/status/ready` says 503 until the config is live.
+        let mut status_addr = None;
+        if let Some(addr) = status_listen {
+            let listener = bind(addr).await?;
+            status_addr = Some(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
+            let observe = Arc::clone(&observe);
+            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), None, move |req, _peer| {
+                crate::observe::status::handle(Arc::clone(&observe), req)
+            }));
+        }
         let prefix = crate::resource::group_prefix(&config.store.root(), &config.gateway_group_id);
         let (store, cache): (Arc<dyn ConfigStore>, _) = match config.store.backend {
             StoreBackend::Embedded => (Arc::new(EmbeddedStore::open(&config.store.path)?), None),
@@ -62,34 +85,52 @@ impl Gateway {
         };
         let (mirror, cached) = first_mirror(store.as_ref(), &prefix, cache.as_ref()).await?;
         let snapshot = Snapshot::build(&mirror.resources, &prefix, mirror.revision, &compiler, None);
-        let shared = Arc::new(Shared::new(config, store, compiler, snapshot).with_cache(cache, cached));
+        if let Some(metrics) = &observe.metrics {
+            metrics.config_applied(&mirror, &prefix, &snapshot, None);
+        }
+        let shared = Arc::new(
+            Shared::new(config, store, compiler, snapshot).with_cache(cache, cached).with_observe(Arc::clone(&observe)),
+        );
         if !cached {
             save_cache(&shared, &mirror).await;
         }
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
+        let connections = observe.metrics.as_ref().map(|m| Arc::clone(&m.connections));
         let mut proxy_addrs = Vec::new();
         for addr in proxy_listen {
             let listener = bind(addr).await?;
             proxy_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
             let shared = Arc::clone(&shared);
-            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), move |req, peer| {
+            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), connections.clone(), move |req, peer| {
                 crate::proxy::handle(Arc::clone(&shared), req, peer)
             }));
+        }
+        let mut metrics_addr = None;
+        if let Some(addr) = metrics_listen.filter(|_| observe.metrics.is_some()) {
+            let listener = bind(addr).await?;
+            metrics_addr = Some(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
+            let shared = Arc::clone(&shared);
+            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), None, move |req, _peer| {
+                crate::observe::metrics::scrape::handle(Arc::clone(&shared), req)
+            }));
+        }
+        if let Some(exporter) = exporter {
+            tasks.spawn(exporter.run(shutdown_rx.clone()));
         }
         let mut admin_addrs = Vec::new();
         for addr in admin_listen {
             let listener = bind(addr).await?;
             admin_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
             let shared = Arc::clone(&shared);
-            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), move |req, _peer| {
+            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), None, move |req, _peer| {
                 crate::admin::handle(Arc::clone(&shared), req)
             }));
         }
         tasks.spawn(follow(Arc::clone(&shared), mirror, shutdown_rx));
-        tracing::info!(proxy = ?proxy_addrs, admin = ?admin_addrs, store = shared.store.backend(), "switchyard started");
-        Ok(Gateway { proxy_addrs, admin_addrs, shared, shutdown, tasks })
+        observe.set_ready();
+        tracing::info!(proxy = ?proxy_addrs, admin = ?admin_addrs, metrics = ?metrics_addr, status = ?status_addr,
+            store = shared.store.backend(), "switchyard started");
+        Ok(Gateway { proxy_addrs, admin_addrs, metrics_addr, status_addr, shared, shutdown, tasks })
     }
 
     /// Stops accepting, closes connections, stops reloading, and waits for all of it (the store

@@ -11,6 +11,7 @@ pub mod compiler;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod observe;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;

@@ -58,6 +58,9 @@ async fn publish(shared: &Shared, mirror: &Mirror, background: &mut BackgroundWo
     tracing::debug!(revision = mirror.revision, routes = snapshot.routes.len(), took = ?started.elapsed(), "snapshot published");
     let snapshot = Arc::new(snapshot);
     shared.snapshot.store(Arc::clone(&snapshot));
+    if let Some(metrics) = &shared.observe.metrics {
+        metrics.config_applied(mirror, &shared.group_prefix, &snapshot, Some(started.elapsed()));
+    }
     background.sync(&snapshot);
     shared.applied_revision.fetch_max(mirror.revision, Ordering::AcqRel);
     save_cache(shared, mirror).await;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use switchyard_sdk::{Chain, ConfigError};
 
 use crate::compiler::Compiler;
+use crate::observe::metrics::route::RouteMetrics;
 
 use crate::resource::route::RouteSpec;
 use crate::resource::service::ServiceSpec;
@@ -33,6 +34,8 @@ pub struct CompiledRoute {
     pub revision: u64,
     pub chain: Chain,
     pub upstream: Option<Arc<Upstream>>,
+    /// The route's metric series, found per request without a lock.
+    pub metrics: RouteMetrics,
     /// The service the route uses, whose revision is part of the fingerprint.
     service_id: Option<String>,
     /// Route and service revisions this was compiled from: unchanged means reusable.
@@ -51,9 +54,15 @@ impl CompiledRoute {
             revision: 0,
             chain: Chain::default(),
             upstream: None,
+            metrics: RouteMetrics::default(),
             service_id: None,
             fingerprint: (0, None),
         }
+    }
+
+    /// The service the route uses, if any (the `service` metric label).
+    pub fn service_id(&self) -> Option<&str> {
+        self.service_id.as_deref()
     }
 
     /// Whether this route takes a request for `host` (lower case, no port) and `method`.
@@ -250,6 +259,7 @@ pub fn compile_route(
         revision: 0,
         chain,
         upstream,
+        metrics: RouteMetrics::default(),
         service_id: spec.service_id.clone(),
         fingerprint: (0, None),
     })

@@ -9,6 +9,7 @@ use crate::background::BackgroundStats;
 use crate::cache::MirrorCache;
 use crate::compiler::Compiler;
 use crate::config::Config;
+use crate::observe::Observe;
 use crate::resource::group_prefix;
 use crate::snapshot::Snapshot;
 use crate::store::ConfigStore;
@@ -33,6 +34,8 @@ pub struct Shared {
     /// True while the live config came from `cache` rather than from the store: the node started
     /// while etcd was down and has not synced since.
     pub cached: AtomicBool,
+    /// Metrics, traces, access log and readiness (`src/observe`).
+    pub observe: Arc<Observe>,
 }
 
 impl Shared {
@@ -59,7 +62,14 @@ impl Shared {
             cache: None,
             background: Arc::default(),
             cached: AtomicBool::new(false),
+            observe: Arc::new(Observe::off()),
         }
+    }
+
+    /// Adds the node's observability (the default records nothing).
+    pub fn with_observe(mut self, observe: Arc<Observe>) -> Self {
+        self.observe = observe;
+        self
     }
 
     /// Adds the local snapshot cache; `cached` tells whether the first snapshot came from it.

@@ -9,6 +9,7 @@ mod ai_proxy;
 mod ai_proxy_multi;
 mod etcd;
 mod model_api;
+mod observe;
 mod plugin_errors;
 mod process;
 mod proxying;

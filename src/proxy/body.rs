@@ -103,6 +103,9 @@ pub struct RelayBody {
     batch: BytesMut,
     batch_due: Option<Pin<Box<Sleep>>>,
     received: u64,
+    /// When the upstream's response head arrived: from then until the relay ends counts as
+    /// time spent on the upstream.
+    head_at: Instant,
     /// The final empty filter call (end of stream) has been made.
     done: bool,
     logged: bool,
@@ -131,6 +134,7 @@ impl RelayBody {
             batch: BytesMut::new(),
             batch_due: None,
             received: 0,
+            head_at: Instant::now(),
             done: false,
             logged: false,
         }
@@ -199,6 +203,7 @@ impl RelayBody {
     fn finish(&mut self) {
         if !self.logged {
             self.logged = true;
+            self.ctx.log.upstream_time += self.head_at.elapsed();
             self.finisher.finish(&self.ctx, &self.outcome);
         }
     }

@@ -1,10 +1,12 @@
-//! The end of a request: every plugin's `log` phase, then the access log line.
+//! The end of a request: every plugin's `log` phase, then metrics, spans and the access log line.
 
 use std::sync::Arc;
 
 use http::{Method, Uri};
 use switchyard_sdk::{Ctx, Outcome, Phases};
 
+use crate::observe::metrics::route::Matched;
+use crate::observe::Observe;
 use crate::snapshot::CompiledRoute;
 
 /// Carries what the log needs from the request head, so bodies can finish after the handler
@@ -15,7 +17,11 @@ pub struct Finisher {
     pub method: Method,
     pub uri: Uri,
     pub request_id: http::HeaderValue,
-    pub access_log: bool,
+    pub observe: Arc<Observe>,
+    /// Which of the route's paths and hosts matched (metric labels).
+    pub matched: Matched,
+    /// The request's size as received: request line, headers and body.
+    pub request_bytes: u64,
 }
 
 impl Finisher {
@@ -24,43 +30,17 @@ impl Finisher {
         for entry in self.route.chain.with_phase(Phases::LOG) {
             entry.plugin.log(ctx, outcome);
         }
-        if !self.access_log {
-            return;
-        }
-        let ai = &ctx.log;
-        // Summary fields are recorded only when `logging.summaries` asked for them (a `None` field
-        // is left out of the line).
-        let summary = ai.log_summaries.then_some(ai);
-        let usage = summary.map(|ai| ai.usage.unwrap_or_default());
-        tracing::info!(
-            target: "access",
-            request_id = %String::from_utf8_lossy(self.request_id.as_bytes()),
-            client = %ctx.client_addr.ip(),
-            method = %self.method,
-            path = %self.uri.path(),
-            route = %ctx.route_id,
-            status = outcome.status,
-            bytes = outcome.body_bytes,
-            duration_ms = ctx.started.elapsed().as_secs_f64() * 1e3,
-            upstream = %ai.instance.as_deref().unwrap_or("-"),
-            attempts = summary.map(|ai| ai.attempts),
-            model = summary.map(|ai| display(ai.model.as_deref().unwrap_or("-"))),
-            ttft_ms = summary.and_then(|ai| ai.time_to_first_token).map(|d| d.as_secs_f64() * 1e3),
-            prompt_tokens = usage.map(|u| u.prompt_tokens),
-            completion_tokens = usage.map(|u| u.completion_tokens),
-            total_tokens = usage.map(|u| u.total_tokens),
-            cached_tokens = usage.map(|u| u.cached_tokens),
-            reasoning_tokens = usage.map(|u| u.reasoning_tokens),
-            request_payload = summary.and_then(|ai| ai.request_payload.as_deref()),
-            response_text = summary.and_then(|ai| ai.response_text.as_deref()),
-            aborted = outcome.aborted,
-            error = outcome.error.as_deref(),
-        );
+        self.observe.finished(self, ctx, outcome);
+    }
+
+    /// The route path pattern the request matched.
+    pub fn matched_uri(&self) -> Option<&str> {
+        self.matched.uri(&self.route)
     }
 }
 
-/// Logs a request abandoned by its client before the response head (status 499, as nginx does),
-/// unless disarmed once the response exists.
+/// Records a request abandoned by its client before the response head (status 499, as nginx
+/// does), unless disarmed once the response exists.
 pub struct AbandonGuard<'a> {
     finisher: &'a Finisher,
     started: std::time::Instant,
@@ -81,19 +61,8 @@ impl AbandonGuard<'_> {
 
 impl Drop for AbandonGuard<'_> {
     fn drop(&mut self) {
-        if !self.armed || !self.finisher.access_log {
-            return;
+        if self.armed {
+            self.finisher.observe.abandoned(self.finisher, self.started);
         }
-        tracing::info!(
-            target: "access",
-            request_id = %String::from_utf8_lossy(self.finisher.request_id.as_bytes()),
-            method = %self.finisher.method,
-            path = %self.finisher.uri.path(),
-            route = %self.finisher.route.id,
-            status = 499,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
-            aborted = true,
-            error = "client closed the connection before the response",
-        );
     }
 }

@@ -15,8 +15,10 @@ use hyper::body::Incoming;
 use switchyard_sdk::{ErrorStyle, Request};
 
 pub use body::{BoxError, ResponseBody};
+pub use finish::Finisher;
 
 use crate::error::ProxyError;
+use crate::observe::metrics::route::Matched;
 use crate::state::Shared;
 
 /// The largest request body the proxy reads; plugins may set lower limits.
@@ -28,6 +30,7 @@ pub async fn handle(
     req: hyper::Request<Incoming>,
     client: SocketAddr,
 ) -> hyper::Response<ResponseBody> {
+    shared.observe.request_received();
     let snapshot = shared.snapshot.load_full();
     let (head, body) = req.into_parts();
     let id = request_id::of(&head.headers);
@@ -38,11 +41,21 @@ pub async fn handle(
     let Some(route) = found.cloned() else {
         return local(ProxyError::RouteNotFound.to_response(ErrorStyle::Apisix), &id);
     };
+    let matched = Matched::of(&route, host.as_deref(), path);
+    let head_bytes = head_size(&head);
     let body = match read_body(body, MAX_REQUEST_BODY).await {
         Ok(body) => body,
         Err(err) => return local(err.to_response(ErrorStyle::Apisix), &id),
     };
-    pipeline::run(&shared, route, Request { head, body }, client, id).await
+    let seen = pipeline::Seen { matched, request_bytes: head_bytes + body.len() as u64 };
+    pipeline::run(&shared, route, Request { head, body }, client, id, seen).await
+}
+
+/// The size of a request head as sent: request line and header lines (`apisix_bandwidth`).
+fn head_size(head: &http::request::Parts) -> u64 {
+    let line = head.method.as_str().len() + head.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 11;
+    let headers: usize = head.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    (line + headers + 2) as u64
 }
 
 /// The request's host, lower case and without a port: `Host`, else the URI's authority.

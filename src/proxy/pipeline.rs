@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE};
@@ -14,6 +15,7 @@ use super::body::{RelayBody, RelayLimits, ResponseBody};
 use super::finish::Finisher;
 use super::request_id;
 use crate::error::ProxyError;
+use crate::observe::metrics::route::Matched;
 use crate::snapshot::CompiledRoute;
 use crate::state::Shared;
 use crate::transport::send::{attempt_result, read_all, send, UpstreamResponse};
@@ -39,6 +41,12 @@ enum Failure {
     Transport(ProxyError),
 }
 
+/// What the handler learnt about a request before its chain runs, for metrics.
+pub struct Seen {
+    pub matched: Matched,
+    pub request_bytes: u64,
+}
+
 /// Serves a matched request through its route's chain and upstream.
 pub async fn run(
     shared: &Shared,
@@ -46,15 +54,19 @@ pub async fn run(
     req: Request,
     client: SocketAddr,
     request_id: HeaderValue,
+    seen: Seen,
 ) -> hyper::Response<ResponseBody> {
     let mut ctx = Ctx::new(Arc::clone(&route.id), client, request_id);
     ctx.error_style = route.chain.error_style();
+    shared.observe.request_started(&mut ctx, &req.head);
     let finisher = Finisher {
         route: Arc::clone(&route),
         method: req.head.method.clone(),
         uri: req.head.uri.clone(),
         request_id: ctx.request_id.clone(),
-        access_log: shared.config.log.access_log,
+        observe: Arc::clone(&shared.observe),
+        matched: seen.matched,
+        request_bytes: seen.request_bytes,
     };
     // hyper drops this future when the client goes away before the response head; the guard then
     // logs the request (the drop also cancels any upstream call in flight).
@@ -115,25 +127,31 @@ async fn serve(
         upstream.headers.insert(request_id::X_REQUEST_ID, ctx.request_id.clone());
         ctx.log.attempts = attempt;
         ctx.log.instance = Some(Arc::clone(&upstream.label));
+        finisher.observe.attempt_sending(&mut ctx, &mut upstream);
         let limits = RelayLimits {
             stall: upstream.timeout,
             max_duration: upstream.max_duration,
             max_bytes: upstream.max_response_bytes,
             flush_interval: upstream.flush_interval,
         };
+        let sent_at = Instant::now();
         let sent = send(upstream).await;
-        let verdict = match &sent {
-            Ok(response) => target
-                .judge(&mut ctx, &AttemptResult::Response { status: response.status(), headers: response.headers() }),
-            Err(err) => target.judge(&mut ctx, &attempt_result(err)),
+        ctx.log.upstream_time += sent_at.elapsed();
+        let result = match &sent {
+            Ok(response) => AttemptResult::Response { status: response.status(), headers: response.headers() },
+            Err(err) => attempt_result(err),
         };
+        let verdict = target.judge(&mut ctx, &result);
+        finisher.observe.attempt_judged(&route, &mut ctx, &result, verdict);
         match (verdict, sent) {
             (Verdict::Accept, Ok(response)) => return respond_upstream(finisher, ctx, response, limits).await,
             (Verdict::Accept, Err(err)) => return fail(finisher, ctx, err),
             (Verdict::Retry, Ok(mut response)) => {
                 let status = response.status();
                 let headers = std::mem::take(response.headers_mut());
+                let read_at = Instant::now();
                 let body = read_all(response, limits.stall, Some(MAX_FAILURE_BODY)).await.unwrap_or_default();
+                ctx.log.upstream_time += read_at.elapsed();
                 last_failure = Some(Failure::Response { status, headers, body });
             }
             (Verdict::Retry, Err(err)) => last_failure = Some(Failure::Transport(err)),
@@ -155,8 +173,13 @@ async fn respond_upstream(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     let headers = std::mem::take(response.headers_mut());
+    ctx.log.streamed = Some(event_stream);
+    finisher.observe.response_started(&finisher.route, &ctx.log);
     if !event_stream && ctx.buffer_response {
-        return match read_all(response, limits.stall, limits.max_bytes).await {
+        let read_at = Instant::now();
+        let read = read_all(response, limits.stall, limits.max_bytes).await;
+        ctx.log.upstream_time += read_at.elapsed();
+        return match read {
             Ok(body) => {
                 ctx.log.time_to_first_token.get_or_insert(ctx.started.elapsed());
                 respond_buffered(finisher, ctx, status, headers, body)

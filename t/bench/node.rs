@@ -39,7 +39,7 @@ impl Node {
         let (proxy, admin) = (free_port()?, free_port()?);
         let config = format!(
             "proxy:\n  listen: [\"127.0.0.1:{proxy}\"]\nadmin:\n  listen: [\"127.0.0.1:{admin}\"]\n  keys: [\"{ADMIN_KEY}\"]\n\
-             {store_yaml}\nlog:\n  level: info\n  access_log: true\n"
+             metrics:\n  listen: \"127.0.0.1:0\"\nstatus:\n  listen: \"127.0.0.1:0\"\n{store_yaml}\nlog:\n  level: info\n  access_log: true\n"
         );
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config)?;

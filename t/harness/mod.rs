@@ -4,6 +4,8 @@ pub mod etcd;
 pub mod gateway;
 pub mod logs;
 pub mod mock;
+pub mod otlp;
+pub mod prom;
 
 pub use etcd::Etcd;
 pub use gateway::TestGateway;

@@ -1,0 +1,8 @@
+//! Observability: the Prometheus exporter, OpenTelemetry traces, JSON access logs, probes.
+
+mod dashboard;
+mod json_log;
+mod metrics;
+mod promtool;
+mod status;
+mod tracing;
