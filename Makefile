@@ -10,7 +10,7 @@ require = command -v $(1) >/dev/null 2>&1 || { \
 	&& command -v $(1) >/dev/null 2>&1 \
 	|| { echo "make: cannot install $(2) for \`$(1)\`: install it by hand (apt-get install -y $(2))" >&2; exit 1; }; }
 
-.PHONY: help run build test lint fmt bench protoc etcd
+.PHONY: help run build test lint fmt bench protoc etcd promtool
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ run: protoc ## Build and start the gateway with $(CONFIG) (embedded store, no ot
 build: protoc ## Build the release binary
 	$(CARGO) build --release
 
-test: protoc etcd ## Run every unit and integration test (the etcd tests spawn a real etcd)
+test: protoc etcd promtool ## Run every unit and integration test (the etcd tests spawn a real etcd)
 	$(CARGO) test --workspace --all-targets
 
 lint: protoc ## Check formatting and run clippy with warnings as errors
@@ -39,3 +39,6 @@ protoc: ## Install protoc (Debian protobuf-compiler) when missing: the etcd clie
 
 etcd: ## Install etcd (Debian etcd-server) when missing: the tests run a real one
 	@$(call require,etcd,etcd-server)
+
+promtool: ## Install promtool (Debian prometheus) when missing: the tests check the metrics exposition with it
+	@$(call require,promtool,prometheus)

@@ -344,6 +344,10 @@ mod tests {
         let defaults = Config::default();
         assert_eq!(format!("{:?}", config.store), format!("{:?}", defaults.store));
         assert_eq!(config.proxy.listen, defaults.proxy.listen);
+        assert_eq!(format!("{:?}", config.log), format!("{:?}", defaults.log));
+        assert_eq!(format!("{:?}", config.metrics), format!("{:?}", defaults.metrics));
+        assert_eq!(format!("{:?}", config.status), format!("{:?}", defaults.status));
+        assert_eq!(format!("{:?}", config.tracing), format!("{:?}", defaults.tracing));
     }
 
     #[test]
