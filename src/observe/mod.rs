@@ -83,9 +83,9 @@ impl Observe {
         if self.tracer.is_none() {
             return;
         }
-        if let Some(mut trace) = ctx.extensions.remove::<RequestTrace>() {
-            trace.attempt(ctx, upstream);
-            ctx.extensions.insert(trace);
+        let Ctx { log, extensions, .. } = ctx;
+        if let Some(trace) = extensions.get_mut::<RequestTrace>() {
+            trace.attempt(log, upstream);
         }
     }
 
@@ -106,10 +106,14 @@ impl Observe {
         }
     }
 
-    /// An upstream answer was accepted and starts towards the client.
-    pub fn response_started(&self, route: &CompiledRoute, log: &LogRecord) {
+    /// An upstream answer was accepted and starts towards the client: an LLM answer counts as
+    /// active until the request ends, however it ends.
+    pub fn response_started(&self, finisher: &Finisher, log: &LogRecord) {
         if let Some(metrics) = &self.metrics {
-            route.metrics.llm_started(&metrics.families, route, log);
+            if let Some(active) = finisher.route.metrics.llm_started(&metrics.families, &finisher.route, log) {
+                // Set once per request: only one answer is ever accepted.
+                let _ = finisher.llm_active.set(active);
+            }
         }
     }
 
@@ -128,6 +132,9 @@ impl Observe {
                 total,
             };
             route.metrics.finished(&metrics.families, &done);
+            if let Some(active) = finisher.llm_active.get() {
+                active.dec();
+            }
         }
         let trace = ctx.extensions.get::<RequestTrace>();
         let mut trace_id = None;
@@ -165,6 +172,9 @@ impl Observe {
                 total: started.elapsed(),
             };
             route.metrics.finished(&metrics.families, &done);
+            if let Some(active) = finisher.llm_active.get() {
+                active.dec();
+            }
         }
         if let Some(format) = self.access_log {
             access_log::abandoned(format, finisher, started);

@@ -1,8 +1,9 @@
 //! The end of a request: every plugin's `log` phase, then metrics, spans and the access log line.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::{Method, Uri};
+use prometheus::IntGauge;
 use switchyard_sdk::{Ctx, Outcome, Phases};
 
 use crate::observe::metrics::route::Matched;
@@ -22,6 +23,9 @@ pub struct Finisher {
     pub matched: Matched,
     /// The request's size as received: request line, headers and body.
     pub request_bytes: u64,
+    /// `apisix_llm_active_connections` of the LLM answer being relayed, taken down when the
+    /// request ends.
+    pub llm_active: OnceLock<IntGauge>,
 }
 
 impl Finisher {

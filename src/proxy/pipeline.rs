@@ -67,6 +67,7 @@ pub async fn run(
         observe: Arc::clone(&shared.observe),
         matched: seen.matched,
         request_bytes: seen.request_bytes,
+        llm_active: std::sync::OnceLock::new(),
     };
     // hyper drops this future when the client goes away before the response head; the guard then
     // logs the request (the drop also cancels any upstream call in flight).
@@ -174,7 +175,7 @@ async fn respond_upstream(
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     let headers = std::mem::take(response.headers_mut());
     ctx.log.streamed = Some(event_stream);
-    finisher.observe.response_started(&finisher.route, &ctx.log);
+    finisher.observe.response_started(finisher, &ctx.log);
     if !event_stream && ctx.buffer_response {
         let read_at = Instant::now();
         let read = read_all(response, limits.stall, limits.max_bytes).await;

@@ -205,3 +205,26 @@ async fn plain_routes_count_status_latency_and_bandwidth_per_node() {
         "no LLM series on plain routes"
     );
 }
+
+#[tokio::test]
+async fn an_llm_answer_counts_as_active_until_its_client_leaves() {
+    let mock = MockUpstream::llm("llm").await;
+    let gw = TestGateway::start().await;
+    gw.put_route(ai_proxy_route("leaving", &mock)).await;
+    let active = |text: &str| total(text, "apisix_llm_active_connections", &[("route_id", "leaving")]);
+    let response = gw
+        .http
+        .post(gw.url("/leaving"))
+        .header("x-mock-gap-ms", "300")
+        .body(json!({"stream": true, "messages": []}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    assert_eq!(active(&gw.scrape().await), 1.0, "a stream being relayed is active");
+    drop(stream);
+    let text = scrape_until(&gw, |t| active(t) == 0.0).await;
+    assert_eq!(active(&text), 0.0, "the gauge came down when the client left");
+    assert_eq!(total(&text, "apisix_http_status", &[("route", "leaving"), ("code", "200")]), 1.0);
+}

@@ -52,7 +52,7 @@ impl Matched {
 
     fn number(self) -> u64 {
         let index = |i: Option<u16>| i.map_or(0, |i| u64::from(i) + 1);
-        index(self.path) << 16 | index(self.host) << 32
+        index(self.path) << 16 | index(self.host) << 40
     }
 }
 
@@ -158,12 +158,13 @@ impl RouteMetrics {
         }
     }
 
-    /// An LLM answer starts to flow to the client: `apisix_llm_active_connections` goes up until
-    /// [`RouteMetrics::finished`] takes it down with the same labels.
-    pub fn llm_started(&self, families: &Families, route: &CompiledRoute, log: &LogRecord) {
-        if log.provider.is_some() {
-            self.llm(families, route, log).active.inc();
-        }
+    /// An LLM answer starts to flow to the client: `apisix_llm_active_connections` goes up. The
+    /// gauge is returned for the request to take down when it ends (however it ends).
+    pub fn llm_started(&self, families: &Families, route: &CompiledRoute, log: &LogRecord) -> Option<IntGauge> {
+        log.provider?;
+        let active = self.llm(families, route, log).active.clone();
+        active.inc();
+        Some(active)
     }
 
     /// Records a finished (or abandoned) request.
@@ -217,9 +218,6 @@ impl RouteMetrics {
                 llm.completion.inc_by(usage.completion_tokens);
                 llm.prompt_dist.observe(usage.prompt_tokens as f64);
                 llm.completion_dist.observe(usage.completion_tokens as f64);
-            }
-            if log.streamed.is_some() {
-                llm.active.dec();
             }
         }
     }

@@ -82,7 +82,7 @@ impl RequestTrace {
     }
 
     /// Before an attempt is sent: a new child span, whose context the request carries upstream.
-    pub fn attempt(&mut self, ctx: &Ctx, upstream: &mut switchyard_sdk::UpstreamRequest) {
+    pub fn attempt(&mut self, log: &switchyard_sdk::LogRecord, upstream: &mut switchyard_sdk::UpstreamRequest) {
         let span_id = new_span_id();
         let header = super::context::traceparent(&self.trace_id, &span_id, self.sampled);
         upstream.headers.insert(TRACEPARENT, header);
@@ -100,7 +100,7 @@ impl RequestTrace {
             instance: Arc::clone(&upstream.label),
             method: upstream.method.clone(),
             server: upstream.url.host().map(str::to_string),
-            request_model: ctx.log.model.clone(),
+            request_model: log.model.clone(),
             result: None,
             status: None,
             retried: false,
