@@ -10,8 +10,10 @@ use tokio::task::JoinSet;
 use crate::cache::MirrorCache;
 use crate::compiler::Compiler;
 use crate::config::{Config, StoreBackend};
+use crate::mirror::Mirror;
 use crate::observe::Observe;
-use crate::reload::{follow, save_cache, Mirror};
+use crate::reload::{follow, save_cache};
+use crate::server::Servers;
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
 use crate::store::embedded::EmbeddedStore;
@@ -42,6 +44,7 @@ pub struct Gateway {
     /// The status probes' address, when the status listener is on.
     pub status_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
+    servers: Servers,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -64,17 +67,19 @@ impl Gateway {
         let status_listen = config.status.addr()?;
         let (observe, exporter) = Observe::new(&config, &compiler.transport).map_err(StartError::Observe)?;
         let observe = Arc::new(observe);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
+        let open_files = crate::limits::open_file_limit();
+        let caps = crate::limits::ConnectionCaps::plan(open_files, config.proxy.max_connections);
+        let mut servers = Servers::new(&config, caps, open_files);
+        if let Some(metrics) = &observe.metrics {
+            servers.count_proxy_connections(Arc::clone(&metrics.connections));
+        }
         // The probes answer from the start: `/status/ready` says 503 until the config is live.
         let mut status_addr = None;
         if let Some(addr) = status_listen {
             let listener = bind(addr).await?;
             status_addr = Some(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
             let observe = Arc::clone(&observe);
-            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), None, move |req, _peer| {
-                crate::observe::status::handle(Arc::clone(&observe), req)
-            }));
+            servers.serve_admin(listener, move |req, _peer| crate::observe::status::handle(Arc::clone(&observe), req));
         }
         let prefix = crate::resource::group_prefix(&config.store.root(), &config.gateway_group_id);
         let (store, cache): (Arc<dyn ConfigStore>, _) = match config.store.backend {
@@ -95,49 +100,55 @@ impl Gateway {
             save_cache(&shared, &mirror).await;
         }
 
-        let connections = observe.metrics.as_ref().map(|m| Arc::clone(&m.connections));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
         let mut proxy_addrs = Vec::new();
         for addr in proxy_listen {
             let listener = bind(addr).await?;
             proxy_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
             let shared = Arc::clone(&shared);
-            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), connections.clone(), move |req, peer| {
-                crate::proxy::handle(Arc::clone(&shared), req, peer)
-            }));
-        }
-        let mut metrics_addr = None;
-        if let Some(addr) = metrics_listen.filter(|_| observe.metrics.is_some()) {
-            let listener = bind(addr).await?;
-            metrics_addr = Some(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
-            let shared = Arc::clone(&shared);
-            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), None, move |req, _peer| {
-                crate::observe::metrics::scrape::handle(Arc::clone(&shared), req)
-            }));
-        }
-        if let Some(exporter) = exporter {
-            tasks.spawn(exporter.run(shutdown_rx.clone()));
+            servers.serve_proxy(listener, move |req, peer| crate::proxy::handle(Arc::clone(&shared), req, peer));
         }
         let mut admin_addrs = Vec::new();
         for addr in admin_listen {
             let listener = bind(addr).await?;
             admin_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
             let shared = Arc::clone(&shared);
-            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), None, move |req, _peer| {
-                crate::admin::handle(Arc::clone(&shared), req)
-            }));
+            servers.serve_admin(listener, move |req, _peer| crate::admin::handle(Arc::clone(&shared), req));
+        }
+        let mut metrics_addr = None;
+        if let Some(addr) = metrics_listen.filter(|_| observe.metrics.is_some()) {
+            let listener = bind(addr).await?;
+            metrics_addr = Some(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
+            let shared = Arc::clone(&shared);
+            servers.serve_admin(listener, move |req, _peer| {
+                crate::observe::metrics::scrape::handle(Arc::clone(&shared), req)
+            });
+        }
+        if let Some(exporter) = exporter {
+            tasks.spawn(exporter.run(shutdown_rx.clone()));
         }
         tasks.spawn(follow(Arc::clone(&shared), mirror, shutdown_rx));
         observe.set_ready();
         tracing::info!(proxy = ?proxy_addrs, admin = ?admin_addrs, metrics = ?metrics_addr, status = ?status_addr,
             store = shared.store.backend(), "switchyard started");
-        Ok(Gateway { proxy_addrs, admin_addrs, metrics_addr, status_addr, shared, shutdown, tasks })
+        Ok(Gateway { proxy_addrs, admin_addrs, metrics_addr, status_addr, shared, servers, shutdown, tasks })
     }
 
-    /// Stops accepting, closes connections, stops reloading, and waits for all of it (the store
-    /// is closed once the last reference is gone).
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+    /// Stops gracefully: closes the listeners, lets in-flight requests finish for up to
+    /// `shutdown_timeout`, cuts the rest, stops reloading, and waits for all of it (the store is
+    /// closed once the last reference is gone).
+    pub async fn shutdown(self) {
+        self.shutdown_or_cut(std::future::pending()).await;
+    }
+
+    /// As [`Gateway::shutdown`], but `cut_now` resolving (a second signal) ends the wait for
+    /// in-flight requests at once.
+    pub async fn shutdown_or_cut(self, cut_now: impl std::future::Future<Output = ()>) {
+        let Gateway { shared, servers, shutdown, mut tasks, .. } = self;
+        servers.shut_down(shared.config.shutdown_timeout, cut_now).await;
+        let _ = shutdown.send(true);
+        while tasks.join_next().await.is_some() {}
     }
 }
 
@@ -167,5 +178,5 @@ async fn first_mirror(
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    crate::server::listen(addr).map_err(|source| StartError::Bind { addr, source })
 }

@@ -44,6 +44,8 @@ struct JsonLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     response_text: Option<&'a str>,
     aborted: bool,
+    /// Why the gateway failed or cut the request, as a stable code (`upstream_timeout`).
+    reason: Option<&'a str>,
     error: Option<&'a str>,
 }
 
@@ -88,6 +90,7 @@ pub fn finished(format: AccessLogFormat, finisher: &Finisher, ctx: &Ctx, outcome
             request_payload: ai.request_payload.as_deref(),
             response_text: ai.response_text.as_deref(),
             aborted: outcome.aborted,
+            reason: outcome.reason,
             error: outcome.error.as_deref(),
         };
         write_json(&line);
@@ -120,13 +123,14 @@ pub fn finished(format: AccessLogFormat, finisher: &Finisher, ctx: &Ctx, outcome
         response_text = summary.and_then(|ai| ai.response_text.as_deref()),
         trace_id,
         aborted = outcome.aborted,
+        reason = outcome.reason,
         error = outcome.error.as_deref(),
     );
 }
 
-/// Writes the line of a request whose client left before the response head (status 499).
-pub fn abandoned(format: AccessLogFormat, finisher: &Finisher, started: std::time::Instant) {
-    const ERROR: &str = "client closed the connection before the response";
+/// Writes the line of a request that ended before its response head: its client left (499) or
+/// shutdown cut it (444).
+pub fn abandoned(format: AccessLogFormat, finisher: &Finisher, started: std::time::Instant, status: u16, error: &str) {
     let request_id = String::from_utf8_lossy(finisher.request_id.as_bytes());
     if format == AccessLogFormat::Json {
         let line = serde_json::json!({
@@ -137,10 +141,10 @@ pub fn abandoned(format: AccessLogFormat, finisher: &Finisher, started: std::tim
             "route": &*finisher.route.id,
             "service": finisher.route.service_id(),
             "consumer": null,
-            "status": 499,
+            "status": status,
             "duration_ms": ms(started.elapsed()),
             "aborted": true,
-            "error": ERROR,
+            "error": error,
         });
         write_json(&line);
         return;
@@ -151,11 +155,38 @@ pub fn abandoned(format: AccessLogFormat, finisher: &Finisher, started: std::tim
         method = %finisher.method,
         path = %finisher.uri.path(),
         route = %finisher.route.id,
-        status = 499,
+        status,
         duration_ms = ms(started.elapsed()),
         aborted = true,
-        error = ERROR,
+        error,
     );
+}
+
+/// Writes the line of a request the listener refused before any route saw it (a head too large:
+/// 431). `request`: its method and path, when the head could be read.
+pub fn refused(
+    format: AccessLogFormat,
+    client: std::net::IpAddr,
+    request: Option<(&http::Method, &str)>,
+    status: u16,
+    error: &str,
+) {
+    let (method, path) = request.map_or((None, None), |(m, p)| (Some(m.as_str()), Some(p)));
+    if format == AccessLogFormat::Json {
+        let line = serde_json::json!({
+            "time": now(),
+            "client": client.to_string(),
+            "method": method,
+            "path": path,
+            "route": null,
+            "status": status,
+            "error": error,
+        });
+        write_json(&line);
+        return;
+    }
+    let (method, path) = (method.map(tracing::field::display), path.map(tracing::field::display));
+    tracing::info!(target: "access", %client, method, path, status, error = %error);
 }
 
 /// A JSON line goes out as the event's only content; the binary's log setup prints such events

@@ -157,8 +157,9 @@ impl Observe {
         }
     }
 
-    /// The client left before the response head: status 499.
-    pub fn abandoned(&self, finisher: &Finisher, started: Instant) {
+    /// The request ended before its response head: the client left (`status` 499) or shutdown
+    /// cut it (444); `error` says which.
+    pub fn abandoned(&self, finisher: &Finisher, started: Instant, status: u16, error: &'static str) {
         if let Some(metrics) = &self.metrics {
             let route = &finisher.route;
             let log = LogRecord::default();
@@ -166,7 +167,7 @@ impl Observe {
                 route,
                 matched: finisher.matched,
                 log: &log,
-                status: 499,
+                status,
                 request_bytes: finisher.request_bytes,
                 response_bytes: 0,
                 total: started.elapsed(),
@@ -177,7 +178,7 @@ impl Observe {
             }
         }
         if let Some(format) = self.access_log {
-            access_log::abandoned(format, finisher, started);
+            access_log::abandoned(format, finisher, started, status, error);
         }
     }
 }

@@ -44,7 +44,8 @@ impl Finisher {
 }
 
 /// Records a request abandoned by its client before the response head (status 499, as nginx
-/// does), unless disarmed once the response exists.
+/// does) or cut by shutdown (444: closed without a response), unless disarmed once the response
+/// exists.
 pub struct AbandonGuard<'a> {
     finisher: &'a Finisher,
     started: std::time::Instant,
@@ -65,8 +66,14 @@ impl AbandonGuard<'_> {
 
 impl Drop for AbandonGuard<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            self.finisher.observe.abandoned(self.finisher, self.started);
+        if !self.armed {
+            return;
         }
+        let (status, error) = if crate::server::dropped_by_shutdown() {
+            (444, "cut by shutdown before the response")
+        } else {
+            (499, "client closed the connection before the response")
+        };
+        self.finisher.observe.abandoned(self.finisher, self.started, status, error);
     }
 }

@@ -3,6 +3,7 @@
 mod body;
 mod finish;
 mod pipeline;
+mod refuse;
 pub mod request_id;
 
 use std::net::SocketAddr;
@@ -10,7 +11,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::HOST;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use switchyard_sdk::{ErrorStyle, Request};
 
@@ -43,11 +43,16 @@ pub async fn handle(
     };
     let matched = Matched::of(&route, host.as_deref(), path);
     let head_bytes = head_size(&head);
-    let body = match read_body(body, MAX_REQUEST_BODY).await {
+    let seen = pipeline::Seen { matched, request_bytes: head_bytes };
+    if crate::server::declares_more_than(&head.headers, MAX_REQUEST_BODY) {
+        let too_large = ProxyError::PayloadTooLarge(MAX_REQUEST_BODY);
+        return refuse::refuse(&shared, route, &head, client, id, seen, too_large);
+    }
+    let body = match read_body(body, MAX_REQUEST_BODY, shared.config.proxy.client_body_timeout).await {
         Ok(body) => body,
-        Err(err) => return local(err.to_response(ErrorStyle::Apisix), &id),
+        Err(err) => return refuse::refuse(&shared, route, &head, client, id, seen, err),
     };
-    let seen = pipeline::Seen { matched, request_bytes: head_bytes + body.len() as u64 };
+    let seen = pipeline::Seen { request_bytes: head_bytes + body.len() as u64, ..seen };
     pipeline::run(&shared, route, Request { head, body }, client, id, seen).await
 }
 
@@ -68,15 +73,15 @@ fn request_host(head: &http::request::Parts) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-/// Reads a request body whole, refusing more than `max` bytes.
-pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, ProxyError> {
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ProxyError::PayloadTooLarge(max))
-        }
-        Err(_) => Err(ProxyError::BadRequest("failed to read the request body".into())),
-    }
+/// Reads a request body whole, refusing more than `max` bytes and a wait longer than
+/// `between_reads` for its next piece.
+pub async fn read_body(body: Incoming, max: usize, between_reads: std::time::Duration) -> Result<Bytes, ProxyError> {
+    use crate::server::BodyReadError;
+    crate::server::read_whole(body, max, between_reads).await.map_err(|err| match err {
+        BodyReadError::TooLarge => ProxyError::PayloadTooLarge(max),
+        BodyReadError::TimedOut => ProxyError::ClientTimeout,
+        BodyReadError::Broken => ProxyError::BadRequest("failed to read the request body".into()),
+    })
 }
 
 /// A response made by the gateway itself, stamped with the request's id.

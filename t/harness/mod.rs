@@ -4,8 +4,10 @@ pub mod etcd;
 pub mod gateway;
 pub mod logs;
 pub mod mock;
+pub mod node;
 pub mod otlp;
 pub mod prom;
+pub mod raw;
 
 pub use etcd::Etcd;
 pub use gateway::TestGateway;

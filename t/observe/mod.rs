@@ -3,6 +3,7 @@
 mod dashboard;
 mod json_log;
 mod metrics;
+mod model_api;
 mod promtool;
 mod status;
 mod tracing;

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 
 use reqwest::StatusCode;
 use serde_json::json;
+use switchyard::resource::api_key::sha256_hex;
 
 use super::metrics::{chat, instance};
 use crate::harness::otlp::OtlpReceiver;
@@ -49,7 +50,24 @@ pub async fn busy_gateway() -> Busy {
     primary.behave(Behaviour { status: Some(429), retry_after: Some("60".into()), ..Behaviour::default() });
     assert_eq!(chat(&gw, "/multi", json!({"messages": []})).await, StatusCode::OK);
     assert_eq!(gw.get("/plain").await.0, StatusCode::OK);
-    collector.wait_for(6).await;
+    let vendor = json!({"display_name": "vendor", "provider": "p", "adapter": "openai", "secret": "sk-v",
+        "api_base": fallback.base_url()});
+    let key = gw.create_v1("/admin/v1/provider_keys", vendor).await;
+    let model = json!({"display_name": "alias", "provider": "p", "model_name": "m", "provider_key_id": key["id"]});
+    gw.create_v1("/admin/v1/models", model).await;
+    let caller = json!({"key_hash": sha256_hex("sk-caller"), "allowed_models": "*"});
+    gw.create_v1("/admin/v1/apikeys", caller).await;
+    let response = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-caller")
+        .body(json!({"model": "alias", "messages": []}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.bytes().await.unwrap();
+    collector.wait_for(8).await;
     Busy { gw, _mocks: vec![primary, fallback, plain], _collector: collector }
 }
 

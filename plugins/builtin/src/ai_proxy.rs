@@ -8,11 +8,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use switchyard_llm::body::parse_chat_body;
-use switchyard_llm::config::{AiProxyConfig, AI_PROXY_KEYS};
+use switchyard_llm::config::AiProxyConfig;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::labels::KnownModels;
 use switchyard_llm::observe;
-use switchyard_llm::providers::BaseUrls;
+use switchyard_llm::providers::{AuthConfig, BaseUrls};
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::{
     derive_phases, AttemptResult, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Plugin, PluginError,
@@ -39,8 +39,12 @@ impl PluginFactory for AiProxyFactory {
         1040
     }
 
+    fn secret_fields(&self) -> Vec<String> {
+        AuthConfig::secret_fields_at("auth")
+    }
+
     fn build(&self, config: &serde_json::Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {
-        let (config, settings) = CallSettings::parse_plugin::<AiProxyConfig>(config, AI_PROXY_KEYS, ctx)?;
+        let (config, settings) = CallSettings::parse_plugin::<AiProxyConfig>(config, ctx)?;
         let instance = Instance::compile(
             &config.provider,
             &config.provider,

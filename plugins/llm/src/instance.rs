@@ -12,8 +12,9 @@ use http::header::{
 use http::Method;
 use serde_json::{Map, Value};
 
-use crate::config::{deny_unknown_keys, CommonConfig, LoggingConfig, OverrideConfig, COMMON_KEYS};
+use crate::config::{CommonConfig, LoggingConfig, OverrideConfig};
 use crate::providers::{self, anthropic, openai, AuthConfig, BaseUrls, Endpoint, Provider, WireFamily};
+use switchyard_sdk::error::parse_config_part;
 use switchyard_sdk::headers::forwardable;
 use switchyard_sdk::raw_body::{deep_merge, RawBody};
 use switchyard_sdk::{BuildContext, ClientHandle, ClientSettings, ConfigError, Request, UpstreamRequest};
@@ -73,7 +74,18 @@ impl Instance {
         base_urls: &BaseUrls,
     ) -> Result<Instance, ConfigError> {
         let endpoint = Endpoint::compile(provider, auth, overrides.endpoint.as_deref(), base_urls)?;
-        let target = match provider.family {
+        Self::at_endpoint(name, endpoint, options, overrides)
+    }
+
+    /// Compiles an instance calling an endpoint compiled already (the model API's models share
+    /// their provider key's credential headers).
+    pub fn at_endpoint(
+        name: &str,
+        endpoint: Endpoint,
+        options: &Map<String, Value>,
+        overrides: &OverrideConfig,
+    ) -> Result<Instance, ConfigError> {
+        let target = match endpoint.provider.family {
             WireFamily::OpenAi => "openai-chat",
             WireFamily::AnthropicMessages => "anthropic-messages",
         };
@@ -230,16 +242,21 @@ pub struct CallSettings {
 }
 
 impl CallSettings {
-    /// Parses an AI plugin's config object: its own fields (`T`, whose keys are `own_keys`) and
-    /// the shared transport fields, refusing keys that belong to neither.
+    /// Parses an AI plugin's config object: its own fields (`T`) and the shared transport fields
+    /// ([`CommonConfig`]), refusing keys that belong to neither.
     pub fn parse_plugin<T: serde::de::DeserializeOwned>(
         config: &serde_json::Value,
-        own_keys: &[&str],
         ctx: &dyn BuildContext,
     ) -> Result<(T, CallSettings), ConfigError> {
-        deny_unknown_keys(config, &[own_keys, COMMON_KEYS])?;
-        let common: CommonConfig = switchyard_sdk::parse_config(config)?;
-        let own: T = switchyard_sdk::parse_config(config)?;
+        if !config.is_object() {
+            return Err(ConfigError::new("", "must be an object"));
+        }
+        let (common, left_by_common) = parse_config_part::<CommonConfig>(config)?;
+        let (own, left_by_own) = parse_config_part::<T>(config)?;
+        // A key is unknown when neither struct took it.
+        if let Some(unknown) = left_by_own.iter().find(|key| left_by_common.contains(key)) {
+            return Err(ConfigError::new(unknown.clone(), "unknown field"));
+        }
         Ok((own, CallSettings::compile(&common, ctx)?))
     }
 

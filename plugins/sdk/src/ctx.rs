@@ -58,6 +58,8 @@ pub struct LogRecord {
     pub operation: Option<&'static str>,
     /// Bounded model names for metric labels.
     pub model_labels: ModelLabels,
+    /// The model API caller: the id of its API key resource (never the key itself).
+    pub caller: Option<Arc<str>>,
     /// Set by the core: time spent waiting for upstreams (response heads of every attempt, and
     /// reading bodies), so the gateway's own share of the request is the rest.
     pub upstream_time: Duration,

@@ -33,6 +33,8 @@ pub struct Families {
     pub llm_prompt_tokens_dist: HistogramVec,
     pub llm_completion_tokens_dist: HistogramVec,
     pub llm_active_connections: IntGaugeVec,
+    pub model_api_requests: IntCounterVec,
+    pub model_api_tokens: IntCounterVec,
     pub upstream_attempts: IntCounterVec,
     pub upstream_fallbacks: IntCounterVec,
     pub gateway_overhead: Histogram,
@@ -90,6 +92,20 @@ impl Families {
                 Opts::new("apisix_llm_active_connections", "Number of active connections to LLM service"),
                 &LLM_LABELS,
             )?,
+            model_api_requests: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_model_api_requests_total",
+                    "Model API requests of authenticated callers, per model alias, API key id and status code",
+                ),
+                &["alias", "api_key_id", "code"],
+            )?,
+            model_api_tokens: IntCounterVec::new(
+                Opts::new(
+                    "switchyard_model_api_tokens_total",
+                    "Model API tokens per model alias and API key id, by type (prompt, completion)",
+                ),
+                &["alias", "api_key_id", "type"],
+            )?,
             upstream_attempts: IntCounterVec::new(
                 Opts::new(
                     "switchyard_upstream_attempts_total",
@@ -134,6 +150,8 @@ impl Families {
         registry.register(Box::new(families.llm_prompt_tokens_dist.clone()))?;
         registry.register(Box::new(families.llm_completion_tokens_dist.clone()))?;
         registry.register(Box::new(families.llm_active_connections.clone()))?;
+        registry.register(Box::new(families.model_api_requests.clone()))?;
+        registry.register(Box::new(families.model_api_tokens.clone()))?;
         registry.register(Box::new(families.upstream_attempts.clone()))?;
         registry.register(Box::new(families.upstream_fallbacks.clone()))?;
         registry.register(Box::new(families.gateway_overhead.clone()))?;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use prometheus::{IntGaugeVec, Opts, Registry};
 
 use self::families::Families;
-use crate::reload::Mirror;
+use crate::mirror::Mirror;
 use crate::resource::parse_key;
 use crate::snapshot::Snapshot;
 

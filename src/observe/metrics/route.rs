@@ -93,6 +93,12 @@ struct LlmSeries {
     active: IntGauge,
 }
 
+struct ModelApiSeries {
+    requests: IntCounter,
+    prompt: IntCounter,
+    completion: IntCounter,
+}
+
 struct AttemptSeries {
     attempts: IntCounter,
     fallbacks: IntCounter,
@@ -103,6 +109,7 @@ struct Tables {
     node: SeriesCache<NodeSeries>,
     llm: SeriesCache<LlmSeries>,
     attempts: SeriesCache<AttemptSeries>,
+    model_api: SeriesCache<ModelApiSeries>,
 }
 
 /// A route's series caches, made on its first request (a route never requested costs a pointer).
@@ -134,6 +141,7 @@ impl RouteMetrics {
                 node: SeriesCache::new(8),
                 llm: SeriesCache::new(8),
                 attempts: SeriesCache::new(16),
+                model_api: SeriesCache::new(16),
             })
         })
     }
@@ -205,6 +213,9 @@ impl RouteMetrics {
         series.egress.inc_by(done.response_bytes);
         families.gateway_overhead.observe(own.as_secs_f64());
 
+        if let Some(caller) = log.caller.as_deref() {
+            self.model_api(families, caller, log, done.status);
+        }
         if log.provider.is_some() && log.attempts > 0 {
             let llm = self.llm(families, route, log);
             llm.total.observe(ms(done.total));
@@ -219,6 +230,22 @@ impl RouteMetrics {
                 llm.prompt_dist.observe(usage.prompt_tokens as f64);
                 llm.completion_dist.observe(usage.completion_tokens as f64);
             }
+        }
+    }
+
+    /// A model API caller's request: counted per alias and API key id, with its tokens.
+    fn model_api(&self, families: &Families, caller: &str, log: &LogRecord, status: u16) {
+        let alias = log.model_labels.requested.as_deref().unwrap_or("");
+        let key = Key { labels: &[alias, caller], number: u64::from(status) };
+        let series = self.tables().model_api.get(key, || ModelApiSeries {
+            requests: families.model_api_requests.with_label_values(&[alias, caller, &status.to_string()]),
+            prompt: families.model_api_tokens.with_label_values(&[alias, caller, "prompt"]),
+            completion: families.model_api_tokens.with_label_values(&[alias, caller, "completion"]),
+        });
+        series.requests.inc();
+        if let Some(usage) = log.usage {
+            series.prompt.inc_by(usage.prompt_tokens);
+            series.completion.inc_by(usage.completion_tokens);
         }
     }
 

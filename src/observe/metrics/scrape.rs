@@ -127,7 +127,7 @@ fn instance_health(shared: &Shared) -> Result<Vec<MetricFamily>, prometheus::Err
         &["route", "instance"],
     )?;
     let snapshot = shared.snapshot.load();
-    for route in snapshot.routes.values() {
+    for route in snapshot.routes.values().map(|entry| &entry.compiled).filter(|route| route.enabled) {
         for plugin in route.chain.plugins() {
             for instance in plugin.instance_health() {
                 let (current, back_in) = match instance.state {

@@ -21,14 +21,14 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use tokio::time::Instant;
 
 use self::active::Probe;
-use self::config::{FallbackStrategyConfig, MultiConfig, MULTI_KEYS};
+use self::config::{FallbackStrategyConfig, MultiConfig};
 use self::health::{Health, TransportFailure};
 use self::select::Selector;
 use switchyard_llm::body::parse_chat_body;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::labels::KnownModels;
 use switchyard_llm::observe;
-use switchyard_llm::providers::BaseUrls;
+use switchyard_llm::providers::{AuthConfig, BaseUrls};
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::{
     derive_phases, AttemptResult, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp,
@@ -55,8 +55,12 @@ impl PluginFactory for AiProxyMultiFactory {
         1041
     }
 
+    fn secret_fields(&self) -> Vec<String> {
+        AuthConfig::secret_fields_at("instances[].auth")
+    }
+
     fn build(&self, config: &serde_json::Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {
-        let (config, settings) = CallSettings::parse_plugin::<MultiConfig>(config, MULTI_KEYS, ctx)?;
+        let (config, settings) = CallSettings::parse_plugin::<MultiConfig>(config, ctx)?;
         if config.instances.is_empty() {
             return Err(ConfigError::new("instances", "must hold at least one instance"));
         }
@@ -147,7 +151,13 @@ impl Strategy {
                 "instance_health_and_rate_limiting" if single => {
                     strategy = Strategy { on_429: true, on_5xx: true, on_transport: true };
                 }
-                other => return Err(ConfigError::new(path, format!("unknown fallback strategy `{other}`"))),
+                _ => {
+                    return Err(ConfigError::new(
+                        path,
+                        "unknown fallback strategy: use http_429, http_5xx, rate_limiting or \
+                         instance_health_and_rate_limiting (alone)",
+                    ))
+                }
             }
         }
         Ok(strategy)

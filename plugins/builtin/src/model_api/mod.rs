@@ -1,8 +1,10 @@
-//! The model API's built-in chain (AISIX compatible): `POST /v1/chat/completions`,
-//! `POST /v1/embeddings` and `GET /v1/models` for callers with hashed API keys. It runs on the
-//! same pipeline and provider code as `ai-proxy` routes: this plugin authenticates the caller,
-//! resolves the alias, and hands the core a one-attempt target.
+//! The model API (AISIX compatible): `POST /v1/chat/completions`, `POST /v1/embeddings` and
+//! `GET /v1/models` for callers with hashed API keys. The core serves them as built-in routes
+//! ([`builtin_routes`]) whose one plugin is `model-api`, compiled through the registry like any
+//! other; it runs on the same pipeline and provider code as `ai-proxy` routes: it authenticates
+//! the caller, resolves the alias, and hands the core a one-attempt target.
 
+pub mod adapter;
 pub mod catalog;
 mod rewrite;
 
@@ -15,52 +17,81 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use self::catalog::{Adapter, Catalog};
+use self::adapter::Adapter;
+use self::catalog::Catalog;
 use self::rewrite::Rewrite;
+use serde::Deserialize;
 use switchyard_llm::body::parse_chat_body;
-use switchyard_llm::config::CommonConfig;
 use switchyard_llm::instance::CallSettings;
 use switchyard_llm::observe;
 use switchyard_llm::providers::anthropic::StreamTranslator;
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
     derive_phases, AttemptResult, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Plugin, PluginError,
-    Request, Response, Target, UpstreamRequest, Verdict,
+    PluginFactory, Request, Response, Target, UpstreamRequest, Verdict,
 };
 
 /// Which endpoint of the model API a built-in route serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Surface {
     ChatCompletions,
     Embeddings,
     Models,
 }
 
-impl Surface {
-    pub const ALL: [(Surface, &'static str); 3] = [
-        (Surface::ChatCompletions, "/v1/chat/completions"),
-        (Surface::Embeddings, "/v1/embeddings"),
-        (Surface::Models, "/v1/models"),
-    ];
+/// The model API's routes as the core stores none of them but compiles them like any route
+/// (its own ids, paths and methods; the plugin's config names the surface). The core gives them
+/// the snapshot's [`Catalog`] and consults them only when no user route matches.
+pub fn builtin_routes() -> Vec<Value> {
+    [
+        ("chat_completions", "/v1/chat/completions", "POST"),
+        ("embeddings", "/v1/embeddings", "POST"),
+        ("models", "/v1/models", "GET"),
+    ]
+    .into_iter()
+    .map(|(surface, path, method)| {
+        json!({"id": format!("model-api:{path}"), "paths": [path], "methods": [method],
+                "plugins": {NAME: {"surface": surface}}})
+    })
+    .collect()
+}
+
+/// The plugin's name in a route's `plugins`.
+pub const NAME: &str = "model-api";
+
+/// `model-api`'s config: the surface, and the transport fields shared by the AI plugins.
+#[derive(Deserialize)]
+struct ModelApiConfig {
+    surface: Surface,
+}
+
+pub struct ModelApiFactory;
+
+impl PluginFactory for ModelApiFactory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn priority(&self) -> i32 {
+        1040
+    }
+
+    /// Compiles a built-in route's plugin over the catalog the core provides. A user's route or
+    /// service gets no catalog, so `model-api` there is refused.
+    fn build(&self, config: &Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {
+        let catalog = switchyard_sdk::provided::<Catalog>(ctx).ok_or_else(|| {
+            ConfigError::new("", "serves the built-in /v1 routes of the model API only and cannot be configured")
+        })?;
+        let (config, settings) = CallSettings::parse_plugin::<ModelApiConfig>(config, ctx)?;
+        Ok(Arc::new(ModelApi { catalog, surface: config.surface, settings: Arc::new(settings) }))
+    }
 }
 
 pub struct ModelApi {
     catalog: Arc<Catalog>,
     surface: Surface,
     settings: Arc<CallSettings>,
-}
-
-impl ModelApi {
-    /// The plugin of one built-in route over `catalog`.
-    pub fn new(catalog: Arc<Catalog>, surface: Surface, settings: Arc<CallSettings>) -> Self {
-        Self { catalog, surface, settings }
-    }
-
-    /// The call settings of every model API call: `ai-proxy`'s defaults.
-    pub fn default_settings(ctx: &dyn BuildContext) -> Result<CallSettings, ConfigError> {
-        let common: CommonConfig = switchyard_sdk::parse_config(&json!({}))?;
-        CallSettings::compile(&common, ctx)
-    }
 }
 
 fn error(status: StatusCode, message: &str, code: &str) -> Flow {
@@ -90,6 +121,7 @@ impl Plugin for ModelApi {
         let Some(caller) = presented_key(req).and_then(|key| self.catalog.authenticate(key)) else {
             return Ok(error(StatusCode::UNAUTHORIZED, "invalid API key", "invalid_api_key"));
         };
+        ctx.log.caller = Some(Arc::clone(&caller.id));
         if self.surface == Surface::Models {
             return Ok(Flow::Respond(model_list(&self.catalog, caller)));
         }
@@ -103,6 +135,8 @@ impl Plugin for ModelApi {
         let Some(model) = self.catalog.model(&alias) else {
             return Ok(error(StatusCode::NOT_FOUND, &format!("model `{alias}` does not exist"), "model_not_found"));
         };
+        ctx.log.operation = Some(if self.surface == Surface::Embeddings { "embeddings" } else { "chat" });
+        ctx.log.model_labels = model.labels.clone();
         if !caller.may_use(&alias) {
             return Ok(error(
                 StatusCode::FORBIDDEN,
@@ -110,15 +144,15 @@ impl Plugin for ModelApi {
                 "permission_denied",
             ));
         }
-        let instance = match (&model.adapter, self.surface) {
-            (Adapter::Unavailable(adapter), _) => {
-                return Ok(error(
-                    StatusCode::NOT_IMPLEMENTED,
-                    &format!("the `{adapter}` adapter is not available yet"),
-                    "adapter_not_available",
-                ))
-            }
-            (_, Surface::Embeddings) => model.embeddings.as_ref(),
+        if !model.adapter.served() {
+            return Ok(error(
+                StatusCode::NOT_IMPLEMENTED,
+                &format!("the `{}` adapter is not available yet", model.adapter.name()),
+                "adapter_not_available",
+            ));
+        }
+        let instance = match self.surface {
+            Surface::Embeddings => model.embeddings.as_ref(),
             _ => model.chat.as_ref(),
         };
         let Some(instance) = instance else {
@@ -130,9 +164,7 @@ impl Plugin for ModelApi {
         };
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = Some(alias.clone());
-        ctx.log.operation = Some(if self.surface == Surface::Embeddings { "embeddings" } else { "chat" });
-        ctx.log.model_labels = model.labels.clone();
-        let anthropic = matches!(model.adapter, Adapter::Anthropic).then(|| {
+        let anthropic = (model.adapter == Adapter::Anthropic).then(|| {
             let include_usage =
                 body.get::<Value>("stream_options").is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
             StreamTranslator::new(&alias, unix_now(), include_usage)

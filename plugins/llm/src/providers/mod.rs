@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use switchyard_sdk::ConfigError;
 
@@ -111,11 +112,14 @@ pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
         return Ok(provider);
     }
     if NOT_YET.contains(&name) {
-        return Err(ConfigError::new("provider", format!("provider `{name}` is not supported yet")));
+        return Err(ConfigError::new("provider", format!("{} are not supported yet", NOT_YET.join(" and "))));
     }
     let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
-    Err(ConfigError::new("provider", format!("unknown provider `{name}`; one of: {}", known.join(", "))))
+    Err(ConfigError::new("provider", format!("unknown provider: use one of {}", known.join(", "))))
 }
+
+/// Everything but RFC 3986's unreserved characters is escaped in a query name or value.
+const QUERY_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Node-level replacements of providers' default hosts (`providers.<name>.base_url`).
 pub type BaseUrls = BTreeMap<String, String>;
@@ -140,6 +144,18 @@ pub struct AuthConfig {
     pub query: BTreeMap<String, String>,
 }
 
+impl AuthConfig {
+    /// Where its credentials sit, relative to the `auth` object (see
+    /// `PluginFactory::secret_fields`); a credential field added here is masked by every plugin
+    /// that has an `auth`.
+    pub const SECRET_FIELDS: &[&str] = &["header.*", "query.*"];
+
+    /// [`Self::SECRET_FIELDS`] under the `auth` object found at `at` (`instances[].auth`).
+    pub fn secret_fields_at(at: &str) -> Vec<String> {
+        Self::SECRET_FIELDS.iter().map(|field| format!("{at}.{field}")).collect()
+    }
+}
+
 impl Endpoint {
     /// Compiles provider, auth and `override.endpoint` into a ready endpoint. Runs at config build.
     pub fn compile(
@@ -150,27 +166,39 @@ impl Endpoint {
     ) -> Result<Endpoint, ConfigError> {
         let mut url = match endpoint {
             Some(endpoint) => {
-                let (base, path) = split_url(endpoint).ok_or_else(|| {
-                    ConfigError::new("override.endpoint", format!("`{endpoint}` is not an http(s) URL"))
-                })?;
-                let path = if path.is_empty() || path == "/" { provider.path } else { path };
-                format!("{base}{path}")
+                let mut url = url::Url::parse(endpoint)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                    .ok_or_else(|| ConfigError::new("override.endpoint", "must be an http(s) URL"))?;
+                if url.path() == "/" {
+                    url.set_path(provider.path);
+                }
+                url
             }
             None => {
                 let base =
                     base_urls.get(provider.name).map(String::as_str).or(provider.default_base).ok_or_else(|| {
                         ConfigError::new("override.endpoint", format!("is required for provider `{}`", provider.name))
                     })?;
-                format!("{}{}", base.trim_end_matches('/'), provider.path)
+                let joined = format!("{}{}", base.trim_end_matches('/'), provider.path);
+                url::Url::parse(&joined).map_err(|_| {
+                    ConfigError::new("override.endpoint", "the provider's base URL is not an http(s) URL")
+                })?
             }
         };
-        let mut separator = if url.contains('?') { '&' } else { '?' };
-        for (name, value) in &auth.query {
-            url.push(separator);
-            url.push_str(&percent_encode(name));
-            url.push('=');
-            url.push_str(&percent_encode(value));
-            separator = '&';
+        if !auth.query.is_empty() {
+            // RFC 3986 encoding (space as %20), as APISIX's `ngx.encode_args`: some providers
+            // read `+` literally.
+            let mut query = url.query().unwrap_or_default().to_string();
+            for (name, value) in &auth.query {
+                if !query.is_empty() {
+                    query.push('&');
+                }
+                query.extend(utf8_percent_encode(name, QUERY_COMPONENT));
+                query.push('=');
+                query.extend(utf8_percent_encode(value, QUERY_COMPONENT));
+            }
+            url.set_query(Some(&query));
         }
         let mut auth_headers = HeaderMap::new();
         for (name, value) in &auth.header {
@@ -182,33 +210,9 @@ impl Endpoint {
             value.set_sensitive(true);
             auth_headers.insert(name, value);
         }
-        let uri = url.parse().map_err(|_| ConfigError::new("override.endpoint", "is not a valid URL"))?;
+        let uri = url.as_str().parse().map_err(|_| ConfigError::new("override.endpoint", "is not a valid URL"))?;
         Ok(Endpoint { provider, uri, auth_headers })
     }
-}
-
-/// `scheme://authority` and the rest (path and query) of an http(s) URL.
-fn split_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    if authority_end == 0 {
-        return None;
-    }
-    let split = url.len() - rest.len() + authority_end;
-    Some((&url[..split], &url[split..]))
-}
-
-/// Percent-encodes a query component (RFC 3986 unreserved characters pass).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -244,6 +248,7 @@ mod tests {
         assert_eq!(url("openai-compatible", None, &[]).unwrap_err().path, "override.endpoint");
         assert_eq!(url("azure-openai", None, &[]).unwrap_err().path, "override.endpoint");
         assert_eq!(url("openai", Some("ftp://x"), &[]).unwrap_err().path, "override.endpoint");
+        assert_eq!(url("openai", Some("http://[::1]:8080"), &[]).unwrap(), "http://[::1]:8080/v1/chat/completions");
     }
 
     #[test]
