@@ -15,7 +15,7 @@ use crate::observe::Observe;
 use crate::reload::{follow, save_cache};
 use crate::server::Servers;
 use crate::snapshot::Snapshot;
-use crate::state::Shared;
+use crate::state::{AdminState, LiveSnapshot, NodeStatus, ProxyState, ReloadState};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::EtcdStore;
 use crate::store::{ConfigStore, StoreError};
@@ -43,7 +43,12 @@ pub struct Gateway {
     pub metrics_addr: Option<SocketAddr>,
     /// The status probes' address, when the status listener is on.
     pub status_addr: Option<SocketAddr>,
-    pub shared: Arc<Shared>,
+    /// Where the node stands: applied revision, cache use, rejected resources.
+    pub status: Arc<NodeStatus>,
+    /// The config store this node follows.
+    pub store: Arc<dyn ConfigStore>,
+    live: Arc<LiveSnapshot>,
+    shutdown_timeout: std::time::Duration,
     servers: Servers,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -60,7 +65,7 @@ impl Gateway {
     /// [`Gateway::start`] with another set of plugin types: the built-in ones plus an embedder's
     /// own, or a test's.
     pub async fn start_with(config: Config, registry: switchyard_sdk::Registry) -> Result<Gateway, StartError> {
-        let compiler = Compiler::new(registry, Transport::new());
+        let compiler = Arc::new(Compiler::new(registry, Transport::new()));
         let proxy_listen = config.proxy_addrs()?;
         let admin_listen = config.admin_addrs()?;
         let metrics_listen = config.metrics.addr()?;
@@ -89,16 +94,37 @@ impl Gateway {
             }
         };
         let (mirror, cached) = first_mirror(store.as_ref(), &prefix, cache.as_ref()).await?;
-        let snapshot = Snapshot::build(&mirror.resources, &prefix, mirror.revision, &compiler, None);
+        let snapshot = Arc::new(Snapshot::build(&mirror.resources, &prefix, mirror.revision, &compiler, None));
         if let Some(metrics) = &observe.metrics {
             metrics.config_applied(&mirror, &prefix, &snapshot, None);
         }
-        let shared = Arc::new(
-            Shared::new(config, store, compiler, snapshot).with_cache(cache, cached).with_observe(Arc::clone(&observe)),
-        );
+        let status = Arc::new(NodeStatus::new(&snapshot, cached));
+        let live = Arc::new(LiveSnapshot::new(Arc::clone(&snapshot)));
         if !cached {
-            save_cache(&shared, &mirror).await;
+            save_cache(cache.as_ref(), &mirror).await;
         }
+        let config = Arc::new(config);
+        let proxy = Arc::new(ProxyState {
+            live: Arc::clone(&live),
+            observe: Arc::clone(&observe),
+            client_body_timeout: config.proxy.client_body_timeout,
+        });
+        let admin = Arc::new(AdminState {
+            config: Arc::clone(&config),
+            store: Arc::clone(&store),
+            compiler: Arc::clone(&compiler),
+            store_root: config.store.root(),
+            status: Arc::clone(&status),
+        });
+        let reload = ReloadState {
+            store: Arc::clone(&store),
+            compiler,
+            group_prefix: prefix,
+            cache,
+            live: Arc::clone(&live),
+            status: Arc::clone(&status),
+            observe: Arc::clone(&observe),
+        };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -106,33 +132,57 @@ impl Gateway {
         for addr in proxy_listen {
             let listener = bind(addr).await?;
             proxy_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
-            let shared = Arc::clone(&shared);
-            servers.serve_proxy(listener, move |req, peer| crate::proxy::handle(Arc::clone(&shared), req, peer));
+            let proxy = Arc::clone(&proxy);
+            servers.serve_proxy(listener, move |req, peer| crate::proxy::handle(Arc::clone(&proxy), req, peer));
         }
         let mut admin_addrs = Vec::new();
         for addr in admin_listen {
             let listener = bind(addr).await?;
             admin_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
-            let shared = Arc::clone(&shared);
-            servers.serve_admin(listener, move |req, _peer| crate::admin::handle(Arc::clone(&shared), req));
+            let admin = Arc::clone(&admin);
+            servers.serve_admin(listener, move |req, _peer| crate::admin::handle(Arc::clone(&admin), req));
         }
         let mut metrics_addr = None;
         if let Some(addr) = metrics_listen.filter(|_| observe.metrics.is_some()) {
             let listener = bind(addr).await?;
             metrics_addr = Some(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
-            let shared = Arc::clone(&shared);
+            let sources = Arc::new(crate::observe::metrics::scrape::Sources {
+                observe: Arc::clone(&observe),
+                live: Arc::clone(&live),
+                store: Arc::clone(&store),
+                status: Arc::clone(&status),
+            });
             servers.serve_admin(listener, move |req, _peer| {
-                crate::observe::metrics::scrape::handle(Arc::clone(&shared), req)
+                crate::observe::metrics::scrape::handle(Arc::clone(&sources), req)
             });
         }
         if let Some(exporter) = exporter {
             tasks.spawn(exporter.run(shutdown_rx.clone()));
         }
-        tasks.spawn(follow(Arc::clone(&shared), mirror, shutdown_rx));
+        tasks.spawn(follow(reload, snapshot, mirror, shutdown_rx));
         observe.set_ready();
         tracing::info!(proxy = ?proxy_addrs, admin = ?admin_addrs, metrics = ?metrics_addr, status = ?status_addr,
-            store = shared.store.backend(), "switchyard started");
-        Ok(Gateway { proxy_addrs, admin_addrs, metrics_addr, status_addr, shared, servers, shutdown, tasks })
+            store = store.backend(), "switchyard started");
+        let shutdown_timeout = config.shutdown_timeout;
+        Ok(Gateway {
+            proxy_addrs,
+            admin_addrs,
+            metrics_addr,
+            status_addr,
+            status,
+            store,
+            live,
+            shutdown_timeout,
+            servers,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The config the node serves now (for embedders and tests; requests load their own).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        #[expect(clippy::disallowed_methods, reason = "a read for the embedder, not a request's")]
+        self.live.load()
     }
 
     /// Stops gracefully: closes the listeners, lets in-flight requests finish for up to
@@ -145,8 +195,8 @@ impl Gateway {
     /// As [`Gateway::shutdown`], but `cut_now` resolving (a second signal) ends the wait for
     /// in-flight requests at once.
     pub async fn shutdown_or_cut(self, cut_now: impl std::future::Future<Output = ()>) {
-        let Gateway { shared, servers, shutdown, mut tasks, .. } = self;
-        servers.shut_down(shared.config.shutdown_timeout, cut_now).await;
+        let Gateway { shutdown_timeout, servers, shutdown, mut tasks, .. } = self;
+        servers.shut_down(shutdown_timeout, cut_now).await;
         let _ = shutdown.send(true);
         while tasks.join_next().await.is_some() {}
     }

@@ -21,9 +21,9 @@ use self::metrics::route::{attempt_result, Finished};
 use self::metrics::Metrics;
 use self::trace::span::Ending;
 use self::trace::{Exporter, RequestTrace, Tracer};
+use crate::compiled::CompiledRoute;
 use crate::config::Config;
 use crate::proxy::Finisher;
-use crate::snapshot::CompiledRoute;
 use crate::transport::Transport;
 
 /// A node's observability: what is on, and the state each feature keeps.

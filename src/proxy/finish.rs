@@ -6,9 +6,9 @@ use http::{Method, Uri};
 use prometheus::IntGauge;
 use switchyard_sdk::{Ctx, Outcome, Phases};
 
+use crate::compiled::CompiledRoute;
 use crate::observe::metrics::route::Matched;
 use crate::observe::Observe;
-use crate::snapshot::CompiledRoute;
 
 /// Carries what the log needs from the request head, so bodies can finish after the handler
 /// returned. Cloning it copies no string: the URI shares the request's bytes.
@@ -69,7 +69,7 @@ impl Drop for AbandonGuard<'_> {
         if !self.armed {
             return;
         }
-        let (status, error) = if crate::server::dropped_by_shutdown() {
+        let (status, error) = if crate::client_io::dropped_by_shutdown() {
             (444, "cut by shutdown before the response")
         } else {
             (499, "client closed the connection before the response")

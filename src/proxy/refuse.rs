@@ -9,14 +9,14 @@ use switchyard_sdk::Ctx;
 use super::body::ResponseBody;
 use super::finish::Finisher;
 use super::pipeline::{fail, Seen};
+use crate::compiled::CompiledRoute;
 use crate::error::ProxyError;
-use crate::snapshot::CompiledRoute;
-use crate::state::Shared;
+use crate::state::ProxyState;
 
 /// Answers `err` in the route's error style (OpenAI's on AI routes) and logs it like any request
 /// of the route, its `log` plugins included.
 pub fn refuse(
-    shared: &Shared,
+    state: &ProxyState,
     route: Arc<CompiledRoute>,
     head: &http::request::Parts,
     client: SocketAddr,
@@ -26,13 +26,13 @@ pub fn refuse(
 ) -> hyper::Response<ResponseBody> {
     let mut ctx = Ctx::new(Arc::clone(&route.id), client, request_id);
     ctx.error_style = route.chain.error_style();
-    shared.observe.request_started(&mut ctx, head);
+    state.observe.request_started(&mut ctx, head);
     let finisher = Finisher {
         route,
         method: head.method.clone(),
         uri: head.uri.clone(),
         request_id: ctx.request_id.clone(),
-        observe: Arc::clone(&shared.observe),
+        observe: Arc::clone(&state.observe),
         matched: seen.matched,
         request_bytes: seen.request_bytes,
         llm_active: std::sync::OnceLock::new(),

@@ -122,6 +122,9 @@ async fn run(plan: Plan) -> Result<bool> {
         rows::etcd::measure(&mut bench).await?;
     }
     if bench.plan.runs(&[8]) {
+        rows::soak::measure(&mut bench, &main).await?;
+    }
+    if bench.plan.runs(&[9]) {
         rows::metrics::measure(&mut bench, &main).await?;
     }
     main.stop();

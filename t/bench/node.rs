@@ -39,7 +39,7 @@ impl Node {
         Node::spawn_with(bin, dir, store_yaml, true)
     }
 
-    /// [`Node::start`], with metrics on or off (row 8 compares the two).
+    /// [`Node::start`], with metrics on or off (row 9 compares the two).
     pub async fn start_with_metrics(bin: &Path, dir: &Path, store_yaml: &str, metrics: bool) -> Result<Node> {
         let mut node = Node::spawn_with(bin, dir, store_yaml, metrics)?;
         node.wait_ready().await?;

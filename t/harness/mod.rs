@@ -1,6 +1,7 @@
 //! Test harness: an in-process gateway, its admin client, mock upstreams, and a real etcd.
 
 pub mod etcd;
+pub mod faulty;
 pub mod gateway;
 pub mod logs;
 pub mod mock;

@@ -10,8 +10,8 @@ use switchyard_sdk::{AttemptResult, LogRecord};
 
 use super::families::Families;
 use super::series::{Found, Key, SeriesCache};
-use crate::router::HostPattern;
-use crate::snapshot::CompiledRoute;
+use crate::compiled::CompiledRoute;
+use crate::compiled::HostPattern;
 
 /// The `consumer` label: this build has no consumers yet, so it is empty, as APISIX leaves it
 /// for anonymous requests.
@@ -68,7 +68,7 @@ pub fn attempt_result(result: &AttemptResult<'_>) -> &'static str {
             _ => "1xx",
         },
         AttemptResult::ConnectFailed => "connect_error",
-        AttemptResult::TimedOut => "timeout",
+        AttemptResult::TimedOut | AttemptResult::FirstEventTimedOut => "timeout",
         AttemptResult::Failed => "error",
     }
 }

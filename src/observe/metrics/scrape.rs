@@ -13,13 +13,26 @@ use switchyard_sdk::InstanceState;
 
 use super::Metrics;
 use crate::observe::config::METRICS_PATH;
+use crate::observe::Observe;
 use crate::proxy::ResponseBody;
-use crate::state::Shared;
+use crate::state::{LiveSnapshot, NodeStatus};
+use crate::store::ConfigStore;
+
+/// What a scrape reads besides the registry.
+pub struct Sources {
+    pub observe: Arc<Observe>,
+    pub live: Arc<LiveSnapshot>,
+    pub store: Arc<dyn ConfigStore>,
+    pub status: Arc<NodeStatus>,
+}
 
 /// Serves the exporter listener: the metrics at [`METRICS_PATH`], 404 elsewhere.
-pub async fn handle(shared: Arc<Shared>, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<ResponseBody> {
-    let (status, content_type, body) = match (req.method(), req.uri().path(), shared.observe.metrics.as_ref()) {
-        (&Method::GET, METRICS_PATH, Some(metrics)) => match metrics.render(&shared) {
+pub async fn handle(
+    sources: Arc<Sources>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<ResponseBody> {
+    let (status, content_type, body) = match (req.method(), req.uri().path(), sources.observe.metrics.as_ref()) {
+        (&Method::GET, METRICS_PATH, Some(metrics)) => match metrics.render(&sources) {
             Ok(text) => (StatusCode::OK, TextEncoder::new().format_type().to_string(), Bytes::from(text)),
             Err(err) => {
                 tracing::error!(error = %err, "cannot encode the metrics");
@@ -38,9 +51,9 @@ pub async fn handle(shared: Arc<Shared>, req: hyper::Request<hyper::body::Incomi
 
 impl Metrics {
     /// The whole exposition, in Prometheus' text format. Runs per scrape, off the request path.
-    pub fn render(&self, shared: &Shared) -> Result<String, prometheus::Error> {
+    pub fn render(&self, sources: &Sources) -> Result<String, prometheus::Error> {
         let mut families = self.registry.gather();
-        families.extend(scraped(self, shared)?);
+        families.extend(scraped(self, sources)?);
         // A family without series (no instance to report yet) would not encode.
         families.retain(|family| !family.get_metric().is_empty());
         families.sort_by(|a, b| a.name().cmp(b.name()));
@@ -51,9 +64,9 @@ impl Metrics {
 }
 
 /// Families whose values are read at scrape time.
-fn scraped(metrics: &Metrics, shared: &Shared) -> Result<Vec<MetricFamily>, prometheus::Error> {
+fn scraped(metrics: &Metrics, sources: &Sources) -> Result<Vec<MetricFamily>, prometheus::Error> {
     let mut out = Vec::new();
-    let connected = i64::from(shared.store.connected());
+    let connected = i64::from(sources.store.connected());
     let single = |name: &str, help: &str, value: i64| -> Result<Vec<MetricFamily>, prometheus::Error> {
         let gauge = prometheus::IntGauge::new(name, help)?;
         gauge.set(value);
@@ -72,7 +85,7 @@ fn scraped(metrics: &Metrics, shared: &Shared) -> Result<Vec<MetricFamily>, prom
     out.extend(single(
         "switchyard_store_cached",
         "Whether the node serves its local snapshot cache because the store was down when it started",
-        i64::from(shared.is_cached()),
+        i64::from(sources.status.is_cached()),
     )?);
 
     let node_info = IntGaugeVec::new(Opts::new("apisix_node_info", "Info of APISIX node"), &["hostname", "version"])?;
@@ -88,9 +101,9 @@ fn scraped(metrics: &Metrics, shared: &Shared) -> Result<Vec<MetricFamily>, prom
     connections.with_label_values(&["active"]).set(stats.active.load(Ordering::Relaxed));
     out.extend(connections.collect());
 
-    out.extend(instance_health(shared)?);
+    out.extend(instance_health(sources)?);
 
-    if let Some(tracer) = &shared.observe.tracer {
+    if let Some(tracer) = &sources.observe.tracer {
         let stats = &tracer.stats;
         let counter = |name: &str, help: &str, value: &std::sync::atomic::AtomicU64| {
             let counter = prometheus::IntCounter::new(name, help)?;
@@ -114,7 +127,7 @@ fn scraped(metrics: &Metrics, shared: &Shared) -> Result<Vec<MetricFamily>, prom
 
 /// `switchyard_instance_health` (one series per state, 1 for the current one) and
 /// `switchyard_instance_cooldown_seconds`, for every instance of every live route.
-fn instance_health(shared: &Shared) -> Result<Vec<MetricFamily>, prometheus::Error> {
+fn instance_health(sources: &Sources) -> Result<Vec<MetricFamily>, prometheus::Error> {
     let health = IntGaugeVec::new(
         Opts::new(
             "switchyard_instance_health",
@@ -126,7 +139,8 @@ fn instance_health(shared: &Shared) -> Result<Vec<MetricFamily>, prometheus::Err
         Opts::new("switchyard_instance_cooldown_seconds", "Seconds until a cooling instance returns to rotation"),
         &["route", "instance"],
     )?;
-    let snapshot = shared.snapshot.load();
+    #[expect(clippy::disallowed_methods, reason = "a scrape is where its read starts: one load per scrape")]
+    let snapshot = sources.live.load();
     for route in snapshot.routes.values().map(|entry| &entry.compiled).filter(|route| route.enabled) {
         for plugin in route.chain.plugins() {
             for instance in plugin.instance_health() {

@@ -174,13 +174,14 @@ impl Exporter {
             max_duration: None,
             max_response_bytes: None,
             flush_interval: None,
+            timing: Default::default(),
             label: Arc::from("otlp"),
         };
         let outcome = match send(upstream).await {
             Ok(response) => {
                 let status = response.status();
                 // Read the (small) answer so the connection can be reused.
-                let _ = read_all(response, self.timeout, Some(64 * 1024)).await;
+                let _ = read_all(response, self.timeout, 64 * 1024).await;
                 if status.is_success() {
                     Ok(())
                 } else {

@@ -1,4 +1,4 @@
-//! Row 8: what recording metrics costs. The main node (metrics on, as by default) against a node
+//! Row 9: what recording metrics costs. The main node (metrics on, as by default) against a node
 //! with `metrics.enabled: false`, same route, same load, interleaved.
 
 use std::sync::Arc;
@@ -28,7 +28,7 @@ pub async fn measure(bench: &mut Bench, main: &Node) -> Result<()> {
         }
     }
     let plan = bench.plan.clone();
-    eprintln!("bench: row 8, {} connections", plan.connections);
+    eprintln!("bench: row 9, {} connections", plan.connections);
     let shape = Shape { connections: plan.connections, warmup: plan.warmup, measure: plan.throughput_window };
     let wide = load::interleaved(&targets, shape, plan.rounds).await?;
     let narrow = Shape { connections: 1, warmup: plan.warmup, measure: plan.latency_window };
@@ -41,8 +41,8 @@ pub async fn measure(bench: &mut Bench, main: &Node) -> Result<()> {
             .raw(&format!("metrics/{}", target.name), json!({"c64": summary(&wide[i]), "c1": summary(&narrow[i])}));
     }
     let (off, on) = (&wide[0], &wide[1]);
-    bench.report.push(Line::throughput(8, SCENARIO, "req/s, 64 conns", off.rps(), on.rps(), Some(0.97)));
+    bench.report.push(Line::throughput(9, SCENARIO, "req/s, 64 conns", off.rps(), on.rps(), Some(0.97)));
     let (off1, on1) = (&narrow[0], &narrow[1]);
-    bench.report.push(Line::latency(8, SCENARIO, "p50, 1 conn", off1.micros(0.5), on1.micros(0.5), None));
+    bench.report.push(Line::latency(9, SCENARIO, "p50, 1 conn", off1.micros(0.5), on1.micros(0.5), None));
     Ok(())
 }

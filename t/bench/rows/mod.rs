@@ -6,6 +6,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model_api;
 pub mod scale;
+pub mod soak;
 pub mod stream;
 
 use std::time::{Duration, Instant};

@@ -6,8 +6,11 @@
 
 pub mod adapter;
 pub mod catalog;
+pub mod cooldown;
 mod rewrite;
+pub mod routing;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,14 +20,16 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use self::adapter::Adapter;
 use self::catalog::Catalog;
 use self::rewrite::Rewrite;
+use crate::ai_proxy_multi::engine::Engine;
+use crate::ai_proxy_multi::target::MultiTarget;
+use crate::ai_proxy_multi::{ATTEMPTS_HEADER, INSTANCE_HEADER};
+use http::HeaderValue;
 use serde::Deserialize;
 use switchyard_llm::body::parse_chat_body;
 use switchyard_llm::instance::CallSettings;
 use switchyard_llm::observe;
-use switchyard_llm::providers::anthropic::StreamTranslator;
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
     derive_phases, AttemptResult, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Plugin, PluginError,
@@ -84,7 +89,21 @@ impl PluginFactory for ModelApiFactory {
             ConfigError::new("", "serves the built-in /v1 routes of the model API only and cannot be configured")
         })?;
         let (config, settings) = CallSettings::parse_plugin::<ModelApiConfig>(config, ctx)?;
-        Ok(Arc::new(ModelApi { catalog, surface: config.surface, settings: Arc::new(settings) }))
+        let settings = Arc::new(settings);
+        let mut engines = HashMap::new();
+        if config.surface == Surface::ChatCompletions {
+            for (alias, routed) in catalog.routing_aliases() {
+                match routed.engine(Arc::clone(&settings)) {
+                    Ok(engine) => {
+                        engines.insert(alias.to_string(), Arc::new(engine));
+                    }
+                    Err(err) => {
+                        tracing::error!(model = alias, %err, "a routing model failed to compile; it is not served")
+                    }
+                }
+            }
+        }
+        Ok(Arc::new(ModelApi { catalog, surface: config.surface, settings, engines }))
     }
 }
 
@@ -92,7 +111,13 @@ pub struct ModelApi {
     catalog: Arc<Catalog>,
     surface: Surface,
     settings: Arc<CallSettings>,
+    /// Routing aliases, each compiled to the engine `ai-proxy-multi` runs (chat only).
+    engines: HashMap<String, Arc<Engine>>,
 }
+
+/// Marks a request to a routing alias: its answer names the target and the attempts.
+#[derive(Clone, Copy)]
+struct Routed;
 
 fn error(status: StatusCode, message: &str, code: &str) -> Flow {
     Flow::Respond(error_response(status, ErrorStyle::OpenAi, message, code))
@@ -132,11 +157,17 @@ impl Plugin for ModelApi {
         let Some(alias) = body.str_field("model") else {
             return Ok(error(StatusCode::BAD_REQUEST, "`model` is required: send a model alias", "model_required"));
         };
-        let Some(model) = self.catalog.model(&alias) else {
+        let model = self.catalog.model(&alias);
+        let engine = self.engines.get(&alias);
+        if model.is_none() && engine.is_none() {
             return Ok(error(StatusCode::NOT_FOUND, &format!("model `{alias}` does not exist"), "model_not_found"));
-        };
+        }
         ctx.log.operation = Some(if self.surface == Surface::Embeddings { "embeddings" } else { "chat" });
-        ctx.log.model_labels = model.labels.clone();
+        ctx.log.model_labels = match (model, engine) {
+            (Some(model), _) => model.labels.clone(),
+            (None, Some(engine)) => engine.models.labels(&body, None),
+            (None, None) => Default::default(),
+        };
         if !caller.may_use(&alias) {
             return Ok(error(
                 StatusCode::FORBIDDEN,
@@ -144,6 +175,13 @@ impl Plugin for ModelApi {
                 "permission_denied",
             ));
         }
+        let Some(model) = model else {
+            // A routing alias: its targets are picked, tried and taken up per attempt.
+            ctx.log.model = Some(alias);
+            ctx.extensions.insert(Routed);
+            ctx.target = engine.map(|engine| Box::new(MultiTarget::new(Arc::clone(engine), body, None)) as _);
+            return Ok(Flow::Continue);
+        };
         if !model.adapter.served() {
             return Ok(error(
                 StatusCode::NOT_IMPLEMENTED,
@@ -164,26 +202,24 @@ impl Plugin for ModelApi {
         };
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = Some(alias.clone());
-        let anthropic = (model.adapter == Adapter::Anthropic).then(|| {
-            let include_usage =
-                body.get::<Value>("stream_options").is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
-            StreamTranslator::new(&alias, unix_now(), include_usage)
-        });
-        ctx.extensions.insert(Rewrite {
-            alias,
-            reasoning_field: model.reasoning_field.clone(),
-            anthropic,
-            created: unix_now(),
-            event_stream: false,
-            status: 200,
-            pending: Vec::new(),
-        });
-        let upstream = instance.request_with(req, instance.body_for(&body), &self.settings, &model.strip);
+        ctx.extensions.insert(Rewrite::new(&alias, model.adapter, model.reasoning_field.clone(), &body));
+        let mut upstream = instance.request_with(req, instance.body_for(&body), &self.settings, &model.strip);
+        if let Some(timeout) = model.timeout {
+            upstream.timeout = timeout;
+        }
+        upstream.timing.first_event = model.stream_timeout;
+        upstream.timing.stream_idle = model.stream_timeout;
         ctx.target = Some(Box::new(Once { upstream: Some(upstream) }));
         Ok(Flow::Continue)
     }
 
     fn header_filter(&self, ctx: &mut Ctx, head: &mut http::response::Parts) {
+        if ctx.extensions.get::<Routed>().is_some() {
+            if let Some(target) = ctx.log.instance.as_deref().and_then(|i| HeaderValue::from_str(i).ok()) {
+                head.headers.insert(INSTANCE_HEADER, target);
+            }
+            head.headers.insert(ATTEMPTS_HEADER, ctx.log.attempts.into());
+        }
         let event_stream = head
             .headers
             .get(CONTENT_TYPE)
@@ -232,6 +268,6 @@ fn model_list(catalog: &Catalog, caller: &catalog::CallerKey) -> Response {
     json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

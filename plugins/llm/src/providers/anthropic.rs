@@ -169,11 +169,12 @@ fn usage(usage: &Value, output_tokens: Option<u64>) -> Value {
     let cache_read = usage.get("cache_read_input_tokens").and_then(Value::as_u64).unwrap_or(0);
     let cache_write = usage.get("cache_creation_input_tokens").and_then(Value::as_u64).unwrap_or(0);
     let output = output_tokens.or_else(|| usage.get("output_tokens").and_then(Value::as_u64)).unwrap_or(0);
-    let prompt = input + cache_read + cache_write;
+    // Saturating: counts come from the provider, and no answer may make the gateway overflow.
+    let prompt = input.saturating_add(cache_read).saturating_add(cache_write);
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": output,
-        "total_tokens": prompt + output,
+        "total_tokens": prompt.saturating_add(output),
         "prompt_tokens_details": {"cached_tokens": cache_read},
     })
 }
