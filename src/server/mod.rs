@@ -145,14 +145,8 @@ impl Servers {
         Fut: Future<Output = hyper::Response<ResponseBody>> + Send + 'static,
     {
         let group = Arc::clone(&self.proxy);
-        self.accept_loops.spawn(accept_loop(
-            listener,
-            group,
-            Arc::clone(&self.settings),
-            self.phase.subscribe(),
-            self.proxy_counter.clone(),
-            handle,
-        ));
+        let counter = self.proxy_counter.clone();
+        self.serve(listener, group, counter, handle);
     }
 
     /// Serves an admin listener with `handle` until shutdown.
@@ -162,14 +156,21 @@ impl Servers {
         Fut: Future<Output = hyper::Response<ResponseBody>> + Send + 'static,
     {
         let group = Arc::clone(&self.admin);
-        self.accept_loops.spawn(accept_loop(
-            listener,
-            group,
-            Arc::clone(&self.settings),
-            self.phase.subscribe(),
-            None,
-            handle,
-        ));
+        self.serve(listener, group, None, handle);
+    }
+
+    fn serve<F, Fut>(
+        &mut self,
+        listener: TcpListener,
+        group: Arc<ConnGroup>,
+        counter: Option<Arc<Connections>>,
+        handle: F,
+    ) where
+        F: Fn(hyper::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = hyper::Response<ResponseBody>> + Send + 'static,
+    {
+        let accept = accept_loop(listener, group, Arc::clone(&self.settings), self.phase.subscribe(), counter, handle);
+        self.accept_loops.spawn(accept);
     }
 
     /// Closes every listener at once, waits up to `grace` for the connections to finish what

@@ -32,6 +32,9 @@ pub struct Target {
     pub body: Bytes,
     /// The status a correct answer has; any other counts as an error.
     pub expect: u16,
+    /// The processes doing this target's proxying, whose CPU time per request is reported
+    /// (empty: not measured, as for a direct call).
+    pub cpu_of: Vec<u32>,
 }
 
 impl Target {
@@ -44,7 +47,14 @@ impl Target {
             headers: Vec::new(),
             body: Bytes::copy_from_slice(body.as_bytes()),
             expect: 200,
+            cpu_of: Vec::new(),
         }
+    }
+
+    /// Reports the CPU time `pids` spend per request of this target.
+    pub fn cpu_of(mut self, pids: Vec<u32>) -> Target {
+        self.cpu_of = pids;
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: &str) -> Result<Target> {
@@ -96,23 +106,31 @@ pub struct Outcome {
     pub measured: Duration,
     /// Latency of each counted request, in nanoseconds.
     pub latency: Histogram<u64>,
+    /// CPU time the target's proxy processes used during the measured windows.
+    pub cpu: Duration,
 }
 
 impl Outcome {
     pub fn new() -> Result<Outcome> {
-        Ok(Outcome { ok: 0, errors: 0, measured: Duration::ZERO, latency: histogram()? })
+        Ok(Outcome { ok: 0, errors: 0, measured: Duration::ZERO, latency: histogram()?, cpu: Duration::ZERO })
     }
 
     pub fn merge(&mut self, other: &Outcome) -> Result<()> {
         self.ok += other.ok;
         self.errors += other.errors;
         self.measured += other.measured;
+        self.cpu += other.cpu;
         self.latency.add(&other.latency)?;
         Ok(())
     }
 
     pub fn rps(&self) -> f64 {
         self.ok as f64 / self.measured.as_secs_f64().max(1e-9)
+    }
+
+    /// CPU microseconds the proxy processes spent per counted request (0 when not measured).
+    pub fn cpu_micros_per_request(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / (self.ok.max(1) as f64)
     }
 
     /// The latency at `quantile` (0.5, 0.99), in microseconds.
@@ -134,12 +152,24 @@ pub async fn run(target: &Arc<Target>, shape: Shape) -> Result<Outcome> {
     for _ in 0..shape.connections {
         tasks.spawn(connection_loop(Arc::clone(target), window));
     }
+    let cpu = (!target.cpu_of.is_empty()).then(|| tokio::spawn(cpu_during(target.cpu_of.clone(), window)));
     let mut total = Outcome::new()?;
     while let Some(joined) = tasks.join_next().await {
         total.merge(&joined??)?;
     }
     total.measured = shape.measure;
+    if let Some(cpu) = cpu {
+        total.cpu = cpu.await?;
+    }
     Ok(total)
+}
+
+/// The CPU time `pids` use between the window's start and end.
+async fn cpu_during(pids: Vec<u32>, (from, until): (Instant, Instant)) -> Duration {
+    tokio::time::sleep_until(from).await;
+    let before = crate::process::cpu_nanos(&pids);
+    tokio::time::sleep_until(until).await;
+    Duration::from_nanos(crate::process::cpu_nanos(&pids).saturating_sub(before))
 }
 
 /// One connection's loop: reconnects after a failure, stops at the window's end.

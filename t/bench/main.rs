@@ -11,6 +11,7 @@
 mod etcd;
 mod load;
 mod mock;
+mod nginx;
 mod node;
 mod plan;
 mod process;

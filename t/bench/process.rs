@@ -50,6 +50,33 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
     Ok(kib.parse()?)
 }
 
+/// The direct children of process `pid` (its threads' `children` lists in `/proc`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// CPU time the processes `pids` have used so far, all their threads summed, in nanoseconds
+/// (the first field of each `/proc/PID/task/TID/schedstat`: nanosecond precision, unlike the
+/// clock ticks of `/proc/PID/stat`). A process that is gone counts as zero.
+pub fn cpu_nanos(pids: &[u32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+            total += stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    total
+}
+
 /// How many file descriptors process `pid` has open (entries of `/proc/PID/fd`).
 pub fn open_fds(pid: u32) -> Result<u64> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)

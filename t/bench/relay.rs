@@ -96,6 +96,10 @@ impl RelayProcess {
         let (child, line) = spawn_self(&["relay".into(), "--to".into(), to.port().to_string()])?;
         Ok(RelayProcess { addr: port_field(&line, "relay=")?, child })
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for RelayProcess {

@@ -101,6 +101,38 @@ impl Line {
         }
     }
 
+    /// CPU time the proxy's processes spent per request (the fairest figure when the load
+    /// generator, the mock and the proxy share two cores).
+    pub fn cpu(row: u8, scenario: &str, micros_per_request: f64) -> Line {
+        Line {
+            gateway: format!("{micros_per_request:.1} µs"), ..Line::new(row, scenario, "CPU per request, 64 conns")
+        }
+    }
+
+    /// Throughput of one proxy against another measured in the same run, held to `at_least`.
+    pub fn against(row: u8, scenario: &str, metric: &str, reference: f64, ours: f64, at_least: f64) -> Line {
+        let ratio = ours / reference.max(1e-9);
+        Line {
+            direct: format!("{} req/s", thousands(reference)),
+            gateway: format!("{} req/s", thousands(ours)),
+            versus: format!("{ratio:.2}×"),
+            target: format!("≥ {at_least:.2}×"),
+            verdict: Verdict::of(ratio >= at_least),
+            ..Line::new(row, scenario, metric)
+        }
+    }
+
+    /// CPU per request of ours against a reference proxy (lower is better).
+    pub fn cpu_against(row: u8, scenario: &str, reference: &crate::load::Outcome, ours: &crate::load::Outcome) -> Line {
+        let (r, o) = (reference.cpu_micros_per_request(), ours.cpu_micros_per_request());
+        Line {
+            direct: format!("{r:.1} µs"),
+            gateway: format!("{o:.1} µs"),
+            versus: format!("{:.2}×", o / r.max(1e-9)),
+            ..Line::new(row, scenario, "CPU per request, 64 conns")
+        }
+    }
+
     /// A line that could not be measured, saying why.
     pub fn skipped(row: u8, scenario: &str, why: &str) -> Line {
         Line { gateway: format!("not measured: {why}"), verdict: Verdict::Skipped, ..Line::new(row, scenario, "–") }

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{check, model_api, summary};
 use crate::load::{self, Shape, Target};
+use crate::nginx::NginxProcess;
 use crate::node::Node;
 use crate::relay::RelayProcess;
 use crate::report::Line;
@@ -39,23 +40,40 @@ pub fn direct(bench: &Bench) -> Result<Arc<Target>> {
 
 /// The `ai-proxy` route of `node`.
 pub fn ai_proxy(node: &Node) -> Arc<Target> {
-    Arc::new(Target::post("ai-proxy", node.proxy, "/bench/chat", CHAT))
+    Arc::new(Target::post("ai-proxy", node.proxy, "/bench/chat", CHAT).cpu_of(vec![node.pid()]))
 }
 
 pub async fn measure(bench: &mut Bench, node: &Node, model_api: Result<Arc<Target>, String>) -> Result<()> {
     let relay = RelayProcess::spawn(bench.mock.ok)?;
     let reference = Target::post("bare hyper relay", relay.addr, "/v1/chat/completions", CHAT)
-        .header("authorization", &format!("Bearer {PROVIDER_KEY}"))?;
+        .header("authorization", &format!("Bearer {PROVIDER_KEY}"))?
+        .cpu_of(vec![relay.pid()]);
+    let gateway = vec![node.pid()];
     let mut targets = vec![
         direct(bench)?,
         ai_proxy(node),
-        Arc::new(Target::post("ai-proxy-multi", node.proxy, "/bench/multi", CHAT)),
-        Arc::new(Target::post("ai-proxy-multi 429", node.proxy, "/bench/fallback", CHAT)),
+        Arc::new(Target::post("ai-proxy-multi", node.proxy, "/bench/multi", CHAT).cpu_of(gateway.clone())),
+        Arc::new(Target::post("ai-proxy-multi 429", node.proxy, "/bench/fallback", CHAT).cpu_of(gateway.clone())),
         Arc::new(reference),
     ];
-    if let Ok(target) = &model_api {
-        targets.push(Arc::clone(target));
-    }
+    let nginx = NginxProcess::spawn(bench.mock.ok, &bench.work.join("nginx"));
+    let nginx_index = match &nginx {
+        Ok(nginx) => {
+            let target = Target::post("nginx", nginx.addr, "/v1/chat/completions", CHAT)
+                .header("authorization", &format!("Bearer {PROVIDER_KEY}"))?
+                .cpu_of(nginx.pids());
+            targets.push(Arc::new(target));
+            Some(targets.len() - 1)
+        }
+        Err(_) => None,
+    };
+    let model_api_index = match &model_api {
+        Ok(target) => {
+            targets.push(Arc::new(Target::clone(target).cpu_of(gateway)));
+            Some(targets.len() - 1)
+        }
+        Err(_) => None,
+    };
     for target in &targets {
         let (status, body) = load::once(target).await?;
         if status != 200 || !body.starts_with(b"{\"id\":\"chatcmpl-") {
@@ -89,13 +107,27 @@ pub async fn measure(bench: &mut Bench, node: &Node, model_api: Result<Arc<Targe
             Line::throughput(row, name, "req/s, 64 conns", d.rps(), g.rps(), judged.then_some(0.5)),
             Line::latency(row, name, "p50, 1 conn", d1.micros(0.5), g1.micros(0.5), judged.then_some(60.0)),
             Line::latency(row, name, "p99, 1 conn", d1.micros(0.99), g1.micros(0.99), judged.then_some(150.0)),
+            Line::cpu(row, name, g.cpu_micros_per_request()),
         ]
     };
     let mut table = lines(1, "ai-proxy", 1, true);
     table.extend(lines(1, "reference: bare hyper relay, no plugins", 4, false));
-    match &model_api {
-        Ok(_) => table.extend(lines(2, "model API /v1/chat/completions", 5, false)),
-        Err(why) => table.push(Line::skipped(2, "model API /v1/chat/completions", why)),
+    match (nginx_index, &nginx) {
+        (Some(n), _) => {
+            table.extend(lines(1, "reference: nginx plain proxy", n, false));
+            table.push(Line::against(1, "ai-proxy ÷ nginx", "req/s, 64 conns", wide[n].rps(), wide[1].rps(), 1.0));
+            table.push(Line::cpu_against(1, "ai-proxy ÷ nginx", &wide[n], &wide[1]));
+        }
+        (None, Err(why)) => table.push(Line::skipped(1, "reference: nginx plain proxy", &why.to_string())),
+        (None, Ok(_)) => {}
+    }
+    match (model_api_index, &model_api) {
+        (Some(m), _) => {
+            table.extend(lines(2, "model API /v1/chat/completions", m, false));
+            table.push(Line::against(2, "model API ÷ ai-proxy", "req/s, 64 conns", wide[1].rps(), wide[m].rps(), 0.9));
+        }
+        (None, Err(why)) => table.push(Line::skipped(2, "model API /v1/chat/completions", why)),
+        (None, Ok(_)) => {}
     }
     table.extend(lines(3, "ai-proxy-multi, 2 instances 3:1", 2, false));
     table.extend(lines(3, "ai-proxy-multi, first answers 429", 3, false));

@@ -1,0 +1,93 @@
+//! The bar to clear: nginx (Debian's package) as a plain keep-alive reverse proxy to the same mock,
+//! started with a generated config (`worker_processes auto`, access log off, keep-alive on both
+//! sides with no per-connection request cap (nginx's default of 1,000 would close a load
+//! connection mid-run), buffering off so streams are relayed as they come), measured in the same
+//! run as the gateway.
+//! `make bench` installs nginx when it is missing; a smoke run without it says so in the report.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::process::{free_port, stop};
+use crate::Result;
+
+pub struct NginxProcess {
+    master: Child,
+    pub addr: SocketAddr,
+}
+
+impl NginxProcess {
+    /// Starts nginx in `dir` proxying every path to `upstream`; returns once it accepts
+    /// connections. `Err` says why it could not (not installed, failed to start).
+    pub fn spawn(upstream: SocketAddr, dir: &Path) -> Result<NginxProcess> {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .ok_or("nginx is not installed (make bench installs Debian's nginx-light)")?;
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let port = free_port()?;
+        let config = format!(
+            "worker_processes auto;\n\
+             pid {dir}/nginx.pid;\n\
+             error_log {dir}/logs/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n\
+             \x20 access_log off;\n\
+             \x20 keepalive_requests 10000000;\n\
+             \x20 client_body_temp_path {dir}/body;\n\
+             \x20 proxy_temp_path {dir}/proxy;\n\
+             \x20 upstream mock {{ server {upstream}; keepalive 256; keepalive_requests 10000000; }}\n\
+             \x20 server {{\n\
+             \x20   listen 127.0.0.1:{port};\n\
+             \x20   location / {{\n\
+             \x20     proxy_pass http://mock;\n\
+             \x20     proxy_http_version 1.1;\n\
+             \x20     proxy_set_header Connection \"\";\n\
+             \x20     proxy_buffering off;\n\
+             \x20   }}\n\
+             \x20 }}\n\
+             }}\n",
+            dir = dir.display(),
+        );
+        let config_path = dir.join("nginx.conf");
+        std::fs::write(&config_path, config)?;
+        let master = Command::new(binary)
+            .args(["-e", "stderr", "-p"])
+            .arg(dir)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut nginx = NginxProcess { master, addr: ([127, 0, 0, 1], port).into() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(nginx.addr).is_err() {
+            if let Some(status) = nginx.master.try_wait()? {
+                return Err(format!("nginx exited at start ({status}); see {}/logs/error.log", dir.display()).into());
+            }
+            if Instant::now() > deadline {
+                return Err("nginx did not start listening within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(nginx)
+    }
+
+    /// The master and its workers: the processes whose CPU time is nginx's cost.
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.master.id();
+        let mut pids = vec![master];
+        pids.extend(crate::process::children(master));
+        pids
+    }
+}
+
+impl Drop for NginxProcess {
+    fn drop(&mut self) {
+        stop(&mut self.master, Duration::from_secs(2));
+    }
+}
