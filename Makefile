@@ -10,7 +10,7 @@ require = command -v $(1) >/dev/null 2>&1 || { \
 	&& command -v $(1) >/dev/null 2>&1 \
 	|| { echo "make: cannot install $(2) for \`$(1)\`: install it by hand (apt-get install -y $(2))" >&2; exit 1; }; }
 
-.PHONY: help run build test lint fmt bench protoc etcd nginx redis
+.PHONY: help run build test lint fmt bench protoc etcd nginx redis promtool
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ run: protoc ## Build and start the gateway with $(CONFIG) (embedded store, no ot
 build: protoc ## Build the release binary
 	$(CARGO) build --release
 
-test: protoc etcd redis nginx ## Run every unit and integration test (the etcd and Redis tests spawn real servers)
+test: protoc etcd redis nginx promtool ## Run every unit and integration test (the etcd and Redis tests spawn real servers)
 	$(CARGO) test --workspace --all-targets
 
 lint: protoc ## Check formatting and run clippy with warnings as errors
@@ -45,3 +45,6 @@ nginx: ## Install nginx (Debian nginx-light) when missing: the bench's reference
 
 redis: ## Install redis-server (Debian redis-server) when missing: the rate limiting tests run a real one
 	@$(call require,redis-server,redis-server)
+
+promtool: ## Install promtool (Debian prometheus) when missing: the tests check the metrics exposition with it
+	@$(call require,promtool,prometheus)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::Method;
 use switchyard_sdk::Chain;
 
+use crate::observe::metrics::route::RouteMetrics;
 use crate::resource::plugin_config::PluginConfigSpec;
 use crate::resource::service::ServiceSpec;
 use crate::upstream::Upstream;
@@ -32,6 +33,10 @@ pub struct CompiledRoute {
     pub enabled: bool,
     pub chain: Chain,
     pub upstream: Option<Arc<Upstream>>,
+    /// The service the route uses, if any (the `service` metric label).
+    pub service_id: Option<String>,
+    /// The route's metric series, found per request without a lock.
+    pub metrics: RouteMetrics,
 }
 
 impl CompiledRoute {
@@ -48,7 +53,14 @@ impl CompiledRoute {
             enabled: true,
             chain: Chain::default(),
             upstream: None,
+            service_id: None,
+            metrics: RouteMetrics::default(),
         }
+    }
+
+    /// The service the route uses, if any.
+    pub fn service_id(&self) -> Option<&str> {
+        self.service_id.as_deref()
     }
 
     /// Whether this route takes a request for `host` (lower case, no port) and `method`.

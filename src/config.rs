@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::observe::config::{AccessLogFormat, MetricsConfig, StatusConfig, TracingConfig};
+
 /// The admin key shipped in `conf/config.yaml`: accepted on loopback listeners only.
 pub const DEFAULT_ADMIN_KEY: &str = "admin-local-only-change-me";
 
@@ -25,6 +27,10 @@ pub struct Config {
     /// they are cut (seconds in the file).
     #[serde(deserialize_with = "seconds")]
     pub shutdown_timeout: Duration,
+    /// Observability (`src/observe/config.rs`): Prometheus exporter, probes, OpenTelemetry traces.
+    pub metrics: MetricsConfig,
+    pub status: StatusConfig,
+    pub tracing: TracingConfig,
 }
 
 impl Default for Config {
@@ -37,6 +43,9 @@ impl Default for Config {
             providers: BTreeMap::new(),
             log: LogConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
+            metrics: MetricsConfig::default(),
+            status: StatusConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -266,11 +275,13 @@ pub struct LogConfig {
     pub level: String,
     /// One line per proxied request, at target `access`.
     pub access_log: bool,
+    /// `text` or `json` (one JSON object per line).
+    pub access_log_format: AccessLogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), access_log: true }
+        Self { level: "info".into(), access_log: true, access_log_format: AccessLogFormat::Text }
     }
 }
 
@@ -328,6 +339,9 @@ impl Config {
         if self.store.backend == StoreBackend::Etcd {
             self.store.etcd.validate()?;
         }
+        self.metrics.addr()?;
+        self.status.addr()?;
+        self.tracing.validate()?;
         for (name, provider) in &self.providers {
             if let Some(url) = &provider.base_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -406,6 +420,10 @@ mod tests {
         let defaults = Config::default();
         assert_eq!(format!("{:?}", config.store), format!("{:?}", defaults.store));
         assert_eq!(format!("{:?}", config.proxy), format!("{:?}", defaults.proxy));
+        assert_eq!(format!("{:?}", config.log), format!("{:?}", defaults.log));
+        assert_eq!(format!("{:?}", config.metrics), format!("{:?}", defaults.metrics));
+        assert_eq!(format!("{:?}", config.status), format!("{:?}", defaults.status));
+        assert_eq!(format!("{:?}", config.tracing), format!("{:?}", defaults.tracing));
         assert_eq!(config.shutdown_timeout, defaults.shutdown_timeout);
     }
 

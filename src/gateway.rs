@@ -11,6 +11,7 @@ use crate::cache::MirrorCache;
 use crate::compiler::Compiler;
 use crate::config::{Config, StoreBackend};
 use crate::mirror::Mirror;
+use crate::observe::Observe;
 use crate::reload::{follow, save_cache};
 use crate::server::Servers;
 use crate::snapshot::Snapshot;
@@ -28,6 +29,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Config(#[from] crate::config::ConfigFileError),
+    #[error("observability: {0}")]
+    Observe(String),
     #[error("{reason}, and there is no local snapshot cache at {} to serve meanwhile; start the node once etcd is reachable", cache.display())]
     NoCache { reason: StoreError, cache: std::path::PathBuf },
 }
@@ -36,6 +39,10 @@ pub enum StartError {
 pub struct Gateway {
     pub proxy_addrs: Vec<SocketAddr>,
     pub admin_addrs: Vec<SocketAddr>,
+    /// The Prometheus exporter's address, when metrics are on.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The status probes' address, when the status listener is on.
+    pub status_addr: Option<SocketAddr>,
     /// Where the node stands: applied revision, cache use, rejected resources.
     pub status: Arc<NodeStatus>,
     /// The config store this node follows.
@@ -61,6 +68,24 @@ impl Gateway {
         let compiler = Arc::new(Compiler::new(registry, Transport::new()));
         let proxy_listen = config.proxy_addrs()?;
         let admin_listen = config.admin_addrs()?;
+        let metrics_listen = config.metrics.addr()?;
+        let status_listen = config.status.addr()?;
+        let (observe, exporter) = Observe::new(&config, &compiler.transport).map_err(StartError::Observe)?;
+        let observe = Arc::new(observe);
+        let open_files = crate::limits::open_file_limit();
+        let caps = crate::limits::ConnectionCaps::plan(open_files, config.proxy.max_connections);
+        let mut servers = Servers::new(&config, caps, open_files);
+        if let Some(metrics) = &observe.metrics {
+            servers.count_proxy_connections(Arc::clone(&metrics.connections));
+        }
+        // The probes answer from the start: `/status/ready` says 503 until the config is live.
+        let mut status_addr = None;
+        if let Some(addr) = status_listen {
+            let listener = bind(addr).await?;
+            status_addr = Some(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
+            let observe = Arc::clone(&observe);
+            servers.serve_admin(listener, move |req, _peer| crate::observe::status::handle(Arc::clone(&observe), req));
+        }
         let prefix = crate::resource::group_prefix(&config.store.root(), &config.gateway_group_id);
         let (store, cache): (Arc<dyn ConfigStore>, _) = match config.store.backend {
             StoreBackend::Embedded => (Arc::new(EmbeddedStore::open(&config.store.path)?), None),
@@ -70,6 +95,9 @@ impl Gateway {
         };
         let (mirror, cached) = first_mirror(store.as_ref(), &prefix, cache.as_ref()).await?;
         let snapshot = Arc::new(Snapshot::build(&mirror.resources, &prefix, mirror.revision, &compiler, None));
+        if let Some(metrics) = &observe.metrics {
+            metrics.config_applied(&mirror, &prefix, &snapshot, None);
+        }
         let status = Arc::new(NodeStatus::new(&snapshot, cached));
         let live = Arc::new(LiveSnapshot::new(Arc::clone(&snapshot)));
         if !cached {
@@ -78,7 +106,7 @@ impl Gateway {
         let config = Arc::new(config);
         let proxy = Arc::new(ProxyState {
             live: Arc::clone(&live),
-            access_log: config.log.access_log,
+            observe: Arc::clone(&observe),
             client_body_timeout: config.proxy.client_body_timeout,
         });
         let admin = Arc::new(AdminState {
@@ -95,13 +123,11 @@ impl Gateway {
             cache,
             live: Arc::clone(&live),
             status: Arc::clone(&status),
+            observe: Arc::clone(&observe),
         };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let open_files = crate::limits::open_file_limit();
-        let caps = crate::limits::ConnectionCaps::plan(open_files, config.proxy.max_connections);
-        let mut servers = Servers::new(&config, caps, open_files);
         let mut proxy_addrs = Vec::new();
         for addr in proxy_listen {
             let listener = bind(addr).await?;
@@ -116,10 +142,41 @@ impl Gateway {
             let admin = Arc::clone(&admin);
             servers.serve_admin(listener, move |req, _peer| crate::admin::handle(Arc::clone(&admin), req));
         }
+        let mut metrics_addr = None;
+        if let Some(addr) = metrics_listen.filter(|_| observe.metrics.is_some()) {
+            let listener = bind(addr).await?;
+            metrics_addr = Some(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
+            let sources = Arc::new(crate::observe::metrics::scrape::Sources {
+                observe: Arc::clone(&observe),
+                live: Arc::clone(&live),
+                store: Arc::clone(&store),
+                status: Arc::clone(&status),
+            });
+            servers.serve_admin(listener, move |req, _peer| {
+                crate::observe::metrics::scrape::handle(Arc::clone(&sources), req)
+            });
+        }
+        if let Some(exporter) = exporter {
+            tasks.spawn(exporter.run(shutdown_rx.clone()));
+        }
         tasks.spawn(follow(reload, snapshot, mirror, shutdown_rx));
-        tracing::info!(proxy = ?proxy_addrs, admin = ?admin_addrs, store = store.backend(), "switchyard started");
+        observe.set_ready();
+        tracing::info!(proxy = ?proxy_addrs, admin = ?admin_addrs, metrics = ?metrics_addr, status = ?status_addr,
+            store = store.backend(), "switchyard started");
         let shutdown_timeout = config.shutdown_timeout;
-        Ok(Gateway { proxy_addrs, admin_addrs, status, store, live, shutdown_timeout, servers, shutdown, tasks })
+        Ok(Gateway {
+            proxy_addrs,
+            admin_addrs,
+            metrics_addr,
+            status_addr,
+            status,
+            store,
+            live,
+            shutdown_timeout,
+            servers,
+            shutdown,
+            tasks,
+        })
     }
 
     /// The config the node serves now (for embedders and tests; requests load their own).

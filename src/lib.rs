@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod limits;
 pub mod limits_store;
 pub mod mirror;
+pub mod observe;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _log_writer = init_tracing(&config.log.level);
+    let _log_writer = init_tracing(&config.log);
     match switchyard::limits::raise_open_file_limit() {
         Ok(limit) if limit.now > limit.before => {
             tracing::info!(
@@ -82,17 +82,37 @@ fn config_path(mut args: impl Iterator<Item = String>) -> Result<PathBuf, String
 
 /// Logs go to stdout through a writer thread, so a request never waits on a `write` system call
 /// for its access log line. The writer blocks rather than drops lines when it falls behind; the
-/// returned guard flushes what is queued when `main` ends.
-fn init_tracing(level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// returned guard flushes what is queued when `main` ends. With `access_log_format: json`, access
+/// events are printed bare (their message is the JSON object), so those lines are pure JSON.
+fn init_tracing(log: &switchyard::config::LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(4096)
         .finish(std::io::stdout());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(true).with_ansi(colours).with_writer(writer).init();
+    let json = log.access_log_format == switchyard::observe::config::AccessLogFormat::Json;
+    let is_access = |meta: &tracing::Metadata<'_>| meta.target() == "access";
+    let text = tracing_subscriber::fmt::layer()
+        .with_target(true)
+        .with_ansi(colours)
+        .with_writer(writer.clone())
+        .with_filter(filter_fn(move |meta| !(json && is_access(meta))));
+    let bare = tracing_subscriber::fmt::layer()
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(writer)
+        .with_filter(filter_fn(move |meta| json && is_access(meta)));
+    tracing_subscriber::registry().with(filter).with(text).with(bare).init();
     guard
 }
 

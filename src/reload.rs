@@ -29,6 +29,9 @@ async fn publish(state: &ReloadState, mirror: &Mirror, live: &mut Arc<Snapshot>,
     tracing::debug!(revision = mirror.revision, routes = snapshot.routes.len(), took = ?started.elapsed(), "snapshot published");
     *live = Arc::new(snapshot);
     state.live.publish(Arc::clone(live));
+    if let Some(metrics) = &state.observe.metrics {
+        metrics.config_applied(mirror, &state.group_prefix, live, Some(started.elapsed()));
+    }
     background.sync(live);
     state.status.set_rejected(&live.rejected);
     state.status.advance(mirror.revision);

@@ -13,6 +13,7 @@ use crate::background::BackgroundStats;
 use crate::cache::MirrorCache;
 use crate::compiler::Compiler;
 use crate::config::Config;
+use crate::observe::Observe;
 use crate::snapshot::{Rejected, Snapshot};
 use crate::store::ConfigStore;
 
@@ -105,7 +106,8 @@ impl NodeStatus {
 /// What a proxy listener's handler reads.
 pub struct ProxyState {
     pub live: Arc<LiveSnapshot>,
-    pub access_log: bool,
+    /// Metrics, traces and the access log (`src/observe`).
+    pub observe: Arc<Observe>,
     /// The longest wait for the next piece of a request body.
     pub client_body_timeout: Duration,
 }
@@ -131,4 +133,6 @@ pub struct ReloadState {
     pub cache: Option<MirrorCache>,
     pub live: Arc<LiveSnapshot>,
     pub status: Arc<NodeStatus>,
+    /// Told about every config applied (metrics).
+    pub observe: Arc<Observe>,
 }

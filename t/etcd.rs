@@ -219,6 +219,8 @@ async fn a_node_without_cache_refuses_to_start_while_etcd_is_down() {
     etcd.configure(&mut config, "default");
     config.proxy.listen = vec!["127.0.0.1:0".into()];
     config.admin.listen = vec!["127.0.0.1:0".into()];
+    config.metrics.listen = "127.0.0.1:0".into();
+    config.status.listen = "127.0.0.1:0".into();
     config.store.path = dir.path().join("store");
     let Err(err) = switchyard::Gateway::start(config).await else { panic!("started without etcd or cache") };
     let message = err.to_string();
@@ -265,6 +267,7 @@ async fn compaction_past_the_watch_revision_resyncs_and_later_changes_still_appl
         cache: None,
         live: Arc::clone(&live),
         status: Arc::clone(&status),
+        observe: Arc::new(switchyard::observe::Observe::off()),
     };
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(follow(reload, snapshot, stale, shutdown_rx));
@@ -311,6 +314,8 @@ async fn a_node_signs_in_with_user_and_password_and_a_wrong_password_is_a_clear_
     etcd.configure(&mut config, "default");
     config.proxy.listen = vec!["127.0.0.1:0".into()];
     config.admin.listen = vec!["127.0.0.1:0".into()];
+    config.metrics.listen = "127.0.0.1:0".into();
+    config.status.listen = "127.0.0.1:0".into();
     config.store.path = dir.path().join("store");
     config.store.etcd.user = Some("root".into());
     config.store.etcd.password = Some("wrong-horse".into());

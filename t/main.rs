@@ -17,6 +17,7 @@ mod etcd;
 mod failover;
 mod model_api;
 mod model_resources;
+mod observe;
 mod plugin_errors;
 mod process;
 mod proxying;

@@ -44,6 +44,7 @@ async fn acknowledged_writes_survive_kill_dash_nine() {
         &config,
         format!(
             "proxy:\n  listen: [\"127.0.0.1:{proxy}\"]\nadmin:\n  listen: [\"127.0.0.1:{admin}\"]\n  keys: [k]\n\
+             metrics:\n  listen: \"127.0.0.1:0\"\nstatus:\n  listen: \"127.0.0.1:0\"\n\
              store:\n  path: \"{}\"\nlog:\n  access_log: false\n",
             dir.path().join("data").display()
         ),

@@ -110,7 +110,7 @@ pub fn api_key(
 ) -> Result<ApiKeyEntry, ConfigError> {
     let spec = ApiKeySpec::parse(value)?;
     let key = CallerKey {
-        id: id.to_string(),
+        id: Arc::from(id),
         hash: spec.hash_bytes(),
         allowed: spec.allowed().map(|list| list.into_iter().collect()),
     };

@@ -99,5 +99,6 @@ pub fn route(
     route.chain = chain;
     route.upstream = upstream;
     route.enabled = spec.enabled();
+    route.service_id = spec.service_id.clone();
     Ok(route)
 }

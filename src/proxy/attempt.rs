@@ -18,7 +18,9 @@ use tokio::time::Instant;
 
 use super::request_id;
 
+use crate::compiled::CompiledRoute;
 use crate::error::ProxyError;
+use crate::observe::Observe;
 use crate::transport::send::{attempt_result, send, UpstreamResponse};
 
 /// The largest failed-answer body read whole for `judge`; a longer one is judged without it.
@@ -77,6 +79,28 @@ pub async fn before_proxy(chain: &Chain, ctx: &mut Ctx, upstream: &mut UpstreamR
     Ok(())
 }
 
+/// Who watches attempts (metrics, traces): the node's observability and the route's series.
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    pub observe: &'a Observe,
+    pub route: &'a CompiledRoute,
+}
+
+/// Asks the target about an attempt that was sent at `sent_at`, and tells the watch: the wait for
+/// the upstream counts as upstream time, the verdict as an attempt (and a fallback).
+fn judge(
+    target: &mut dyn Target,
+    ctx: &mut Ctx,
+    result: &AttemptResult<'_>,
+    watch: Watch<'_>,
+    sent_at: Instant,
+) -> Verdict {
+    ctx.log.upstream_time += sent_at.elapsed();
+    let verdict = target.judge(ctx, result);
+    watch.observe.attempt_judged(watch.route, ctx, result, verdict);
+    verdict
+}
+
 /// Sends attempt number `attempt` and judges it. `error_bodies`: the target reads failed answers'
 /// bodies ([`Target::reads_error_bodies`]).
 pub async fn attempt(
@@ -85,10 +109,12 @@ pub async fn attempt(
     ctx: &mut Ctx,
     attempt: u32,
     error_bodies: bool,
+    watch: Watch<'_>,
 ) -> Step {
     upstream.headers.insert(request_id::X_REQUEST_ID, ctx.request_id.clone());
     ctx.log.attempts = attempt;
     ctx.log.instance = Some(Arc::clone(&upstream.label));
+    watch.observe.attempt_sending(ctx, &mut upstream);
     let timing = upstream.timing;
     if !timing.wait_before.is_zero() {
         tokio::time::sleep(timing.wait_before).await;
@@ -98,7 +124,7 @@ pub async fn attempt(
     let mut response = match send(upstream).await {
         Ok(response) => response,
         Err(err) => {
-            return match target.judge(ctx, &attempt_result(&err)) {
+            return match judge(target, ctx, &attempt_result(&err), watch, sent_at) {
                 Verdict::Accept => Step::Failed(err),
                 Verdict::Retry => {
                     log_retry(ctx, attempt, &err.detail());
@@ -126,7 +152,7 @@ pub async fn attempt(
                         ProxyError::UpstreamBroken("the stream broke before its first event".into()),
                     ),
                 };
-                return match target.judge(ctx, &result) {
+                return match judge(target, ctx, &result, watch, sent_at) {
                     Verdict::Accept => Step::Failed(err),
                     Verdict::Retry => {
                         log_retry(ctx, attempt, "no first event in time");
@@ -143,7 +169,7 @@ pub async fn attempt(
         Read::Nothing | Read::Started(_) => None,
     };
     let result = AttemptResult::Response { status, headers: response.headers(), body };
-    match target.judge(ctx, &result) {
+    match judge(target, ctx, &result, watch, sent_at) {
         Verdict::Accept => Step::Accepted(Answer { response, read }),
         Verdict::Retry => {
             log_retry(ctx, attempt, status.as_str());

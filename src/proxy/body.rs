@@ -131,6 +131,9 @@ pub struct RelayBody {
     batch: BytesMut,
     batch_due: Option<Pin<Box<Sleep>>>,
     received: u64,
+    /// When the upstream's response head arrived: from then until the relay ends counts as
+    /// time spent on the upstream.
+    head_at: Instant,
     /// The final empty filter call (end of stream) has been made.
     done: bool,
     logged: bool,
@@ -162,6 +165,7 @@ impl RelayBody {
             batch: BytesMut::new(),
             batch_due: None,
             received: 0,
+            head_at: Instant::now(),
             done: false,
             logged: false,
             resume: None,
@@ -177,7 +181,7 @@ impl RelayBody {
     /// waits for it), else `false`.
     fn take_up(&mut self, stalled: bool) -> bool {
         let Some(resume) = self.resume.as_mut() else { return false };
-        if !resume.begin(&mut self.ctx, &self.finisher.route, stalled) {
+        if !resume.begin(&mut self.ctx, &self.finisher.route, &self.finisher.observe, stalled) {
             return false;
         }
         // The unfinished event of the broken stream is dropped with it.
@@ -252,6 +256,7 @@ impl RelayBody {
     fn finish(&mut self) {
         if !self.logged {
             self.logged = true;
+            self.ctx.log.upstream_time += self.head_at.elapsed();
             self.finisher.finish(&self.ctx, &self.outcome);
         }
     }

@@ -1,11 +1,14 @@
-//! The end of a request: every plugin's `log` phase, then the access log line.
+//! The end of a request: every plugin's `log` phase, then metrics, spans and the access log line.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::{Method, Uri};
+use prometheus::IntGauge;
 use switchyard_sdk::{Chain, Ctx, Outcome, Phases};
 
 use crate::compiled::CompiledRoute;
+use crate::observe::metrics::route::Matched;
+use crate::observe::Observe;
 
 /// The chain a request runs: its route's, or the route's with an identified consumer's plugins
 /// merged over it.
@@ -21,7 +24,14 @@ pub struct Finisher {
     pub method: Method,
     pub uri: Uri,
     pub request_id: http::HeaderValue,
-    pub access_log: bool,
+    pub observe: Arc<Observe>,
+    /// Which of the route's paths and hosts matched (metric labels).
+    pub matched: Matched,
+    /// The request's size as received: request line, headers and body.
+    pub request_bytes: u64,
+    /// `apisix_llm_active_connections` of the LLM answer being relayed, taken down when the
+    /// request ends.
+    pub llm_active: OnceLock<IntGauge>,
 }
 
 /// A request's chain when its consumer has plugins of its own: the route's with the consumer's
@@ -41,45 +51,18 @@ impl Finisher {
         for entry in self.chain(ctx).with_phase(Phases::LOG) {
             entry.plugin.log(ctx, outcome);
         }
-        if !self.access_log {
-            return;
-        }
-        let ai = &ctx.log;
-        // Summary fields are recorded only when `logging.summaries` asked for them (a `None` field
-        // is left out of the line).
-        let summary = ai.log_summaries.then_some(ai);
-        let usage = summary.map(|ai| ai.usage.unwrap_or_default());
-        tracing::info!(
-            target: "access",
-            request_id = %String::from_utf8_lossy(self.request_id.as_bytes()),
-            client = %ctx.client_addr.ip(),
-            method = %self.method,
-            path = %self.uri.path(),
-            route = %ctx.route_id,
-            consumer = ctx.consumer.as_ref().map(|c| display(&c.username)),
-            status = outcome.status,
-            bytes = outcome.body_bytes,
-            duration_ms = ctx.started.elapsed().as_secs_f64() * 1e3,
-            upstream = %ai.instance.as_deref().unwrap_or("-"),
-            attempts = summary.map(|ai| ai.attempts),
-            model = summary.map(|ai| display(ai.model.as_deref().unwrap_or("-"))),
-            ttft_ms = summary.and_then(|ai| ai.time_to_first_token).map(|d| d.as_secs_f64() * 1e3),
-            prompt_tokens = usage.map(|u| u.prompt_tokens),
-            completion_tokens = usage.map(|u| u.completion_tokens),
-            total_tokens = usage.map(|u| u.total_tokens),
-            cached_tokens = usage.map(|u| u.cached_tokens),
-            reasoning_tokens = usage.map(|u| u.reasoning_tokens),
-            request_payload = summary.and_then(|ai| ai.request_payload.as_deref()),
-            response_text = summary.and_then(|ai| ai.response_text.as_deref()),
-            aborted = outcome.aborted,
-            reason = outcome.reason,
-            error = outcome.error.as_deref(),
-        );
+        self.observe.finished(self, ctx, outcome);
+    }
+
+    /// The route path pattern the request matched.
+    pub fn matched_uri(&self) -> Option<&str> {
+        self.matched.uri(&self.route)
     }
 }
 
-/// Logs a request abandoned by its client before the response head (status 499, as nginx does),
-/// or cut by shutdown (444: closed without a response), unless disarmed once the response exists.
+/// Records a request abandoned by its client before the response head (status 499, as nginx
+/// does) or cut by shutdown (444: closed without a response), unless disarmed once the response
+/// exists.
 pub struct AbandonGuard<'a> {
     finisher: &'a Finisher,
     started: std::time::Instant,
@@ -100,7 +83,7 @@ impl AbandonGuard<'_> {
 
 impl Drop for AbandonGuard<'_> {
     fn drop(&mut self) {
-        if !self.armed || !self.finisher.access_log {
+        if !self.armed {
             return;
         }
         let (status, error) = if crate::client_io::dropped_by_shutdown() {
@@ -108,16 +91,6 @@ impl Drop for AbandonGuard<'_> {
         } else {
             (499, "client closed the connection before the response")
         };
-        tracing::info!(
-            target: "access",
-            request_id = %String::from_utf8_lossy(self.finisher.request_id.as_bytes()),
-            method = %self.finisher.method,
-            path = %self.finisher.uri.path(),
-            route = %self.finisher.route.id,
-            status,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
-            aborted = true,
-            error,
-        );
+        self.finisher.observe.abandoned(self.finisher, self.started, status, error);
     }
 }

@@ -19,8 +19,10 @@ use hyper::body::Incoming;
 use switchyard_sdk::{ErrorStyle, Request};
 
 pub use body::{BoxError, ResponseBody};
+pub use finish::Finisher;
 
 use crate::error::ProxyError;
+use crate::observe::metrics::route::Matched;
 use crate::state::ProxyState;
 use crate::vars::{NeedsBody, RequestVars};
 
@@ -33,6 +35,7 @@ pub async fn handle(
     req: hyper::Request<Incoming>,
     client: SocketAddr,
 ) -> hyper::Response<ResponseBody> {
+    state.observe.request_received();
     #[expect(clippy::disallowed_methods, reason = "the request's one load: everything below gets &Snapshot")]
     let snapshot = state.live.load();
     let (mut head, incoming) = req.into_parts();
@@ -70,15 +73,19 @@ pub async fn handle(
     let Some(route) = found else {
         return local(ProxyError::RouteNotFound.to_response(ErrorStyle::Apisix), &id);
     };
+    let matched = Matched::of(&route, host.as_deref(), head.uri.path());
+    let head_bytes = head_size(&head);
+    let seen = pipeline::Seen { matched, request_bytes: head_bytes };
     let body = match (read, incoming) {
         (Some(bytes), _) => bytes,
         (None, Some(body)) => {
             if crate::client_io::declares_more_than(&head.headers, MAX_REQUEST_BODY) {
-                return refuse::refuse(&state, route, &head, client, id, ProxyError::PayloadTooLarge(MAX_REQUEST_BODY));
+                let too_large = ProxyError::PayloadTooLarge(MAX_REQUEST_BODY);
+                return refuse::refuse(&state, route, &head, client, id, seen, too_large);
             }
             match read_body(body, MAX_REQUEST_BODY, state.client_body_timeout).await {
                 Ok(body) => body,
-                Err(err) => return refuse::refuse(&state, route, &head, client, id, err),
+                Err(err) => return refuse::refuse(&state, route, &head, client, id, seen, err),
             }
         }
         // The body is taken from `incoming` only to be read into `read`.
@@ -88,8 +95,16 @@ pub async fn handle(
     if let Some(parsed) = parsed.into_inner().flatten() {
         head.extensions.insert(parsed);
     }
+    let seen = pipeline::Seen { request_bytes: head_bytes + body.len() as u64, ..seen };
     let consumers = Arc::clone(&snapshot.consumer_directory) as Arc<dyn switchyard_sdk::Consumers>;
-    pipeline::run(&state, route, Request { head, body }, client, id, consumers).await
+    pipeline::run(&state, route, Request { head, body }, client, id, seen, consumers).await
+}
+
+/// The size of a request head as sent: request line and header lines (`apisix_bandwidth`).
+fn head_size(head: &http::request::Parts) -> u64 {
+    let line = head.method.as_str().len() + head.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 11;
+    let headers: usize = head.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    (line + headers + 2) as u64
 }
 
 /// The request's host, lower case and without a port: `Host`, else the URI's authority.

@@ -4,19 +4,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use switchyard_sdk::{AttemptResult, Consumers, Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response, Verdict};
 
-use super::attempt::{self, Answer, Read, Step, Stopped};
+use super::attempt::{self, Answer, Read, Step, Stopped, Watch};
 use super::body::{RelayBody, RelayLimits, ResponseBody};
 use super::finish::{ConsumerChain, Finisher};
 use super::request_id;
 use super::resume::{Resumer, UpstreamBody};
 use crate::compiled::CompiledRoute;
 use crate::error::ProxyError;
+use crate::observe::metrics::route::Matched;
 use crate::state::ProxyState;
 use crate::transport::send::read_all;
 use futures_util::StreamExt;
@@ -53,6 +55,12 @@ enum Failure {
     Skipped(Response),
 }
 
+/// What the handler learnt about a request before its chain runs, for metrics.
+pub struct Seen {
+    pub matched: Matched,
+    pub request_bytes: u64,
+}
+
 /// Serves a matched request through its route's chain and upstream.
 pub async fn run(
     state: &ProxyState,
@@ -60,17 +68,22 @@ pub async fn run(
     req: Request,
     client: SocketAddr,
     request_id: HeaderValue,
+    seen: Seen,
     consumers: Arc<dyn Consumers>,
 ) -> hyper::Response<ResponseBody> {
     let mut ctx = Ctx::new(Arc::clone(&route.id), client, request_id);
     ctx.error_style = route.chain.error_style();
     ctx.consumers = Some(consumers);
+    state.observe.request_started(&mut ctx, &req.head);
     let finisher = Finisher {
         route: Arc::clone(&route),
         method: req.head.method.clone(),
         uri: req.head.uri.clone(),
         request_id: ctx.request_id.clone(),
-        access_log: state.access_log,
+        observe: Arc::clone(&state.observe),
+        matched: seen.matched,
+        request_bytes: seen.request_bytes,
+        llm_active: std::sync::OnceLock::new(),
     };
     // hyper drops this future when the client goes away before the response head; the guard then
     // logs the request (the drop also cancels any upstream call in flight).
@@ -150,7 +163,8 @@ async fn serve(
             max_bytes: upstream.max_response_bytes,
             flush_interval: upstream.flush_interval,
         };
-        match attempt::attempt(upstream, target.as_mut(), &mut ctx, attempt, error_bodies).await {
+        let watch = Watch { observe: &finisher.observe, route: &route };
+        match attempt::attempt(upstream, target.as_mut(), &mut ctx, attempt, error_bodies, watch).await {
             Step::Accepted(answer) => {
                 let resume = if target.resumable() { Some(Resumer::new(target, req, attempt)) } else { None };
                 return respond_upstream(finisher, ctx, answer, limits, resume).await;
@@ -162,7 +176,12 @@ async fn serve(
                 let body = match read {
                     Read::Whole(body) => body,
                     Read::Started(_) => Bytes::new(),
-                    Read::Nothing => read_all(response, limits.stall, MAX_FAILURE_BODY).await.unwrap_or_default(),
+                    Read::Nothing => {
+                        let read_at = Instant::now();
+                        let body = read_all(response, limits.stall, MAX_FAILURE_BODY).await.unwrap_or_default();
+                        ctx.log.upstream_time += read_at.elapsed();
+                        body
+                    }
                 };
                 last_failure = Some(Failure::Response { status, headers, body });
             }
@@ -206,6 +225,8 @@ async fn respond_upstream(
     let status = response.status();
     let event_stream = attempt::is_event_stream(response.headers());
     let headers = std::mem::take(response.headers_mut());
+    ctx.log.streamed = Some(event_stream);
+    finisher.observe.response_started(finisher, &ctx.log);
     let started = match read {
         Read::Nothing => Vec::new(),
         Read::Whole(body) => return respond_buffered(finisher, ctx, status, headers, body),
@@ -213,7 +234,10 @@ async fn respond_upstream(
     };
     if !event_stream && ctx.buffer_response && started.is_empty() {
         let max = limits.max_bytes.unwrap_or(DEFAULT_MAX_BUFFERED_RESPONSE);
-        return match read_all(response, limits.stall, max).await {
+        let read_at = Instant::now();
+        let read = read_all(response, limits.stall, max).await;
+        ctx.log.upstream_time += read_at.elapsed();
+        return match read {
             Ok(body) => {
                 ctx.log.time_to_first_token.get_or_insert(ctx.started.elapsed());
                 respond_buffered(finisher, ctx, status, headers, body)

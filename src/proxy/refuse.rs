@@ -8,7 +8,7 @@ use switchyard_sdk::Ctx;
 
 use super::body::ResponseBody;
 use super::finish::Finisher;
-use super::pipeline::fail;
+use super::pipeline::{fail, Seen};
 use crate::compiled::CompiledRoute;
 use crate::error::ProxyError;
 use crate::state::ProxyState;
@@ -21,16 +21,21 @@ pub fn refuse(
     head: &http::request::Parts,
     client: SocketAddr,
     request_id: HeaderValue,
+    seen: Seen,
     err: ProxyError,
 ) -> hyper::Response<ResponseBody> {
     let mut ctx = Ctx::new(Arc::clone(&route.id), client, request_id);
     ctx.error_style = route.chain.error_style();
+    state.observe.request_started(&mut ctx, head);
     let finisher = Finisher {
         route,
         method: head.method.clone(),
         uri: head.uri.clone(),
         request_id: ctx.request_id.clone(),
-        access_log: state.access_log,
+        observe: Arc::clone(&state.observe),
+        matched: seen.matched,
+        request_bytes: seen.request_bytes,
+        llm_active: std::sync::OnceLock::new(),
     };
     fail(&finisher, ctx, err)
 }

@@ -20,6 +20,7 @@ use switchyard_sdk::{Ctx, Request, ResumeMode, Resumption, Target};
 
 use super::attempt::{self, Answer, Read, Step};
 use crate::compiled::CompiledRoute;
+use crate::observe::Observe;
 
 /// An upstream body as the relay reads it.
 pub type UpstreamBody = BoxStream<'static, Result<Bytes, hyper::Error>>;
@@ -114,14 +115,15 @@ impl Resumer {
     /// Called when the stream broke (`stalled`: went silent too long). Starts taking it up and
     /// returns `true` when that may be tried; it then owns `ctx` until [`Resumer::poll`] gives
     /// it back.
-    pub fn begin(&mut self, ctx: &mut Ctx, route: &Arc<CompiledRoute>, stalled: bool) -> bool {
+    pub fn begin(&mut self, ctx: &mut Ctx, route: &Arc<CompiledRoute>, observe: &Arc<Observe>, stalled: bool) -> bool {
         if self.failed || self.running.is_some() || !self.sent.resumable() {
             return false;
         }
         let Some(parked) = self.parked.take() else { return false };
         let stand_in = Ctx::new(Arc::clone(&ctx.route_id), ctx.client_addr, ctx.request_id.clone());
         let job = Job { ctx: std::mem::replace(ctx, stand_in), parked, attempts: self.attempts, taken: None };
-        self.running = Some(Box::pin(take_up(job, Arc::clone(route), self.sent.text().to_string(), stalled)));
+        let watched = (Arc::clone(route), Arc::clone(observe));
+        self.running = Some(Box::pin(take_up(job, watched, self.sent.text().to_string(), stalled)));
         true
     }
 
@@ -157,7 +159,8 @@ impl Resumer {
 }
 
 /// Asks the target for attempts at taking the stream up until one answers with a stream.
-async fn take_up(mut job: Job, route: Arc<CompiledRoute>, delivered: String, stalled: bool) -> Job {
+async fn take_up(mut job: Job, watched: (Arc<CompiledRoute>, Arc<Observe>), delivered: String, stalled: bool) -> Job {
+    let (route, observe) = watched;
     let Job { ctx, parked: Parked { target, req }, attempts, taken } = &mut job;
     target.stream_broke(ctx, stalled);
     let error_bodies = target.reads_error_bodies();
@@ -170,7 +173,8 @@ async fn take_up(mut job: Job, route: Arc<CompiledRoute>, delivered: String, sta
         if attempt::before_proxy(&super::finish::request_chain(&route, ctx), ctx, &mut upstream).await.is_err() {
             break;
         }
-        match attempt::attempt(upstream, target.as_mut(), ctx, *attempts, error_bodies).await {
+        let watch = attempt::Watch { observe: &observe, route: &route };
+        match attempt::attempt(upstream, target.as_mut(), ctx, *attempts, error_bodies, watch).await {
             Step::Accepted(answer) => {
                 let head = answer.response.headers();
                 if answer.response.status().is_success() && attempt::is_event_stream(head) {

@@ -148,9 +148,11 @@ pub async fn serve<F, Fut>(
         End::Closed(Ok(())) => {}
         End::Closed(Err(err)) if err.is_parse_too_large() => {
             if settings.access_log {
-                tracing::info!(target: "access", client = %peer.ip(), status = 431,
-                    error = %format!("request head larger than {} bytes or with more than 100 fields",
-                        settings.max_request_head_bytes));
+                let error = format!(
+                    "request head larger than {} bytes or with more than 100 fields",
+                    settings.max_request_head_bytes
+                );
+                crate::observe::access_log::refused(settings.access_log_format, peer.ip(), None, 431, &error);
             }
         }
         End::Closed(Err(err)) => tracing::debug!(error = %err, %peer, "connection ended with an error"),
@@ -171,8 +173,8 @@ fn refuse_oversized(
 ) -> hyper::Response<ResponseBody> {
     let message = format!("request header field {field} is larger than {} bytes", settings.max_header_field_bytes);
     if settings.access_log {
-        tracing::info!(target: "access", client = %peer.ip(), method = %req.method(), path = %req.uri().path(),
-            status = 431, error = %message);
+        let request = Some((req.method(), req.uri().path()));
+        crate::observe::access_log::refused(settings.access_log_format, peer.ip(), request, 431, &message);
     }
     let body = serde_json::json!({ "error_msg": message });
     crate::error::json_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &body).map(ResponseBody::full)

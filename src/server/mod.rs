@@ -31,6 +31,7 @@ use state::Signal;
 
 use crate::config::Config;
 use crate::limits::ConnectionCaps;
+use crate::observe::metrics::Connections;
 use crate::proxy::ResponseBody;
 
 /// The listen backlog: clients the kernel holds while the gateway is at its connection cap or
@@ -58,6 +59,7 @@ pub struct Settings {
     pub max_header_field_bytes: usize,
     pub max_request_head_bytes: usize,
     pub access_log: bool,
+    pub access_log_format: crate::observe::config::AccessLogFormat,
 }
 
 impl Settings {
@@ -68,6 +70,7 @@ impl Settings {
             max_header_field_bytes: config.proxy.max_header_field_bytes,
             max_request_head_bytes: config.proxy.max_request_head_bytes,
             access_log: config.log.access_log,
+            access_log_format: config.log.access_log_format,
         }
     }
 
@@ -103,6 +106,8 @@ pub struct Servers {
     admin: Arc<ConnGroup>,
     phase: watch::Sender<Phase>,
     accept_loops: JoinSet<()>,
+    /// Counts the proxy listeners' connections for metrics, when they are on.
+    proxy_counter: Option<Arc<Connections>>,
 }
 
 impl Servers {
@@ -124,7 +129,13 @@ impl Servers {
             admin: Arc::new(ConnGroup::new("admin", caps.admin)),
             phase: watch::channel(Phase::Serving).0,
             accept_loops: JoinSet::new(),
+            proxy_counter: None,
         }
+    }
+
+    /// Counts the connections of proxy listeners served from now on in `counter` (metrics).
+    pub fn count_proxy_connections(&mut self, counter: Arc<Connections>) {
+        self.proxy_counter = Some(counter);
     }
 
     /// Serves a proxy listener with `handle` until shutdown.
@@ -134,7 +145,8 @@ impl Servers {
         Fut: Future<Output = hyper::Response<ResponseBody>> + Send + 'static,
     {
         let group = Arc::clone(&self.proxy);
-        self.serve(listener, group, handle);
+        let counter = self.proxy_counter.clone();
+        self.serve(listener, group, counter, handle);
     }
 
     /// Serves an admin listener with `handle` until shutdown.
@@ -144,15 +156,20 @@ impl Servers {
         Fut: Future<Output = hyper::Response<ResponseBody>> + Send + 'static,
     {
         let group = Arc::clone(&self.admin);
-        self.serve(listener, group, handle);
+        self.serve(listener, group, None, handle);
     }
 
-    fn serve<F, Fut>(&mut self, listener: TcpListener, group: Arc<ConnGroup>, handle: F)
-    where
+    fn serve<F, Fut>(
+        &mut self,
+        listener: TcpListener,
+        group: Arc<ConnGroup>,
+        counter: Option<Arc<Connections>>,
+        handle: F,
+    ) where
         F: Fn(hyper::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = hyper::Response<ResponseBody>> + Send + 'static,
     {
-        let accept = accept_loop(listener, group, Arc::clone(&self.settings), self.phase.subscribe(), handle);
+        let accept = accept_loop(listener, group, Arc::clone(&self.settings), self.phase.subscribe(), counter, handle);
         self.accept_loops.spawn(accept);
     }
 
@@ -194,6 +211,7 @@ async fn accept_loop<F, Fut>(
     group: Arc<ConnGroup>,
     settings: Arc<Settings>,
     mut phase: watch::Receiver<Phase>,
+    counter: Option<Arc<Connections>>,
     handle: F,
 ) where
     F: Fn(hyper::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
@@ -232,7 +250,11 @@ async fn accept_loop<F, Fut>(
                     backoff.accepted();
                     let conn = group.admit(permit);
                     let task = conn::serve(stream, peer, conn, Arc::clone(&settings), http.clone(), handle.clone());
-                    connections.spawn(task);
+                    let counted = counter.as_ref().map(Connections::opened);
+                    connections.spawn(async move {
+                        let _counted = counted;
+                        task.await
+                    });
                 }
                 Err(err) => {
                     drop(permit);

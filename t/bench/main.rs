@@ -125,6 +125,9 @@ async fn run(plan: Plan) -> Result<bool> {
     if bench.plan.runs(&[8]) {
         rows::soak::measure(&mut bench, &main).await?;
     }
+    if bench.plan.runs(&[9]) {
+        rows::metrics::measure(&mut bench, &main).await?;
+    }
     main.stop();
 
     for problem in &bench.problems {

@@ -33,13 +33,26 @@ impl Node {
         Ok(node)
     }
 
-    /// Starts the process and returns at once; [`Node::wait_ready`] waits for it.
+    /// Starts the process and returns at once; [`Node::wait_ready`] waits for it. Metrics are on
+    /// (as by default), their exporter on a port of its own.
     pub fn spawn(bin: &Path, dir: &Path, store_yaml: &str) -> Result<Node> {
+        Node::spawn_with(bin, dir, store_yaml, true)
+    }
+
+    /// [`Node::start`], with metrics on or off (row 9 compares the two).
+    pub async fn start_with_metrics(bin: &Path, dir: &Path, store_yaml: &str, metrics: bool) -> Result<Node> {
+        let mut node = Node::spawn_with(bin, dir, store_yaml, metrics)?;
+        node.wait_ready().await?;
+        Ok(node)
+    }
+
+    fn spawn_with(bin: &Path, dir: &Path, store_yaml: &str, metrics: bool) -> Result<Node> {
         std::fs::create_dir_all(dir)?;
         let (proxy, admin) = (free_port()?, free_port()?);
+        let metrics = if metrics { "listen: \"127.0.0.1:0\"" } else { "enabled: false" };
         let config = format!(
             "proxy:\n  listen: [\"127.0.0.1:{proxy}\"]\nadmin:\n  listen: [\"127.0.0.1:{admin}\"]\n  keys: [\"{ADMIN_KEY}\"]\n\
-             {store_yaml}\nlog:\n  level: info\n  access_log: true\n"
+             metrics:\n  {metrics}\nstatus:\n  listen: \"127.0.0.1:0\"\n{store_yaml}\nlog:\n  level: info\n  access_log: true\n"
         );
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config)?;

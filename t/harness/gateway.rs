@@ -14,6 +14,10 @@ pub struct TestGateway {
     gateway: Option<Gateway>,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// The Prometheus exporter (on unless a test turns metrics off).
+    pub metrics: Option<SocketAddr>,
+    /// The status probes.
+    pub status_addr: Option<SocketAddr>,
     pub dir: TempDir,
     pub http: reqwest::Client,
 }
@@ -41,13 +45,17 @@ impl TestGateway {
         config.admin.keys = vec![ADMIN_KEY.into()];
         config.store.path = dir.path().join("store");
         config.log.access_log = false;
+        // Several gateways run at once in this process: every listener on a port of its own.
+        config.metrics.listen = "127.0.0.1:0".into();
+        config.status.listen = "127.0.0.1:0".into();
         tweak(&mut config);
         let mut registry = switchyard::plugins::builtin(&config);
         plugins(&mut registry);
         let gateway = Gateway::start_with(config, registry).await.expect("gateway starts");
         let (proxy, admin) = (gateway.proxy_addrs[0], gateway.admin_addrs[0]);
+        let (metrics, status_addr) = (gateway.metrics_addr, gateway.status_addr);
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        TestGateway { gateway: Some(gateway), proxy, admin, dir, http }
+        TestGateway { gateway: Some(gateway), proxy, admin, metrics, status_addr, dir, http }
     }
 
     /// Stops the node and hands back its store folder.
@@ -149,6 +157,14 @@ impl TestGateway {
 }
 
 impl TestGateway {
+    /// The exporter's whole exposition (`GET /apisix/prometheus/metrics`).
+    pub async fn scrape(&self) -> String {
+        let addr = self.metrics.expect("metrics are on");
+        let response = self.http.get(format!("http://{addr}/apisix/prometheus/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
     /// The node's live snapshot.
     pub fn snapshot(&self) -> std::sync::Arc<switchyard::snapshot::Snapshot> {
         self.gateway.as_ref().expect("running").snapshot()

@@ -6,6 +6,8 @@ pub mod gateway;
 pub mod logs;
 pub mod mock;
 pub mod node;
+pub mod otlp;
+pub mod prom;
 pub mod raw;
 pub mod redis;
 

@@ -42,6 +42,7 @@ impl Node {
             &config,
             format!(
                 "{proxy_block}\nadmin:\n  listen: [\"127.0.0.1:{admin}\"]\n  keys: [\"{ADMIN_KEY}\"]\n\
+                 metrics:\n  listen: \"127.0.0.1:0\"\nstatus:\n  listen: \"127.0.0.1:0\"\n\
                  store:\n  path: \"{}\"\nlog:\n  access_log: true\n",
                 dir.path().join("data").display()
             ),

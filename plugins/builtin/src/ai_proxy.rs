@@ -10,6 +10,7 @@ use bytes::Bytes;
 use switchyard_llm::body::parse_chat_body;
 use switchyard_llm::config::AiProxyConfig;
 use switchyard_llm::instance::{CallSettings, Instance};
+use switchyard_llm::labels::KnownModels;
 use switchyard_llm::observe;
 use switchyard_llm::providers::{AuthConfig, BaseUrls};
 use switchyard_sdk::raw_body::RawBody;
@@ -52,13 +53,15 @@ impl PluginFactory for AiProxyFactory {
             &config.overrides,
             &self.base_urls,
         )?;
-        Ok(Arc::new(AiProxy { shared: Arc::new(Shared { instance, settings }) }))
+        let models = KnownModels::new(instance.model());
+        Ok(Arc::new(AiProxy { shared: Arc::new(Shared { instance, settings, models }) }))
     }
 }
 
 struct Shared {
     instance: Instance,
     settings: CallSettings,
+    models: KnownModels,
 }
 
 struct AiProxy {
@@ -80,6 +83,8 @@ impl Plugin for AiProxy {
         let instance = &self.shared.instance;
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = instance.model().map(str::to_string).or_else(|| body.str_field("model"));
+        ctx.log.operation = Some("chat");
+        ctx.log.model_labels = self.shared.models.labels(&body, instance.model_label());
         ctx.target = Some(Box::new(SingleTarget { shared: Arc::clone(&self.shared), body, sent: false }));
         Ok(Flow::Continue)
     }

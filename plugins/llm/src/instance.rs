@@ -44,6 +44,8 @@ struct OptionField {
 pub struct Instance {
     pub name: Arc<str>,
     pub endpoint: Endpoint,
+    /// The model `options` pins, as a metric label.
+    pinned_model: Option<Arc<str>>,
     options: Vec<OptionField>,
     max_tokens: Option<u64>,
     request_body: Option<Value>,
@@ -107,9 +109,11 @@ impl Instance {
                 request_body = Some(patch.clone());
             }
         }
+        let pinned_model = options.get("model").and_then(Value::as_str).map(Arc::from);
         Ok(Instance {
             name: Arc::from(name),
             endpoint,
+            pinned_model,
             options: options
                 .iter()
                 .map(|(key, value)| OptionField { key: key.clone(), value: value.clone(), json: value.to_string() })
@@ -122,7 +126,12 @@ impl Instance {
 
     /// The model this instance asks for, when its options pin one.
     pub fn model(&self) -> Option<&str> {
-        self.options.iter().find(|o| o.key == "model").and_then(|o| o.value.as_str())
+        self.pinned_model.as_deref()
+    }
+
+    /// [`Instance::model`], shared: the metric label of the model this instance asks for.
+    pub fn model_label(&self) -> Option<&Arc<str>> {
+        self.pinned_model.as_ref()
     }
 
     /// Builds the upstream request for one attempt from the client's original body. The client's

@@ -2,14 +2,16 @@
 //! descriptors over one module per wire family ([`providers`]), a compiled provider call
 //! ([`instance::Instance`]) with its plugin-level settings ([`instance::CallSettings`]), the
 //! config fields every AI plugin shares ([`config`]), the chat body check ([`body`]), usage
-//! reading on the way back ([`observe`], in bounded memory: [`body_window`], [`json_scan`]), and
-//! joining a taken-up stream onto a broken one ([`resume`]).
+//! reading on the way back ([`observe`], in bounded memory: [`body_window`], [`json_scan`]),
+//! joining a taken-up stream onto a broken one ([`resume`]), and model names fit for metric
+//! labels ([`labels`]).
 
 pub mod body;
 pub mod body_window;
 pub mod config;
 pub mod instance;
 pub mod json_scan;
+pub mod labels;
 pub mod observe;
 pub mod providers;
 pub mod resume;

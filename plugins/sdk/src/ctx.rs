@@ -28,7 +28,17 @@ pub struct Usage {
     pub reasoning_tokens: u64,
 }
 
-/// What plugins record about a request for the access log (and, later, metrics and traces).
+/// Model names fit to be metric label values: taken from config, so no client can add series.
+/// Set by AI plugins when they pick a target.
+#[derive(Debug, Clone, Default)]
+pub struct ModelLabels {
+    /// The client's requested model when the route's config names it, else `other`.
+    pub requested: Option<Arc<str>>,
+    /// The model the attempt asks the provider for: the one the instance pins, else `requested`.
+    pub upstream: Option<Arc<str>>,
+}
+
+/// What plugins (and the core) record about a request for the access log, metrics and traces.
 #[derive(Debug, Clone, Default)]
 pub struct LogRecord {
     pub provider: Option<&'static str>,
@@ -44,6 +54,18 @@ pub struct LogRecord {
     pub response_text: Option<String>,
     /// Whether `logging.summaries` asked for these fields to reach the access log.
     pub log_summaries: bool,
+    /// The GenAI operation (`chat`, `embeddings`), set by AI plugins; `None` on plain routes.
+    pub operation: Option<&'static str>,
+    /// Bounded model names for metric labels.
+    pub model_labels: ModelLabels,
+    /// The model API caller: the id of its API key resource (never the key itself).
+    pub caller: Option<Arc<str>>,
+    /// Set by the core: time spent waiting for upstreams (response heads of every attempt, and
+    /// reading bodies), so the gateway's own share of the request is the rest.
+    pub upstream_time: Duration,
+    /// Set by the core when it relays an accepted upstream answer: `Some(true)` for an event
+    /// stream. `None`: no upstream answer was relayed (a local response, or every attempt failed).
+    pub streamed: Option<bool>,
 }
 
 /// The per-request state: created by the core when a route matches, dropped after `log`.

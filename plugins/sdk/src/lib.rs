@@ -27,9 +27,9 @@ pub mod transport;
 
 pub use consumer::{Consumer, Consumers};
 pub use counters::{Admission, Counter, CounterError, CounterPolicy, CounterState, CounterStore, RedisSettings};
-pub use ctx::{Ctx, ErrorStyle, LogRecord, Usage};
+pub use ctx::{Ctx, ErrorStyle, LogRecord, ModelLabels, Usage};
 pub use error::{parse_config, ConfigError, PluginError};
-pub use plugin::{Flow, Outcome, Phases, Plugin, PluginFactory, Request, Response};
+pub use plugin::{Flow, InstanceHealth, InstanceState, Outcome, Phases, Plugin, PluginFactory, Request, Response};
 pub use registry::{Chain, ChainEntry, Registry};
 pub use switchyard_sdk_macros::derive_phases;
 pub use target::{

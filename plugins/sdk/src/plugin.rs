@@ -43,6 +43,24 @@ pub struct Outcome {
     pub aborted: bool,
 }
 
+/// Where an upstream instance stands, as the plugin that picks it sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InstanceState {
+    /// In rotation.
+    Healthy,
+    /// Out of rotation until a cooldown (passive checks, `Retry-After`) ends, this far ahead.
+    Cooling { back_in: std::time::Duration },
+    /// Out of rotation until active probes bring it back.
+    Down,
+}
+
+/// One instance's health, reported for metrics.
+#[derive(Debug, Clone)]
+pub struct InstanceHealth {
+    pub instance: Arc<str>,
+    pub state: InstanceState,
+}
+
 /// Which phases a plugin implements, so the chain skips the calls that would do nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Phases(u8);
@@ -111,6 +129,12 @@ pub trait Plugin: Send + Sync {
     /// when the plugin first enters the published snapshot; each task is dropped when the plugin
     /// leaves it. A plugin kept across reloads (its config unchanged) keeps its tasks running.
     fn background(&self, _io: &Arc<dyn UpstreamIo>) -> Vec<BackgroundTask> {
+        Vec::new()
+    }
+
+    /// The health of the instances this plugin picks from. Called when metrics are scraped, never
+    /// on the request path; plugins without instances report none.
+    fn instance_health(&self) -> Vec<InstanceHealth> {
         Vec::new()
     }
 

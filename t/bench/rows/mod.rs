@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod etcd;
 pub mod memory;
+pub mod metrics;
 pub mod model_api;
 pub mod scale;
 pub mod soak;

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_llm::labels::KnownModels;
 
 use http::HeaderName;
 use switchyard_llm::instance::{CallSettings, Instance};
@@ -124,6 +125,9 @@ impl Member {
 
 /// The compiled engine, shared by the requests of one config.
 pub(crate) struct Engine {
+    /// The model names the config knows (pinned models, a routing alias): the requested models
+    /// that become metric labels.
+    pub(crate) models: KnownModels,
     pub(crate) members: Vec<Member>,
     pub(crate) selector: Selector,
     pub(crate) strategy: Strategy,

@@ -32,11 +32,12 @@ use crate::health::checks::PassiveConfig;
 use crate::health::Health;
 use switchyard_llm::body::parse_chat_body;
 use switchyard_llm::instance::{CallSettings, Instance};
+use switchyard_llm::labels::KnownModels;
 use switchyard_llm::observe;
 use switchyard_llm::providers::{AuthConfig, BaseUrls};
 use switchyard_sdk::{
-    derive_phases, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, Plugin, PluginError,
-    PluginFactory, Request, UpstreamIo,
+    derive_phases, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, InstanceHealth, Plugin,
+    PluginError, PluginFactory, Request, UpstreamIo,
 };
 
 pub struct AiProxyMultiFactory {
@@ -123,8 +124,10 @@ impl PluginFactory for AiProxyMultiFactory {
         if config.stream_idle_timeout_ms == Some(0) {
             return Err(ConfigError::new("stream_idle_timeout_ms", "must be at least 1 (milliseconds)"));
         }
+        let models = KnownModels::new(members.iter().filter_map(|m| m.instance.model()));
         Ok(Arc::new(AiProxyMulti {
             shared: Arc::new(Engine {
+                models,
                 members,
                 selector,
                 strategy,
@@ -182,11 +185,20 @@ impl Plugin for AiProxyMulti {
         probed.map(|(probe, health)| Box::pin(active::run(probe, health, Arc::clone(io))) as BackgroundTask).collect()
     }
 
+    fn instance_health(&self) -> Vec<InstanceHealth> {
+        let now = tokio::time::Instant::now();
+        let members = self.shared.members.iter();
+        members
+            .map(|m| InstanceHealth { instance: Arc::clone(&m.instance.name), state: m.health.standing(now) })
+            .collect()
+    }
+
     async fn access(&self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, PluginError> {
         let body = match parse_chat_body(ctx, req, &self.shared.settings) {
             Ok(body) => body,
             Err(response) => return Ok(Flow::Respond(*response)),
         };
+        ctx.log.operation = Some("chat");
         let key = self.shared.selector.key(req, ctx);
         if self.shared.strategy.on_rate_limit {
             ctx.extensions.insert(RateLimitFallback);

@@ -106,6 +106,7 @@ impl MultiTarget {
         let instance = &member.instance;
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = instance.model().map(str::to_string).or_else(|| self.body.str_field("model"));
+        ctx.log.model_labels = shared.models.labels(&self.body, instance.model_label());
         let body = body.unwrap_or(&self.body);
         let mut upstream = instance.request_with(req, instance.body_for(body), &shared.settings, &member.strip);
         if let Some(timeout) = member.timeout {

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+use switchyard_sdk::InstanceState;
 use tokio::time::Instant;
 
 use checks::PassiveConfig;
@@ -116,6 +117,19 @@ impl Health {
             return None;
         }
         state.cooldown_until
+    }
+
+    /// Where the instance stands at `now`, for metrics: probed down, cooling (and for how long
+    /// yet), or in rotation.
+    pub fn standing(&self, now: Instant) -> InstanceState {
+        let state = self.state();
+        if state.active_down {
+            return InstanceState::Down;
+        }
+        match state.cooldown_until {
+            Some(until) if until > now => InstanceState::Cooling { back_in: until - now },
+            _ => InstanceState::Healthy,
+        }
     }
 
     /// Records an upstream answer. A 429 with `Retry-After` takes the instance out until then;
@@ -231,6 +245,18 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from_str(retry_after).unwrap());
         headers
+    }
+
+    #[test]
+    fn standing_tells_cooling_from_down_from_healthy() {
+        let health = Health::new(PassiveConfig::default());
+        let now = Instant::now();
+        assert_eq!(health.standing(now), InstanceState::Healthy);
+        health.record_status(429, &headers("30"), now);
+        assert_eq!(health.standing(now), InstanceState::Cooling { back_in: Duration::from_secs(30) });
+        assert_eq!(health.standing(now + Duration::from_secs(30)), InstanceState::Healthy);
+        health.record_probe(false, 1, 1);
+        assert_eq!(health.standing(now), InstanceState::Down);
     }
 
     #[test]

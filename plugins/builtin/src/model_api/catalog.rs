@@ -19,7 +19,7 @@ use crate::health::Health;
 use switchyard_llm::config::OverrideConfig;
 use switchyard_llm::instance::Instance;
 use switchyard_llm::providers::Endpoint;
-use switchyard_sdk::ConfigError;
+use switchyard_sdk::{ConfigError, ModelLabels};
 
 /// A provider key's fields, checked and normalised by the core.
 pub struct ProviderKeyDef<'a> {
@@ -106,6 +106,8 @@ pub struct Model {
     pub health: Arc<Health>,
     /// Continues a final assistant message (else takes a broken stream up by a restart).
     pub accepts_prefill: bool,
+    /// The alias and the upstream model name, as metric labels (both come from config).
+    pub labels: ModelLabels,
 }
 
 impl Model {
@@ -136,6 +138,7 @@ impl Model {
             timeout: def.timeout,
             stream_timeout: def.stream_timeout,
             health: Arc::new(def.cooldown.health()),
+            labels: ModelLabels { requested: Some(Arc::from(def.alias)), upstream: Some(Arc::from(def.model_name)) },
             accepts_prefill: match adapter {
                 Adapter::Anthropic => true,
                 Adapter::AzureOpenAi => false,
@@ -147,7 +150,8 @@ impl Model {
 
 /// A caller key: its id, the sha256 of the key, and the aliases it may use (`None`: all).
 pub struct CallerKey {
-    pub id: String,
+    /// The API key resource's id: shared, as it labels the caller's metrics (never the key).
+    pub id: Arc<str>,
     pub hash: [u8; 32],
     pub allowed: Option<HashSet<String>>,
 }
@@ -171,7 +175,7 @@ impl Catalog {
     /// Adds a caller key; `Err` with the id of the key already holding the same hash.
     pub fn add_key(&mut self, key: Arc<CallerKey>) -> Result<(), String> {
         if let Some(holder) = self.keys.get(&key.hash) {
-            return Err(holder.id.clone());
+            return Err(holder.id.to_string());
         }
         self.keys.insert(key.hash, key);
         Ok(())

@@ -146,6 +146,7 @@ impl Plugin for ModelApi {
         let Some(caller) = presented_key(req).and_then(|key| self.catalog.authenticate(key)) else {
             return Ok(error(StatusCode::UNAUTHORIZED, "invalid API key", "invalid_api_key"));
         };
+        ctx.log.caller = Some(Arc::clone(&caller.id));
         if self.surface == Surface::Models {
             return Ok(Flow::Respond(model_list(&self.catalog, caller)));
         }
@@ -161,6 +162,12 @@ impl Plugin for ModelApi {
         if model.is_none() && engine.is_none() {
             return Ok(error(StatusCode::NOT_FOUND, &format!("model `{alias}` does not exist"), "model_not_found"));
         }
+        ctx.log.operation = Some(if self.surface == Surface::Embeddings { "embeddings" } else { "chat" });
+        ctx.log.model_labels = match (model, engine) {
+            (Some(model), _) => model.labels.clone(),
+            (None, Some(engine)) => engine.models.labels(&body, None),
+            (None, None) => Default::default(),
+        };
         if !caller.may_use(&alias) {
             return Ok(error(
                 StatusCode::FORBIDDEN,

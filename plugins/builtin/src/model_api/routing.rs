@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_llm::labels::KnownModels;
 
 use serde::{Deserialize, Serialize};
 use switchyard_llm::instance::CallSettings;
@@ -148,6 +149,7 @@ impl RoutingAlias {
             });
         }
         Ok(Engine {
+            models: KnownModels::new([routing.alias.as_str()]),
             members,
             selector: Selector::new(&weights, &BalancerConfig::default())?,
             strategy: Strategy { on_rate_limit: false, on_429: routing.retry_on_429, on_5xx: true, on_transport: true },
