@@ -1,9 +1,12 @@
-//! Test harness: an in-process gateway, its admin client, mock upstreams, and a real etcd.
+//! Test harness: an in-process gateway, its admin client, mock upstreams (checking the protocol of
+//! what they receive), a real etcd, and the official Python SDKs.
 
 pub mod etcd;
 pub mod gateway;
 pub mod logs;
 pub mod mock;
+pub mod python;
+pub mod wire;
 
 pub use etcd::Etcd;
 pub use gateway::TestGateway;

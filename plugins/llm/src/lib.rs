@@ -1,11 +1,13 @@
 //! switchyard's LLM layer, shared by `ai-proxy`, `ai-proxy-multi` and the model API: provider
 //! descriptors over one module per wire family ([`providers`]), a compiled provider call
 //! ([`instance::Instance`]) with its plugin-level settings ([`instance::CallSettings`]), the
-//! config fields every AI plugin shares ([`config`]), the chat body check ([`body`]) and usage
-//! reading on the way back ([`observe`]).
+//! config fields every AI plugin shares ([`config`]), the request body check ([`body`]), the
+//! client protocols and the conversions between them ([`protocol`]), and usage reading on the
+//! way back ([`observe`]).
 
 pub mod body;
 pub mod config;
 pub mod instance;
 pub mod observe;
+pub mod protocol;
 pub mod providers;

@@ -2,6 +2,8 @@
 //! responses), the answered model, and (with `logging.payloads`) the response text. Shared by both
 //! AI plugins; it never changes a byte.
 
+use crate::protocol::usage::{self, UpstreamWire};
+use crate::protocol::Protocol;
 use crate::providers::openai::{self, Summary};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -56,6 +58,11 @@ pub fn on_body(ctx: &mut Ctx, chunk: &Bytes, end_of_stream: bool) {
 }
 
 fn record(ctx: &mut Ctx, json: &[u8]) {
+    match ctx.extensions.get::<UpstreamWire>() {
+        Some(UpstreamWire(Protocol::AnthropicMessages)) => return usage::record_messages(ctx, json),
+        Some(UpstreamWire(Protocol::OpenAiResponses)) => return usage::record_responses(ctx, json),
+        _ => {}
+    }
     let Some(summary) = Summary::parse(json) else { return };
     if let Some(usage) = summary.usage() {
         ctx.log.usage = Some(usage);

@@ -24,11 +24,13 @@ use self::active::Probe;
 use self::config::{FallbackStrategyConfig, MultiConfig, MULTI_KEYS};
 use self::health::{Health, TransportFailure};
 use self::select::Selector;
-use switchyard_llm::body::parse_chat_body;
+use http::StatusCode;
+use switchyard_llm::body::parse_route_request;
 use switchyard_llm::instance::{CallSettings, Instance};
-use switchyard_llm::observe;
+use switchyard_llm::protocol::attempt::Prepared;
+use switchyard_llm::protocol::{rewrite, Plan};
 use switchyard_llm::providers::BaseUrls;
-use switchyard_sdk::raw_body::RawBody;
+use switchyard_sdk::respond::error_response;
 use switchyard_sdk::{
     derive_phases, AttemptResult, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next,
     Plugin, PluginError, PluginFactory, Request, Target, UpstreamIo, Verdict,
@@ -189,14 +191,36 @@ impl Plugin for AiProxyMulti {
     }
 
     async fn access(&self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, PluginError> {
-        let body = match parse_chat_body(ctx, req, &self.shared.settings) {
-            Ok(body) => body,
+        let (body, protocol) = match parse_route_request(ctx, req, &self.shared.settings) {
+            Ok(parsed) => parsed,
             Err(response) => return Ok(Flow::Respond(*response)),
+        };
+        let members = &self.shared.members;
+        let plans: Vec<Plan> = members.iter().filter_map(|m| m.instance.plan(protocol)).collect();
+        if plans.is_empty() {
+            let message = Plan::unsupported(members[0].instance.endpoint.provider.name, protocol);
+            return Ok(Flow::Respond(error_response(
+                StatusCode::BAD_REQUEST,
+                ctx.error_style,
+                &message,
+                "unsupported_protocol",
+            )));
+        }
+        let prepared = match Prepared::new(protocol, body, plans) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                return Ok(Flow::Respond(error_response(
+                    StatusCode::BAD_REQUEST,
+                    ctx.error_style,
+                    &err.0,
+                    "invalid_request",
+                )))
+            }
         };
         let key = self.shared.selector.key(req, &ctx.client_addr.ip().to_string());
         ctx.target = Some(Box::new(MultiTarget {
             shared: Arc::clone(&self.shared),
-            body,
+            prepared,
             key,
             tried: Vec::new(),
             current: None,
@@ -210,18 +234,18 @@ impl Plugin for AiProxyMulti {
             head.headers.insert(INSTANCE_HEADER, instance);
         }
         head.headers.insert(ATTEMPTS_HEADER, ctx.log.attempts.into());
-        observe::on_head(ctx, head);
+        rewrite::on_head(ctx, head);
     }
 
     fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, end_of_stream: bool) {
-        observe::on_body(ctx, chunk, end_of_stream);
+        rewrite::on_body(ctx, chunk, end_of_stream);
     }
 }
 
 /// The per-request side: which instances this request already tried.
 struct MultiTarget {
     shared: Arc<Shared>,
-    body: RawBody,
+    prepared: Prepared,
     key: Option<String>,
     tried: Vec<usize>,
     current: Option<usize>,
@@ -240,7 +264,12 @@ impl Target for MultiTarget {
             }
         }
         let now = Instant::now();
-        let usable = |i: usize| !self.tried.contains(&i) && shared.members[i].health.available(now);
+        let client = self.prepared.client;
+        // An instance whose provider no conversion reaches is never picked for this request.
+        let usable = |i: usize| {
+            let member = &shared.members[i];
+            !self.tried.contains(&i) && member.health.available(now) && member.instance.plan(client).is_some()
+        };
         let Some(index) = shared.selector.pick(usable, self.key.as_deref()) else {
             if attempt == 1 {
                 self.advise_retry_after(ctx, now);
@@ -251,8 +280,11 @@ impl Target for MultiTarget {
         self.current = Some(index);
         let instance = &shared.members[index].instance;
         ctx.log.provider = Some(instance.endpoint.provider.name);
-        ctx.log.model = instance.model().map(str::to_string).or_else(|| self.body.str_field("model"));
-        Next::Attempt(instance.upstream_request(req, &self.body, &shared.settings))
+        ctx.log.model = instance.model().map(str::to_string).or_else(|| self.prepared.original().str_field("model"));
+        match self.prepared.attempt(ctx, req, instance, &shared.settings) {
+            Some(upstream) => Next::Attempt(upstream),
+            None => Next::Exhausted(GiveUp::LastAsBadGateway),
+        }
     }
 
     fn judge(&mut self, _ctx: &mut Ctx, result: &AttemptResult<'_>) -> Verdict {

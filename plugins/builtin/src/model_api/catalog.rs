@@ -39,8 +39,9 @@ pub struct Model {
     pub alias: String,
     pub provider: String,
     pub adapter: Adapter,
-    pub chat: Option<Instance>,
-    pub embeddings: Option<Instance>,
+    /// The upstream call; `None` for an unavailable adapter. Its provider descriptor says which
+    /// protocols it speaks (the others are converted, or refused).
+    pub instance: Option<Instance>,
     /// A vendor's custom reasoning field, renamed `reasoning_content`.
     pub reasoning_field: Option<String>,
     /// Client headers removed before the call (the provider key's `strip_headers`).
@@ -120,13 +121,13 @@ fn compile(def: &ModelDef<'_>) -> Result<Model, ConfigError> {
             .map_err(|e| ConfigError::new("api_base", e.message))
     };
     let require_base = || base.clone().ok_or_else(|| ConfigError::new("api_base", "is required for this adapter"));
-    let (adapter, chat, embeddings) = match def.adapter {
+    let (adapter, instance) = match def.adapter {
         "openai" => {
             let base = require_base()?;
-            let compatible = providers::lookup("openai-compatible")?;
-            let chat = instance(compatible, &bearer, pinned(def.model_name), format!("{base}/chat/completions"))?;
-            let embeddings = instance(compatible, &bearer, pinned(def.model_name), format!("{base}/embeddings"))?;
-            (Adapter::OpenAi, Some(chat), Some(embeddings))
+            // Only OpenAI itself is known to serve the Responses API; other vendors get chat.
+            let provider = providers::lookup(if def.provider == "openai" { "openai" } else { "openai-compatible" })?;
+            let chat = instance(provider, &bearer, pinned(def.model_name), format!("{base}/chat/completions"))?;
+            (Adapter::OpenAi, Some(chat))
         }
         "azure-openai" => {
             let base = require_base()?;
@@ -138,25 +139,24 @@ fn compile(def: &ModelDef<'_>) -> Result<Model, ConfigError> {
                 Map::new(),
                 url,
             )?;
-            (Adapter::AzureOpenAi, Some(chat), None)
+            (Adapter::AzureOpenAi, Some(chat))
         }
         "anthropic" => {
             let base = require_base()?;
             let mut auth = header("x-api-key", def.secret.to_string());
             auth.header.insert("anthropic-version".into(), anthropic::API_VERSION.into());
-            let chat =
+            let messages =
                 instance(&providers::ANTHROPIC_MESSAGES, &auth, pinned(def.model_name), format!("{base}/v1/messages"))?;
-            (Adapter::Anthropic, Some(chat), None)
+            (Adapter::Anthropic, Some(messages))
         }
-        other => (Adapter::Unavailable(other.to_string()), None, None),
+        other => (Adapter::Unavailable(other.to_string()), None),
     };
     let strip = def.strip_headers.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()).collect();
     Ok(Model {
         alias: def.alias.to_string(),
         provider: def.provider.to_string(),
         adapter,
-        chat,
-        embeddings,
+        instance,
         reasoning_field: def.reasoning_field.map(str::to_string),
         strip,
     })

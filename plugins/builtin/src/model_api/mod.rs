@@ -4,24 +4,22 @@
 //! resolves the alias, and hands the core a one-attempt target.
 
 pub mod catalog;
-mod rewrite;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::AUTHORIZATION;
 use http::StatusCode;
 use serde_json::{json, Value};
 
 use self::catalog::{Adapter, Catalog};
-use self::rewrite::Rewrite;
-use switchyard_llm::body::parse_chat_body;
+use switchyard_llm::body::{parse_body, record_payload};
 use switchyard_llm::config::CommonConfig;
 use switchyard_llm::instance::CallSettings;
-use switchyard_llm::observe;
-use switchyard_llm::providers::anthropic::StreamTranslator;
+use switchyard_llm::protocol::attempt::{prepare_response, Prepared};
+use switchyard_llm::protocol::rewrite::{self, Stage};
+use switchyard_llm::protocol::{Conversion, Protocol};
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
     derive_phases, AttemptResult, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Plugin, PluginError,
@@ -93,10 +91,16 @@ impl Plugin for ModelApi {
         if self.surface == Surface::Models {
             return Ok(Flow::Respond(model_list(&self.catalog, caller)));
         }
-        let body = match parse_chat_body(ctx, req, &self.settings) {
+        let protocol = match self.surface {
+            Surface::ChatCompletions => Protocol::OpenAiChat,
+            Surface::Embeddings => Protocol::OpenAiEmbeddings,
+            Surface::Models => return Ok(Flow::Continue),
+        };
+        let body = match parse_body(ctx, req, &self.settings, ctx.error_style) {
             Ok(body) => body,
             Err(response) => return Ok(Flow::Respond(*response)),
         };
+        record_payload(ctx, &body, protocol);
         let Some(alias) = body.str_field("model") else {
             return Ok(error(StatusCode::BAD_REQUEST, "`model` is required: send a model alias", "model_required"));
         };
@@ -110,63 +114,55 @@ impl Plugin for ModelApi {
                 "permission_denied",
             ));
         }
-        let instance = match (&model.adapter, self.surface) {
-            (Adapter::Unavailable(adapter), _) => {
+        let instance = match (&model.adapter, &model.instance) {
+            (_, Some(instance)) => instance,
+            (adapter, None) => {
+                let name = match adapter {
+                    Adapter::Unavailable(name) => name.as_str(),
+                    _ => "this",
+                };
                 return Ok(error(
                     StatusCode::NOT_IMPLEMENTED,
-                    &format!("the `{adapter}` adapter is not available yet"),
+                    &format!("the `{name}` adapter is not available yet"),
                     "adapter_not_available",
-                ))
+                ));
             }
-            (_, Surface::Embeddings) => model.embeddings.as_ref(),
-            _ => model.chat.as_ref(),
         };
-        let Some(instance) = instance else {
+        let Some(plan) = instance.plan(protocol) else {
             return Ok(error(
                 StatusCode::NOT_IMPLEMENTED,
-                "embeddings are available for the `openai` adapter only",
+                &format!("{} is not available for the adapter of model `{alias}`", protocol.name()),
                 "adapter_not_available",
             ));
         };
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = Some(alias.clone());
-        let anthropic = matches!(model.adapter, Adapter::Anthropic).then(|| {
-            let include_usage =
-                body.get::<Value>("stream_options").is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
-            StreamTranslator::new(&alias, unix_now(), include_usage)
-        });
-        ctx.extensions.insert(Rewrite {
-            alias,
-            reasoning_field: model.reasoning_field.clone(),
-            anthropic,
-            created: unix_now(),
-            event_stream: false,
-            status: 200,
-            pending: Vec::new(),
-        });
-        let upstream = instance.request_with(req, instance.body_for(&body), &self.settings, &model.strip);
+        let include_usage = plan.conversion == Conversion::ChatOverMessages
+            && body.get::<Value>("stream_options").is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
+        let prepared = match Prepared::new(protocol, body, [plan]) {
+            Ok(prepared) => prepared,
+            Err(err) => return Ok(error(StatusCode::BAD_REQUEST, &err.0, "invalid_request")),
+        };
+        let before = model.reasoning_field.iter().map(|field| Stage::ReasoningField(field.clone())).collect();
+        prepare_response(ctx, &plan, include_usage, before, vec![Stage::Alias(alias)]);
+        let body = instance.body_for(prepared.body_for(&plan), plan.target);
+        let Some(upstream) = instance.request_with(req, &plan, body, &self.settings, &model.strip) else {
+            return Ok(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the model's upstream URL is invalid",
+                "internal_error",
+            ));
+        };
         ctx.target = Some(Box::new(Once { upstream: Some(upstream) }));
         Ok(Flow::Continue)
     }
 
     fn header_filter(&self, ctx: &mut Ctx, head: &mut http::response::Parts) {
-        let event_stream = head
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-        if let Some(rewrite) = ctx.extensions.get_mut::<Rewrite>() {
-            rewrite.event_stream = event_stream;
-            rewrite.status = head.status.as_u16();
-        }
-        observe::on_head(ctx, head);
+        rewrite::on_head(ctx, head);
     }
 
     fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, end_of_stream: bool) {
-        if let Some(rewrite) = ctx.extensions.get_mut::<Rewrite>() {
-            rewrite.apply(chunk, end_of_stream);
-        }
-        observe::on_body(ctx, chunk, end_of_stream);
+        rewrite::on_body(ctx, chunk, end_of_stream);
     }
 }
 
@@ -196,8 +192,4 @@ fn model_list(catalog: &Catalog, caller: &catalog::CallerKey) -> Response {
         .map(|(alias, provider)| json!({"id": alias, "object": "model", "created": 0, "owned_by": provider}))
         .collect();
     json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

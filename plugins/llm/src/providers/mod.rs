@@ -9,14 +9,44 @@ use std::collections::BTreeMap;
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
+use crate::protocol::Protocol;
 use switchyard_sdk::ConfigError;
 
-/// The request/response format a provider speaks.
+/// Which protocols a provider speaks natively; the others reach it converted, when a
+/// conversion exists (see [`crate::protocol::Plan`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireFamily {
+    /// OpenAI itself: chat, Responses and embeddings.
     OpenAi,
-    /// Anthropic Messages (`/v1/messages`): requests and responses are translated.
+    /// OpenAI-compatible vendors: chat and embeddings.
+    OpenAiCompatible,
+    /// Anthropic's API: chat (its OpenAI-compatible endpoint) and Messages.
+    Anthropic,
+    /// Anthropic Messages only: the model API's `anthropic` adapter.
     AnthropicMessages,
+}
+
+impl WireFamily {
+    /// The protocols spoken natively; the first is the one health probes and logs name.
+    pub fn speaks(self) -> &'static [Protocol] {
+        match self {
+            WireFamily::OpenAi => &[Protocol::OpenAiChat, Protocol::OpenAiResponses, Protocol::OpenAiEmbeddings],
+            WireFamily::OpenAiCompatible => &[Protocol::OpenAiChat, Protocol::OpenAiEmbeddings],
+            WireFamily::Anthropic => &[Protocol::OpenAiChat, Protocol::AnthropicMessages],
+            WireFamily::AnthropicMessages => &[Protocol::AnthropicMessages],
+        }
+    }
+}
+
+/// The last part of each protocol's path; a provider puts its own prefix before it.
+pub fn path_suffix(protocol: Protocol) -> Option<&'static str> {
+    match protocol {
+        Protocol::OpenAiChat => Some("/chat/completions"),
+        Protocol::OpenAiResponses => Some("/responses"),
+        Protocol::OpenAiEmbeddings => Some("/embeddings"),
+        Protocol::AnthropicMessages => Some("/messages"),
+        Protocol::BedrockConverse | Protocol::Passthrough => None,
+    }
 }
 
 /// A built-in provider.
@@ -26,80 +56,92 @@ pub struct Provider {
     /// `scheme://host` used when neither `override.endpoint` nor the node's
     /// `providers.<name>.base_url` says otherwise; `None`: an endpoint is required.
     pub default_base: Option<&'static str>,
-    /// The chat completions path appended to the base.
-    pub path: &'static str,
+    /// The path before each protocol's suffix: `/v1` gives `/v1/chat/completions`.
+    pub prefix: &'static str,
     pub family: WireFamily,
     /// The deployment in the URL names the model (Azure): `model` is dropped from the body.
     pub drops_model: bool,
+    /// `override.llm_options.max_tokens` is sent to chat as `max_completion_tokens` (OpenAI's
+    /// current name) instead of `max_tokens`.
+    pub max_completion_tokens: bool,
 }
 
 const PROVIDERS: &[Provider] = &[
     Provider {
         name: "openai",
         default_base: Some("https://api.openai.com"),
-        path: "/v1/chat/completions",
+        prefix: "/v1",
         family: WireFamily::OpenAi,
         drops_model: false,
+        max_completion_tokens: true,
     },
     Provider {
         name: "deepseek",
         default_base: Some("https://api.deepseek.com"),
-        path: "/chat/completions",
-        family: WireFamily::OpenAi,
+        prefix: "",
+        family: WireFamily::OpenAiCompatible,
         drops_model: false,
+        max_completion_tokens: false,
     },
     Provider {
         name: "openrouter",
         default_base: Some("https://openrouter.ai"),
-        path: "/api/v1/chat/completions",
-        family: WireFamily::OpenAi,
+        prefix: "/api/v1",
+        family: WireFamily::OpenAiCompatible,
         drops_model: false,
+        max_completion_tokens: false,
     },
     Provider {
         name: "gemini",
         default_base: Some("https://generativelanguage.googleapis.com"),
-        path: "/v1beta/openai/chat/completions",
-        family: WireFamily::OpenAi,
+        prefix: "/v1beta/openai",
+        family: WireFamily::OpenAiCompatible,
         drops_model: false,
+        max_completion_tokens: true,
     },
     Provider {
         name: "aimlapi",
         default_base: Some("https://api.aimlapi.com"),
-        path: "/chat/completions",
-        family: WireFamily::OpenAi,
+        prefix: "",
+        family: WireFamily::OpenAiCompatible,
         drops_model: false,
+        max_completion_tokens: false,
     },
     Provider {
         name: "anthropic",
         default_base: Some("https://api.anthropic.com"),
-        path: "/v1/chat/completions",
-        family: WireFamily::OpenAi,
+        prefix: "/v1",
+        family: WireFamily::Anthropic,
         drops_model: false,
+        max_completion_tokens: false,
     },
     Provider {
         name: "openai-compatible",
         default_base: None,
-        path: "/v1/chat/completions",
-        family: WireFamily::OpenAi,
+        prefix: "/v1",
+        family: WireFamily::OpenAiCompatible,
         drops_model: false,
+        max_completion_tokens: false,
     },
     Provider {
         name: "azure-openai",
         default_base: None,
-        path: "/chat/completions",
-        family: WireFamily::OpenAi,
+        prefix: "",
+        family: WireFamily::OpenAiCompatible,
         drops_model: true,
+        max_completion_tokens: false,
     },
 ];
 
-/// Anthropic's native Messages API, used by the model API's `anthropic` adapter (routes' `anthropic`
-/// provider uses Anthropic's OpenAI-compatible API instead).
+/// Anthropic's native Messages API alone, used by the model API's `anthropic` adapter (routes'
+/// `anthropic` provider speaks Messages and Anthropic's OpenAI-compatible chat).
 pub const ANTHROPIC_MESSAGES: Provider = Provider {
     name: "anthropic",
     default_base: None,
-    path: "/v1/messages",
+    prefix: "/v1",
     family: WireFamily::AnthropicMessages,
     drops_model: false,
+    max_completion_tokens: false,
 };
 
 /// Providers APISIX knows that this build does not serve yet.
@@ -120,14 +162,27 @@ pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
 /// Node-level replacements of providers' default hosts (`providers.<name>.base_url`).
 pub type BaseUrls = BTreeMap<String, String>;
 
-/// Where and how to call one provider: the full URL (auth query included, so never logged) and
-/// the auth headers.
+/// Where and how to call one provider: a URL per protocol it speaks (auth query included, so
+/// never logged), parsed when the config compiles, and the auth headers.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub provider: &'static Provider,
-    /// Parsed once, when the config compiles.
+    /// The URL of the provider's first protocol (health probes take their host from it).
     pub uri: http::Uri,
+    uris: Vec<(Protocol, http::Uri)>,
+    passthrough: PassthroughTarget,
     pub auth_headers: HeaderMap,
+}
+
+/// Where a `passthrough` request goes: the provider's origin and the client's path, unless
+/// `override.endpoint` named a path.
+#[derive(Debug, Clone)]
+struct PassthroughTarget {
+    /// `scheme://authority`, and the base URL's path when it has one.
+    base: String,
+    fixed_path: Option<String>,
+    endpoint_query: Vec<(String, String)>,
+    auth_query: Vec<(String, String)>,
 }
 
 /// The `auth` object: headers and query parameters added to every upstream request.
@@ -142,35 +197,55 @@ pub struct AuthConfig {
 
 impl Endpoint {
     /// Compiles provider, auth and `override.endpoint` into a ready endpoint. Runs at config build.
+    ///
+    /// Without an endpoint path each protocol gets the provider's prefix and its own suffix.
+    /// An endpoint path ending in one of the provider's protocol paths (`.../chat/completions`)
+    /// names where the others live too (`.../embeddings` beside it); any other endpoint path
+    /// is used for every protocol, as APISIX does.
     pub fn compile(
         provider: &'static Provider,
         auth: &AuthConfig,
         endpoint: Option<&str>,
         base_urls: &BaseUrls,
     ) -> Result<Endpoint, ConfigError> {
-        let mut url = match endpoint {
+        let (base, path, query) = match endpoint {
             Some(endpoint) => {
-                let (base, path) = split_url(endpoint).ok_or_else(|| {
+                let (base, rest) = split_url(endpoint).ok_or_else(|| {
                     ConfigError::new("override.endpoint", format!("`{endpoint}` is not an http(s) URL"))
                 })?;
-                let path = if path.is_empty() || path == "/" { provider.path } else { path };
-                format!("{base}{path}")
+                let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+                (base.to_string(), path, query)
             }
             None => {
                 let base =
                     base_urls.get(provider.name).map(String::as_str).or(provider.default_base).ok_or_else(|| {
                         ConfigError::new("override.endpoint", format!("is required for provider `{}`", provider.name))
                     })?;
-                format!("{}{}", base.trim_end_matches('/'), provider.path)
+                (base.trim_end_matches('/').to_string(), "", "")
             }
         };
-        let mut separator = if url.contains('?') { '&' } else { '?' };
-        for (name, value) in &auth.query {
-            url.push(separator);
-            url.push_str(&percent_encode(name));
-            url.push('=');
-            url.push_str(&percent_encode(value));
-            separator = '&';
+        let speaks = provider.family.speaks();
+        let fixed_path = (!path.is_empty() && path != "/").then(|| path.to_string());
+        let stem = match &fixed_path {
+            None => Some(provider.prefix.to_string()),
+            Some(path) => speaks
+                .iter()
+                .filter_map(|p| path_suffix(*p))
+                .find_map(|suffix| path.strip_suffix(suffix))
+                .map(str::to_string),
+        };
+        let auth_query: Vec<(String, String)> = auth.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let endpoint_query = parse_query(query);
+        let mut uris = Vec::with_capacity(speaks.len());
+        for protocol in speaks {
+            let path = match (&stem, path_suffix(*protocol)) {
+                (Some(stem), Some(suffix)) => format!("{stem}{suffix}"),
+                _ => fixed_path.clone().unwrap_or_default(),
+            };
+            let url = with_query(format!("{base}{path}"), &endpoint_query, &auth_query);
+            let uri: http::Uri =
+                url.parse().map_err(|_| ConfigError::new("override.endpoint", "is not a valid URL"))?;
+            uris.push((*protocol, uri));
         }
         let mut auth_headers = HeaderMap::new();
         for (name, value) in &auth.header {
@@ -182,9 +257,88 @@ impl Endpoint {
             value.set_sensitive(true);
             auth_headers.insert(name, value);
         }
-        let uri = url.parse().map_err(|_| ConfigError::new("override.endpoint", "is not a valid URL"))?;
-        Ok(Endpoint { provider, uri, auth_headers })
+        let uri = uris.first().map(|(_, uri)| uri.clone()).unwrap_or_default();
+        let passthrough = PassthroughTarget { base, fixed_path, endpoint_query, auth_query };
+        Ok(Endpoint { provider, uri, uris, passthrough, auth_headers })
     }
+
+    /// The URL for a protocol the provider speaks.
+    pub fn uri_for(&self, protocol: Protocol) -> Option<&http::Uri> {
+        self.uris.iter().find(|(p, _)| *p == protocol).map(|(_, uri)| uri)
+    }
+
+    /// The URL of a `passthrough` request: the client's path (unless the endpoint fixed one)
+    /// and query, where the client's keys replace the endpoint's but never `auth.query`'s.
+    /// Built per request; `None` when the result is not a valid URL.
+    pub fn passthrough_uri(&self, client: &http::Uri) -> Option<http::Uri> {
+        let target = &self.passthrough;
+        let path = target.fixed_path.as_deref().unwrap_or_else(|| client.path());
+        let client_query = parse_query(client.query().unwrap_or(""));
+        let mut query: Vec<(String, String)> =
+            target.endpoint_query.iter().filter(|(k, _)| !client_query.iter().any(|(c, _)| c == k)).cloned().collect();
+        query.extend(client_query.into_iter().filter(|(k, _)| !target.auth_query.iter().any(|(a, _)| a == k)));
+        with_query(format!("{}{path}", target.base), &query, &target.auth_query).parse().ok()
+    }
+}
+
+/// `url` with `pairs` then `auth` appended as its query (keys and values encoded).
+fn with_query(mut url: String, pairs: &[(String, String)], auth: &[(String, String)]) -> String {
+    let mut separator = '?';
+    for (name, value) in pairs.iter().chain(auth) {
+        url.push(separator);
+        url.push_str(&percent_encode(name));
+        if !value.is_empty() {
+            url.push('=');
+            url.push_str(&percent_encode(value));
+        }
+        separator = '&';
+    }
+    url
+}
+
+/// A query string as decoded pairs.
+fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes and `+` (a space in query strings); invalid escapes stay as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `scheme://authority` and the rest (path and query) of an http(s) URL.
@@ -259,5 +413,72 @@ mod tests {
         let endpoint =
             Endpoint::compile(lookup("openai").unwrap(), &auth, Some("http://h/x?v=1"), &BaseUrls::new()).unwrap();
         assert_eq!(endpoint.uri, "http://h/x?v=1&api-key=a%20b%26c");
+    }
+
+    fn urls(provider: &str, endpoint: Option<&str>) -> Vec<(&'static str, String)> {
+        let endpoint =
+            Endpoint::compile(lookup(provider).unwrap(), &AuthConfig::default(), endpoint, &BaseUrls::new()).unwrap();
+        Protocol::ALL.iter().filter_map(|p| Some((p.name(), endpoint.uri_for(*p)?.to_string()))).collect()
+    }
+
+    #[test]
+    fn each_protocol_a_provider_speaks_has_its_url() {
+        assert_eq!(
+            urls("openai", None),
+            [
+                ("openai-chat", "https://api.openai.com/v1/chat/completions".to_string()),
+                ("openai-responses", "https://api.openai.com/v1/responses".to_string()),
+                ("openai-embeddings", "https://api.openai.com/v1/embeddings".to_string()),
+            ]
+        );
+        assert_eq!(
+            urls("anthropic", None),
+            [
+                ("openai-chat", "https://api.anthropic.com/v1/chat/completions".to_string()),
+                ("anthropic-messages", "https://api.anthropic.com/v1/messages".to_string()),
+            ]
+        );
+        // An endpoint naming one of the provider's paths names the others beside it.
+        let azure = "https://r.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21";
+        assert_eq!(
+            urls("azure-openai", Some(azure)),
+            [
+                ("openai-chat", azure.to_string()),
+                (
+                    "openai-embeddings",
+                    "https://r.openai.azure.com/openai/deployments/d/embeddings?api-version=2024-10-21".to_string()
+                ),
+            ]
+        );
+        // Any other endpoint path is used for every protocol (APISIX).
+        assert_eq!(
+            urls("deepseek", Some("http://h/random")),
+            [("openai-chat", "http://h/random".to_string()), ("openai-embeddings", "http://h/random".to_string())]
+        );
+    }
+
+    #[test]
+    fn passthrough_keeps_the_clients_path_and_query_but_never_beats_auth_query() {
+        let auth = AuthConfig { header: BTreeMap::new(), query: [("akey".to_string(), "secret".to_string())].into() };
+        let endpoint = Endpoint::compile(
+            lookup("openai").unwrap(),
+            &auth,
+            Some("http://h:1?name=fromendpoint&ekey=eval"),
+            &BaseUrls::new(),
+        )
+        .unwrap();
+        let client: http::Uri = "/v1/images/generations?name=fromclient&ckey=cval&akey=attacker".parse().unwrap();
+        assert_eq!(
+            endpoint.passthrough_uri(&client).unwrap(),
+            "http://h:1/v1/images/generations?ekey=eval&name=fromclient&ckey=cval&akey=secret"
+        );
+        let fixed = Endpoint::compile(
+            lookup("openai").unwrap(),
+            &auth,
+            Some("http://h:1/v1/chat/completions"),
+            &BaseUrls::new(),
+        )
+        .unwrap();
+        assert_eq!(fixed.passthrough_uri(&client).unwrap().path(), "/v1/chat/completions");
     }
 }

@@ -50,6 +50,9 @@ struct UsageWire {
 struct CachedWire {
     #[serde(default)]
     cached_tokens: Option<u64>,
+    /// Set by OpenAI-compatible fronts of Anthropic models.
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +74,11 @@ impl Summary<'_> {
             completion_tokens: usage.completion_tokens,
             total_tokens: usage.total_tokens.unwrap_or(usage.prompt_tokens + usage.completion_tokens),
             cached_tokens: usage.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
+            cache_creation_tokens: usage
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cache_creation_input_tokens)
+                .unwrap_or(0),
             reasoning_tokens: usage.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
         })
     }
@@ -87,6 +95,7 @@ pub fn usage(response: &Value) -> Option<Usage> {
         completion_tokens: completion,
         total_tokens: usage.get("total_tokens").and_then(Value::as_u64).unwrap_or(prompt + completion),
         cached_tokens: number(usage.pointer("/prompt_tokens_details/cached_tokens")),
+        cache_creation_tokens: number(usage.pointer("/prompt_tokens_details/cache_creation_input_tokens")),
         reasoning_tokens: number(usage.pointer("/completion_tokens_details/reasoning_tokens")),
     })
 }
@@ -120,6 +129,7 @@ mod tests {
                 completion_tokens: 48,
                 total_tokens: 58,
                 cached_tokens: 4,
+                cache_creation_tokens: 0,
                 reasoning_tokens: 7
             })
         );

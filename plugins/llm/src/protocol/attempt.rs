@@ -1,0 +1,96 @@
+//! A request's body in every protocol its providers may be sent (converted once, in the access
+//! phase), and each attempt's setup: its upstream request and what the response side must do.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use switchyard_sdk::raw_body::RawBody;
+use switchyard_sdk::{Ctx, Request, UpstreamRequest};
+
+use super::rewrite::{ResponseRewrite, Stage};
+use super::usage::UpstreamWire;
+use super::{convert_request, Conversion, ConvertError, Plan, Protocol};
+use crate::instance::{CallSettings, Instance};
+
+/// The client's body, and its conversions for the providers that need one.
+pub struct Prepared {
+    pub client: Protocol,
+    original: RawBody,
+    converted: Vec<(Conversion, RawBody)>,
+}
+
+impl Prepared {
+    /// Converts `body` for each plan that needs it (once per distinct conversion). `Err`: the
+    /// request cannot be converted (the client's 400).
+    pub fn new(client: Protocol, body: RawBody, plans: impl IntoIterator<Item = Plan>) -> Result<Self, ConvertError> {
+        let mut converted: Vec<(Conversion, RawBody)> = Vec::new();
+        for plan in plans {
+            if plan.conversion != Conversion::Native && !converted.iter().any(|(c, _)| *c == plan.conversion) {
+                converted.push((plan.conversion, convert_request(plan.conversion, &body)?));
+            }
+        }
+        Ok(Self { client, original: body, converted })
+    }
+
+    /// The client's own body.
+    pub fn original(&self) -> &RawBody {
+        &self.original
+    }
+
+    /// The body in the protocol `plan` sends.
+    pub fn body_for(&self, plan: &Plan) -> &RawBody {
+        match plan.conversion {
+            Conversion::Native => &self.original,
+            conversion => self.converted.iter().find(|(c, _)| *c == conversion).map_or(&self.original, |(_, b)| b),
+        }
+    }
+
+    /// One attempt at `instance`: records in `ctx` how its answer is read and rewritten (an
+    /// earlier attempt at another provider may have left other settings), and builds its
+    /// request. `None` when the instance cannot serve this protocol or no URL can be made.
+    pub fn attempt(
+        &self,
+        ctx: &mut Ctx,
+        req: &Request,
+        instance: &Instance,
+        settings: &CallSettings,
+    ) -> Option<UpstreamRequest> {
+        let plan = instance.plan(self.client)?;
+        let upstream = instance.upstream_request(req, self.body_for(&plan), &plan, settings)?;
+        prepare_response(ctx, &plan, self.include_usage(&plan), Vec::new(), Vec::new());
+        Some(upstream)
+    }
+
+    /// Whether a chat client asked for a usage chunk (only read when its answer is converted).
+    fn include_usage(&self, plan: &Plan) -> bool {
+        plan.conversion == Conversion::ChatOverMessages
+            && self.original.get::<Value>("stream_options").is_some_and(|o| o["include_usage"] == Value::Bool(true))
+    }
+}
+
+/// Sets `ctx` up for the answer of a call made as `plan` says: which protocol usage is read
+/// from, and the response rewrite (`before` the conversion stages, `after` them). A native
+/// chat call with nothing to rewrite inserts nothing.
+pub fn prepare_response(ctx: &mut Ctx, plan: &Plan, include_usage: bool, before: Vec<Stage>, after: Vec<Stage>) {
+    match plan.target {
+        Protocol::OpenAiChat | Protocol::OpenAiEmbeddings | Protocol::Passthrough => {
+            ctx.extensions.remove::<UpstreamWire>();
+        }
+        target => {
+            ctx.extensions.insert(UpstreamWire(target));
+        }
+    }
+    let mut stages = before;
+    stages.extend(ResponseRewrite::stages_for(plan, include_usage));
+    stages.extend(after);
+    if stages.is_empty() {
+        ctx.extensions.remove::<ResponseRewrite>();
+    } else {
+        ctx.extensions.insert(ResponseRewrite::new(stages));
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
