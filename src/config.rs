@@ -206,7 +206,7 @@ pub enum ConfigFileError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml::Error },
+    Parse { path: PathBuf, source: serde_norway::Error },
     #[error("invalid config: {0}")]
     Invalid(String),
 }
@@ -219,7 +219,8 @@ impl Config {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_yaml::from_str(&text).map_err(|source| ConfigFileError::Parse { path: path.to_path_buf(), source })?
+            serde_norway::from_str(&text)
+                .map_err(|source| ConfigFileError::Parse { path: path.to_path_buf(), source })?
         };
         config.validate()?;
         Ok(config)
@@ -307,7 +308,7 @@ mod tests {
     fn etcd_settings_are_checked_and_the_password_is_never_printed() {
         let yaml = "store:\n  backend: etcd\n  etcd:\n    endpoints: [\"http://10.0.0.1:2379\"]\n    \
                     prefix: /sy/\n    user: root\n    password: hunter2\n";
-        let config: Config = serde_yaml::from_str(yaml).unwrap();
+        let config: Config = serde_norway::from_str(yaml).unwrap();
         assert!(config.validate().is_ok());
         assert_eq!(config.store.root(), "/sy");
         assert!(!format!("{config:?}").contains("hunter2"));
@@ -334,7 +335,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = serde_yaml::from_str::<Config>("proxy:\n  listn: []\n").unwrap_err();
+        let err = serde_norway::from_str::<Config>("proxy:\n  listn: []\n").unwrap_err();
         assert!(err.to_string().contains("listn"));
     }
 }

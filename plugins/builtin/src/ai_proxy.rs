@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 use switchyard_llm::body::parse_route_request;
-use switchyard_llm::config::{AiProxyConfig, AI_PROXY_KEYS};
+use switchyard_llm::config::AiProxyConfig;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::protocol::attempt::Prepared;
 use switchyard_llm::protocol::{rewrite, Plan};
@@ -44,7 +44,7 @@ impl PluginFactory for AiProxyFactory {
     }
 
     fn build(&self, config: &serde_json::Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {
-        let (config, settings) = CallSettings::parse_plugin::<AiProxyConfig>(config, AI_PROXY_KEYS, ctx)?;
+        let (config, settings) = CallSettings::parse_plugin::<AiProxyConfig>(config, ctx)?;
         let instance = Instance::compile(
             &config.provider,
             &config.provider,

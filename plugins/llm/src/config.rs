@@ -21,11 +21,7 @@ pub struct AiProxyConfig {
     pub provider_conf: Option<Value>,
 }
 
-/// The top-level keys of `ai-proxy` besides [`COMMON_KEYS`]. Both structs are parsed from the same
-/// object (so each error keeps its exact path), and unknown keys are refused by hand.
-pub const AI_PROXY_KEYS: &[&str] = &["provider", "auth", "options", "override", "provider_conf"];
-
-/// CallSettings and limits, at plugin level in both AI plugins; parsed from the plugin's object.
+/// Transport and limits, at plugin level in both AI plugins; parsed from the plugin's object.
 #[derive(Debug, Deserialize)]
 pub struct CommonConfig {
     /// Milliseconds: to connect, to the response head, and between two body reads.
@@ -51,19 +47,6 @@ pub struct CommonConfig {
     #[serde(default)]
     pub logging: LoggingConfig,
 }
-
-pub const COMMON_KEYS: &[&str] = &[
-    "timeout",
-    "keepalive",
-    "keepalive_timeout",
-    "keepalive_pool",
-    "ssl_verify",
-    "max_req_body_size",
-    "max_stream_duration_ms",
-    "max_response_bytes",
-    "streaming_flush_interval_ms",
-    "logging",
-];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,16 +116,4 @@ impl CommonConfig {
         }
         Ok(())
     }
-}
-
-/// Rejects keys of `value` that are not in any of `known` (the error names the key).
-pub fn deny_unknown_keys(value: &Value, known: &[&[&str]]) -> Result<(), ConfigError> {
-    if let Value::Object(map) = value {
-        for key in map.keys() {
-            if !known.iter().any(|set| set.contains(&key.as_str())) {
-                return Err(ConfigError::new(key.clone(), "unknown field"));
-            }
-        }
-    }
-    Ok(())
 }

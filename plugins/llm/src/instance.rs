@@ -12,9 +12,10 @@ use http::header::{
 use http::Method;
 use serde_json::{Map, Value};
 
-use crate::config::{deny_unknown_keys, CommonConfig, LoggingConfig, OverrideConfig, COMMON_KEYS};
+use crate::config::{CommonConfig, LoggingConfig, OverrideConfig};
 use crate::protocol::{Conversion, Plan, Protocol};
 use crate::providers::{self, openai, AuthConfig, BaseUrls, Endpoint, Provider};
+use switchyard_sdk::error::parse_config_part;
 use switchyard_sdk::headers::forwardable;
 use switchyard_sdk::raw_body::{deep_merge, RawBody};
 use switchyard_sdk::{BuildContext, ClientHandle, ClientSettings, ConfigError, Request, UpstreamRequest};
@@ -245,16 +246,21 @@ pub struct CallSettings {
 }
 
 impl CallSettings {
-    /// Parses an AI plugin's config object: its own fields (`T`, whose keys are `own_keys`) and
-    /// the shared transport fields, refusing keys that belong to neither.
+    /// Parses an AI plugin's config object: its own fields (`T`) and the shared transport fields
+    /// ([`CommonConfig`]), refusing keys that belong to neither.
     pub fn parse_plugin<T: serde::de::DeserializeOwned>(
         config: &serde_json::Value,
-        own_keys: &[&str],
         ctx: &dyn BuildContext,
     ) -> Result<(T, CallSettings), ConfigError> {
-        deny_unknown_keys(config, &[own_keys, COMMON_KEYS])?;
-        let common: CommonConfig = switchyard_sdk::parse_config(config)?;
-        let own: T = switchyard_sdk::parse_config(config)?;
+        if !config.is_object() {
+            return Err(ConfigError::new("", "must be an object"));
+        }
+        let (common, left_by_common) = parse_config_part::<CommonConfig>(config)?;
+        let (own, left_by_own) = parse_config_part::<T>(config)?;
+        // A key is unknown when neither struct took it.
+        if let Some(unknown) = left_by_own.iter().find(|key| left_by_common.contains(key)) {
+            return Err(ConfigError::new(unknown.clone(), "unknown field"));
+        }
         Ok((own, CallSettings::compile(&common, ctx)?))
     }
 

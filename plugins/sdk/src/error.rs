@@ -49,6 +49,23 @@ pub fn parse_config<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T,
     })
 }
 
+/// [`parse_config`] for a struct that shares its object with others (an AI plugin's own fields
+/// beside the shared transport fields): unknown keys are not an error here, they are returned,
+/// as serde reported them, so the caller can refuse the keys that no struct took.
+pub fn parse_config_part<T: DeserializeOwned>(value: &serde_json::Value) -> Result<(T, Vec<String>), ConfigError> {
+    let mut ignored = Vec::new();
+    let parsed = serde_ignored::deserialize(value, |path| {
+        if let serde_ignored::Path::Map { parent: serde_ignored::Path::Root, key } = path {
+            ignored.push(key.clone());
+        }
+    });
+    match parsed {
+        Ok(parsed) => Ok((parsed, ignored)),
+        // Parse again for the error's exact path.
+        Err(_) => parse_config(value).map(|parsed| (parsed, ignored)),
+    }
+}
+
 /// A plugin failed at run time in a way that is the gateway's fault (answered with 500).
 /// Rejections of a client (401, 429, 400) are not errors: they are `Flow::Respond`.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +102,20 @@ mod tests {
         let value = serde_json::json!({"instances": [{}]});
         let err = parse_config::<Outer>(&value).unwrap_err();
         assert_eq!(err.path, "instances[0].weight");
+    }
+
+    #[test]
+    fn parts_report_the_top_level_keys_they_did_not_take() {
+        #[derive(Debug, Deserialize)]
+        struct Part {
+            #[allow(dead_code)]
+            weight: u32,
+        }
+        let value = serde_json::json!({"weight": 1, "colour": "red"});
+        let (_, ignored) = parse_config_part::<Part>(&value).unwrap();
+        assert_eq!(ignored, ["colour"]);
+        let err = parse_config_part::<Part>(&serde_json::json!({"weight": "x"})).unwrap_err();
+        assert_eq!(err.path, "weight");
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! A JSON request body kept as its top-level fields' raw bytes, so the gateway can change a
 //! top-level field (model, stream_options) without re-serialising nested ones (messages), and can
 //! forward the client's bytes untouched when nothing changes.
+//!
+//! Kept rather than parsing into `serde_json::Value`: a `Value` tree allocates every nested
+//! string and object of a long conversation, and writing it back re-encodes all of it (and may
+//! reorder or reformat what the provider's prompt cache keys on). Here only the top level is
+//! split, each field stays `RawValue` bytes, and an edit rewrites just the fields it touches.
 
 use std::fmt;
 

@@ -1,5 +1,11 @@
 //! Server-sent events framing: splits a byte stream into complete events, so the gateway can
 //! flush each event as one frame and plugins can read `data:` payloads without re-buffering.
+//!
+//! Written here rather than taken from an SSE crate on purpose: the parsers on crates.io
+//! (`eventsource-stream`, `sse-codec`) decode each event into owned `String` fields, which costs a
+//! copy and a UTF-8 check per event, and then the relay would have to re-encode it. This splitter
+//! only finds event boundaries and hands out the original bytes as `Bytes` slices of one buffer,
+//! so a relayed event is written exactly as the provider sent it.
 
 use bytes::{Buf, Bytes, BytesMut};
 

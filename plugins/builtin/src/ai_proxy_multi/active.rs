@@ -129,3 +129,31 @@ impl Probe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(active: serde_json::Value, endpoint: &str) -> Result<Probe, ConfigError> {
+        let config: ActiveConfig = serde_json::from_value(active).unwrap();
+        Probe::new(&config, &endpoint.parse().unwrap(), ClientHandle::new(()))
+    }
+
+    #[test]
+    fn probe_urls_keep_ipv6_literals_whole() {
+        let same_port = probe(serde_json::json!({"http_path": "/health"}), "http://[::1]:8080/v1/chat").unwrap();
+        assert_eq!(same_port.uri, "http://[::1]:8080/health");
+        let other_port =
+            probe(serde_json::json!({"port": 9000, "type": "https"}), "http://[2001:db8::1]:80/v1").unwrap();
+        assert_eq!(other_port.uri, "https://[2001:db8::1]:9000/");
+        assert_eq!(other_port.authority.as_str(), "[2001:db8::1]:9000");
+        let named = probe(serde_json::json!({"port": 81, "type": "https"}), "http://llm.internal/v1").unwrap();
+        assert_eq!(named.uri, "https://llm.internal:81/");
+    }
+
+    #[test]
+    fn bad_probe_headers_are_refused_naming_the_entry() {
+        let err = probe(serde_json::json!({"req_headers": ["no colon"]}), "http://h/v1").err().unwrap();
+        assert_eq!(err.path, "checks.active.req_headers[0]");
+    }
+}

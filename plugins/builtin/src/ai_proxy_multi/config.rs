@@ -20,16 +20,6 @@ pub struct MultiConfig {
     pub balancer: BalancerConfig,
 }
 
-/// The top-level keys of `ai-proxy-multi` besides the shared transport keys.
-pub const MULTI_KEYS: &[&str] = &[
-    "instances",
-    "fallback_strategy",
-    "fallback_http_statuses",
-    "max_retries",
-    "retry_on_failure_within_ms",
-    "balancer",
-];
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {

@@ -21,7 +21,7 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use tokio::time::Instant;
 
 use self::active::Probe;
-use self::config::{FallbackStrategyConfig, MultiConfig, MULTI_KEYS};
+use self::config::{FallbackStrategyConfig, MultiConfig};
 use self::health::{Health, TransportFailure};
 use self::select::Selector;
 use http::StatusCode;
@@ -57,7 +57,7 @@ impl PluginFactory for AiProxyMultiFactory {
     }
 
     fn build(&self, config: &serde_json::Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {
-        let (config, settings) = CallSettings::parse_plugin::<MultiConfig>(config, MULTI_KEYS, ctx)?;
+        let (config, settings) = CallSettings::parse_plugin::<MultiConfig>(config, ctx)?;
         if config.instances.is_empty() {
             return Err(ConfigError::new("instances", "must hold at least one instance"));
         }

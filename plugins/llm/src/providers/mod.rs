@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::protocol::Protocol;
 use switchyard_sdk::ConfigError;
@@ -159,6 +160,9 @@ pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
     Err(ConfigError::new("provider", format!("unknown provider `{name}`; one of: {}", known.join(", "))))
 }
 
+/// Everything but RFC 3986's unreserved characters is escaped in a query name or value.
+const QUERY_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 /// Node-level replacements of providers' default hosts (`providers.<name>.base_url`).
 pub type BaseUrls = BTreeMap<String, String>;
 
@@ -208,26 +212,37 @@ impl Endpoint {
         endpoint: Option<&str>,
         base_urls: &BaseUrls,
     ) -> Result<Endpoint, ConfigError> {
-        let (base, path, query) = match endpoint {
+        let (url, from_endpoint) = match endpoint {
             Some(endpoint) => {
-                let (base, rest) = split_url(endpoint).ok_or_else(|| {
-                    ConfigError::new("override.endpoint", format!("`{endpoint}` is not an http(s) URL"))
-                })?;
-                let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-                (base.to_string(), path, query)
+                let url = url::Url::parse(endpoint)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                    .ok_or_else(|| {
+                        ConfigError::new("override.endpoint", format!("`{endpoint}` is not an http(s) URL"))
+                    })?;
+                (url, true)
             }
             None => {
                 let base =
                     base_urls.get(provider.name).map(String::as_str).or(provider.default_base).ok_or_else(|| {
                         ConfigError::new("override.endpoint", format!("is required for provider `{}`", provider.name))
                     })?;
-                (base.trim_end_matches('/').to_string(), "", "")
+                let url = url::Url::parse(base)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                    .ok_or_else(|| {
+                        ConfigError::new("override.endpoint", format!("the base URL `{base}` is not an http(s) URL"))
+                    })?;
+                (url, false)
             }
         };
+        // `scheme://host:port`, IPv6 literals kept in brackets.
+        let origin = url[..url::Position::BeforePath].to_string();
         let speaks = provider.family.speaks();
-        let fixed_path = (!path.is_empty() && path != "/").then(|| path.to_string());
+        let fixed_path = (from_endpoint && url.path() != "/").then(|| url.path().to_string());
         let stem = match &fixed_path {
-            None => Some(provider.prefix.to_string()),
+            // A base URL's own path (a mirror under a prefix) comes before the provider's.
+            None => Some(format!("{}{}", url.path().trim_end_matches('/'), provider.prefix)),
             Some(path) => speaks
                 .iter()
                 .filter_map(|p| path_suffix(*p))
@@ -235,16 +250,22 @@ impl Endpoint {
                 .map(str::to_string),
         };
         let auth_query: Vec<(String, String)> = auth.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let endpoint_query = parse_query(query);
+        let endpoint_query = url.query().filter(|q| !q.is_empty());
         let mut uris = Vec::with_capacity(speaks.len());
         for protocol in speaks {
             let path = match (&stem, path_suffix(*protocol)) {
                 (Some(stem), Some(suffix)) => format!("{stem}{suffix}"),
                 _ => fixed_path.clone().unwrap_or_default(),
             };
-            let url = with_query(format!("{base}{path}"), &endpoint_query, &auth_query);
-            let uri: http::Uri =
-                url.parse().map_err(|_| ConfigError::new("override.endpoint", "is not a valid URL"))?;
+            // The endpoint's own query is kept as written; `auth.query` follows it.
+            let mut full = format!("{origin}{path}");
+            if let Some(query) = endpoint_query {
+                full.push('?');
+                full.push_str(query);
+            }
+            let uri: http::Uri = append_query(full, &auth_query)
+                .parse()
+                .map_err(|_| ConfigError::new("override.endpoint", "is not a valid URL"))?;
             uris.push((*protocol, uri));
         }
         let mut auth_headers = HeaderMap::new();
@@ -258,6 +279,8 @@ impl Endpoint {
             auth_headers.insert(name, value);
         }
         let uri = uris.first().map(|(_, uri)| uri.clone()).unwrap_or_default();
+        let base = if from_endpoint { origin } else { format!("{origin}{}", url.path().trim_end_matches('/')) };
+        let endpoint_query = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let passthrough = PassthroughTarget { base, fixed_path, endpoint_query, auth_query };
         Ok(Endpoint { provider, uri, uris, passthrough, auth_headers })
     }
@@ -273,96 +296,30 @@ impl Endpoint {
     pub fn passthrough_uri(&self, client: &http::Uri) -> Option<http::Uri> {
         let target = &self.passthrough;
         let path = target.fixed_path.as_deref().unwrap_or_else(|| client.path());
-        let client_query = parse_query(client.query().unwrap_or(""));
+        let client_query: Vec<(String, String)> = url::form_urlencoded::parse(client.query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let taken = |key: &String, pairs: &[(String, String)]| pairs.iter().any(|(k, _)| k == key);
         let mut query: Vec<(String, String)> =
-            target.endpoint_query.iter().filter(|(k, _)| !client_query.iter().any(|(c, _)| c == k)).cloned().collect();
-        query.extend(client_query.into_iter().filter(|(k, _)| !target.auth_query.iter().any(|(a, _)| a == k)));
-        with_query(format!("{}{path}", target.base), &query, &target.auth_query).parse().ok()
+            target.endpoint_query.iter().filter(|(k, _)| !taken(k, &client_query)).cloned().collect();
+        query.extend(client_query.iter().filter(|(k, _)| !taken(k, &target.auth_query)).cloned());
+        query.extend(target.auth_query.iter().cloned());
+        append_query(format!("{}{path}", target.base), &query).parse().ok()
     }
 }
 
-/// `url` with `pairs` then `auth` appended as its query (keys and values encoded).
-fn with_query(mut url: String, pairs: &[(String, String)], auth: &[(String, String)]) -> String {
-    let mut separator = '?';
-    for (name, value) in pairs.iter().chain(auth) {
+/// `url` with `pairs` appended to its query, RFC 3986 encoded (space as %20, as APISIX's
+/// `ngx.encode_args`: some providers read `+` literally).
+fn append_query(mut url: String, pairs: &[(String, String)]) -> String {
+    let mut separator = if url.contains('?') { '&' } else { '?' };
+    for (name, value) in pairs {
         url.push(separator);
-        url.push_str(&percent_encode(name));
-        if !value.is_empty() {
-            url.push('=');
-            url.push_str(&percent_encode(value));
-        }
+        url.extend(utf8_percent_encode(name, QUERY_COMPONENT));
+        url.push('=');
+        url.extend(utf8_percent_encode(value, QUERY_COMPONENT));
         separator = '&';
     }
     url
-}
-
-/// A query string as decoded pairs.
-fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-/// Decodes `%XX` escapes and `+` (a space in query strings); invalid escapes stay as they are.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `scheme://authority` and the rest (path and query) of an http(s) URL.
-fn split_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    if authority_end == 0 {
-        return None;
-    }
-    let split = url.len() - rest.len() + authority_end;
-    Some((&url[..split], &url[split..]))
-}
-
-/// Percent-encodes a query component (RFC 3986 unreserved characters pass).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -398,6 +355,7 @@ mod tests {
         assert_eq!(url("openai-compatible", None, &[]).unwrap_err().path, "override.endpoint");
         assert_eq!(url("azure-openai", None, &[]).unwrap_err().path, "override.endpoint");
         assert_eq!(url("openai", Some("ftp://x"), &[]).unwrap_err().path, "override.endpoint");
+        assert_eq!(url("openai", Some("http://[::1]:8080"), &[]).unwrap(), "http://[::1]:8080/v1/chat/completions");
     }
 
     #[test]
