@@ -9,6 +9,7 @@ mod ai_proxy;
 mod ai_proxy_multi;
 mod etcd;
 mod model_api;
+mod model_api_protocols;
 mod plugin_errors;
 mod process;
 mod protocols;

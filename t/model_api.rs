@@ -8,7 +8,7 @@ use switchyard::resource::api_key::sha256_hex;
 use crate::harness::{MockUpstream, TestGateway};
 
 /// Sends an `/admin/v1` request the way the seeds do (`Authorization: Bearer <admin key>`).
-async fn admin_v1(gw: &TestGateway, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+pub async fn admin_v1(gw: &TestGateway, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
     let mut request = gw
         .http
         .request(method, format!("http://{}{path}", gw.admin))
@@ -27,7 +27,7 @@ async fn admin_v1(gw: &TestGateway, method: Method, path: &str, body: Option<Val
     (status, body)
 }
 
-async fn created(gw: &TestGateway, path: &str, body: Value) -> Value {
+pub async fn created(gw: &TestGateway, path: &str, body: Value) -> Value {
     let (status, reply) = admin_v1(gw, Method::POST, path, Some(body)).await;
     assert_eq!(status, StatusCode::OK, "{path}: {reply}");
     reply

@@ -9,8 +9,8 @@
 //! `.../chat/completions` the `t/fixtures/chat.json` completion (its `model` set to the
 //! request's; `chat_tool.json` when the request offers tools and its last message is not a tool
 //! result), `.../v1/messages` Anthropic's `messages.json`, `.../responses` OpenAI's
-//! `responses.json`, `.../embeddings` an embedding; with `"stream": true` the `.sse` fixture of
-//! the same name. Any other path gets the JSON echo. Every LLM request body is checked against
+//! `responses.json`, `.../embeddings` an embedding, `.../v1/messages/count_tokens` a count;
+//! with `"stream": true` the `.sse` fixture of the same name. Any other path gets the JSON echo. Every LLM request body is checked against
 //! its path's protocol first ([`super::wire`]): a body a real provider would refuse gets a 400
 //! naming the problem. More headers steer it:
 //! - `x-mock-delay-ms: D`: wait D ms before the response head;
@@ -85,11 +85,15 @@ enum Wire {
     Messages,
     Responses,
     Embeddings,
+    /// Anthropic's `/v1/messages/count_tokens`.
+    CountTokens,
 }
 
 impl Wire {
     fn of(path: &str) -> Option<Wire> {
-        if path.ends_with("/v1/messages") {
+        if path.ends_with("/v1/messages/count_tokens") {
+            Some(Wire::CountTokens)
+        } else if path.ends_with("/v1/messages") {
             Some(Wire::Messages)
         } else if path.ends_with("/chat/completions") {
             Some(Wire::Chat)
@@ -284,7 +288,7 @@ impl MockUpstream {
         break_after: Option<u64>,
         reasoning_field: Option<String>,
     ) -> hyper::Response<MockBody> {
-        let anthropic = wire == Wire::Messages;
+        let anthropic = matches!(wire, Wire::Messages | Wire::CountTokens);
         let error = |builder: http::response::Builder, status: u16, message: String| {
             let error = if anthropic {
                 serde_json::json!({"type": "error", "error": {"type": "overloaded_error", "message": message}})
@@ -305,9 +309,14 @@ impl MockUpstream {
             Wire::Messages => wire::check_messages(&request),
             Wire::Responses => wire::check_responses(&request),
             Wire::Embeddings => wire::check_embeddings(&request),
+            Wire::CountTokens => wire::check_count_tokens(&request),
         };
         if let Err(problem) = checked {
             return error(builder, 400, format!("mock {} refuses the {wire:?} request: {problem}", self.name));
+        }
+        if wire == Wire::CountTokens {
+            let count = serde_json::json!({"input_tokens": 42});
+            return builder.header("content-type", "application/json").body(full(count.to_string())).unwrap();
         }
         if wire == Wire::Embeddings {
             let embedding = serde_json::json!({"object": "list", "model": request["model"],

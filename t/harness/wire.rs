@@ -104,6 +104,14 @@ pub fn check_responses(body: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a Messages token count request (a Messages request without `max_tokens`).
+pub fn check_count_tokens(body: &Value) -> Result<(), String> {
+    if !body.get("messages").is_some_and(Value::is_array) || body.get("model").is_none() {
+        return Err("a token count needs `model` and `messages`".into());
+    }
+    Ok(())
+}
+
 /// Checks an embeddings request.
 pub fn check_embeddings(body: &Value) -> Result<(), String> {
     if body.get("input").is_none() || body.get("messages").is_some() {

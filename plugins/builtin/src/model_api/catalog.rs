@@ -42,6 +42,8 @@ pub struct Model {
     /// The upstream call; `None` for an unavailable adapter. Its provider descriptor says which
     /// protocols it speaks (the others are converted, or refused).
     pub instance: Option<Instance>,
+    /// Anthropic's `/v1/messages/count_tokens` (the `anthropic` adapter only).
+    pub count_tokens: Option<Instance>,
     /// A vendor's custom reasoning field, renamed `reasoning_content`.
     pub reasoning_field: Option<String>,
     /// Client headers removed before the call (the provider key's `strip_headers`).
@@ -121,13 +123,13 @@ fn compile(def: &ModelDef<'_>) -> Result<Model, ConfigError> {
             .map_err(|e| ConfigError::new("api_base", e.message))
     };
     let require_base = || base.clone().ok_or_else(|| ConfigError::new("api_base", "is required for this adapter"));
-    let (adapter, instance) = match def.adapter {
+    let (adapter, instance, count_tokens) = match def.adapter {
         "openai" => {
             let base = require_base()?;
             // Only OpenAI itself is known to serve the Responses API; other vendors get chat.
             let provider = providers::lookup(if def.provider == "openai" { "openai" } else { "openai-compatible" })?;
             let chat = instance(provider, &bearer, pinned(def.model_name), format!("{base}/chat/completions"))?;
-            (Adapter::OpenAi, Some(chat))
+            (Adapter::OpenAi, Some(chat), None)
         }
         "azure-openai" => {
             let base = require_base()?;
@@ -139,17 +141,19 @@ fn compile(def: &ModelDef<'_>) -> Result<Model, ConfigError> {
                 Map::new(),
                 url,
             )?;
-            (Adapter::AzureOpenAi, Some(chat))
+            (Adapter::AzureOpenAi, Some(chat), None)
         }
         "anthropic" => {
             let base = require_base()?;
             let mut auth = header("x-api-key", def.secret.to_string());
             auth.header.insert("anthropic-version".into(), anthropic::API_VERSION.into());
-            let messages =
-                instance(&providers::ANTHROPIC_MESSAGES, &auth, pinned(def.model_name), format!("{base}/v1/messages"))?;
-            (Adapter::Anthropic, Some(messages))
+            let messages = &providers::ANTHROPIC_MESSAGES;
+            let call = instance(messages, &auth, pinned(def.model_name), format!("{base}/v1/messages"))?;
+            // A path that is none of the protocol paths is used as it is: the count endpoint.
+            let count = instance(messages, &auth, pinned(def.model_name), format!("{base}/v1/messages/count_tokens"))?;
+            (Adapter::Anthropic, Some(call), Some(count))
         }
-        other => (Adapter::Unavailable(other.to_string()), None),
+        other => (Adapter::Unavailable(other.to_string()), None, None),
     };
     let strip = def.strip_headers.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()).collect();
     Ok(Model {
@@ -157,6 +161,7 @@ fn compile(def: &ModelDef<'_>) -> Result<Model, ConfigError> {
         provider: def.provider.to_string(),
         adapter,
         instance,
+        count_tokens,
         reasoning_field: def.reasoning_field.map(str::to_string),
         strip,
     })

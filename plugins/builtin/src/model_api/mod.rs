@@ -1,7 +1,10 @@
-//! The model API's built-in chain (AISIX compatible): `POST /v1/chat/completions`,
-//! `POST /v1/embeddings` and `GET /v1/models` for callers with hashed API keys. It runs on the
-//! same pipeline and provider code as `ai-proxy` routes: this plugin authenticates the caller,
-//! resolves the alias, and hands the core a one-attempt target.
+//! The model API's built-in chain (AISIX compatible), for callers with hashed API keys:
+//! `POST /v1/chat/completions`, `/v1/responses`, `/v1/messages` (and
+//! `/v1/messages/count_tokens` for the `anthropic` adapter), `/v1/embeddings`, and
+//! `GET /v1/models`. It runs on the same pipeline, provider and conversion code as `ai-proxy`
+//! routes: this plugin authenticates the caller, resolves the alias, and hands the core a
+//! one-attempt target; each protocol reaches each adapter natively or converted, and the alias
+//! is reported as `model` in every answer and stream event.
 
 pub mod catalog;
 
@@ -13,13 +16,14 @@ use http::header::AUTHORIZATION;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use self::catalog::{Adapter, Catalog};
+use self::catalog::{Adapter, Catalog, Model};
 use switchyard_llm::body::{parse_body, record_payload};
 use switchyard_llm::config::CommonConfig;
-use switchyard_llm::instance::CallSettings;
+use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::protocol::attempt::{prepare_response, Prepared};
 use switchyard_llm::protocol::rewrite::{self, Stage};
 use switchyard_llm::protocol::{Conversion, Protocol};
+use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
     derive_phases, AttemptResult, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Plugin, PluginError,
@@ -30,28 +34,49 @@ use switchyard_sdk::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
     ChatCompletions,
+    Responses,
+    Messages,
+    /// Anthropic's token count for a Messages request (the `anthropic` adapter only).
+    CountTokens,
     Embeddings,
     Models,
 }
 
 impl Surface {
-    pub const ALL: [(Surface, &'static str); 3] = [
+    pub const ALL: [(Surface, &'static str); 6] = [
         (Surface::ChatCompletions, "/v1/chat/completions"),
+        (Surface::Responses, "/v1/responses"),
+        (Surface::Messages, "/v1/messages"),
+        (Surface::CountTokens, "/v1/messages/count_tokens"),
         (Surface::Embeddings, "/v1/embeddings"),
         (Surface::Models, "/v1/models"),
     ];
+
+    /// The protocol callers speak on this endpoint (`None`: the model list).
+    fn protocol(self) -> Option<Protocol> {
+        match self {
+            Surface::ChatCompletions => Some(Protocol::OpenAiChat),
+            Surface::Responses => Some(Protocol::OpenAiResponses),
+            Surface::Messages | Surface::CountTokens => Some(Protocol::AnthropicMessages),
+            Surface::Embeddings => Some(Protocol::OpenAiEmbeddings),
+            Surface::Models => None,
+        }
+    }
 }
 
 pub struct ModelApi {
     catalog: Arc<Catalog>,
     surface: Surface,
     settings: Arc<CallSettings>,
+    /// Errors in the shape of this endpoint's protocol (Anthropic's on `/v1/messages`).
+    style: ErrorStyle,
 }
 
 impl ModelApi {
     /// The plugin of one built-in route over `catalog`.
     pub fn new(catalog: Arc<Catalog>, surface: Surface, settings: Arc<CallSettings>) -> Self {
-        Self { catalog, surface, settings }
+        let style = surface.protocol().map_or(ErrorStyle::OpenAi, Protocol::error_style);
+        Self { catalog, surface, settings, style }
     }
 
     /// The call settings of every model API call: `ai-proxy`'s defaults.
@@ -59,10 +84,23 @@ impl ModelApi {
         let common: CommonConfig = switchyard_sdk::parse_config(&json!({}))?;
         CallSettings::compile(&common, ctx)
     }
-}
 
-fn error(status: StatusCode, message: &str, code: &str) -> Flow {
-    Flow::Respond(error_response(status, ErrorStyle::OpenAi, message, code))
+    fn error(&self, status: StatusCode, message: &str, code: &str) -> Result<Flow, PluginError> {
+        Ok(Flow::Respond(error_response(status, self.style, message, code)))
+    }
+
+    /// The provider call behind `model` for this endpoint, or the 501 saying why there is none.
+    fn instance_of<'m>(&self, model: &'m Model) -> Result<&'m Instance, String> {
+        let instance = match self.surface {
+            Surface::CountTokens => model.count_tokens.as_ref(),
+            _ => model.instance.as_ref(),
+        };
+        instance.ok_or_else(|| match (&model.adapter, self.surface) {
+            (Adapter::Unavailable(name), _) => format!("the `{name}` adapter is not available yet"),
+            (_, Surface::CountTokens) => "count_tokens is available for the `anthropic` adapter only".to_string(),
+            _ => "this adapter is not available".to_string(),
+        })
+    }
 }
 
 /// The caller's key: `Authorization: Bearer <key>`, else `x-api-key`.
@@ -77,81 +115,66 @@ fn presented_key(req: &Request) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
+/// Whether a chat client asked for a usage chunk (it gets one only then, as from OpenAI).
+fn asks_for_usage(body: &RawBody) -> bool {
+    body.get::<Value>("stream_options").is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)))
+}
+
 #[derive_phases]
 #[async_trait]
 impl Plugin for ModelApi {
     fn error_style(&self) -> Option<ErrorStyle> {
-        Some(ErrorStyle::OpenAi)
+        Some(self.style)
     }
 
     async fn access(&self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, PluginError> {
         let Some(caller) = presented_key(req).and_then(|key| self.catalog.authenticate(key)) else {
-            return Ok(error(StatusCode::UNAUTHORIZED, "invalid API key", "invalid_api_key"));
+            return self.error(StatusCode::UNAUTHORIZED, "invalid API key", "invalid_api_key");
         };
-        if self.surface == Surface::Models {
+        let Some(protocol) = self.surface.protocol() else {
             return Ok(Flow::Respond(model_list(&self.catalog, caller)));
-        }
-        let protocol = match self.surface {
-            Surface::ChatCompletions => Protocol::OpenAiChat,
-            Surface::Embeddings => Protocol::OpenAiEmbeddings,
-            Surface::Models => return Ok(Flow::Continue),
         };
-        let body = match parse_body(ctx, req, &self.settings, ctx.error_style) {
+        let body = match parse_body(ctx, req, &self.settings, self.style) {
             Ok(body) => body,
             Err(response) => return Ok(Flow::Respond(*response)),
         };
         record_payload(ctx, &body, protocol);
         let Some(alias) = body.str_field("model") else {
-            return Ok(error(StatusCode::BAD_REQUEST, "`model` is required: send a model alias", "model_required"));
+            return self.error(StatusCode::BAD_REQUEST, "`model` is required: send a model alias", "model_required");
         };
         let Some(model) = self.catalog.model(&alias) else {
-            return Ok(error(StatusCode::NOT_FOUND, &format!("model `{alias}` does not exist"), "model_not_found"));
+            return self.error(StatusCode::NOT_FOUND, &format!("model `{alias}` does not exist"), "model_not_found");
         };
         if !caller.may_use(&alias) {
-            return Ok(error(
-                StatusCode::FORBIDDEN,
-                &format!("this API key may not use model `{alias}`"),
-                "permission_denied",
-            ));
+            let message = format!("this API key may not use model `{alias}`");
+            return self.error(StatusCode::FORBIDDEN, &message, "permission_denied");
         }
-        let instance = match (&model.adapter, &model.instance) {
-            (_, Some(instance)) => instance,
-            (adapter, None) => {
-                let name = match adapter {
-                    Adapter::Unavailable(name) => name.as_str(),
-                    _ => "this",
-                };
-                return Ok(error(
-                    StatusCode::NOT_IMPLEMENTED,
-                    &format!("the `{name}` adapter is not available yet"),
-                    "adapter_not_available",
-                ));
-            }
+        let instance = match self.instance_of(model) {
+            Ok(instance) => instance,
+            Err(message) => return self.error(StatusCode::NOT_IMPLEMENTED, &message, "adapter_not_available"),
         };
         let Some(plan) = instance.plan(protocol) else {
-            return Ok(error(
-                StatusCode::NOT_IMPLEMENTED,
-                &format!("{} is not available for the adapter of model `{alias}`", protocol.name()),
-                "adapter_not_available",
-            ));
+            let message = format!("{} is not available for the adapter of model `{alias}`", protocol.name());
+            return self.error(StatusCode::NOT_IMPLEMENTED, &message, "adapter_not_available");
         };
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = Some(alias.clone());
-        let include_usage = plan.conversion == Conversion::ChatOverMessages
-            && body.get::<Value>("stream_options").is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
+        let include_usage = plan.conversion == Conversion::ChatOverMessages && asks_for_usage(&body);
         let prepared = match Prepared::new(protocol, body, [plan]) {
             Ok(prepared) => prepared,
-            Err(err) => return Ok(error(StatusCode::BAD_REQUEST, &err.0, "invalid_request")),
+            Err(err) => return self.error(StatusCode::BAD_REQUEST, &err.0, "invalid_request"),
         };
+        // A token count has no `model` to report; every other answer reports the alias.
+        let after = if self.surface == Surface::CountTokens { Vec::new() } else { vec![Stage::Alias(alias)] };
         let before = model.reasoning_field.iter().map(|field| Stage::ReasoningField(field.clone())).collect();
-        prepare_response(ctx, &plan, include_usage, before, vec![Stage::Alias(alias)]);
+        prepare_response(ctx, &plan, include_usage, before, after);
         let body = instance.body_for(prepared.body_for(&plan), plan.target);
         let Some(upstream) = instance.request_with(req, &plan, body, &self.settings, &model.strip) else {
-            return Ok(error(
+            return self.error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the model's upstream URL is invalid",
                 "internal_error",
-            ));
+            );
         };
         ctx.target = Some(Box::new(Once { upstream: Some(upstream) }));
         Ok(Flow::Continue)
