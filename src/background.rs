@@ -50,7 +50,7 @@ impl BackgroundWork {
     /// plugins reused from the previous snapshot, and stops the rest.
     pub fn sync(&mut self, snapshot: &Snapshot) {
         let mut live = HashMap::with_capacity(self.running.len());
-        for route in snapshot.routes.values() {
+        for route in snapshot.enabled_routes() {
             for plugin in route.chain.plugins() {
                 let key = Arc::as_ptr(plugin).cast::<()>() as usize;
                 if live.contains_key(&key) {

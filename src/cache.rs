@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::reload::Mirror;
+use crate::mirror::Mirror;
 use crate::store::KeyValue;
 
 pub const FILE_NAME: &str = "etcd-cache.json";
@@ -27,6 +27,9 @@ struct CachedKv {
     value: String,
     create_revision: u64,
     mod_revision: u64,
+    /// Absent from caches written before write counts were kept.
+    #[serde(default)]
+    version: u64,
 }
 
 /// Where one node keeps its cache, and for which group.
@@ -76,6 +79,7 @@ impl MirrorCache {
                     value: Bytes::from(kv.value),
                     create_revision: kv.create_revision,
                     mod_revision: kv.mod_revision,
+                    version: kv.version,
                 };
                 (kv.key.clone(), kv)
             })
@@ -98,6 +102,7 @@ impl MirrorCache {
                     value: String::from_utf8_lossy(&kv.value).into_owned(),
                     create_revision: kv.create_revision,
                     mod_revision: kv.mod_revision,
+                    version: kv.version,
                 })
                 .collect(),
         };
@@ -130,6 +135,7 @@ mod tests {
             value: Bytes::from_static(b"{\"paths\":[\"/a\"]}"),
             create_revision: 2,
             mod_revision: revision,
+            version: 3,
         };
         Mirror { resources: [(kv.key.clone(), kv)].into_iter().collect(), revision }
     }

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// The admin key shipped in `conf/config.yaml`: accepted on loopback listeners only.
 pub const DEFAULT_ADMIN_KEY: &str = "admin-local-only-change-me";
@@ -20,6 +21,10 @@ pub struct Config {
     /// Per built-in provider: a replacement for its default host (mirrors, proxies, tests).
     pub providers: BTreeMap<String, ProviderConfig>,
     pub log: LogConfig,
+    /// On SIGTERM or SIGINT: how long in-flight requests and streams may take to finish before
+    /// they are cut (seconds in the file).
+    #[serde(deserialize_with = "seconds")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Config {
@@ -31,6 +36,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             providers: BTreeMap::new(),
             log: LogConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -39,13 +45,81 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
     pub listen: Vec<String>,
+    /// The longest a client may take to send a request head: from accepting the connection for
+    /// its first request, from the head's first byte on a kept-alive connection. Then the
+    /// connection is closed. The admin listeners use the same value.
+    #[serde(deserialize_with = "seconds")]
+    pub client_header_timeout: Duration,
+    /// The longest wait between two reads of a request body; then 408 and the connection closes.
+    #[serde(deserialize_with = "seconds")]
+    pub client_body_timeout: Duration,
+    /// How long a connection may wait idle for its next request; 0 turns keep-alive off.
+    #[serde(deserialize_with = "seconds")]
+    pub keepalive_timeout: Duration,
+    /// The largest request header field (name and value); a larger one is answered 431.
+    pub max_header_field_bytes: usize,
+    /// The largest request head (request line and every header field); a larger one is answered 431.
+    pub max_request_head_bytes: usize,
+    /// The most client connections the proxy listeners hold at once, lowered at start to what the
+    /// open file limit allows (see `crate::limits`).
+    pub max_connections: usize,
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        Self { listen: vec!["0.0.0.0:9080".into(), "0.0.0.0:3000".into()] }
+        Self {
+            listen: vec!["0.0.0.0:9080".into(), "0.0.0.0:3000".into()],
+            client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            max_header_field_bytes: 32 * 1024,
+            max_request_head_bytes: 64 * 1024,
+            max_connections: 10240,
+        }
     }
 }
+
+/// The longest duration a config key may hold, so deadlines computed from it never overflow.
+const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// Reads a duration written as a number of seconds (`60`, `0.5`), refusing negative, infinite and
+/// absurdly long values.
+fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let value = f64::deserialize(deserializer)?;
+    if !(0.0..=MAX_SECONDS).contains(&value) {
+        return Err(serde::de::Error::custom(format!(
+            "{value} is not a number of seconds between 0 and {MAX_SECONDS}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+impl ProxyConfig {
+    /// Checks the connection settings serde cannot: timeouts that must not be 0, and sizes.
+    fn validate(&self) -> Result<(), ConfigFileError> {
+        let invalid = |msg: &str| Err(ConfigFileError::Invalid(format!("proxy.{msg}")));
+        if self.client_header_timeout.is_zero() || self.client_body_timeout.is_zero() {
+            return invalid("client_header_timeout and client_body_timeout must be above 0 seconds");
+        }
+        if !(MIN_REQUEST_HEAD_BYTES..=MAX_REQUEST_HEAD_BYTES).contains(&self.max_request_head_bytes) {
+            return invalid(&format!(
+                "max_request_head_bytes must be between {MIN_REQUEST_HEAD_BYTES} and {MAX_REQUEST_HEAD_BYTES}"
+            ));
+        }
+        if self.max_header_field_bytes == 0 || self.max_header_field_bytes > self.max_request_head_bytes {
+            return invalid("max_header_field_bytes must be above 0 and at most max_request_head_bytes");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Bounds of `proxy.max_request_head_bytes`: a head must hold a request line, and the whole head
+/// is buffered in memory.
+const MIN_REQUEST_HEAD_BYTES: usize = 1024;
+const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -238,6 +312,7 @@ impl Config {
         if proxy.is_empty() {
             return invalid("proxy.listen must name at least one address".into());
         }
+        self.proxy.validate()?;
         if self.admin.keys.is_empty() || self.admin.keys.iter().any(|k| k.trim().is_empty()) {
             return invalid("admin.keys must hold at least one non-empty key".into());
         }
@@ -330,7 +405,28 @@ mod tests {
         let config = Config::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/config.yaml"))).unwrap();
         let defaults = Config::default();
         assert_eq!(format!("{:?}", config.store), format!("{:?}", defaults.store));
-        assert_eq!(config.proxy.listen, defaults.proxy.listen);
+        assert_eq!(format!("{:?}", config.proxy), format!("{:?}", defaults.proxy));
+        assert_eq!(config.shutdown_timeout, defaults.shutdown_timeout);
+    }
+
+    #[test]
+    fn connection_settings_are_read_in_seconds_and_checked() {
+        let yaml = "shutdown_timeout: 1.5\nproxy:\n  client_header_timeout: 0.25\n  keepalive_timeout: 0\n";
+        let config: Config = serde_norway::from_str(yaml).unwrap();
+        assert_eq!(config.shutdown_timeout, Duration::from_millis(1500));
+        assert_eq!(config.proxy.client_header_timeout, Duration::from_millis(250));
+        assert_eq!(config.proxy.keepalive_timeout, Duration::ZERO);
+        assert!(config.validate().is_ok());
+
+        let err = serde_norway::from_str::<Config>("proxy:\n  client_body_timeout: -1\n").unwrap_err();
+        assert!(err.to_string().contains("seconds"), "{err}");
+        assert!(serde_norway::from_str::<Config>("shutdown_timeout: .inf\n").is_err());
+        let zero: Config = serde_norway::from_str("proxy:\n  client_body_timeout: 0\n").unwrap();
+        assert!(zero.validate().unwrap_err().to_string().contains("client_body_timeout"));
+        let tiny: Config = serde_norway::from_str("proxy:\n  max_request_head_bytes: 100\n").unwrap();
+        assert!(tiny.validate().unwrap_err().to_string().contains("max_request_head_bytes"));
+        let field: Config = serde_norway::from_str("proxy:\n  max_header_field_bytes: 70000\n").unwrap();
+        assert!(field.validate().unwrap_err().to_string().contains("max_header_field_bytes"));
     }
 
     #[test]

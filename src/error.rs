@@ -13,6 +13,8 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the request body did not arrive in time (client_body_timeout)")]
+    ClientTimeout,
     #[error("no upstream is configured or available for this route")]
     NoUpstream,
     #[error("failed to connect to the upstream")]
@@ -40,6 +42,7 @@ impl ProxyError {
             ProxyError::RouteNotFound => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -54,6 +57,7 @@ impl ProxyError {
             ProxyError::RouteNotFound => "route_not_found",
             ProxyError::BadRequest(_) => "invalid_request",
             ProxyError::PayloadTooLarge(_) => "request_too_large",
+            ProxyError::ClientTimeout => "request_timeout",
             ProxyError::NoUpstream => "no_upstream_available",
             ProxyError::UpstreamConnect(_) => "upstream_connect_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",

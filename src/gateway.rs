@@ -10,7 +10,9 @@ use tokio::task::JoinSet;
 use crate::cache::MirrorCache;
 use crate::compiler::Compiler;
 use crate::config::{Config, StoreBackend};
-use crate::reload::{follow, save_cache, Mirror};
+use crate::mirror::Mirror;
+use crate::reload::{follow, save_cache};
+use crate::server::Servers;
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
 use crate::store::embedded::EmbeddedStore;
@@ -35,6 +37,7 @@ pub struct Gateway {
     pub proxy_addrs: Vec<SocketAddr>,
     pub admin_addrs: Vec<SocketAddr>,
     pub shared: Arc<Shared>,
+    servers: Servers,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -69,34 +72,42 @@ impl Gateway {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        let open_files = crate::limits::open_file_limit();
+        let caps = crate::limits::ConnectionCaps::plan(open_files, shared.config.proxy.max_connections);
+        let mut servers = Servers::new(&shared.config, caps, open_files);
         let mut proxy_addrs = Vec::new();
         for addr in proxy_listen {
             let listener = bind(addr).await?;
             proxy_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
             let shared = Arc::clone(&shared);
-            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), move |req, peer| {
-                crate::proxy::handle(Arc::clone(&shared), req, peer)
-            }));
+            servers.serve_proxy(listener, move |req, peer| crate::proxy::handle(Arc::clone(&shared), req, peer));
         }
         let mut admin_addrs = Vec::new();
         for addr in admin_listen {
             let listener = bind(addr).await?;
             admin_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
             let shared = Arc::clone(&shared);
-            tasks.spawn(crate::server::serve(listener, shutdown_rx.clone(), move |req, _peer| {
-                crate::admin::handle(Arc::clone(&shared), req)
-            }));
+            servers.serve_admin(listener, move |req, _peer| crate::admin::handle(Arc::clone(&shared), req));
         }
         tasks.spawn(follow(Arc::clone(&shared), mirror, shutdown_rx));
         tracing::info!(proxy = ?proxy_addrs, admin = ?admin_addrs, store = shared.store.backend(), "switchyard started");
-        Ok(Gateway { proxy_addrs, admin_addrs, shared, shutdown, tasks })
+        Ok(Gateway { proxy_addrs, admin_addrs, shared, servers, shutdown, tasks })
     }
 
-    /// Stops accepting, closes connections, stops reloading, and waits for all of it (the store
-    /// is closed once the last reference is gone).
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+    /// Stops gracefully: closes the listeners, lets in-flight requests finish for up to
+    /// `shutdown_timeout`, cuts the rest, stops reloading, and waits for all of it (the store is
+    /// closed once the last reference is gone).
+    pub async fn shutdown(self) {
+        self.shutdown_or_cut(std::future::pending()).await;
+    }
+
+    /// As [`Gateway::shutdown`], but `cut_now` resolving (a second signal) ends the wait for
+    /// in-flight requests at once.
+    pub async fn shutdown_or_cut(self, cut_now: impl std::future::Future<Output = ()>) {
+        let Gateway { shared, servers, shutdown, mut tasks, .. } = self;
+        servers.shut_down(shared.config.shutdown_timeout, cut_now).await;
+        let _ = shutdown.send(true);
+        while tasks.join_next().await.is_some() {}
     }
 }
 
@@ -126,5 +137,5 @@ async fn first_mirror(
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    crate::server::listen(addr).map_err(|source| StartError::Bind { addr, source })
 }

@@ -6,11 +6,12 @@
 pub mod admin;
 pub mod background;
 pub mod cache;
-pub mod catalog;
 pub mod compiler;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod limits;
+pub mod mirror;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;

@@ -27,6 +27,17 @@ fn main() -> ExitCode {
         }
     };
     let _log_writer = init_tracing(&config.log.level);
+    match switchyard::limits::raise_open_file_limit() {
+        Ok(limit) if limit.now > limit.before => {
+            tracing::info!(
+                from = limit.before,
+                to = limit.now,
+                "raised the open file limit (RLIMIT_NOFILE) to its hard limit"
+            );
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open file limit (RLIMIT_NOFILE)"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -35,6 +46,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let mut signals = match Signals::listen() {
+            Ok(signals) => signals,
+            Err(err) => {
+                eprintln!("switchyard: cannot listen for signals: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
         let gateway = match Gateway::start(config).await {
             Ok(gateway) => gateway,
             Err(err) => {
@@ -42,9 +60,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        gateway.shutdown().await;
+        signals.next().await;
+        tracing::info!("shutting down (a second SIGTERM or SIGINT cuts in-flight requests at once)");
+        gateway.shutdown_or_cut(signals.next()).await;
+        tracing::info!("stopped");
         ExitCode::SUCCESS
     })
 }
@@ -77,17 +96,40 @@ fn init_tracing(level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
+/// SIGTERM and SIGINT, listened to from start to exit, so that a second signal during the
+/// graceful shutdown is never missed (nor kills the process the default way).
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn listen() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// Waits for the next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn listen() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn next(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

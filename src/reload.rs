@@ -1,7 +1,6 @@
 //! The single writer of the live snapshot: store events → rebuild off the request path → one
 //! `ArcSwap::store`. In-flight requests finish on the snapshot they loaded.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,41 +10,14 @@ use tokio::sync::watch;
 use switchyard_sdk::UpstreamIo;
 
 use crate::background::BackgroundWork;
+use crate::mirror::Mirror;
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
-use crate::store::{ConfigStore, Event, KeyValue, StoreError, WatchMessage};
+use crate::store::WatchMessage;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts to reach an unreachable store.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
-/// The group's resources as last read from the store, and the revision they reflect.
-pub struct Mirror {
-    pub resources: BTreeMap<String, KeyValue>,
-    pub revision: u64,
-}
-
-impl Mirror {
-    /// Lists everything under `prefix`: the start of every sync.
-    pub async fn load(store: &dyn ConfigStore, prefix: &str) -> Result<Mirror, StoreError> {
-        let (items, revision) = store.list(prefix).await?;
-        Ok(Mirror { resources: items.into_iter().map(|kv| (kv.key.clone(), kv)).collect(), revision })
-    }
-
-    fn apply(&mut self, events: Vec<Event>) {
-        for event in events {
-            self.revision = self.revision.max(event.revision());
-            match event {
-                Event::Put(kv) => {
-                    self.resources.insert(kv.key.clone(), kv);
-                }
-                Event::Delete { key, .. } => {
-                    self.resources.remove(&key);
-                }
-            }
-        }
-    }
-}
 
 /// Builds and publishes a snapshot from `mirror`, reusing what did not change, starts and stops
 /// the plugins' background work to match, then refreshes the local cache (etcd) so a restart

@@ -52,8 +52,8 @@ impl Upstream {
             .map(|n| {
                 n.authority.parse::<Authority>().map_err(|_| {
                     switchyard_sdk::ConfigError::new(
-                        "upstream.nodes",
-                        format!("`{}` is not a valid host:port", n.authority),
+                        format!("upstream.nodes.{}", n.authority),
+                        "is not a valid host:port",
                     )
                 })
             })

@@ -33,6 +33,10 @@ async fn route_crud_uses_apisix_envelopes_and_status_codes() {
     assert_eq!(status, StatusCode::OK, "{patched}");
     assert_eq!(patched["value"]["name"], "renamed");
     assert_eq!(patched["value"]["paths"], json!(["/echo"]));
+    let (status, patched) = gw.admin(Method::PATCH, "/apisix/admin/routes/r1", Some(json!({"desc": null}))).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert!(patched["value"].get("desc").is_none(), "null removes a field (RFC 7396): {patched}");
+    assert_eq!(patched["value"]["name"], "renamed");
 
     let (status, posted) = gw
         .admin(

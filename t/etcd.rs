@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use switchyard::reload::{follow, Mirror};
+use switchyard::mirror::Mirror;
+use switchyard::reload::follow;
 use switchyard::snapshot::Snapshot;
 use switchyard::state::Shared;
 use switchyard::store::etcd::EtcdStore;

@@ -7,30 +7,12 @@ use switchyard::resource::api_key::sha256_hex;
 
 use crate::harness::{MockUpstream, TestGateway};
 
-/// Sends an `/admin/v1` request the way the seeds do (`Authorization: Bearer <admin key>`).
-pub async fn admin_v1(gw: &TestGateway, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = gw
-        .http
-        .request(method, format!("http://{}{path}", gw.admin))
-        .header("Authorization", format!("Bearer {}", crate::harness::gateway::ADMIN_KEY))
-        .header("Content-Type", "application/json");
-    if let Some(body) = body {
-        request = request.body(body.to_string());
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let revision = response.headers().get("x-switchyard-revision").map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
-    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null);
-    if let Some(revision) = revision {
-        gw.wait_for_revision(revision).await;
-    }
-    (status, body)
+async fn admin_v1(gw: &TestGateway, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    gw.admin_v1(method, path, body).await
 }
 
-pub async fn created(gw: &TestGateway, path: &str, body: Value) -> Value {
-    let (status, reply) = admin_v1(gw, Method::POST, path, Some(body)).await;
-    assert_eq!(status, StatusCode::OK, "{path}: {reply}");
-    reply
+async fn created(gw: &TestGateway, path: &str, body: Value) -> Value {
+    gw.create_v1(path, body).await
 }
 
 /// The seed 000 flow: a provider key, a model alias and a caller key; returns the model entry.

@@ -9,7 +9,6 @@ use switchyard::resource::api_key::sha256_hex;
 
 use crate::harness::python::run_sdk;
 use crate::harness::{MockUpstream, TestGateway};
-use crate::model_api::created;
 use crate::protocols::events as sse_events;
 
 /// Aliases `chat-ds` (openai adapter, provider deepseek), `gpt` (openai adapter, provider
@@ -25,13 +24,13 @@ async fn setup(gw: &TestGateway, mock: &MockUpstream) {
     ];
     let mut ids = Vec::new();
     for (name, provider, adapter, api_base, strip) in keys {
-        let key = created(
-            gw,
-            "/admin/v1/provider_keys",
-            json!({"display_name": name, "provider": provider,
+        let key = gw
+            .create_v1(
+                "/admin/v1/provider_keys",
+                json!({"display_name": name, "provider": provider,
             "adapter": adapter, "secret": format!("secret-{name}"), "api_base": api_base, "strip_headers": strip}),
-        )
-        .await;
+            )
+            .await;
         ids.push(key["id"].clone());
     }
     let models = [
@@ -41,16 +40,15 @@ async fn setup(gw: &TestGateway, mock: &MockUpstream) {
         ("azure", "azure", "gpt4o-deploy"),
     ];
     for ((alias, provider, upstream), key) in models.into_iter().zip(&ids) {
-        created(
-            gw,
+        gw.create_v1(
             "/admin/v1/models",
             json!({"display_name": alias, "provider": provider,
             "model_name": upstream, "provider_key_id": key}),
         )
         .await;
     }
-    created(gw, "/admin/v1/apikeys", json!({"key_hash": sha256_hex("sk-all"), "allowed_models": ["*"]})).await;
-    created(gw, "/admin/v1/apikeys", json!({"key_hash": sha256_hex("sk-chat-only"), "allowed_models": ["chat-ds"]}))
+    gw.create_v1("/admin/v1/apikeys", json!({"key_hash": sha256_hex("sk-all"), "allowed_models": ["*"]})).await;
+    gw.create_v1("/admin/v1/apikeys", json!({"key_hash": sha256_hex("sk-chat-only"), "allowed_models": ["chat-ds"]}))
         .await;
 }
 

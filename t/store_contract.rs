@@ -53,10 +53,14 @@ pub async fn contract(store: Arc<dyn ConfigStore>) {
     assert!(created.previous.is_none());
     let replaced = store.put(A, bytes("2"), None).await.unwrap();
     assert!(replaced.revision > created.revision);
+    assert_eq!((created.version, replaced.version), (1, 2), "each key counts its own writes");
     let previous = replaced.previous.expect("a replace returns the previous value");
-    assert_eq!((previous.value, previous.mod_revision), (bytes("1"), created.revision));
+    assert_eq!((previous.value, previous.mod_revision, previous.version), (bytes("1"), created.revision, 1));
     let a = store.get(A).await.unwrap().unwrap();
-    assert_eq!((a.value, a.create_revision, a.mod_revision), (bytes("2"), created.revision, replaced.revision));
+    assert_eq!(
+        (a.value, a.create_revision, a.mod_revision, a.version),
+        (bytes("2"), created.revision, replaced.revision, 2)
+    );
     assert!(store.get("/contract/g1/routes/missing").await.unwrap().is_none());
 
     // Compare-and-set: 0 means absent; any other stale revision is a conflict.
@@ -67,11 +71,13 @@ pub async fn contract(store: Arc<dyn ConfigStore>) {
     assert!(matches!(store.put("/contract/g1/routes/none", bytes("x"), Some(1)).await, Err(StoreError::Conflict)));
     let b2 = store.put(B, bytes("b2"), Some(b1.revision)).await.unwrap();
     assert_eq!(b2.previous.unwrap().mod_revision, b1.revision);
+    assert_eq!((b1.version, b2.version), (1, 2), "a refused compare-and-set does not count");
 
     // Listing by prefix: only the folder's keys, sorted, with the store revision.
     let neighbour = store.put(NEIGHBOUR, bytes("n"), None).await.unwrap();
     let (items, revision) = store.list(PREFIX).await.unwrap();
     assert_eq!(items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), [A, B]);
+    assert_eq!(items.iter().map(|kv| kv.version).collect::<Vec<_>>(), [2, 2]);
     assert_eq!(revision, neighbour.revision, "a listing reflects the store revision, other folders' writes included");
 
     // Delete: the revision of the deletion, or nothing when there was nothing.
@@ -98,9 +104,17 @@ pub async fn contract(store: Arc<dyn ConfigStore>) {
     let next = next_events(&mut later, 1).await;
     assert_eq!((key(&next[0]), next[0].revision()), (B, last.revision));
     match &next[0] {
-        Event::Put(kv) => assert_eq!((kv.value.clone(), kv.create_revision), (bytes("b3"), b1.revision)),
+        Event::Put(kv) => {
+            assert_eq!((kv.value.clone(), kv.create_revision, kv.version), (bytes("b3"), b1.revision, 3))
+        }
         Event::Delete { .. } => panic!("expected a put"),
     }
+    assert_eq!(last.version, 3);
+
+    // A deleted key created again counts from 1.
+    let again = store.put(A, bytes("again"), Some(0)).await.unwrap();
+    assert_eq!(again.version, 1);
+    assert_eq!(store.get(A).await.unwrap().unwrap().version, 1);
 }
 
 #[tokio::test]

@@ -5,10 +5,8 @@ use std::sync::atomic::Ordering;
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{secrets, AdminError, AdminReply, AdminResult, Query};
-use crate::resource::route::RouteSpec;
+use super::{check, secrets, AdminError, AdminReply, AdminResult, Query};
 use crate::resource::{group_prefix, resource_key, unix_now, valid_id, Kind};
-use crate::snapshot::{compile_route, compile_service, ServiceEntry};
 use crate::state::Shared;
 use crate::store::KeyValue;
 
@@ -41,6 +39,9 @@ pub async fn resource(
 ) -> AdminResult {
     let kind = Kind::parse(kind)
         .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, format!("unknown resource `{kind}`")))?;
+    if kind.is_model_api() {
+        return Err(AdminError::new(StatusCode::NOT_FOUND, "use /admin/v1 for model API resources"));
+    }
     let group = query.group();
     if group.contains('/') {
         return Err(AdminError::bad_request("invalid gateway_group_id"));
@@ -88,7 +89,7 @@ impl Api<'_> {
                 format!("stored {} `{id}` is not JSON", self.kind.as_str()),
             )
         })?;
-        secrets::mask(&mut value);
+        secrets::mask(self.kind, &mut value, &self.shared.compiler.registry);
         Ok(json!({
             "key": format!("/apisix/{}/{id}", self.kind.as_str()),
             "value": value,
@@ -145,7 +146,8 @@ impl Api<'_> {
         value.insert("create_time".into(), create_time.into());
         value.insert("update_time".into(), now.into());
         let mut value = Value::Object(value);
-        secrets::restore(&mut value, stored.as_ref()).map_err(AdminError::bad_request)?;
+        secrets::restore(self.kind, &mut value, stored.as_ref(), &self.shared.compiler.registry)
+            .map_err(AdminError::bad_request)?;
         self.validate(&id, &value).await?;
         let bytes = bytes::Bytes::from(value.to_string());
         // Compare-and-set against what was read: a concurrent write makes this one a 409, never a
@@ -158,6 +160,7 @@ impl Api<'_> {
             value: bytes,
             create_revision: put.previous.map_or(put.revision, |p| p.create_revision),
             mod_revision: put.revision,
+            version: put.version,
         };
         Ok(AdminReply {
             status: if created { StatusCode::CREATED } else { StatusCode::OK },
@@ -166,36 +169,9 @@ impl Api<'_> {
         })
     }
 
-    /// The same checks reload makes, so what the admin API accepts always goes live.
+    /// The same compile reload runs, so what the admin API accepts always goes live.
     async fn validate(&self, id: &str, value: &Value) -> Result<(), AdminError> {
-        let invalid =
-            |err: switchyard_sdk::ConfigError| AdminError::bad_request(format!("invalid configuration: {err}"));
-        let compiler = &self.shared.compiler;
-        match self.kind {
-            Kind::Services => {
-                compile_service(value.to_string().as_bytes(), compiler).map_err(invalid)?;
-            }
-            Kind::ProviderKeys | Kind::Models | Kind::ApiKeys => {
-                return Err(AdminError::new(StatusCode::NOT_FOUND, "use /admin/v1 for model API resources"))
-            }
-            Kind::Routes => {
-                let (spec, upstream) = RouteSpec::parse(value).map_err(invalid)?;
-                let service = match &spec.service_id {
-                    Some(service_id) => {
-                        let key = resource_key(&self.shared.store_root, self.group, Kind::Services, service_id);
-                        let kv = self.shared.store.get(&key).await?.ok_or_else(|| {
-                            AdminError::bad_request(format!(
-                                "failed to fetch service info by service id [{service_id}], response code: 404"
-                            ))
-                        })?;
-                        let (spec, upstream) = compile_service(&kv.value, compiler).map_err(invalid)?;
-                        Some(ServiceEntry { spec, upstream, revision: kv.mod_revision })
-                    }
-                    None => None,
-                };
-                compile_route(id, &spec, upstream.as_ref(), service.as_ref(), compiler).map_err(invalid)?;
-            }
-        }
+        check::compile(self.shared, self.group, self.kind, id, value).await?;
         Ok(())
     }
 
@@ -208,7 +184,7 @@ impl Api<'_> {
         let kv = self.shared.store.get(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
         let mut value: Value = serde_json::from_slice(&kv.value)
             .map_err(|_| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored resource is not JSON"))?;
-        merge_patch(&mut value, &Value::Object(patch));
+        json_patch::merge(&mut value, &Value::Object(patch));
         let Value::Object(value) = value else {
             return Err(AdminError::bad_request("the patched resource is not an object"));
         };
@@ -286,36 +262,9 @@ fn resolve_id(path_id: Option<&str>, body: &Map<String, Value>) -> Result<String
     }
 }
 
-/// RFC 7396: objects merge recursively, `null` removes, anything else replaces.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(target) = target {
-        for (key, value) in patch {
-            if value.is_null() {
-                target.remove(key);
-            } else {
-                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut target = json!({"a": 1, "b": {"c": 2, "d": 3}});
-        merge_patch(&mut target, &json!({"a": null, "b": {"c": 5}, "e": [1]}));
-        assert_eq!(target, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
-    }
 
     #[test]
     fn ids_from_path_and_body_must_agree() {

@@ -1,6 +1,7 @@
 //! The admin listener: key check, then the APISIX resource API under `/apisix/admin`.
 
 mod apisix;
+mod check;
 mod models;
 mod query;
 mod secrets;
@@ -10,8 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::StatusCode;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use subtle::ConstantTimeEq;
 
 use crate::error::json_response;
 use crate::proxy::ResponseBody;
@@ -79,7 +80,7 @@ pub async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> hyper
     let result = if !authorized(&shared, &head.headers) {
         Err(AdminError::new(StatusCode::UNAUTHORIZED, "failed to check token"))
     } else {
-        match read_admin_body(body).await {
+        match read_admin_body(&head.headers, body, shared.config.proxy.client_body_timeout).await {
             Ok(body) => dispatch(&shared, &head, body).await,
             Err(err) => Err(err),
         }
@@ -129,24 +130,35 @@ fn authorized(shared: &Shared, headers: &http::HeaderMap) -> bool {
         })
         .map(str::trim);
     let Some(presented) = presented else { return false };
-    shared.config.admin.keys.iter().fold(false, |ok, key| ok | constant_time_eq(key.as_bytes(), presented.as_bytes()))
+    // Every configured key is compared, each in constant time: no early exit tells which matched.
+    let matched = shared
+        .config
+        .admin
+        .keys
+        .iter()
+        .fold(subtle::Choice::from(0), |ok, key| ok | key.as_bytes().ct_eq(presented.as_bytes()));
+    matched.into()
 }
 
-/// Compares without an early exit on the first differing byte.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Reads an admin body whole: a `Content-Length` over the limit is refused before it is read, and
+/// a client that stops sending for `between_reads` gets a 408.
+async fn read_admin_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    between_reads: std::time::Duration,
+) -> Result<Bytes, AdminError> {
+    use crate::server::BodyReadError;
+    let too_large = || {
+        AdminError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_ADMIN_BODY} bytes"))
+    };
+    if crate::server::declares_more_than(headers, MAX_ADMIN_BODY) {
+        return Err(too_large());
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn read_admin_body(body: Incoming) -> Result<Bytes, AdminError> {
-    match Limited::new(body, MAX_ADMIN_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(AdminError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than {MAX_ADMIN_BODY} bytes"),
-        )),
-        Err(_) => Err(AdminError::bad_request("failed to read the request body")),
-    }
+    crate::server::read_whole(body, MAX_ADMIN_BODY, between_reads).await.map_err(|err| match err {
+        BodyReadError::TooLarge => too_large(),
+        BodyReadError::TimedOut => {
+            AdminError::new(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time")
+        }
+        BodyReadError::Broken => AdminError::bad_request("failed to read the request body"),
+    })
 }

@@ -1,17 +1,17 @@
 //! The AISIX model API resources under `/admin/v1`: `provider_keys`, `models`, `apikeys`.
-//! Entries are `{"id","value","revision"}`; secrets come back as `"***"` in every response.
+//! Each is stored as its resource JSON at `<prefix>/<group>/<kind>/<id>`, like a route, and shown
+//! as `{"id","value","revision"}`, where `revision` is the key's own write count. Secrets come
+//! back as `"***"` in every response.
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{AdminError, AdminReply, AdminResult, Query};
-use crate::catalog::StoredEntry;
-use crate::resource::api_key::{sha256_hex, ApiKeySpec};
-use crate::resource::model::ModelSpec;
-use crate::resource::provider_key::ProviderKeySpec;
-use crate::resource::{group_prefix, resource_key, Kind};
+use super::{check, secrets, AdminError, AdminReply, AdminResult, Query};
+use crate::compiler::Compiled;
+use crate::resource::api_key::sha256_hex;
+use crate::resource::{group_prefix, resource_key, stored_json, Kind};
 use crate::state::Shared;
-use crate::store::{KeyValue, StoreError};
+use crate::store::{KeyValue, PutResult, StoreError};
 
 /// Everything under `/admin/v1/{provider_keys,models,apikeys}[/{id}[/rotate]]`.
 pub async fn resource(
@@ -41,13 +41,19 @@ pub async fn resource(
     match (method, id, action) {
         (&Method::GET, None, None) => api.list().await,
         (&Method::POST, None, None) => api.create(&body).await,
-        (&Method::GET, Some(id), None) => Ok(AdminReply::ok(api.shown(&api.entry(id).await?.1)?)),
+        (&Method::GET, Some(id), None) => {
+            let (kv, value) = api.entry(id).await?;
+            Ok(AdminReply::ok(api.shown(id, &value, kv.version)))
+        }
         (&Method::PUT, Some(id), None) => api.replace(id, &body).await,
         (&Method::DELETE, Some(id), None) => api.delete(id).await,
         (&Method::POST, Some(id), Some("rotate")) if kind == Kind::ApiKeys => api.rotate(id).await,
         _ => Err(AdminError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here"))),
     }
 }
+
+/// A stored entry: its id, store record and resource JSON.
+type Stored = (String, KeyValue, Value);
 
 struct Api<'a> {
     shared: &'a Shared,
@@ -61,98 +67,84 @@ impl Api<'_> {
     }
 
     fn noun(&self) -> &'static str {
-        match self.kind {
-            Kind::ProviderKeys => "provider key",
-            Kind::Models => "model",
-            _ => "API key",
-        }
+        check::noun(self.kind)
     }
 
-    async fn all(&self, kind: Kind) -> Result<Vec<StoredEntry>, AdminError> {
+    /// Every stored entry of `kind` in the group; records that are not JSON are left out (reload
+    /// lists them in `status.rejected`).
+    async fn all(&self, kind: Kind) -> Result<Vec<Stored>, AdminError> {
         let prefix = format!("{}{}/", group_prefix(&self.shared.store_root, self.group), kind.as_str());
         let (items, _) = self.shared.store.list(&prefix).await?;
-        Ok(items.iter().filter_map(|kv| StoredEntry::parse(kv).ok()).collect())
+        Ok(items
+            .into_iter()
+            .filter_map(|kv| {
+                let value = stored_json(kind, &kv.value).ok()?;
+                Some((kv.key.rsplit('/').next().unwrap_or_default().to_string(), kv, value))
+            })
+            .collect())
     }
 
-    /// The stored entry and its store record; 404 when absent.
-    async fn entry(&self, id: &str) -> Result<(KeyValue, StoredEntry), AdminError> {
+    /// The stored entry and its resource JSON; 404 when absent.
+    async fn entry(&self, id: &str) -> Result<(KeyValue, Value), AdminError> {
         let kv = self
             .shared
             .store
             .get(&self.key(id))
             .await?
             .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, format!("{} `{id}` not found", self.noun())))?;
-        let entry =
-            StoredEntry::parse(&kv).map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        Ok((kv, entry))
+        let value = stored_json(self.kind, &kv.value)
+            .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("stored {}: {e}", self.noun())))?;
+        Ok((kv, value))
     }
 
-    /// An entry as responses show it: the secret masked.
-    fn shown(&self, entry: &StoredEntry) -> Result<Value, AdminError> {
-        let value = match self.kind {
-            Kind::ProviderKeys => ProviderKeySpec::parse(&entry.value).map(|spec| spec.masked()).unwrap_or_else(|_| {
-                let mut value = entry.value.clone();
-                value["secret"] = json!(crate::resource::provider_key::MASK);
-                value
-            }),
-            _ => entry.value.clone(),
-        };
-        Ok(json!({"id": entry.id, "value": value, "revision": entry.revision}))
+    /// An entry as responses show it: secrets masked, `revision` the key's write count.
+    fn shown(&self, id: &str, value: &Value, revision: u64) -> Value {
+        let mut value = value.clone();
+        secrets::mask(self.kind, &mut value, &self.shared.compiler.registry);
+        json!({"id": id, "value": value, "revision": revision})
+    }
+
+    /// Puts stored secrets back where `value` says `"***"`; a 400 when nothing is stored there.
+    fn restore(&self, value: &mut Value, stored: Option<&Value>) -> Result<(), AdminError> {
+        secrets::restore(self.kind, value, stored, &self.shared.compiler.registry).map_err(AdminError::bad_request)
     }
 
     async fn list(&self) -> AdminResult {
         let entries = self.all(self.kind).await?;
-        let shown = entries.iter().map(|e| self.shown(e)).collect::<Result<Vec<_>, _>>()?;
+        let shown = entries.iter().map(|(id, kv, value)| self.shown(id, value, kv.version)).collect();
         Ok(AdminReply::ok(Value::Array(shown)))
     }
 
-    /// Checks and normalises a submitted value: the stored form (secret included).
-    async fn validate(&self, id: &str, body: &[u8]) -> Result<Value, AdminError> {
-        let value = parse_object(body)?;
-        let invalid =
-            |err: switchyard_sdk::ConfigError| AdminError::bad_request(format!("invalid {}: {err}", self.noun()));
-        let (normalised, unique_field, unique_value) = match self.kind {
-            Kind::ProviderKeys => {
-                let spec = ProviderKeySpec::parse(&value).map_err(invalid)?;
-                let name = spec.display_name.clone();
-                (serde_json::to_value(spec).unwrap_or(Value::Null), "display_name", name)
-            }
-            Kind::Models => {
-                let spec = ModelSpec::parse(&value).map_err(invalid)?;
-                let key = resource_key(&self.shared.store_root, self.group, Kind::ProviderKeys, &spec.provider_key_id);
-                if self.shared.store.get(&key).await?.is_none() {
-                    return Err(AdminError::bad_request(format!(
-                        "invalid model: provider_key_id: provider key `{}` does not exist",
-                        spec.provider_key_id
-                    )));
-                }
-                let name = spec.display_name.clone();
-                (serde_json::to_value(spec).unwrap_or(Value::Null), "display_name", name)
-            }
-            _ => {
-                let spec = ApiKeySpec::parse(&value).map_err(invalid)?;
-                let hash = spec.key_hash.clone();
-                (serde_json::to_value(spec).unwrap_or(Value::Null), "key_hash", hash)
+    /// Compiles a submitted value as reload will, and checks that its name (or key hash) is not
+    /// another entry's. The result is what is stored: the normalised resource, secret included.
+    async fn checked(&self, id: &str, value: &Value) -> Result<Value, AdminError> {
+        let compiled = check::compile(self.shared, self.group, self.kind, id, value).await?;
+        let (stored, unique_field, unique_value) = match &compiled {
+            Compiled::ProviderKey(key) => (serde_json::to_value(&key.spec), "display_name", &key.spec.display_name),
+            Compiled::Model(model) => (serde_json::to_value(&model.spec), "display_name", &model.spec.display_name),
+            Compiled::ApiKey(key) => (serde_json::to_value(&key.spec), "key_hash", &key.spec.key_hash),
+            Compiled::Route(_) | Compiled::Service(_) => {
+                return Err(AdminError::new(StatusCode::NOT_FOUND, "use /apisix/admin for routes and services"))
             }
         };
-        let clash =
-            self.all(self.kind).await?.into_iter().find(|e| {
-                e.id != id && e.value.get(unique_field).and_then(Value::as_str) == Some(unique_value.as_str())
-            });
-        if let Some(other) = clash {
+        let stored = stored.map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let clash = self.all(self.kind).await?.into_iter().find(|(other, _, value)| {
+            other != id && value.get(unique_field).and_then(Value::as_str) == Some(unique_value.as_str())
+        });
+        if let Some((other, _, _)) = clash {
             return Err(AdminError::new(
                 StatusCode::CONFLICT,
-                format!("{unique_field} is already used by {} `{}`", self.noun(), other.id),
+                format!("{unique_field} is already used by {} `{other}`", self.noun()),
             ));
         }
-        Ok(normalised)
+        Ok(stored)
     }
 
     /// Writes an entry: only if the key is absent (`expect` 0) or still at `expect`.
-    async fn store(&self, entry: &StoredEntry, expect: u64) -> Result<u64, AdminError> {
-        let bytes = bytes::Bytes::from(serde_json::to_vec(entry).unwrap_or_default());
-        match self.shared.store.put(&self.key(&entry.id), bytes, Some(expect)).await {
-            Ok(put) => Ok(put.revision),
+    async fn write(&self, id: &str, value: &Value, expect: u64) -> Result<PutResult, AdminError> {
+        let bytes = bytes::Bytes::from(value.to_string());
+        match self.shared.store.put(&self.key(id), bytes, Some(expect)).await {
+            Ok(put) => Ok(put),
             Err(StoreError::Conflict) => {
                 Err(AdminError::new(StatusCode::CONFLICT, format!("the {} changed meanwhile: retry", self.noun())))
             }
@@ -161,19 +153,29 @@ impl Api<'_> {
     }
 
     async fn create(&self, body: &[u8]) -> AdminResult {
-        let id = uuid_v4();
-        let value = self.validate(&id, body).await?;
-        let entry = StoredEntry { id, value, revision: 1 };
-        let revision = self.store(&entry, 0).await?;
-        Ok(AdminReply { status: StatusCode::OK, body: self.shown(&entry)?, revision: Some(revision) })
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut value = parse_object(body)?;
+        self.restore(&mut value, None)?;
+        let stored = self.checked(&id, &value).await?;
+        let put = self.write(&id, &stored, 0).await?;
+        Ok(AdminReply {
+            status: StatusCode::OK,
+            body: self.shown(&id, &stored, put.version),
+            revision: Some(put.revision),
+        })
     }
 
     async fn replace(&self, id: &str, body: &[u8]) -> AdminResult {
         let (kv, old) = self.entry(id).await?;
-        let value = self.validate(id, body).await?;
-        let entry = StoredEntry { id: id.to_string(), value, revision: old.revision + 1 };
-        let revision = self.store(&entry, kv.mod_revision).await?;
-        Ok(AdminReply { status: StatusCode::OK, body: self.shown(&entry)?, revision: Some(revision) })
+        let mut value = parse_object(body)?;
+        self.restore(&mut value, Some(&old))?;
+        let stored = self.checked(id, &value).await?;
+        let put = self.write(id, &stored, kv.mod_revision).await?;
+        Ok(AdminReply {
+            status: StatusCode::OK,
+            body: self.shown(id, &stored, put.version),
+            revision: Some(put.revision),
+        })
     }
 
     async fn delete(&self, id: &str) -> AdminResult {
@@ -183,8 +185,8 @@ impl Api<'_> {
                 .all(Kind::Models)
                 .await?
                 .into_iter()
-                .filter(|m| m.value.get("provider_key_id").and_then(Value::as_str) == Some(id))
-                .map(|m| m.id)
+                .filter(|(_, _, model)| model.get("provider_key_id").and_then(Value::as_str) == Some(id))
+                .map(|(model, _, _)| model)
                 .collect();
             if !users.is_empty() {
                 return Err(AdminError::new(
@@ -207,15 +209,14 @@ impl Api<'_> {
 
     /// A new random caller key: only its hash is stored; the plaintext is returned this once.
     async fn rotate(&self, id: &str) -> AdminResult {
-        let (kv, old) = self.entry(id).await?;
+        let (kv, mut value) = self.entry(id).await?;
         let plaintext = format!("sk-{}", random_hex(24));
-        let mut value = old.value.clone();
         value["key_hash"] = Value::String(sha256_hex(&plaintext));
-        let entry = StoredEntry { id: id.to_string(), value, revision: old.revision + 1 };
-        let revision = self.store(&entry, kv.mod_revision).await?;
-        let mut body = self.shown(&entry)?;
+        let stored = self.checked(id, &value).await?;
+        let put = self.write(id, &stored, kv.mod_revision).await?;
+        let mut body = self.shown(id, &stored, put.version);
         body["key"] = Value::String(plaintext);
-        Ok(AdminReply { status: StatusCode::OK, body, revision: Some(revision) })
+        Ok(AdminReply { status: StatusCode::OK, body, revision: Some(put.revision) })
     }
 }
 
@@ -230,26 +231,4 @@ fn parse_object(body: &[u8]) -> Result<Value, AdminError> {
 
 fn random_hex(bytes: usize) -> String {
     (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
-}
-
-/// A random (version 4) UUID.
-fn uuid_v4() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uuids_are_version_4() {
-        let id = uuid_v4();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
-        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
-    }
 }

@@ -1,85 +1,149 @@
-//! Secrets inside route and service configs (the provider keys in AI plugins' `auth.header` and
-//! `auth.query`): masked in every admin response, and restored from the stored config when a
-//! client sends a masked value back (a GET → edit → PUT round trip keeps the real key).
+//! Secrets in stored resources, one mechanism for all of them: masked as `"***"` in every admin
+//! response, and restored from the stored resource when a client sends `"***"` back, so a
+//! GET → edit → PUT round trip keeps the real value; `"***"` where nothing is stored is refused.
+//!
+//! A field is a secret because a pattern names it ([`fields`]): a provider key's `secret`, and
+//! in `plugins` whatever each plugin factory declares (`PluginFactory::secret_fields`), such as
+//! the AI plugins' `auth.header.*` and `auth.query.*`. A new secret field is one more pattern.
 
 use serde_json::Value;
+use switchyard_sdk::Registry;
 
-use crate::resource::provider_key::MASK;
+use crate::resource::Kind;
 
-/// Replaces every `auth.header.*` / `auth.query.*` string under `plugins` with `"***"`.
-pub fn mask(resource: &mut Value) {
-    if let Some(plugins) = resource.get_mut("plugins") {
-        visit_auth(plugins, &mut |value: &mut Value| *value = Value::String(MASK.into()));
+/// What every admin response shows instead of a secret.
+pub const MASK: &str = "***";
+
+/// A provider key's secret fields.
+const PROVIDER_KEY_FIELDS: &[&str] = &["secret"];
+
+/// One step of a secret field pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step<'p> {
+    Key(&'p str),
+    /// `*`: every key of an object.
+    AnyKey,
+    /// `[]`: every element of an array.
+    AnyIndex,
+}
+
+/// `instances[].auth.header.*` → `instances`, `[]`, `auth`, `header`, `*`.
+fn steps(pattern: &str) -> Vec<Step<'_>> {
+    let mut out = Vec::new();
+    for part in pattern.split('.') {
+        let (name, arrays) = match part.find("[]") {
+            Some(at) => (&part[..at], part[at..].matches("[]").count()),
+            None => (part, 0),
+        };
+        match name {
+            "" => {}
+            "*" => out.push(Step::AnyKey),
+            name => out.push(Step::Key(name)),
+        }
+        out.extend(std::iter::repeat_n(Step::AnyIndex, arrays));
+    }
+    out
+}
+
+/// The secret field patterns of a resource of `kind`, from the resource root. A plugin this node
+/// does not know is masked whole: which of its fields are secrets cannot be told.
+pub fn fields(kind: Kind, resource: &Value, registry: &Registry) -> Vec<String> {
+    match kind {
+        Kind::ProviderKeys => PROVIDER_KEY_FIELDS.iter().map(|f| f.to_string()).collect(),
+        Kind::Models | Kind::ApiKeys => Vec::new(),
+        Kind::Routes | Kind::Services => {
+            let Some(Value::Object(plugins)) = resource.get("plugins") else { return Vec::new() };
+            plugins
+                .keys()
+                .flat_map(|name| match registry.get(name) {
+                    Some(factory) => {
+                        factory.secret_fields().into_iter().map(|field| format!("plugins.{name}.{field}")).collect()
+                    }
+                    None => vec![format!("plugins.{name}")],
+                })
+                .collect()
+        }
     }
 }
 
-/// Puts the stored secret back wherever `submitted` carries `"***"`; `Err` names the first masked
-/// value that has nothing stored to restore from.
-pub fn restore(submitted: &mut Value, stored: Option<&Value>) -> Result<(), String> {
-    let Some(plugins) = submitted.get_mut("plugins") else { return Ok(()) };
-    restore_in(plugins, stored.and_then(|s| s.get("plugins")), "plugins")
+/// Replaces every secret of `resource` with `"***"`. A value found where a secret field's
+/// pattern expects an object or an array to look into (a secret pasted one level too high) is
+/// masked whole.
+pub fn mask(kind: Kind, resource: &mut Value, registry: &Registry) {
+    for field in fields(kind, resource, registry) {
+        mask_at(resource, &steps(&field));
+    }
 }
 
-fn visit_auth(value: &mut Value, apply: &mut impl FnMut(&mut Value)) {
-    match value {
-        Value::Object(map) => {
-            for (key, child) in map.iter_mut() {
-                if key == "auth" {
-                    for part in ["header", "query"] {
-                        if let Some(Value::Object(entries)) = child.get_mut(part) {
-                            entries.values_mut().filter(|v| v.is_string()).for_each(&mut *apply);
-                        }
-                    }
-                } else {
-                    visit_auth(child, apply);
-                }
+fn mask_at(value: &mut Value, steps: &[Step<'_>]) {
+    let Some((step, rest)) = steps.split_first() else {
+        if !value.is_null() {
+            *value = Value::String(MASK.into());
+        }
+        return;
+    };
+    match (step, value) {
+        (_, Value::Null) => {}
+        (Step::Key(key), Value::Object(map)) => {
+            if let Some(child) = map.get_mut(*key) {
+                mask_at(child, rest);
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|item| visit_auth(item, apply)),
-        _ => {}
+        (Step::AnyKey, Value::Object(map)) => map.values_mut().for_each(|child| mask_at(child, rest)),
+        (Step::AnyIndex, Value::Array(items)) => items.iter_mut().for_each(|item| mask_at(item, rest)),
+        (_, misplaced) => *misplaced = Value::String(MASK.into()),
     }
 }
 
-fn restore_in(value: &mut Value, stored: Option<&Value>, path: &str) -> Result<(), String> {
-    match value {
-        Value::Object(map) => {
-            for (key, child) in map.iter_mut() {
-                let here = format!("{path}.{key}");
-                let old = stored.and_then(|s| s.get(key));
-                if key == "auth" {
-                    for part in ["header", "query"] {
-                        let Some(Value::Object(entries)) = child.get_mut(part) else { continue };
-                        for (name, secret) in entries.iter_mut() {
-                            if secret.as_str() != Some(MASK) {
-                                continue;
-                            }
-                            match old.and_then(|o| o.get(part)).and_then(|p| p.get(name)) {
-                                Some(real) => *secret = real.clone(),
-                                None => {
-                                    return Err(format!(
-                                        "{here}.{part}.{name}: \"***\" stands for a stored secret, and none is stored \
-                                         here: send the real value"
-                                    ))
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    restore_in(child, old, &here)?;
+/// Puts the stored secret back wherever `submitted` carries `"***"` in a secret field (array
+/// elements with a `name` are matched by name, so reordering instances keeps their secrets).
+/// `Err` names the first `"***"` with nothing stored to restore from.
+pub fn restore(kind: Kind, submitted: &mut Value, stored: Option<&Value>, registry: &Registry) -> Result<(), String> {
+    for field in fields(kind, submitted, registry) {
+        restore_at(submitted, stored, &steps(&field), String::new())?;
+    }
+    Ok(())
+}
+
+fn restore_at(value: &mut Value, stored: Option<&Value>, steps: &[Step<'_>], path: String) -> Result<(), String> {
+    let stored = stored.filter(|s| !s.is_null());
+    if value.as_str() == Some(MASK) {
+        // A leaf, or a value masked whole (stored where a container was expected).
+        if steps.is_empty() || stored.is_none_or(|s| !s.is_object() && !s.is_array()) {
+            return match stored {
+                Some(real) => {
+                    *value = real.clone();
+                    Ok(())
                 }
+                None => Err(format!(
+                    "{path}: \"***\" stands for a stored secret, and none is stored here: send the real value"
+                )),
+            };
+        }
+    }
+    let Some((step, rest)) = steps.split_first() else { return Ok(()) };
+    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    match (step, value) {
+        (Step::Key(key), Value::Object(map)) => match map.get_mut(*key) {
+            Some(child) => restore_at(child, stored.and_then(|s| s.get(*key)), rest, join(key)),
+            None => Ok(()),
+        },
+        (Step::AnyKey, Value::Object(map)) => {
+            for (key, child) in map.iter_mut() {
+                restore_at(child, stored.and_then(|s| s.get(key)), rest, join(key))?;
             }
             Ok(())
         }
-        Value::Array(items) => {
+        (Step::AnyIndex, Value::Array(items)) => {
+            let olds = stored.and_then(Value::as_array);
             for (i, item) in items.iter_mut().enumerate() {
-                // Instances are matched by name when they have one, so reordering keeps secrets.
                 let old = match item.get("name").and_then(Value::as_str) {
-                    Some(name) => stored
-                        .and_then(Value::as_array)
-                        .and_then(|olds| olds.iter().find(|o| o.get("name").and_then(Value::as_str) == Some(name))),
-                    None => stored.and_then(|s| s.get(i)),
+                    Some(name) => {
+                        olds.and_then(|olds| olds.iter().find(|o| o.get("name").and_then(Value::as_str) == Some(name)))
+                    }
+                    None => olds.and_then(|olds| olds.get(i)),
                 };
-                restore_in(item, old, &format!("{path}[{i}]"))?;
+                restore_at(item, old, rest, format!("{path}[{i}]"))?;
             }
             Ok(())
         }
@@ -91,6 +155,11 @@ fn restore_in(value: &mut Value, stored: Option<&Value>, path: &str) -> Result<(
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn registry() -> Registry {
+        switchyard_builtin::registry(&BTreeMap::new())
+    }
 
     fn route(key: &str) -> Value {
         json!({"plugins": {
@@ -98,33 +167,69 @@ mod tests {
             "ai-proxy-multi": {"instances": [
                 {"name": "a", "auth": {"header": {"x": format!("{key}-a")}}},
                 {"name": "b", "auth": {"header": {"x": format!("{key}-b")}}}
-            ]}
+            ]},
+            "proxy-buffering": {"disable_proxy_buffering": true}
         }})
     }
 
     #[test]
-    fn masks_every_auth_value() {
+    fn patterns_split_into_steps() {
+        assert_eq!(
+            steps("instances[].auth.header.*"),
+            [Step::Key("instances"), Step::AnyIndex, Step::Key("auth"), Step::Key("header"), Step::AnyKey]
+        );
+        assert_eq!(steps("secret"), [Step::Key("secret")]);
+    }
+
+    #[test]
+    fn masks_every_declared_secret_and_nothing_else() {
         let mut value = route("sk-real");
-        mask(&mut value);
+        mask(Kind::Routes, &mut value, &registry());
         assert!(!value.to_string().contains("sk-real"), "{value}");
         assert_eq!(value["plugins"]["ai-proxy"]["provider"], "openai");
+        assert_eq!(value["plugins"]["proxy-buffering"]["disable_proxy_buffering"], true);
+        let mut key = json!({"display_name": "k", "secret": "sk-real"});
+        mask(Kind::ProviderKeys, &mut key, &registry());
+        assert_eq!(key, json!({"display_name": "k", "secret": "***"}));
+    }
+
+    #[test]
+    fn misplaced_secrets_and_unknown_plugins_are_masked_whole() {
+        let mut value = json!({"plugins": {"ai-proxy": {"auth": "sk-real"}, "ai-proxy-multi": {"instances": [
+            {"name": "a", "auth": {"header": "sk-real"}}]}, "not-a-plugin": {"password": "sk-real"}}});
+        mask(Kind::Routes, &mut value, &registry());
+        assert!(!value.to_string().contains("sk-real"), "{value}");
+        assert_eq!(value["plugins"]["ai-proxy"]["auth"], "***");
+        assert_eq!(value["plugins"]["not-a-plugin"], "***");
     }
 
     #[test]
     fn masked_values_are_restored_by_path_and_instance_name() {
+        let registry = registry();
         let stored = route("sk-real");
         let mut submitted = route("sk-real");
-        mask(&mut submitted);
+        mask(Kind::Routes, &mut submitted, &registry);
         submitted["plugins"]["ai-proxy-multi"]["instances"].as_array_mut().unwrap().reverse();
-        restore(&mut submitted, Some(&stored)).unwrap();
+        restore(Kind::Routes, &mut submitted, Some(&stored), &registry).unwrap();
         assert_eq!(submitted["plugins"]["ai-proxy"]["auth"]["header"]["Authorization"], "sk-real");
         assert_eq!(submitted["plugins"]["ai-proxy-multi"]["instances"][0]["auth"]["header"]["x"], "sk-real-b");
+        let stored = json!({"secret": "sk-real", "display_name": "a"});
+        let mut submitted = json!({"secret": "***", "display_name": "b"});
+        restore(Kind::ProviderKeys, &mut submitted, Some(&stored), &registry).unwrap();
+        assert_eq!(submitted["secret"], "sk-real");
     }
 
     #[test]
     fn a_mask_with_nothing_stored_is_refused() {
+        let registry = registry();
         let mut submitted = route("***");
-        let err = restore(&mut submitted, None).unwrap_err();
+        let err = restore(Kind::Routes, &mut submitted, None, &registry).unwrap_err();
         assert!(err.starts_with("plugins.ai-proxy.auth.header.Authorization"), "{err}");
+        let mut submitted = json!({"secret": "***"});
+        let err = restore(Kind::ProviderKeys, &mut submitted, None, &registry).unwrap_err();
+        assert!(err.starts_with("secret: "), "{err}");
+        let mut submitted = json!({"secret": "***"});
+        let stored = json!({"display_name": "no secret stored"});
+        assert!(restore(Kind::ProviderKeys, &mut submitted, Some(&stored), &registry).is_err());
     }
 }

@@ -29,6 +29,15 @@ impl ResponseBody {
     pub fn full(bytes: Bytes) -> Self {
         ResponseBody::Full(Some(bytes))
     }
+
+    /// Runs in place of `poll_frame` once shutdown cut the connection: a relayed body ends now
+    /// (an event stream with its SSE error event); a whole body is sent as it is.
+    pub fn poll_shut_down(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            ResponseBody::Relay(relay) if !relay.done => relay.cut(Cut::Shutdown),
+            body => Pin::new(body).poll_frame(cx),
+        }
+    }
 }
 
 impl Body for ResponseBody {
@@ -76,6 +85,7 @@ enum Cut {
     TooLong,
     TooLarge,
     Broken,
+    Shutdown,
 }
 
 impl Cut {
@@ -85,6 +95,15 @@ impl Cut {
             Cut::TooLong => "the response exceeded the maximum stream duration",
             Cut::TooLarge => "the response exceeded the maximum response size",
             Cut::Broken => "the upstream connection broke before the response was complete",
+            Cut::Shutdown => "cut by shutdown: the gateway stopped before the response was complete",
+        }
+    }
+
+    /// The SSE error event's `code`.
+    fn code(self) -> &'static str {
+        match self {
+            Cut::Shutdown => "gateway_shutdown",
+            _ => "upstream_stream_error",
         }
     }
 }
@@ -185,10 +204,11 @@ impl RelayBody {
     fn cut(&mut self, cut: Cut) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
         self.outcome.aborted = true;
+        self.outcome.reason = Some(cut.code());
         self.outcome.error = Some(cut.message().into());
         self.finish();
         if self.sse.is_some() {
-            let error = stream_error_event(self.ctx.error_style, cut.message(), "upstream_stream_error");
+            let error = stream_error_event(self.ctx.error_style, cut.message(), cut.code());
             return Poll::Ready(Some(Ok(Frame::data(self.with_held(error)))));
         }
         Poll::Ready(Some(Err(cut.message().into())))
@@ -279,9 +299,15 @@ impl Body for RelayBody {
 impl Drop for RelayBody {
     fn drop(&mut self) {
         if !self.logged {
-            // The client went away before the end: the upstream request is cancelled with us.
+            // The client went away before the end (or shutdown cut its connection): the upstream
+            // request is cancelled with us.
             self.outcome.aborted = true;
-            self.outcome.error.get_or_insert_with(|| "client closed the connection".into());
+            let cause = if crate::server::dropped_by_shutdown() {
+                Cut::Shutdown.message()
+            } else {
+                "client closed the connection"
+            };
+            self.outcome.error.get_or_insert_with(|| cause.into());
             self.finish();
         }
     }

@@ -55,13 +55,14 @@ impl Finisher {
             request_payload = summary.and_then(|ai| ai.request_payload.as_deref()),
             response_text = summary.and_then(|ai| ai.response_text.as_deref()),
             aborted = outcome.aborted,
+            reason = outcome.reason,
             error = outcome.error.as_deref(),
         );
     }
 }
 
 /// Logs a request abandoned by its client before the response head (status 499, as nginx does),
-/// unless disarmed once the response exists.
+/// or cut by shutdown (444: closed without a response), unless disarmed once the response exists.
 pub struct AbandonGuard<'a> {
     finisher: &'a Finisher,
     started: std::time::Instant,
@@ -85,16 +86,21 @@ impl Drop for AbandonGuard<'_> {
         if !self.armed || !self.finisher.access_log {
             return;
         }
+        let (status, error) = if crate::server::dropped_by_shutdown() {
+            (444, "cut by shutdown before the response")
+        } else {
+            (499, "client closed the connection before the response")
+        };
         tracing::info!(
             target: "access",
             request_id = %String::from_utf8_lossy(self.finisher.request_id.as_bytes()),
             method = %self.finisher.method,
             path = %self.finisher.uri.path(),
             route = %self.finisher.route.id,
-            status = 499,
+            status,
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
             aborted = true,
-            error = "client closed the connection before the response",
+            error,
         );
     }
 }

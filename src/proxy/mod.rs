@@ -3,6 +3,7 @@
 mod body;
 mod finish;
 mod pipeline;
+mod refuse;
 pub mod request_id;
 
 use std::net::SocketAddr;
@@ -10,7 +11,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::HOST;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use switchyard_sdk::{ErrorStyle, Request};
 
@@ -38,9 +38,12 @@ pub async fn handle(
     let Some(route) = found.cloned() else {
         return local(ProxyError::RouteNotFound.to_response(ErrorStyle::Apisix), &id);
     };
-    let body = match read_body(body, MAX_REQUEST_BODY).await {
+    if crate::server::declares_more_than(&head.headers, MAX_REQUEST_BODY) {
+        return refuse::refuse(&shared, route, &head, client, id, ProxyError::PayloadTooLarge(MAX_REQUEST_BODY));
+    }
+    let body = match read_body(body, MAX_REQUEST_BODY, shared.config.proxy.client_body_timeout).await {
         Ok(body) => body,
-        Err(err) => return local(err.to_response(ErrorStyle::Apisix), &id),
+        Err(err) => return refuse::refuse(&shared, route, &head, client, id, err),
     };
     pipeline::run(&shared, route, Request { head, body }, client, id).await
 }
@@ -55,15 +58,15 @@ fn request_host(head: &http::request::Parts) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-/// Reads a request body whole, refusing more than `max` bytes.
-pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, ProxyError> {
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ProxyError::PayloadTooLarge(max))
-        }
-        Err(_) => Err(ProxyError::BadRequest("failed to read the request body".into())),
-    }
+/// Reads a request body whole, refusing more than `max` bytes and a wait longer than
+/// `between_reads` for its next piece.
+pub async fn read_body(body: Incoming, max: usize, between_reads: std::time::Duration) -> Result<Bytes, ProxyError> {
+    use crate::server::BodyReadError;
+    crate::server::read_whole(body, max, between_reads).await.map_err(|err| match err {
+        BodyReadError::TooLarge => ProxyError::PayloadTooLarge(max),
+        BodyReadError::TimedOut => ProxyError::ClientTimeout,
+        BodyReadError::Broken => ProxyError::BadRequest("failed to read the request body".into()),
+    })
 }
 
 /// A response made by the gateway itself, stamped with the request's id.

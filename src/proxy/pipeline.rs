@@ -225,7 +225,7 @@ fn respond_local(finisher: &Finisher, ctx: Ctx, mut response: Response) -> hyper
 }
 
 /// Answers with a gateway error in the route's error style.
-fn fail(finisher: &Finisher, ctx: Ctx, err: ProxyError) -> hyper::Response<ResponseBody> {
+pub(super) fn fail(finisher: &Finisher, ctx: Ctx, err: ProxyError) -> hyper::Response<ResponseBody> {
     if err.status() == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(route = %ctx.route_id, error = %err.detail(), "request failed inside the gateway");
     }
@@ -237,6 +237,7 @@ fn fail(finisher: &Finisher, ctx: Ctx, err: ProxyError) -> hyper::Response<Respo
     let outcome = Outcome {
         status: response.status().as_u16(),
         body_bytes: response.body().len() as u64,
+        reason: Some(err.reason()),
         error: Some(err.detail()),
         aborted: false,
     };

@@ -9,6 +9,9 @@ pub mod upstream;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
+use switchyard_sdk::{parse_config, ConfigError};
+
 /// The kinds of resource kept under `<prefix>/<gateway_group_id>/<kind>/<id>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -30,6 +33,11 @@ impl Kind {
         }
     }
 
+    /// Whether this kind belongs to the model API (`/admin/v1`), rather than to the APISIX API.
+    pub fn is_model_api(self) -> bool {
+        matches!(self, Kind::ProviderKeys | Kind::Models | Kind::ApiKeys)
+    }
+
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "routes" => Some(Kind::Routes),
@@ -40,6 +48,32 @@ impl Kind {
             _ => None,
         }
     }
+}
+
+/// A stored resource's JSON, read from its store value. Model API entries written before they
+/// were stored as plain resources sit in an `{"id","value","revision"}` envelope: the resource is
+/// its `value` (the id is the key's, the count the key's own write count).
+pub fn stored_json(kind: Kind, bytes: &[u8]) -> Result<Value, ConfigError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
+    if kind.is_model_api() && is_legacy_envelope(&value) {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            value: Value,
+        }
+        return parse_config::<Envelope>(&value).map(|envelope| envelope.value);
+    }
+    Ok(value)
+}
+
+/// The model API's old storage envelope: exactly `id`, `value` (an object) and `revision`. No
+/// model API resource has a `value` field, so a resource is never taken for one.
+fn is_legacy_envelope(value: &Value) -> bool {
+    value.as_object().is_some_and(|object| {
+        object.len() == 3
+            && object.contains_key("id")
+            && object.contains_key("revision")
+            && object.get("value").is_some_and(Value::is_object)
+    })
 }
 
 /// The store key prefix every resource of `group` lives under: `<root>/<group>/`.
@@ -76,6 +110,17 @@ mod tests {
         let key = resource_key("/switchyard", "default", Kind::Routes, "r1");
         assert_eq!(key, "/switchyard/default/routes/r1");
         assert_eq!(parse_key(&group_prefix("/switchyard", "default"), &key), Some(("routes", "r1")));
+    }
+
+    #[test]
+    fn model_api_entries_load_from_the_old_envelope_and_as_plain_resources() {
+        let plain = br#"{"display_name": "a", "provider": "p"}"#;
+        let envelope = br#"{"id": "x", "value": {"display_name": "a", "provider": "p"}, "revision": 4}"#;
+        let expected = serde_json::json!({"display_name": "a", "provider": "p"});
+        assert_eq!(stored_json(Kind::Models, plain).unwrap(), expected);
+        assert_eq!(stored_json(Kind::Models, envelope).unwrap(), expected);
+        assert_ne!(stored_json(Kind::Routes, envelope).unwrap(), expected, "routes never had an envelope");
+        assert_eq!(stored_json(Kind::Models, b"{nope").unwrap_err().path, "");
     }
 
     #[test]

@@ -46,21 +46,24 @@ impl RouteSpec {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        let paths = self.all_paths();
-        if paths.is_empty() {
+        if self.all_paths().is_empty() {
             return Err(ConfigError::new("paths", "a route needs `paths`, `uri` or `uris`"));
         }
-        for path in paths {
+        let paths = named(&[("paths", &self.paths), ("uris", &self.uris)], ("uri", &self.uri));
+        for (field, path) in paths {
             if !path.starts_with('/') {
-                return Err(ConfigError::new("paths", format!("`{path}` must start with `/`")));
+                return Err(ConfigError::new(field, "must start with `/`"));
             }
             if path[..path.len() - 1].contains('*') {
-                return Err(ConfigError::new("paths", format!("`{path}`: `*` is allowed only at the end")));
+                return Err(ConfigError::new(field, "`*` is allowed only at the end"));
             }
         }
         for (i, method) in self.methods.iter().flatten().enumerate() {
             if !METHODS.contains(&method.as_str()) {
-                return Err(ConfigError::new(format!("methods[{i}]"), format!("`{method}` is not an HTTP method")));
+                return Err(ConfigError::new(
+                    format!("methods[{i}]"),
+                    format!("must be one of {}", METHODS.join(", ")),
+                ));
             }
         }
         if let Some(status) = self.status {
@@ -68,9 +71,9 @@ impl RouteSpec {
                 return Err(ConfigError::new("status", "must be 0 (disabled) or 1 (enabled)"));
             }
         }
-        for (i, host) in self.all_hosts().into_iter().enumerate() {
+        for (field, host) in named(&[("hosts", &self.hosts)], ("host", &self.host)) {
             if host.is_empty() || host.contains('/') {
-                return Err(ConfigError::new(format!("hosts[{i}]"), format!("`{host}` is not a host name")));
+                return Err(ConfigError::new(field, "is not a host name"));
             }
         }
         Ok(())
@@ -95,6 +98,16 @@ impl RouteSpec {
     pub fn enabled(&self) -> bool {
         self.status != Some(0)
     }
+}
+
+/// Every value of some list fields and one single field, each with its field path (`paths[1]`).
+fn named<'a>(lists: &[(&str, &'a Option<Vec<String>>)], single: (&str, &'a Option<String>)) -> Vec<(String, &'a str)> {
+    let mut out = Vec::new();
+    for (field, list) in lists {
+        out.extend(list.iter().flatten().enumerate().map(|(i, v)| (format!("{field}[{i}]"), v.as_str())));
+    }
+    out.extend(single.1.as_deref().map(|v| (single.0.to_string(), v)));
+    out
 }
 
 #[cfg(test)]

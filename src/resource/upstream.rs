@@ -79,7 +79,7 @@ impl UpstreamSpec {
     pub fn check(&self) -> Result<(), ConfigError> {
         if let Some(kind) = &self.kind {
             if kind != "roundrobin" {
-                return Err(ConfigError::new("type", format!("`{kind}` is not supported; use `roundrobin`")));
+                return Err(ConfigError::new("type", "must be `roundrobin` (the only balancer supported)"));
             }
         }
         if let Some(scheme) = &self.scheme {
@@ -93,9 +93,7 @@ impl UpstreamSpec {
             Some("rewrite") => {
                 return Err(ConfigError::new("upstream_host", "is required when pass_host is `rewrite`"))
             }
-            Some(other) => {
-                return Err(ConfigError::new("pass_host", format!("`{other}` is not one of pass, node, rewrite")))
-            }
+            Some(_) => return Err(ConfigError::new("pass_host", "must be one of pass, node, rewrite")),
         }
         if let Some(t) = self.timeout {
             for (name, v) in [("connect", t.connect), ("send", t.send), ("read", t.read)] {

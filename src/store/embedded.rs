@@ -18,6 +18,10 @@ use super::{ConfigStore, Event, KeyValue, PutResult, StoreError, WatchMessage};
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
+/// The record layout in `KV`: absent in files made before records kept their write count.
+const FORMAT: &str = "format";
+/// Create revision, mod revision and write count before the value.
+const FORMAT_COUNTED: u64 = 2;
 /// How many recent events a late watcher can catch up from before it must resync.
 const HISTORY: usize = 4096;
 const FILE_NAME: &str = "switchyard.redb";
@@ -49,8 +53,12 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Internal(format!("cannot restrict {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(internal)?;
         {
-            txn.open_table(KV).map_err(internal)?;
-            txn.open_table(META).map_err(internal)?;
+            let mut table = txn.open_table(KV).map_err(internal)?;
+            let mut meta = txn.open_table(META).map_err(internal)?;
+            if meta.get(FORMAT).map_err(internal)?.map(|v| v.value()) != Some(FORMAT_COUNTED) {
+                count_writes(&mut table)?;
+                meta.insert(FORMAT, FORMAT_COUNTED).map_err(internal)?;
+            }
         }
         txn.commit().map_err(internal)?;
         let (sender, _) = broadcast::channel(HISTORY);
@@ -82,26 +90,65 @@ fn internal(err: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(err.to_string())
 }
 
-/// Stored form: create revision, mod revision (little-endian u64 each), then the value.
-fn encode(create_revision: u64, mod_revision: u64, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + value.len());
-    out.extend_from_slice(&create_revision.to_le_bytes());
-    out.extend_from_slice(&mod_revision.to_le_bytes());
-    out.extend_from_slice(value);
+/// Stored form: create revision, mod revision, write count (little-endian u64 each), then the
+/// value.
+fn encode(kv: &KeyValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + kv.value.len());
+    out.extend_from_slice(&kv.create_revision.to_le_bytes());
+    out.extend_from_slice(&kv.mod_revision.to_le_bytes());
+    out.extend_from_slice(&kv.version.to_le_bytes());
+    out.extend_from_slice(&kv.value);
     out
 }
 
+fn word(raw: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(raw.get(at..at + 8)?.try_into().ok()?))
+}
+
 fn decode(key: &str, raw: &[u8]) -> Result<KeyValue, StoreError> {
-    let (Some(create), Some(modified)) = (raw.get(0..8), raw.get(8..16)) else {
+    let (Some(create_revision), Some(mod_revision), Some(version)) = (word(raw, 0), word(raw, 8), word(raw, 16)) else {
         return Err(StoreError::Internal(format!("corrupt entry for {key}")));
     };
-    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
     Ok(KeyValue {
         key: key.to_string(),
-        create_revision: word(create),
-        mod_revision: word(modified),
-        value: Bytes::copy_from_slice(&raw[16..]),
+        create_revision,
+        mod_revision,
+        version,
+        value: Bytes::copy_from_slice(&raw[24..]),
     })
+}
+
+/// Rewrites records of a file made before they kept their write count (create revision, mod
+/// revision, value) in today's form. Runs once, when such a file is opened. The count is exact for
+/// a key written once; the model API's entries of then carried their own count in an
+/// `{"id","value","revision"}` envelope, which is taken over; any other replaced key counts as
+/// written twice, the fewest it can have been.
+fn count_writes(table: &mut redb::Table<&str, &[u8]>) -> Result<(), StoreError> {
+    let mut upgraded = Vec::new();
+    for entry in table.iter().map_err(internal)? {
+        let (key, raw) = entry.map_err(internal)?;
+        let raw = raw.value();
+        let (Some(create_revision), Some(mod_revision)) = (word(raw, 0), word(raw, 8)) else {
+            return Err(StoreError::Internal(format!("corrupt entry for {}", key.value())));
+        };
+        let value = Bytes::copy_from_slice(&raw[16..]);
+        let enveloped = serde_json::from_slice::<serde_json::Value>(&value).ok().and_then(|v| {
+            let object = v.as_object()?;
+            (object.len() == 3 && object.contains_key("id") && object.get("value")?.is_object())
+                .then(|| object.get("revision")?.as_u64())
+                .flatten()
+        });
+        let version = match enveloped {
+            Some(count) => count.max(1),
+            None if create_revision == mod_revision => 1,
+            None => 2,
+        };
+        upgraded.push(KeyValue { key: key.value().to_string(), value, create_revision, mod_revision, version });
+    }
+    for kv in upgraded {
+        table.insert(kv.key.as_str(), encode(&kv).as_slice()).map_err(internal)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -158,13 +205,16 @@ impl ConfigStore for EmbeddedStore {
                         }
                     }
                     let revision = meta.get(REVISION).map_err(internal)?.map(|v| v.value()).unwrap_or(0) + 1;
-                    let create_revision = previous.as_ref().map_or(revision, |p| p.create_revision);
-                    table
-                        .insert(key.as_str(), encode(create_revision, revision, &value).as_slice())
-                        .map_err(internal)?;
+                    let kv = KeyValue {
+                        key,
+                        value,
+                        create_revision: previous.as_ref().map_or(revision, |p| p.create_revision),
+                        mod_revision: revision,
+                        version: previous.as_ref().map_or(1, |p| p.version + 1),
+                    };
+                    table.insert(kv.key.as_str(), encode(&kv).as_slice()).map_err(internal)?;
                     meta.insert(REVISION, revision).map_err(internal)?;
-                    let kv = KeyValue { key, value, create_revision, mod_revision: revision };
-                    (PutResult { revision, previous }, kv)
+                    (PutResult { revision, version: kv.version, previous }, kv)
                 };
                 txn.commit().map_err(internal)?;
                 Ok(outcome)
@@ -266,6 +316,44 @@ mod tests {
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].create_revision, 1);
         assert_eq!(items[0].value, Bytes::from_static(b"{\"x\":1}"));
+    }
+
+    #[tokio::test]
+    async fn a_file_from_before_write_counts_is_upgraded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut kv = txn.open_table(KV).unwrap();
+                let old = |create: u64, modified: u64, value: &str| {
+                    [&create.to_le_bytes()[..], &modified.to_le_bytes(), value.as_bytes()].concat()
+                };
+                kv.insert("/s/g/routes/once", old(1, 1, "{}").as_slice()).unwrap();
+                kv.insert("/s/g/routes/replaced", old(2, 3, "{\"x\":1}").as_slice()).unwrap();
+                let envelope = r#"{"id":"m","value":{"display_name":"a"},"revision":5}"#;
+                kv.insert("/s/g/models/m", old(4, 9, envelope).as_slice()).unwrap();
+                txn.open_table(META).unwrap().insert(REVISION, 9).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let versions = |store: EmbeddedStore| async move {
+            let (items, revision) = store.list("/s/g/").await.unwrap();
+            assert_eq!(revision, 9);
+            items.into_iter().map(|kv| (kv.key, kv.version, kv.mod_revision)).collect::<Vec<_>>()
+        };
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let replaced = store.get("/s/g/routes/replaced").await.unwrap().unwrap();
+        assert_eq!((replaced.value, replaced.create_revision), (Bytes::from_static(b"{\"x\":1}"), 2));
+        assert_eq!(
+            versions(store).await,
+            [("/s/g/models/m".into(), 5, 9), ("/s/g/routes/once".into(), 1, 1), ("/s/g/routes/replaced".into(), 2, 3)]
+        );
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.put("/s/g/routes/once", Bytes::new(), None).await.unwrap().version, 2);
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.get("/s/g/routes/once").await.unwrap().unwrap().version, 2, "upgraded only once");
     }
 
     #[cfg(unix)]

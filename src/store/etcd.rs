@@ -150,7 +150,14 @@ fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
         value: Bytes::copy_from_slice(kv.value()),
         create_revision: revision(kv.create_revision()),
         mod_revision: revision(kv.mod_revision()),
+        version: revision(kv.version()),
     }
+}
+
+/// A key's version after a put that found `previous` there: etcd counts up from the previous
+/// version, and from 1 for a key that did not exist.
+fn next_version(previous: Option<&KeyValue>) -> u64 {
+    previous.map_or(1, |p| p.version + 1)
 }
 
 #[async_trait]
@@ -178,9 +185,11 @@ impl ConfigStore for EtcdStore {
         let options = PutOptions::new().with_prev_key();
         let Some(expected) = expect_mod_revision else {
             let response = self.run(|mut c| async move { c.put(key, value.to_vec(), Some(options)).await }).await?;
+            let previous = response.prev_key().map(key_value);
             return Ok(PutResult {
                 revision: header_revision(response.header()),
-                previous: response.prev_key().map(key_value),
+                version: next_version(previous.as_ref()),
+                previous,
             });
         };
         // An absent key compares as mod revision 0, which is what `Some(0)` asks for.
@@ -198,7 +207,12 @@ impl ConfigStore for EtcdStore {
             TxnOpResponse::Put(put) => Some(put.prev_key().map(key_value)),
             _ => None,
         });
-        Ok(PutResult { revision: header_revision(response.header()), previous: previous.flatten() })
+        let previous = previous.flatten();
+        Ok(PutResult {
+            revision: header_revision(response.header()),
+            version: next_version(previous.as_ref()),
+            previous,
+        })
     }
 
     async fn delete(&self, key: &str) -> Result<Option<u64>, StoreError> {

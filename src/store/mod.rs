@@ -1,7 +1,8 @@
 //! The config store: where resources live, and how changes reach the reload task.
 //!
 //! Keys follow `<prefix>/<gateway_group_id>/<kind>/<id>`; values are the resource JSON. Revisions
-//! behave like etcd's: one counter for the whole store, increased by every write.
+//! behave like etcd's: one counter for the whole store, increased by every write; and each key
+//! counts its own writes (etcd's per-key `version`).
 
 pub mod embedded;
 pub mod etcd;
@@ -19,6 +20,9 @@ pub struct KeyValue {
     pub create_revision: u64,
     /// The store revision of the latest write to the key.
     pub mod_revision: u64,
+    /// How many times the key was written since it was created (etcd's `version`): 1 after the
+    /// create, 2 after the first replace. A delete ends the count; a new key starts from 1.
+    pub version: u64,
 }
 
 /// A change under a watched prefix.
@@ -53,6 +57,8 @@ pub enum WatchMessage {
 #[derive(Debug, Clone)]
 pub struct PutResult {
     pub revision: u64,
+    /// The key's write count after this write ([`KeyValue::version`]).
+    pub version: u64,
     /// The value the key held before, if any (tells create from replace).
     pub previous: Option<KeyValue>,
 }

@@ -85,6 +85,35 @@ impl TestGateway {
         (status, value)
     }
 
+    /// Sends an `/admin/v1` request the way the seeds do (`Authorization: Bearer <admin key>`, a
+    /// JSON content type) and waits until the write it made, if any, is live.
+    pub async fn admin_v1(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("http://{}{path}", self.admin))
+            .header("Authorization", format!("Bearer {ADMIN_KEY}"))
+            .header("Content-Type", "application/json");
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let revision =
+            response.headers().get("x-switchyard-revision").map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null);
+        if let Some(revision) = revision {
+            self.wait_for_revision(revision).await;
+        }
+        (status, body)
+    }
+
+    /// POSTs an `/admin/v1` resource, expecting success; the entry created.
+    pub async fn create_v1(&self, path: &str, body: Value) -> Value {
+        let (status, reply) = self.admin_v1(Method::POST, path, Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {reply}");
+        reply
+    }
+
     /// PUTs a route (the body carries its id) and waits until it is live.
     pub async fn put_route(&self, route: Value) -> Value {
         let (status, body) =
@@ -126,6 +155,11 @@ impl TestGateway {
 }
 
 impl TestGateway {
+    /// The node's live snapshot.
+    pub fn snapshot(&self) -> std::sync::Arc<switchyard::snapshot::Snapshot> {
+        self.gateway.as_ref().expect("running").shared.snapshot.load_full()
+    }
+
     /// The node's config store, for writes that bypass the admin API.
     pub fn store(&self) -> std::sync::Arc<dyn switchyard::store::ConfigStore> {
         std::sync::Arc::clone(&self.gateway.as_ref().expect("running").shared.store)

@@ -5,7 +5,9 @@ pub mod etcd;
 pub mod gateway;
 pub mod logs;
 pub mod mock;
+pub mod node;
 pub mod python;
+pub mod raw;
 pub mod wire;
 
 pub use etcd::Etcd;

@@ -16,7 +16,7 @@ use switchyard_llm::config::AiProxyConfig;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::protocol::attempt::Prepared;
 use switchyard_llm::protocol::{rewrite, Plan};
-use switchyard_llm::providers::BaseUrls;
+use switchyard_llm::providers::{AuthConfig, BaseUrls};
 use switchyard_sdk::respond::error_response;
 use switchyard_sdk::{
     derive_phases, AttemptResult, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Plugin, PluginError,
@@ -41,6 +41,10 @@ impl PluginFactory for AiProxyFactory {
 
     fn priority(&self) -> i32 {
         1040
+    }
+
+    fn secret_fields(&self) -> Vec<String> {
+        AuthConfig::secret_fields_at("auth")
     }
 
     fn build(&self, config: &serde_json::Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {

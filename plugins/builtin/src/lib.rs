@@ -17,6 +17,7 @@ pub fn registry(base_urls: &BaseUrls) -> Registry {
     let mut registry = Registry::new();
     registry.register(Arc::new(ai_proxy::AiProxyFactory::new(base_urls.clone())));
     registry.register(Arc::new(ai_proxy_multi::AiProxyMultiFactory::new(base_urls.clone())));
+    registry.register(Arc::new(model_api::ModelApiFactory));
     registry.register(Arc::new(proxy_buffering::ProxyBufferingFactory));
     registry
 }

@@ -74,6 +74,17 @@ impl Instance {
         base_urls: &BaseUrls,
     ) -> Result<Instance, ConfigError> {
         let endpoint = Endpoint::compile(provider, auth, overrides.endpoint.as_deref(), base_urls)?;
+        Self::at_endpoint(name, endpoint, options, overrides)
+    }
+
+    /// Compiles an instance calling an endpoint compiled already (the model API's models share
+    /// their provider key's credential headers).
+    pub fn at_endpoint(
+        name: &str,
+        endpoint: Endpoint,
+        options: &Map<String, Value>,
+        overrides: &OverrideConfig,
+    ) -> Result<Instance, ConfigError> {
         let mut request_bodies = Vec::new();
         for (name, patch) in overrides.request_body.iter().flatten() {
             let here = || format!("override.request_body.{name}");

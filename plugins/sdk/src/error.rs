@@ -40,7 +40,7 @@ pub fn parse_config<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T,
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let mut path = if path == "." { String::new() } else { path };
-        let message = err.into_inner().to_string();
+        let message = without_value(&err.into_inner().to_string());
         // serde reports a missing field at its parent: name the field itself.
         if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
             path = join_path(&path, field);
@@ -64,6 +64,33 @@ pub fn parse_config_part<T: DeserializeOwned>(value: &serde_json::Value) -> Resu
         // Parse again for the error's exact path.
         Err(_) => parse_config(value).map(|parsed| (parsed, ignored)),
     }
+}
+
+/// serde's message without the value it refused: `invalid type: string "sk-…", expected u64`
+/// becomes `invalid type: string, expected u64`. Whatever field it was, the value may be a secret
+/// pasted into the wrong place, and the message reaches the client, `status.rejected` and the log.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        let Some(rest) = message.strip_prefix(prefix) else { continue };
+        // The expectation comes from the type, never from the input: the last one is the real one.
+        let (refused, expected) = match rest.rfind(", expected ") {
+            Some(at) => (&rest[..at], Some(&rest[at + ", expected ".len()..])),
+            None => (rest, None),
+        };
+        // `string "…"`, `integer `5``, `floating point `1.5``, `map`: keep the kind only.
+        let kind = refused.split(['"', '`']).next().unwrap_or_default().trim();
+        let mut out = prefix.trim_end().to_string();
+        if !kind.is_empty() {
+            out = format!("{prefix}{kind}");
+        }
+        if let Some(expected) = expected {
+            let expected = if expected.starts_with("struct ") { "an object" } else { expected };
+            out.push_str(", expected ");
+            out.push_str(expected);
+        }
+        return out;
+    }
+    message.to_string()
 }
 
 /// A plugin failed at run time in a way that is the gateway's fault (answered with 500).
@@ -102,6 +129,41 @@ mod tests {
         let value = serde_json::json!({"instances": [{}]});
         let err = parse_config::<Outer>(&value).unwrap_err();
         assert_eq!(err.path, "instances[0].weight");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Slots {
+        auth: Option<Inner>,
+        timeout: Option<u64>,
+        mode: Option<Mode>,
+        ratio: Option<u8>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        Fast,
+    }
+
+    #[test]
+    fn refused_values_are_never_quoted_back() {
+        let secret = "sk-secret-xyz";
+        let cases = [
+            (serde_json::json!({"auth": secret}), "auth", "invalid type: string, expected an object"),
+            (serde_json::json!({"timeout": secret}), "timeout", "invalid type: string, expected u64"),
+            (serde_json::json!({"timeout": -7}), "timeout", "invalid value: integer, expected u64"),
+            (serde_json::json!({"mode": secret}), "mode", "unknown variant, expected `fast`"),
+            (serde_json::json!({"ratio": 1.5}), "ratio", "invalid type: floating point, expected u8"),
+            (serde_json::json!({"auth": true}), "auth", "invalid type: boolean, expected an object"),
+        ];
+        for (value, path, message) in cases {
+            let err = parse_config::<Slots>(&value).unwrap_err();
+            assert_eq!((err.path.as_str(), err.message.as_str()), (path, message), "{value}");
+        }
+        let tricky = serde_json::json!({"timeout": "a\", expected u64, b"});
+        let err = parse_config::<Slots>(&tricky).unwrap_err();
+        assert_eq!(err.message, "invalid type: string, expected u64");
     }
 
     #[test]

@@ -27,4 +27,4 @@ pub use plugin::{Flow, Outcome, Phases, Plugin, PluginFactory, Request, Response
 pub use registry::{Chain, ChainEntry, Registry};
 pub use switchyard_sdk_macros::derive_phases;
 pub use target::{AttemptResult, GiveUp, Next, Target, UpstreamRequest, Verdict};
-pub use transport::{BackgroundTask, BuildContext, ClientHandle, ClientSettings, SendError, UpstreamIo};
+pub use transport::{provided, BackgroundTask, BuildContext, ClientHandle, ClientSettings, SendError, UpstreamIo};

@@ -31,7 +31,9 @@ pub struct Outcome {
     pub status: u16,
     /// Bytes of response body sent to the client.
     pub body_bytes: u64,
-    /// Why the gateway failed the request, when it did (never contains secrets).
+    /// Why the gateway failed the request, when it did, as a stable code (`upstream_timeout`).
+    pub reason: Option<&'static str>,
+    /// The same failure in words, with its causes (never contains secrets).
     pub error: Option<String>,
     /// The response ended early: the client went away, or the upstream stream broke.
     pub aborted: bool,
@@ -66,6 +68,13 @@ pub trait PluginFactory: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Higher runs first within each phase (APISIX's numbers where the plugin exists there).
     fn priority(&self) -> i32;
+    /// Where credentials sit in this plugin's config, as patterns relative to it: dotted field
+    /// names, `*` for every key of an object, `[]` for every element of an array
+    /// (`instances[].auth.header.*`). The admin API shows them as `"***"`, and a `"***"` sent
+    /// back keeps the stored value. Every field that holds a credential must be listed.
+    fn secret_fields(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Parses, validates and compiles one route's config. Called by the admin API on every write
     /// (to reject bad input) and by reload (to build the snapshot), so it must be pure: no IO and
     /// no spawned task (declare background work in [`Plugin::background`]). Errors carry a path

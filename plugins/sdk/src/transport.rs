@@ -3,7 +3,7 @@
 //! every [`crate::UpstreamRequest`] it builds, and the core sends the request. Background work gets
 //! an [`UpstreamIo`] from the core when the core starts it.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -54,6 +54,18 @@ impl fmt::Debug for ClientHandle {
 pub trait BuildContext: Send + Sync {
     /// The pool for `settings`; `Err` says why it cannot be made (a TLS setup failure).
     fn client(&self, settings: ClientSettings) -> Result<ClientHandle, String>;
+
+    /// Data the core compiled from other resources for the plugin of one of its built-in routes
+    /// (the model API's catalog), asked for by type; read it with [`provided`]. `None` whenever
+    /// the config being compiled is a user's route or service.
+    fn provided(&self, _type_id: TypeId) -> Option<Arc<dyn Any + Send + Sync>> {
+        None
+    }
+}
+
+/// The `T` the core provides to this compile ([`BuildContext::provided`]), if any.
+pub fn provided<T: Any + Send + Sync>(ctx: &dyn BuildContext) -> Option<Arc<T>> {
+    ctx.provided(TypeId::of::<T>())?.downcast::<T>().ok()
 }
 
 /// How an upstream call failed before a response head arrived.

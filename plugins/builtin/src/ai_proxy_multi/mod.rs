@@ -29,7 +29,7 @@ use switchyard_llm::body::parse_route_request;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::protocol::attempt::Prepared;
 use switchyard_llm::protocol::{rewrite, Plan};
-use switchyard_llm::providers::BaseUrls;
+use switchyard_llm::providers::{AuthConfig, BaseUrls};
 use switchyard_sdk::respond::error_response;
 use switchyard_sdk::{
     derive_phases, AttemptResult, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next,
@@ -54,6 +54,10 @@ impl PluginFactory for AiProxyMultiFactory {
 
     fn priority(&self) -> i32 {
         1041
+    }
+
+    fn secret_fields(&self) -> Vec<String> {
+        AuthConfig::secret_fields_at("instances[].auth")
     }
 
     fn build(&self, config: &serde_json::Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {
@@ -146,7 +150,13 @@ impl Strategy {
                 "instance_health_and_rate_limiting" if single => {
                     strategy = Strategy { on_429: true, on_5xx: true, on_transport: true };
                 }
-                other => return Err(ConfigError::new(path, format!("unknown fallback strategy `{other}`"))),
+                _ => {
+                    return Err(ConfigError::new(
+                        path,
+                        "unknown fallback strategy: use http_429, http_5xx, rate_limiting or \
+                         instance_health_and_rate_limiting (alone)",
+                    ))
+                }
             }
         }
         Ok(strategy)

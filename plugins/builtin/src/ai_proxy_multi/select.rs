@@ -63,20 +63,15 @@ impl Selector {
                     ("header" | "cookie", None) => {
                         return Err(ConfigError::new("balancer.key", "is required when hash_on is header or cookie"))
                     }
-                    (other, _) => {
+                    (_, _) => {
                         return Err(ConfigError::new(
                             "balancer.hash_on",
-                            format!("`{other}` is not one of vars, header, cookie, consumer"),
+                            "must be one of vars, header, cookie, consumer",
                         ))
                     }
                 })
             }
-            other => {
-                return Err(ConfigError::new(
-                    "balancer.algorithm",
-                    format!("`{other}` is not one of roundrobin, chash"),
-                ))
-            }
+            _ => return Err(ConfigError::new("balancer.algorithm", "must be one of roundrobin, chash")),
         };
         Ok(Selector { groups, hash_on })
     }

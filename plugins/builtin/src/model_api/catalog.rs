@@ -1,37 +1,82 @@
-//! The model API's compiled tables: caller keys by hash, and model aliases with the provider call
-//! behind each. Built by the core from stored resources at every reload.
+//! The model API's compiled resources: provider keys, models (an alias and the provider call
+//! behind it) and caller keys, and the [`Catalog`] of one snapshot that the `model-api` plugin
+//! serves from. The core compiles each resource when it changes and assembles the catalog.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName, Uri};
 use serde_json::{Map, Value};
 use sha2::Digest;
+use subtle::ConstantTimeEq;
 
+use super::adapter::{Adapter, AZURE_DEFAULT_API_VERSION};
 use switchyard_llm::config::OverrideConfig;
 use switchyard_llm::instance::Instance;
-use switchyard_llm::providers::{self, anthropic, AuthConfig, BaseUrls, Provider};
+use switchyard_llm::providers::Endpoint;
 use switchyard_sdk::ConfigError;
 
-/// A caller key: its id and the aliases it may use (`None`: all).
-pub struct CallerKey {
-    pub id: String,
-    pub allowed: Option<HashSet<String>>,
+/// A provider key's fields, checked and normalised by the core.
+pub struct ProviderKeyDef<'a> {
+    pub adapter: Adapter,
+    pub secret: &'a str,
+    pub api_base: Option<&'a str>,
+    pub api_version: Option<&'a str>,
+    pub strip_headers: &'a [String],
+    pub reasoning_field: Option<&'a str>,
 }
 
-impl CallerKey {
-    pub fn may_use(&self, alias: &str) -> bool {
-        self.allowed.as_ref().is_none_or(|allowed| allowed.contains(alias))
+/// A provider key, compiled: its credential as ready headers and where its models' calls go.
+pub struct ProviderKey {
+    adapter: Adapter,
+    base: Option<String>,
+    api_version: String,
+    auth_headers: HeaderMap,
+    strip: Vec<HeaderName>,
+    reasoning_field: Option<String>,
+}
+
+impl ProviderKey {
+    /// Compiles a provider key. Errors name the provider key's field at fault and never repeat
+    /// the secret.
+    pub fn compile(def: &ProviderKeyDef<'_>) -> Result<ProviderKey, ConfigError> {
+        let auth_headers = def.adapter.auth_headers(def.secret)?;
+        let base = def.api_base.map(|b| b.trim_end_matches('/').to_string());
+        let api_version = def.api_version.unwrap_or(AZURE_DEFAULT_API_VERSION).to_string();
+        if def.adapter.served() {
+            let base = base.as_deref().ok_or_else(|| {
+                ConfigError::new("api_base", format!("is required for adapter {}", def.adapter.name()))
+            })?;
+            // Every model of this key calls these URLs: checked now, with a stand-in model name.
+            let probe = def.adapter.chat_url(base, "model", &api_version).unwrap_or_default();
+            if probe.parse::<Uri>().is_err() {
+                let field =
+                    if api_version.contains(|c: char| !c.is_ascii_graphic()) { "api_version" } else { "api_base" };
+                return Err(ConfigError::new(field, "does not make a valid upstream URL"));
+            }
+        }
+        let mut strip = Vec::with_capacity(def.strip_headers.len());
+        for (i, name) in def.strip_headers.iter().enumerate() {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ConfigError::new(format!("strip_headers[{i}]"), "is not a header name"))?;
+            strip.push(name);
+        }
+        Ok(ProviderKey {
+            adapter: def.adapter,
+            base,
+            api_version,
+            auth_headers,
+            strip,
+            reasoning_field: def.reasoning_field.map(str::to_string),
+        })
     }
 }
 
-/// How a model's provider key talks to its upstream.
-pub enum Adapter {
-    OpenAi,
-    AzureOpenAi,
-    Anthropic,
-    /// Stored, but not served by this build (`bedrock`, `vertex`).
-    Unavailable(String),
+/// A model's own fields.
+pub struct ModelDef<'a> {
+    pub alias: &'a str,
+    pub provider: &'a str,
+    pub model_name: &'a str,
 }
 
 /// An alias and everything needed to call its upstream model.
@@ -39,8 +84,8 @@ pub struct Model {
     pub alias: String,
     pub provider: String,
     pub adapter: Adapter,
-    /// The upstream call; `None` for an unavailable adapter. Its provider descriptor says which
-    /// protocols it speaks (the others are converted, or refused).
+    /// The upstream call; `None` for an adapter this build does not serve. Its provider
+    /// descriptor says which protocols it speaks (the others are converted, or refused).
     pub instance: Option<Instance>,
     /// Anthropic's `/v1/messages/count_tokens` (the `anthropic` adapter only).
     pub count_tokens: Option<Instance>,
@@ -50,37 +95,77 @@ pub struct Model {
     pub strip: Vec<HeaderName>,
 }
 
-/// What the core hands over to describe one model alias.
-pub struct ModelDef<'a> {
-    pub alias: &'a str,
-    pub provider: &'a str,
-    pub model_name: &'a str,
-    pub adapter: &'a str,
-    pub secret: &'a str,
-    pub api_base: Option<&'a str>,
-    pub api_version: Option<&'a str>,
-    pub strip_headers: &'a [String],
-    pub reasoning_field: Option<&'a str>,
+impl Model {
+    /// Compiles a model against its provider key; errors name the model's field at fault.
+    pub fn compile(def: &ModelDef<'_>, key: &ProviderKey) -> Result<Model, ConfigError> {
+        let adapter = key.adapter;
+        let provider = adapter.provider(def.provider);
+        let instance = |url: Option<String>| -> Result<Option<Instance>, ConfigError> {
+            let (Some(url), Some(provider)) = (url, provider) else { return Ok(None) };
+            // Checked as it is: the URL parser would quietly escape what does not fit.
+            let fits = url.parse::<Uri>().is_ok();
+            let endpoint = Endpoint::at(provider, &url, key.auth_headers.clone())
+                .ok()
+                .filter(|_| fits)
+                .ok_or_else(|| ConfigError::new("model_name", "does not fit in the upstream URL"))?;
+            // Azure names the model by its deployment in the URL; the others in the body.
+            let options = if provider.drops_model {
+                Map::new()
+            } else {
+                Map::from_iter([("model".to_string(), Value::String(def.model_name.to_string()))])
+            };
+            Instance::at_endpoint(def.alias, endpoint, &options, &OverrideConfig::default()).map(Some)
+        };
+        let base = key.base.as_deref().unwrap_or_default();
+        Ok(Model {
+            alias: def.alias.to_string(),
+            provider: def.provider.to_string(),
+            adapter,
+            instance: instance(adapter.chat_url(base, def.model_name, &key.api_version))?,
+            count_tokens: instance(adapter.count_tokens_url(base))?,
+            reasoning_field: key.reasoning_field.clone(),
+            strip: key.strip.clone(),
+        })
+    }
 }
 
-const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+/// A caller key: its id, the sha256 of the key, and the aliases it may use (`None`: all).
+pub struct CallerKey {
+    pub id: String,
+    pub hash: [u8; 32],
+    pub allowed: Option<HashSet<String>>,
+}
 
+impl CallerKey {
+    pub fn may_use(&self, alias: &str) -> bool {
+        self.allowed.as_ref().is_none_or(|allowed| allowed.contains(alias))
+    }
+}
+
+/// The model API's tables in one snapshot: caller keys by hash, models by alias.
 #[derive(Default)]
 pub struct Catalog {
-    keys: HashMap<[u8; 32], CallerKey>,
+    keys: HashMap<[u8; 32], Arc<CallerKey>>,
     models: HashMap<String, Arc<Model>>,
 }
 
 impl Catalog {
-    pub fn add_key(&mut self, hash: [u8; 32], key: CallerKey) {
-        self.keys.insert(hash, key);
+    /// Adds a caller key; `Err` with the id of the key already holding the same hash.
+    pub fn add_key(&mut self, key: Arc<CallerKey>) -> Result<(), String> {
+        if let Some(holder) = self.keys.get(&key.hash) {
+            return Err(holder.id.clone());
+        }
+        self.keys.insert(key.hash, key);
+        Ok(())
     }
 
-    /// Compiles and adds a model alias; the error names the provider key's field at fault.
-    pub fn add_model(&mut self, def: &ModelDef<'_>) -> Result<(), ConfigError> {
-        let model = compile(def)?;
-        self.models.insert(def.alias.to_string(), Arc::new(model));
-        Ok(())
+    /// Adds a model; `false` when its alias is taken already.
+    pub fn add_model(&mut self, model: Arc<Model>) -> bool {
+        if self.models.contains_key(&model.alias) {
+            return false;
+        }
+        self.models.insert(model.alias.clone(), model);
+        true
     }
 
     /// The caller key whose sha256 is that of `presented`.
@@ -88,8 +173,7 @@ impl Catalog {
         let hash: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
         // The map finds the candidate by hash; the final comparison takes constant time.
         let (stored, key) = self.keys.get_key_value(&hash)?;
-        let same = stored.iter().zip(&hash).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        same.then_some(key)
+        bool::from(stored.ct_eq(&hash)).then_some(key.as_ref())
     }
 
     pub fn model(&self, alias: &str) -> Option<&Arc<Model>> {
@@ -109,60 +193,64 @@ impl Catalog {
     }
 }
 
-fn compile(def: &ModelDef<'_>) -> Result<Model, ConfigError> {
-    let base = def.api_base.map(|b| b.trim_end_matches('/').to_string());
-    let header = |name: &str, value: String| AuthConfig {
-        header: [(name.to_string(), value)].into(),
-        query: Default::default(),
-    };
-    let bearer = header("Authorization", format!("Bearer {}", def.secret));
-    let pinned = |model: &str| Map::from_iter([("model".to_string(), Value::String(model.to_string()))]);
-    let instance = |provider: &'static Provider, auth: &AuthConfig, options: Map<String, Value>, endpoint: String| {
-        let overrides = OverrideConfig { endpoint: Some(endpoint), ..OverrideConfig::default() };
-        Instance::for_provider(def.alias, provider, auth, &options, &overrides, &BaseUrls::new())
-            .map_err(|e| ConfigError::new("api_base", e.message))
-    };
-    let require_base = || base.clone().ok_or_else(|| ConfigError::new("api_base", "is required for this adapter"));
-    let (adapter, instance, count_tokens) = match def.adapter {
-        "openai" => {
-            let base = require_base()?;
-            // Only OpenAI itself is known to serve the Responses API; other vendors get chat.
-            let provider = providers::lookup(if def.provider == "openai" { "openai" } else { "openai-compatible" })?;
-            let chat = instance(provider, &bearer, pinned(def.model_name), format!("{base}/chat/completions"))?;
-            (Adapter::OpenAi, Some(chat), None)
-        }
-        "azure-openai" => {
-            let base = require_base()?;
-            let version = def.api_version.unwrap_or(AZURE_DEFAULT_API_VERSION);
-            let url = format!("{base}/openai/deployments/{}/chat/completions?api-version={version}", def.model_name);
-            let chat = instance(
-                providers::lookup("azure-openai")?,
-                &header("api-key", def.secret.to_string()),
-                Map::new(),
-                url,
-            )?;
-            (Adapter::AzureOpenAi, Some(chat), None)
-        }
-        "anthropic" => {
-            let base = require_base()?;
-            let mut auth = header("x-api-key", def.secret.to_string());
-            auth.header.insert("anthropic-version".into(), anthropic::API_VERSION.into());
-            let messages = &providers::ANTHROPIC_MESSAGES;
-            let call = instance(messages, &auth, pinned(def.model_name), format!("{base}/v1/messages"))?;
-            // A path that is none of the protocol paths is used as it is: the count endpoint.
-            let count = instance(messages, &auth, pinned(def.model_name), format!("{base}/v1/messages/count_tokens"))?;
-            (Adapter::Anthropic, Some(call), Some(count))
-        }
-        other => (Adapter::Unavailable(other.to_string()), None, None),
-    };
-    let strip = def.strip_headers.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()).collect();
-    Ok(Model {
-        alias: def.alias.to_string(),
-        provider: def.provider.to_string(),
-        adapter,
-        instance,
-        count_tokens,
-        reasoning_field: def.reasoning_field.map(str::to_string),
-        strip,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(adapter: Adapter, api_base: Option<&str>, api_version: Option<&str>) -> Result<ProviderKey, ConfigError> {
+        ProviderKey::compile(&ProviderKeyDef {
+            adapter,
+            secret: "sk-1",
+            api_base,
+            api_version,
+            strip_headers: &[],
+            reasoning_field: None,
+        })
+    }
+
+    #[test]
+    fn each_adapter_calls_its_urls_with_its_credential() {
+        use switchyard_llm::protocol::Protocol;
+        let def = ModelDef { alias: "a", provider: "p", model_name: "m-1" };
+        let url = |instance: &Option<Instance>, protocol| {
+            instance.as_ref().unwrap().endpoint.uri_for(protocol).map(|u| u.to_string())
+        };
+        let openai = Model::compile(&def, &key(Adapter::OpenAi, Some("http://h/v1"), None).unwrap()).unwrap();
+        let chat = openai.instance.as_ref().unwrap();
+        assert_eq!(url(&openai.instance, Protocol::OpenAiChat).unwrap(), "http://h/v1/chat/completions");
+        assert_eq!(url(&openai.instance, Protocol::OpenAiEmbeddings).unwrap(), "http://h/v1/embeddings");
+        assert_eq!(url(&openai.instance, Protocol::OpenAiResponses), None, "only OpenAI itself speaks Responses");
+        assert_eq!(chat.endpoint.auth_headers["authorization"], "Bearer sk-1");
+        assert_eq!(chat.model(), Some("m-1"));
+        assert!(openai.count_tokens.is_none());
+        let real_openai = ModelDef { alias: "a", provider: "openai", model_name: "gpt-4o" };
+        let real = Model::compile(&real_openai, &key(Adapter::OpenAi, Some("http://h/v1"), None).unwrap()).unwrap();
+        assert_eq!(url(&real.instance, Protocol::OpenAiResponses).unwrap(), "http://h/v1/responses");
+        let azure = Model::compile(&def, &key(Adapter::AzureOpenAi, Some("http://az"), None).unwrap()).unwrap();
+        assert_eq!(
+            url(&azure.instance, Protocol::OpenAiChat).unwrap(),
+            "http://az/openai/deployments/m-1/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            url(&azure.instance, Protocol::OpenAiEmbeddings).unwrap(),
+            "http://az/openai/deployments/m-1/embeddings?api-version=2024-10-21"
+        );
+        let claude = Model::compile(&def, &key(Adapter::Anthropic, Some("http://c"), None).unwrap()).unwrap();
+        assert_eq!(url(&claude.instance, Protocol::AnthropicMessages).unwrap(), "http://c/v1/messages");
+        assert_eq!(
+            url(&claude.count_tokens, Protocol::AnthropicMessages).unwrap(),
+            "http://c/v1/messages/count_tokens"
+        );
+        let bedrock = Model::compile(&def, &key(Adapter::Bedrock, None, None).unwrap()).unwrap();
+        assert!(bedrock.instance.is_none() && !bedrock.adapter.served());
+    }
+
+    #[test]
+    fn fields_that_make_no_url_are_named() {
+        assert_eq!(key(Adapter::OpenAi, None, None).err().unwrap().path, "api_base");
+        assert_eq!(key(Adapter::AzureOpenAi, Some("http://az"), Some("2024 01")).err().unwrap().path, "api_version");
+        let azure = key(Adapter::AzureOpenAi, Some("http://az"), None).unwrap();
+        let def = ModelDef { alias: "a", provider: "p", model_name: "my deployment" };
+        assert_eq!(Model::compile(&def, &azure).err().unwrap().path, "model_name");
+    }
 }

@@ -1,11 +1,13 @@
-//! The model API's built-in chain (AISIX compatible), for callers with hashed API keys:
-//! `POST /v1/chat/completions`, `/v1/responses`, `/v1/messages` (and
-//! `/v1/messages/count_tokens` for the `anthropic` adapter), `/v1/embeddings`, and
-//! `GET /v1/models`. It runs on the same pipeline, provider and conversion code as `ai-proxy`
-//! routes: this plugin authenticates the caller, resolves the alias, and hands the core a
-//! one-attempt target; each protocol reaches each adapter natively or converted, and the alias
-//! is reported as `model` in every answer and stream event.
+//! The model API (AISIX compatible), for callers with hashed API keys: `POST /v1/chat/completions`,
+//! `/v1/responses`, `/v1/messages` (and `/v1/messages/count_tokens` for the `anthropic`
+//! adapter), `/v1/embeddings`, and `GET /v1/models`. The core serves them as built-in routes
+//! ([`builtin_routes`]) whose one plugin is `model-api`, compiled through the registry like any
+//! other; it runs on the same pipeline, provider and conversion code as `ai-proxy` routes: it
+//! authenticates the caller, resolves the alias, and hands the core a one-attempt target. Each
+//! protocol reaches each adapter natively or converted, and the alias is reported as `model` in
+//! every answer and stream event.
 
+pub mod adapter;
 pub mod catalog;
 
 use std::sync::Arc;
@@ -16,9 +18,9 @@ use http::header::AUTHORIZATION;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use self::catalog::{Adapter, Catalog, Model};
+use self::catalog::{Catalog, Model};
+use serde::Deserialize;
 use switchyard_llm::body::{parse_body, record_payload};
-use switchyard_llm::config::CommonConfig;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::protocol::attempt::{prepare_response, Prepared};
 use switchyard_llm::protocol::rewrite::{self, Stage};
@@ -27,11 +29,12 @@ use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
     derive_phases, AttemptResult, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Plugin, PluginError,
-    Request, Response, Target, UpstreamRequest, Verdict,
+    PluginFactory, Request, Response, Target, UpstreamRequest, Verdict,
 };
 
 /// Which endpoint of the model API a built-in route serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Surface {
     ChatCompletions,
     Responses,
@@ -43,15 +46,6 @@ pub enum Surface {
 }
 
 impl Surface {
-    pub const ALL: [(Surface, &'static str); 6] = [
-        (Surface::ChatCompletions, "/v1/chat/completions"),
-        (Surface::Responses, "/v1/responses"),
-        (Surface::Messages, "/v1/messages"),
-        (Surface::CountTokens, "/v1/messages/count_tokens"),
-        (Surface::Embeddings, "/v1/embeddings"),
-        (Surface::Models, "/v1/models"),
-    ];
-
     /// The protocol callers speak on this endpoint (`None`: the model list).
     fn protocol(self) -> Option<Protocol> {
         match self {
@@ -64,6 +58,58 @@ impl Surface {
     }
 }
 
+/// The model API's routes as the core stores none of them but compiles them like any route
+/// (its own ids, paths and methods; the plugin's config names the surface). The core gives them
+/// the snapshot's [`Catalog`] and consults them only when no user route matches.
+pub fn builtin_routes() -> Vec<Value> {
+    [
+        ("chat_completions", "/v1/chat/completions", "POST"),
+        ("responses", "/v1/responses", "POST"),
+        ("messages", "/v1/messages", "POST"),
+        ("count_tokens", "/v1/messages/count_tokens", "POST"),
+        ("embeddings", "/v1/embeddings", "POST"),
+        ("models", "/v1/models", "GET"),
+    ]
+    .into_iter()
+    .map(|(surface, path, method)| {
+        json!({"id": format!("model-api:{path}"), "paths": [path], "methods": [method],
+                "plugins": {NAME: {"surface": surface}}})
+    })
+    .collect()
+}
+
+/// The plugin's name in a route's `plugins`.
+pub const NAME: &str = "model-api";
+
+/// `model-api`'s config: the surface, and the transport fields shared by the AI plugins.
+#[derive(Deserialize)]
+struct ModelApiConfig {
+    surface: Surface,
+}
+
+pub struct ModelApiFactory;
+
+impl PluginFactory for ModelApiFactory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn priority(&self) -> i32 {
+        1040
+    }
+
+    /// Compiles a built-in route's plugin over the catalog the core provides. A user's route or
+    /// service gets no catalog, so `model-api` there is refused.
+    fn build(&self, config: &Value, ctx: &dyn BuildContext) -> Result<Arc<dyn Plugin>, ConfigError> {
+        let catalog = switchyard_sdk::provided::<Catalog>(ctx).ok_or_else(|| {
+            ConfigError::new("", "serves the built-in /v1 routes of the model API only and cannot be configured")
+        })?;
+        let (config, settings) = CallSettings::parse_plugin::<ModelApiConfig>(config, ctx)?;
+        let style = config.surface.protocol().map_or(ErrorStyle::OpenAi, Protocol::error_style);
+        Ok(Arc::new(ModelApi { catalog, surface: config.surface, settings: Arc::new(settings), style }))
+    }
+}
+
 pub struct ModelApi {
     catalog: Arc<Catalog>,
     surface: Surface,
@@ -73,31 +119,21 @@ pub struct ModelApi {
 }
 
 impl ModelApi {
-    /// The plugin of one built-in route over `catalog`.
-    pub fn new(catalog: Arc<Catalog>, surface: Surface, settings: Arc<CallSettings>) -> Self {
-        let style = surface.protocol().map_or(ErrorStyle::OpenAi, Protocol::error_style);
-        Self { catalog, surface, settings, style }
-    }
-
-    /// The call settings of every model API call: `ai-proxy`'s defaults.
-    pub fn default_settings(ctx: &dyn BuildContext) -> Result<CallSettings, ConfigError> {
-        let common: CommonConfig = switchyard_sdk::parse_config(&json!({}))?;
-        CallSettings::compile(&common, ctx)
-    }
-
     fn error(&self, status: StatusCode, message: &str, code: &str) -> Result<Flow, PluginError> {
         Ok(Flow::Respond(error_response(status, self.style, message, code)))
     }
 
     /// The provider call behind `model` for this endpoint, or the 501 saying why there is none.
     fn instance_of<'m>(&self, model: &'m Model) -> Result<&'m Instance, String> {
+        if !model.adapter.served() {
+            return Err(format!("the `{}` adapter is not available yet", model.adapter.name()));
+        }
         let instance = match self.surface {
             Surface::CountTokens => model.count_tokens.as_ref(),
             _ => model.instance.as_ref(),
         };
-        instance.ok_or_else(|| match (&model.adapter, self.surface) {
-            (Adapter::Unavailable(name), _) => format!("the `{name}` adapter is not available yet"),
-            (_, Surface::CountTokens) => "count_tokens is available for the `anthropic` adapter only".to_string(),
+        instance.ok_or_else(|| match self.surface {
+            Surface::CountTokens => "count_tokens is available for the `anthropic` adapter only".to_string(),
             _ => "this adapter is not available".to_string(),
         })
     }

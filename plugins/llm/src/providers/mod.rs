@@ -154,10 +154,10 @@ pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
         return Ok(provider);
     }
     if NOT_YET.contains(&name) {
-        return Err(ConfigError::new("provider", format!("provider `{name}` is not supported yet")));
+        return Err(ConfigError::new("provider", format!("{} are not supported yet", NOT_YET.join(" and "))));
     }
     let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
-    Err(ConfigError::new("provider", format!("unknown provider `{name}`; one of: {}", known.join(", "))))
+    Err(ConfigError::new("provider", format!("unknown provider: use one of {}", known.join(", "))))
 }
 
 /// Everything but RFC 3986's unreserved characters is escaped in a query name or value.
@@ -199,6 +199,18 @@ pub struct AuthConfig {
     pub query: BTreeMap<String, String>,
 }
 
+impl AuthConfig {
+    /// Where its credentials sit, relative to the `auth` object (see
+    /// `PluginFactory::secret_fields`); a credential field added here is masked by every plugin
+    /// that has an `auth`.
+    pub const SECRET_FIELDS: &[&str] = &["header.*", "query.*"];
+
+    /// [`Self::SECRET_FIELDS`] under the `auth` object found at `at` (`instances[].auth`).
+    pub fn secret_fields_at(at: &str) -> Vec<String> {
+        Self::SECRET_FIELDS.iter().map(|field| format!("{at}.{field}")).collect()
+    }
+}
+
 impl Endpoint {
     /// Compiles provider, auth and `override.endpoint` into a ready endpoint. Runs at config build.
     ///
@@ -217,9 +229,7 @@ impl Endpoint {
                 let url = url::Url::parse(endpoint)
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-                    .ok_or_else(|| {
-                        ConfigError::new("override.endpoint", format!("`{endpoint}` is not an http(s) URL"))
-                    })?;
+                    .ok_or_else(|| ConfigError::new("override.endpoint", "must be an http(s) URL"))?;
                 (url, true)
             }
             None => {
@@ -231,11 +241,45 @@ impl Endpoint {
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
                     .ok_or_else(|| {
-                        ConfigError::new("override.endpoint", format!("the base URL `{base}` is not an http(s) URL"))
+                        ConfigError::new("override.endpoint", "the provider's base URL is not an http(s) URL")
                     })?;
                 (url, false)
             }
         };
+        let auth_query: Vec<(String, String)> = auth.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut auth_headers = HeaderMap::new();
+        for (name, value) in &auth.header {
+            let here = format!("auth.header.{name}");
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ConfigError::new(here.clone(), "is not a valid header name"))?;
+            let mut value =
+                HeaderValue::from_str(value).map_err(|_| ConfigError::new(here, "is not a valid header value"))?;
+            value.set_sensitive(true);
+            auth_headers.insert(name, value);
+        }
+        Self::build(provider, &url, from_endpoint, auth_query, auth_headers)
+    }
+
+    /// An endpoint at a full URL the caller made (the model API's adapters), with credential
+    /// headers compiled already. The path names the provider's other protocols as an
+    /// `override.endpoint` path does. `Err` when the URL is no http(s) URL.
+    pub fn at(provider: &'static Provider, url: &str, auth_headers: HeaderMap) -> Result<Endpoint, ConfigError> {
+        let url = url::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| ConfigError::new("override.endpoint", "must be an http(s) URL"))?;
+        Self::build(provider, &url, true, Vec::new(), auth_headers)
+    }
+
+    /// The URL of each protocol the provider speaks, from a base or endpoint `url` (the rules of
+    /// [`Endpoint::compile`]), and the passthrough target. Runs at config build.
+    fn build(
+        provider: &'static Provider,
+        url: &url::Url,
+        from_endpoint: bool,
+        auth_query: Vec<(String, String)>,
+        auth_headers: HeaderMap,
+    ) -> Result<Endpoint, ConfigError> {
         // `scheme://host:port`, IPv6 literals kept in brackets.
         let origin = url[..url::Position::BeforePath].to_string();
         let speaks = provider.family.speaks();
@@ -249,7 +293,6 @@ impl Endpoint {
                 .find_map(|suffix| path.strip_suffix(suffix))
                 .map(str::to_string),
         };
-        let auth_query: Vec<(String, String)> = auth.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let endpoint_query = url.query().filter(|q| !q.is_empty());
         let mut uris = Vec::with_capacity(speaks.len());
         for protocol in speaks {
@@ -267,16 +310,6 @@ impl Endpoint {
                 .parse()
                 .map_err(|_| ConfigError::new("override.endpoint", "is not a valid URL"))?;
             uris.push((*protocol, uri));
-        }
-        let mut auth_headers = HeaderMap::new();
-        for (name, value) in &auth.header {
-            let here = format!("auth.header.{name}");
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| ConfigError::new(here.clone(), "is not a valid header name"))?;
-            let mut value =
-                HeaderValue::from_str(value).map_err(|_| ConfigError::new(here, "is not a valid header value"))?;
-            value.set_sensitive(true);
-            auth_headers.insert(name, value);
         }
         let uri = uris.first().map(|(_, uri)| uri.clone()).unwrap_or_default();
         let base = if from_endpoint { origin } else { format!("{origin}{}", url.path().trim_end_matches('/')) };
