@@ -29,6 +29,9 @@ pub enum ProxyError {
         #[source]
         source: PluginError,
     },
+    /// A buffered answer passed the most the gateway holds for one response.
+    #[error("the upstream's answer is too large: over {0} bytes, the most the gateway buffers for one response")]
+    ResponseTooLarge(u64),
     #[error("internal error")]
     Internal(String),
 }
@@ -46,7 +49,7 @@ impl ProxyError {
             ProxyError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::UpstreamBroken(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamBroken(_) | ProxyError::ResponseTooLarge(_) => StatusCode::BAD_GATEWAY,
             ProxyError::PluginFailed { .. } | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -62,6 +65,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect(_) => "upstream_connect_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamBroken(_) => "upstream_failed",
+            ProxyError::ResponseTooLarge(_) => "response_too_large",
             ProxyError::PluginFailed { .. } | ProxyError::Internal(_) => "internal_error",
         }
     }

@@ -14,7 +14,7 @@ use crate::mirror::Mirror;
 use crate::reload::{follow, save_cache};
 use crate::server::Servers;
 use crate::snapshot::Snapshot;
-use crate::state::Shared;
+use crate::state::{AdminState, LiveSnapshot, NodeStatus, ProxyState, ReloadState};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::EtcdStore;
 use crate::store::{ConfigStore, StoreError};
@@ -36,7 +36,12 @@ pub enum StartError {
 pub struct Gateway {
     pub proxy_addrs: Vec<SocketAddr>,
     pub admin_addrs: Vec<SocketAddr>,
-    pub shared: Arc<Shared>,
+    /// Where the node stands: applied revision, cache use, rejected resources.
+    pub status: Arc<NodeStatus>,
+    /// The config store this node follows.
+    pub store: Arc<dyn ConfigStore>,
+    live: Arc<LiveSnapshot>,
+    shutdown_timeout: std::time::Duration,
     servers: Servers,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -53,7 +58,7 @@ impl Gateway {
     /// [`Gateway::start`] with another set of plugin types: the built-in ones plus an embedder's
     /// own, or a test's.
     pub async fn start_with(config: Config, registry: switchyard_sdk::Registry) -> Result<Gateway, StartError> {
-        let compiler = Compiler::new(registry, Transport::new());
+        let compiler = Arc::new(Compiler::new(registry, Transport::new()));
         let proxy_listen = config.proxy_addrs()?;
         let admin_listen = config.admin_addrs()?;
         let prefix = crate::resource::group_prefix(&config.store.root(), &config.gateway_group_id);
@@ -64,34 +69,63 @@ impl Gateway {
             }
         };
         let (mirror, cached) = first_mirror(store.as_ref(), &prefix, cache.as_ref()).await?;
-        let snapshot = Snapshot::build(&mirror.resources, &prefix, mirror.revision, &compiler, None);
-        let shared = Arc::new(Shared::new(config, store, compiler, snapshot).with_cache(cache, cached));
+        let snapshot = Arc::new(Snapshot::build(&mirror.resources, &prefix, mirror.revision, &compiler, None));
+        let status = Arc::new(NodeStatus::new(&snapshot, cached));
+        let live = Arc::new(LiveSnapshot::new(Arc::clone(&snapshot)));
         if !cached {
-            save_cache(&shared, &mirror).await;
+            save_cache(cache.as_ref(), &mirror).await;
         }
+        let config = Arc::new(config);
+        let proxy = Arc::new(ProxyState {
+            live: Arc::clone(&live),
+            access_log: config.log.access_log,
+            client_body_timeout: config.proxy.client_body_timeout,
+        });
+        let admin = Arc::new(AdminState {
+            config: Arc::clone(&config),
+            store: Arc::clone(&store),
+            compiler: Arc::clone(&compiler),
+            store_root: config.store.root(),
+            status: Arc::clone(&status),
+        });
+        let reload = ReloadState {
+            store: Arc::clone(&store),
+            compiler,
+            group_prefix: prefix,
+            cache,
+            live: Arc::clone(&live),
+            status: Arc::clone(&status),
+        };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let open_files = crate::limits::open_file_limit();
-        let caps = crate::limits::ConnectionCaps::plan(open_files, shared.config.proxy.max_connections);
-        let mut servers = Servers::new(&shared.config, caps, open_files);
+        let caps = crate::limits::ConnectionCaps::plan(open_files, config.proxy.max_connections);
+        let mut servers = Servers::new(&config, caps, open_files);
         let mut proxy_addrs = Vec::new();
         for addr in proxy_listen {
             let listener = bind(addr).await?;
             proxy_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
-            let shared = Arc::clone(&shared);
-            servers.serve_proxy(listener, move |req, peer| crate::proxy::handle(Arc::clone(&shared), req, peer));
+            let proxy = Arc::clone(&proxy);
+            servers.serve_proxy(listener, move |req, peer| crate::proxy::handle(Arc::clone(&proxy), req, peer));
         }
         let mut admin_addrs = Vec::new();
         for addr in admin_listen {
             let listener = bind(addr).await?;
             admin_addrs.push(listener.local_addr().map_err(|source| StartError::Bind { addr, source })?);
-            let shared = Arc::clone(&shared);
-            servers.serve_admin(listener, move |req, _peer| crate::admin::handle(Arc::clone(&shared), req));
+            let admin = Arc::clone(&admin);
+            servers.serve_admin(listener, move |req, _peer| crate::admin::handle(Arc::clone(&admin), req));
         }
-        tasks.spawn(follow(Arc::clone(&shared), mirror, shutdown_rx));
-        tracing::info!(proxy = ?proxy_addrs, admin = ?admin_addrs, store = shared.store.backend(), "switchyard started");
-        Ok(Gateway { proxy_addrs, admin_addrs, shared, servers, shutdown, tasks })
+        tasks.spawn(follow(reload, snapshot, mirror, shutdown_rx));
+        tracing::info!(proxy = ?proxy_addrs, admin = ?admin_addrs, store = store.backend(), "switchyard started");
+        let shutdown_timeout = config.shutdown_timeout;
+        Ok(Gateway { proxy_addrs, admin_addrs, status, store, live, shutdown_timeout, servers, shutdown, tasks })
+    }
+
+    /// The config the node serves now (for embedders and tests; requests load their own).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        #[expect(clippy::disallowed_methods, reason = "a read for the embedder, not a request's")]
+        self.live.load()
     }
 
     /// Stops gracefully: closes the listeners, lets in-flight requests finish for up to
@@ -104,8 +138,8 @@ impl Gateway {
     /// As [`Gateway::shutdown`], but `cut_now` resolving (a second signal) ends the wait for
     /// in-flight requests at once.
     pub async fn shutdown_or_cut(self, cut_now: impl std::future::Future<Output = ()>) {
-        let Gateway { shared, servers, shutdown, mut tasks, .. } = self;
-        servers.shut_down(shared.config.shutdown_timeout, cut_now).await;
+        let Gateway { shutdown_timeout, servers, shutdown, mut tasks, .. } = self;
+        servers.shut_down(shutdown_timeout, cut_now).await;
         let _ = shutdown.send(true);
         while tasks.join_next().await.is_some() {}
     }

@@ -6,6 +6,8 @@
 pub mod admin;
 pub mod background;
 pub mod cache;
+pub mod client_io;
+pub mod compiled;
 pub mod compiler;
 pub mod config;
 pub mod error;

@@ -1,7 +1,6 @@
 //! The single writer of the live snapshot: store events → rebuild off the request path → one
-//! `ArcSwap::store`. In-flight requests finish on the snapshot they loaded.
+//! atomic publish. In-flight requests finish on the snapshot they loaded.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +9,10 @@ use tokio::sync::watch;
 use switchyard_sdk::UpstreamIo;
 
 use crate::background::BackgroundWork;
+use crate::cache::MirrorCache;
 use crate::mirror::Mirror;
 use crate::snapshot::Snapshot;
-use crate::state::Shared;
+use crate::state::ReloadState;
 use crate::store::WatchMessage;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -22,23 +22,23 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Builds and publishes a snapshot from `mirror`, reusing what did not change, starts and stops
 /// the plugins' background work to match, then refreshes the local cache (etcd) so a restart
 /// while the store is down serves this config.
-async fn publish(shared: &Shared, mirror: &Mirror, background: &mut BackgroundWork) {
-    let previous = shared.snapshot.load_full();
+async fn publish(state: &ReloadState, mirror: &Mirror, live: &mut Arc<Snapshot>, background: &mut BackgroundWork) {
     let started = std::time::Instant::now();
     let snapshot =
-        Snapshot::build(&mirror.resources, &shared.group_prefix, mirror.revision, &shared.compiler, Some(&previous));
+        Snapshot::build(&mirror.resources, &state.group_prefix, mirror.revision, &state.compiler, Some(live));
     tracing::debug!(revision = mirror.revision, routes = snapshot.routes.len(), took = ?started.elapsed(), "snapshot published");
-    let snapshot = Arc::new(snapshot);
-    shared.snapshot.store(Arc::clone(&snapshot));
-    background.sync(&snapshot);
-    shared.applied_revision.fetch_max(mirror.revision, Ordering::AcqRel);
-    save_cache(shared, mirror).await;
+    *live = Arc::new(snapshot);
+    state.live.publish(Arc::clone(live));
+    background.sync(live);
+    state.status.set_rejected(&live.rejected);
+    state.status.advance(mirror.revision);
+    save_cache(state.cache.as_ref(), mirror).await;
 }
 
 /// Writes `mirror` to the node's local cache, when it has one. A failure is logged, never fatal:
 /// the cache only matters for a later start while the store is down.
-pub async fn save_cache(shared: &Shared, mirror: &Mirror) {
-    let Some(cache) = shared.cache.clone() else { return };
+pub async fn save_cache(cache: Option<&MirrorCache>, mirror: &Mirror) {
+    let Some(cache) = cache.cloned() else { return };
     let copy = Mirror { resources: mirror.resources.clone(), revision: mirror.revision };
     let path = cache.path().to_path_buf();
     match tokio::task::spawn_blocking(move || cache.save(&copy)).await {
@@ -53,19 +53,26 @@ pub async fn save_cache(shared: &Shared, mirror: &Mirror) {
 /// While the store is unreachable the last snapshot keeps serving and every retry waits twice as
 /// long as the one before, up to [`MAX_BACKOFF`]. A mirror read from the local cache is replaced
 /// by a full listing first: the store may have changed in any way meanwhile.
-pub async fn follow(shared: Arc<Shared>, mut mirror: Mirror, mut shutdown: watch::Receiver<bool>) {
-    let io = Arc::clone(&shared.compiler.transport) as Arc<dyn UpstreamIo>;
-    let mut background = BackgroundWork::new(io, Arc::clone(&shared.background));
-    background.sync(&shared.snapshot.load());
+///
+/// `live` is the snapshot the node starts with (already published).
+pub async fn follow(
+    state: ReloadState,
+    mut live: Arc<Snapshot>,
+    mut mirror: Mirror,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let io = Arc::clone(&state.compiler.transport) as Arc<dyn UpstreamIo>;
+    let mut background = BackgroundWork::new(io, Arc::clone(&state.status.background));
+    background.sync(&live);
     let mut backoff = MIN_BACKOFF;
-    let mut in_sync = !shared.is_cached();
+    let mut in_sync = !state.status.is_cached();
     loop {
         if !in_sync {
-            match Mirror::load(shared.store.as_ref(), &shared.group_prefix).await {
+            match Mirror::load(state.store.as_ref(), &state.group_prefix).await {
                 Ok(fresh) => {
                     mirror = fresh;
-                    publish(&shared, &mirror, &mut background).await;
-                    if shared.cached.swap(false, Ordering::AcqRel) {
+                    publish(&state, &mirror, &mut live, &mut background).await;
+                    if state.status.caught_up() {
                         tracing::info!(revision = mirror.revision, "config store reachable again: caught up");
                     }
                     in_sync = true;
@@ -80,7 +87,7 @@ pub async fn follow(shared: Arc<Shared>, mut mirror: Mirror, mut shutdown: watch
                 }
             }
         }
-        let watched = shared.store.watch(&shared.group_prefix, mirror.revision + 1).await;
+        let watched = state.store.watch(&state.group_prefix, mirror.revision + 1).await;
         let mut events = match watched {
             Ok(rx) => rx,
             Err(err) => {
@@ -109,12 +116,12 @@ pub async fn follow(shared: Arc<Shared>, mut mirror: Mirror, mut shutdown: watch
                             WatchMessage::Resync => resync = true,
                         }
                     }
-                    publish(&shared, &mirror, &mut background).await;
+                    publish(&state, &mirror, &mut live, &mut background).await;
                     backoff = MIN_BACKOFF;
                 }
                 Some(WatchMessage::Progress(revision)) => {
                     mirror.revision = mirror.revision.max(revision);
-                    shared.applied_revision.fetch_max(revision, Ordering::AcqRel);
+                    state.status.advance(revision);
                 }
                 Some(WatchMessage::Resync) | None => resync = true,
             }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::snapshot::CompiledRoute;
+use crate::compiled::CompiledRoute;
 
 /// How specific a path pattern is: exact beats prefix, then longer beats shorter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -105,35 +105,11 @@ fn escape(path: &str) -> String {
     path.replace('{', "{{").replace('}', "}}")
 }
 
-/// A host pattern of a route: exact (`api.example.com`) or wildcard (`*.example.com`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    Exact(String),
-    /// The suffix including the leading dot: `.example.com`.
-    Wildcard(String),
-}
-
-impl HostPattern {
-    pub fn parse(host: &str) -> HostPattern {
-        let host = host.to_ascii_lowercase();
-        match host.strip_prefix('*') {
-            Some(suffix) => HostPattern::Wildcard(suffix.to_string()),
-            None => HostPattern::Exact(host),
-        }
-    }
-
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            HostPattern::Exact(exact) => exact == host,
-            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::CompiledRoute;
+    use crate::compiled::CompiledRoute;
+    use crate::compiled::HostPattern;
 
     fn route(id: &str, paths: &[&str], priority: i64, revision: u64) -> Arc<CompiledRoute> {
         let mut r = CompiledRoute::bare(id);

@@ -10,8 +10,8 @@ use http::Uri;
 use switchyard_sdk::balancer::SmoothWeighted;
 use switchyard_sdk::headers::forwardable;
 use switchyard_sdk::{
-    AttemptResult, BuildContext, ClientHandle, ClientSettings, Ctx, GiveUp, Next, Request, Target, UpstreamRequest,
-    Verdict,
+    AttemptResult, AttemptTiming, BuildContext, ClientHandle, ClientSettings, Ctx, GiveUp, Next, Request, Target,
+    UpstreamRequest, Verdict,
 };
 
 use crate::resource::upstream::{Node, UpstreamSpec};
@@ -149,13 +149,17 @@ impl Target for UpstreamTarget {
             max_response_bytes: None,
             flush_interval: None,
             label: Arc::clone(&up.labels[index]),
+            timing: AttemptTiming::default(),
         })
     }
 
     fn judge(&mut self, _ctx: &mut Ctx, result: &AttemptResult<'_>) -> Verdict {
         match result {
             AttemptResult::ConnectFailed => Verdict::Retry,
-            AttemptResult::Response { .. } | AttemptResult::TimedOut | AttemptResult::Failed => Verdict::Accept,
+            AttemptResult::Response { .. }
+            | AttemptResult::TimedOut
+            | AttemptResult::FirstEventTimedOut
+            | AttemptResult::Failed => Verdict::Accept,
         }
     }
 }

@@ -177,11 +177,13 @@ async fn gateway_groups_are_isolated() {
 }
 
 #[tokio::test]
-async fn status_reports_revision_store_and_rejected_resources() {
+async fn status_reports_revision_store_rejected_resources_and_tasks() {
     let gw = TestGateway::start().await;
     let status = gw.status().await;
     assert_eq!(status["store"], "embedded");
     assert_eq!(status["rejected"], json!([]));
+    // At least the listeners' accept loops and the connection answering this request.
+    assert!(status["tasks"].as_u64().unwrap() >= 2, "{status}");
     let body = gw.put_route(json!({"id": "r", "paths": ["/r"], "upstream": {"nodes": {"127.0.0.1:1": 1}}})).await;
     assert!(gw.status().await["revision"].as_u64().unwrap() >= body["modifiedIndex"].as_u64().unwrap());
 }

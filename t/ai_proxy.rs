@@ -404,6 +404,69 @@ async fn a_broken_or_stalled_or_oversized_stream_ends_with_an_error_event_never_
 }
 
 #[tokio::test]
+async fn a_buffered_answer_over_max_response_bytes_is_a_502_saying_it_is_too_large() {
+    let mock = MockUpstream::llm("small").await;
+    let gw = gateway_for(&mock).await;
+    gw.put_route(deepseek_route("small-json", "/small-json", json!({"max_response_bytes": 300}))).await;
+    // The fixture (454 bytes, with Content-Length), then a chunked answer of 5000 bytes.
+    for big in [None, Some("5000")] {
+        let mut request = gw.http.post(gw.url("/small-json")).body(r#"{"messages":[]}"#);
+        if let Some(size) = big {
+            request = request.header("x-mock-big-bytes", size);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let error = error_of(response).await;
+        assert_eq!(error["error"]["code"], "response_too_large");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("too large: over 300 bytes"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn usage_is_logged_for_a_big_unbuffered_answer() {
+    let mock = MockUpstream::llm("bigjson").await;
+    let gw = gateway_for(&mock).await;
+    let mut route = deepseek_route("big-unbuffered", "/big-unbuffered", json!({"logging": {"summaries": true}}));
+    route["plugins"]["proxy-buffering"] = json!({"disable_proxy_buffering": true});
+    gw.put_route(route).await;
+    let size = 4 << 20;
+    let response = gw
+        .http
+        .post(gw.url("/big-unbuffered"))
+        .header("x-mock-big-bytes", size.to_string())
+        .body(r#"{"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap().len(), size);
+    let line = logs::access_line("big-unbuffered").await;
+    for field in crate::harness::mock::BIG_USAGE.iter().chain(&["model=deepseek-chat", "status=200"]) {
+        assert!(line.contains(field), "{field} missing in {line}");
+    }
+}
+
+#[tokio::test]
+async fn an_event_that_never_ends_is_cut_at_the_maximum_event_size() {
+    let mock = MockUpstream::llm("endless").await;
+    let gw = gateway_for(&mock).await;
+    gw.put_route(deepseek_route("endless", "/endless", json!({}))).await;
+    // 17 MiB of JSON sent as an event stream: one event whose blank line never comes.
+    let response = gw
+        .http
+        .post(gw.url("/endless"))
+        .header("x-mock-big-bytes", (17 << 20).to_string())
+        .header("x-mock-content-type", "text/event-stream")
+        .body(r#"{"stream":true,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    let (text, _) = read_stream(response).await;
+    assert!(text.starts_with("event: error") && text.contains("maximum event size"), "{text}");
+}
+
+#[tokio::test]
 async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     let mock = MockUpstream::llm("gone").await;
     let gw = gateway_for(&mock).await;

@@ -60,14 +60,17 @@ async fn falls_back_to_lower_priority_on_429_and_5xx() {
     .await;
     assert_eq!(answered_by(&chat(&gw, "fb").await), (200, "primary".into(), "1".into()));
 
+    primary.fail_with(503);
+    assert_eq!(answered_by(&chat(&gw, "fb").await), (200, "fallback".into(), "2".into()));
+
     primary.fail_with(429);
     let response = chat(&gw, "fb").await;
     assert_eq!(answered_by(&response), (200, "fallback".into(), "2".into()));
     let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     assert_eq!(body["model"], "model-fallback", "the retry rebuilt the body with the fallback's options");
-
-    primary.fail_with(503);
-    assert_eq!(answered_by(&chat(&gw, "fb").await), (200, "fallback".into(), "2".into()));
+    // A 429 without Retry-After cools the primary down at once: the next request skips it.
+    assert_eq!(answered_by(&chat(&gw, "fb").await), (200, "fallback".into(), "1".into()));
+    assert_eq!(primary.hits(), 3);
 }
 
 #[tokio::test]

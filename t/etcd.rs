@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use switchyard::mirror::Mirror;
 use switchyard::reload::follow;
 use switchyard::snapshot::Snapshot;
-use switchyard::state::Shared;
+use switchyard::state::{LiveSnapshot, NodeStatus, ReloadState};
 use switchyard::store::etcd::EtcdStore;
 use switchyard::store::{ConfigStore, WatchMessage};
 use switchyard::Config;
@@ -251,27 +251,38 @@ async fn compaction_past_the_watch_revision_resyncs_and_later_changes_still_appl
     let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
     assert!(matches!(first, Some(WatchMessage::Resync)), "compacted history means resync, got {first:?}");
 
-    let compiler = switchyard::compiler::Compiler::new(
+    let compiler = Arc::new(switchyard::compiler::Compiler::new(
         switchyard::plugins::builtin(&config),
         switchyard::transport::Transport::new(),
-    );
-    let snapshot = Snapshot::build(&stale.resources, "/switchyard/default/", stale.revision, &compiler, None);
-    let shared = Arc::new(Shared::new(config, store, compiler, snapshot));
+    ));
+    let snapshot = Arc::new(Snapshot::build(&stale.resources, "/switchyard/default/", stale.revision, &compiler, None));
+    let status = Arc::new(NodeStatus::new(&snapshot, false));
+    let live = Arc::new(LiveSnapshot::new(Arc::clone(&snapshot)));
+    let reload = ReloadState {
+        store,
+        compiler,
+        group_prefix: "/switchyard/default/".into(),
+        cache: None,
+        live: Arc::clone(&live),
+        status: Arc::clone(&status),
+    };
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(follow(Arc::clone(&shared), stale, shutdown_rx));
+    let follower = tokio::spawn(follow(reload, snapshot, stale, shutdown_rx));
 
     let current = current as u64;
-    eventually("the resync lands", async || shared.applied_revision() >= current).await;
-    let routes = |shared: &Shared| {
-        let mut ids: Vec<String> = shared.snapshot.load().routes.keys().map(|id| id.to_string()).collect();
+    assert!(status.wait_for_revision(current, Duration::from_secs(10)).await, "the resync lands");
+    let routes = || {
+        #[expect(clippy::disallowed_methods, reason = "the test reads what the reload task published")]
+        let snapshot = live.load();
+        let mut ids: Vec<String> = snapshot.routes.keys().map(|id| id.to_string()).collect();
         ids.sort();
         ids
     };
-    assert_eq!(routes(&shared), ["one", "three", "two"]);
+    assert_eq!(routes(), ["one", "three", "two"]);
     let (key, value) = put("later");
     let later = client.put(key, value, None).await.unwrap().header().unwrap().revision() as u64;
-    eventually("a change after the resync applies", async || shared.applied_revision() >= later).await;
-    assert_eq!(routes(&shared), ["later", "one", "three", "two"]);
+    assert!(status.wait_for_revision(later, Duration::from_secs(10)).await, "a change after the resync applies");
+    assert_eq!(routes(), ["later", "one", "three", "two"]);
 
     shutdown.send(true).unwrap();
     follower.await.unwrap();

@@ -5,11 +5,13 @@
 mod harness;
 
 mod admin;
+mod admin_fuzz;
 mod ai_proxy;
 mod ai_proxy_multi;
 mod connections;
 mod descriptors;
 mod etcd;
+mod failover;
 mod model_api;
 mod model_api_protocols;
 mod model_resources;

@@ -173,3 +173,34 @@ async fn a_client_expecting_100_continue_gets_it_and_the_upstream_is_not_asked_t
     assert_eq!(seen.body.len(), 4096);
     assert!(!seen.headers.contains_key("expect"));
 }
+
+/// 64 MiB: the most a buffered answer may hold when the route sets no `max_response_bytes`.
+const DEFAULT_MAX_BUFFERED: u64 = 64 << 20;
+
+#[tokio::test]
+async fn a_buffered_answer_over_the_default_limit_is_a_502_saying_it_is_too_large() {
+    let gw = TestGateway::start().await;
+    let mock = MockUpstream::llm("big").await;
+    gw.put_route(json!({"id": "big", "paths": ["/big"], "upstream": {"nodes": {mock.node(): 1}}})).await;
+    let big = |announced: bool| {
+        let request = gw.http.post(gw.url("/big")).header("x-mock-big-bytes", (DEFAULT_MAX_BUFFERED + 1).to_string());
+        if announced {
+            request.header("x-mock-length", "1")
+        } else {
+            request
+        }
+    };
+    // Announced by Content-Length: refused before a byte of the body is read; sent chunked: once
+    // the limit is passed.
+    for announced in [true, false] {
+        let response = big(announced).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        let message = body["error_msg"].as_str().unwrap();
+        assert!(message.contains("too large") && message.contains("67108864"), "{message}");
+    }
+    // A smaller answer is served whole.
+    let response = gw.http.post(gw.url("/big")).header("x-mock-big-bytes", "1000").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap().len(), 1000);
+}

@@ -7,30 +7,33 @@ use serde_json::{json, Map, Value};
 
 use super::{check, secrets, AdminError, AdminReply, AdminResult, Query};
 use crate::resource::{group_prefix, resource_key, unix_now, valid_id, Kind};
-use crate::state::Shared;
+use crate::state::AdminState;
 use crate::store::KeyValue;
 
 /// `GET /apisix/admin/status`: the applied revision, the backend and whether it is reachable,
 /// whether the live config came from the local cache, and rejected resources.
-pub fn status(shared: &Shared) -> AdminResult {
-    let snapshot = shared.snapshot.load();
+pub fn status(state: &AdminState) -> AdminResult {
+    let status = &state.status;
     Ok(AdminReply::ok(json!({
-        "revision": shared.applied_revision().max(snapshot.revision),
-        "store": shared.store.backend(),
-        "connected": shared.store.connected(),
-        "cached": shared.is_cached(),
-        "gateway_group_id": shared.config.gateway_group_id,
-        "rejected": snapshot.rejected,
+        "revision": status.applied_revision(),
+        "store": state.store.backend(),
+        "connected": state.store.connected(),
+        "cached": status.is_cached(),
+        "gateway_group_id": state.config.gateway_group_id,
+        "rejected": &*status.rejected(),
         "background_tasks": {
-            "running": shared.background.running.load(Ordering::Relaxed),
-            "started": shared.background.started.load(Ordering::Relaxed),
+            "running": status.background.running.load(Ordering::Relaxed),
+            "started": status.background.started.load(Ordering::Relaxed),
         },
+        // Every task alive on the node's runtime (connections, requests, background work): the
+        // soak in `make bench` checks that it stays flat.
+        "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
     })))
 }
 
 /// Everything under `/apisix/admin/{routes,services}[/{id}]`.
 pub async fn resource(
-    shared: &Shared,
+    state: &AdminState,
     method: &Method,
     kind: &str,
     id: Option<&str>,
@@ -46,7 +49,7 @@ pub async fn resource(
     if group.contains('/') {
         return Err(AdminError::bad_request("invalid gateway_group_id"));
     }
-    let api = Api { shared, kind, group };
+    let api = Api { state, kind, group };
     match (method, id) {
         (&Method::GET, None) => api.list(query).await,
         (&Method::GET, Some(id)) => api.get(id).await,
@@ -71,14 +74,14 @@ pub async fn resource(
 }
 
 struct Api<'a> {
-    shared: &'a Shared,
+    state: &'a AdminState,
     kind: Kind,
     group: &'a str,
 }
 
 impl Api<'_> {
     fn key(&self, id: &str) -> String {
-        resource_key(&self.shared.store_root, self.group, self.kind, id)
+        resource_key(&self.state.store_root, self.group, self.kind, id)
     }
 
     /// The APISIX envelope of one stored resource.
@@ -89,7 +92,7 @@ impl Api<'_> {
                 format!("stored {} `{id}` is not JSON", self.kind.as_str()),
             )
         })?;
-        secrets::mask(self.kind, &mut value, &self.shared.compiler.registry);
+        secrets::mask(self.kind, &mut value, &self.state.compiler.registry);
         Ok(json!({
             "key": format!("/apisix/{}/{id}", self.kind.as_str()),
             "value": value,
@@ -99,13 +102,13 @@ impl Api<'_> {
     }
 
     async fn get(&self, id: &str) -> AdminResult {
-        let kv = self.shared.store.get(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
+        let kv = self.state.store.get(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
         Ok(AdminReply::ok(self.envelope(id, &kv)?))
     }
 
     async fn list(&self, query: &Query<'_>) -> AdminResult {
-        let prefix = format!("{}{}/", group_prefix(&self.shared.store_root, self.group), self.kind.as_str());
-        let (items, _) = self.shared.store.list(&prefix).await?;
+        let prefix = format!("{}{}/", group_prefix(&self.state.store_root, self.group), self.kind.as_str());
+        let (items, _) = self.state.store.list(&prefix).await?;
         let total = items.len();
         let number = |name: &str| -> Result<Option<usize>, AdminError> {
             query
@@ -138,7 +141,7 @@ impl Api<'_> {
             return Err(AdminError::bad_request(format!("invalid id `{id}`: use 1 to 64 of [a-zA-Z0-9-_.]")));
         }
         let key = self.key(&id);
-        let previous = self.shared.store.get(&key).await?;
+        let previous = self.state.store.get(&key).await?;
         let now = unix_now();
         let stored = previous.as_ref().and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
         let create_time = stored.as_ref().and_then(|v| v.get("create_time").and_then(Value::as_u64)).unwrap_or(now);
@@ -146,14 +149,14 @@ impl Api<'_> {
         value.insert("create_time".into(), create_time.into());
         value.insert("update_time".into(), now.into());
         let mut value = Value::Object(value);
-        secrets::restore(self.kind, &mut value, stored.as_ref(), &self.shared.compiler.registry)
+        secrets::restore(self.kind, &mut value, stored.as_ref(), &self.state.compiler.registry)
             .map_err(AdminError::bad_request)?;
         self.validate(&id, &value).await?;
         let bytes = bytes::Bytes::from(value.to_string());
         // Compare-and-set against what was read: a concurrent write makes this one a 409, never a
         // silent overwrite with a stale create_time.
         let expected = previous.as_ref().map_or(0, |p| p.mod_revision);
-        let put = self.shared.store.put(&key, bytes.clone(), Some(expected)).await?;
+        let put = self.state.store.put(&key, bytes.clone(), Some(expected)).await?;
         let created = put.previous.is_none();
         let kv = KeyValue {
             key,
@@ -171,7 +174,7 @@ impl Api<'_> {
 
     /// The same compile reload runs, so what the admin API accepts always goes live.
     async fn validate(&self, id: &str, value: &Value) -> Result<(), AdminError> {
-        check::compile(self.shared, self.group, self.kind, id, value).await?;
+        check::compile(self.state, self.group, self.kind, id, value).await?;
         Ok(())
     }
 
@@ -181,7 +184,7 @@ impl Api<'_> {
         if patch.get("id").is_some_and(|v| id_string(v).as_deref() != Some(id)) {
             return Err(AdminError::bad_request("the id in the body does not match the path"));
         }
-        let kv = self.shared.store.get(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
+        let kv = self.state.store.get(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
         let mut value: Value = serde_json::from_slice(&kv.value)
             .map_err(|_| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "stored resource is not JSON"))?;
         json_patch::merge(&mut value, &Value::Object(patch));
@@ -201,7 +204,7 @@ impl Api<'_> {
                 )));
             }
         }
-        let revision = self.shared.store.delete(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
+        let revision = self.state.store.delete(&self.key(id)).await?.ok_or_else(AdminError::not_found)?;
         Ok(AdminReply {
             status: StatusCode::OK,
             body: json!({ "deleted": "1", "key": format!("/apisix/{}/{id}", self.kind.as_str()) }),
@@ -211,8 +214,8 @@ impl Api<'_> {
 
     /// Ids of the group's routes whose `service_id` is `service_id`.
     async fn routes_using(&self, service_id: &str) -> Result<Vec<String>, AdminError> {
-        let prefix = format!("{}routes/", group_prefix(&self.shared.store_root, self.group));
-        let (routes, _) = self.shared.store.list(&prefix).await?;
+        let prefix = format!("{}routes/", group_prefix(&self.state.store_root, self.group));
+        let (routes, _) = self.state.store.list(&prefix).await?;
         Ok(routes
             .iter()
             .filter(|kv| {

@@ -5,15 +5,15 @@
 use serde_json::Value;
 
 use super::AdminError;
+use crate::compiled::ServiceEntry;
 use crate::compiler::{dependency, dependency_field, Compiled, Dependencies, NoDependencies, ProviderKeyEntry};
 use crate::resource::{resource_key, stored_json, Kind};
-use crate::snapshot::ServiceEntry;
-use crate::state::Shared;
+use crate::state::AdminState;
 
 /// Compiles `value`, a resource of `kind` about to be written to `group`. The error names the
 /// field at fault (`invalid model: provider_key_id: provider key `x` does not exist`).
 pub async fn compile(
-    shared: &Shared,
+    state: &AdminState,
     group: &str,
     kind: Kind,
     id: &str,
@@ -21,11 +21,11 @@ pub async fn compile(
 ) -> Result<Compiled, AdminError> {
     let mut deps = Stored::default();
     if let Some((of, dependency_id)) = dependency(kind, value) {
-        let key = resource_key(&shared.store_root, group, of, &dependency_id);
-        let compiled = match shared.store.get(&key).await? {
+        let key = resource_key(&state.store_root, group, of, &dependency_id);
+        let compiled = match state.store.get(&key).await? {
             Some(kv) => Some(
                 stored_json(of, &kv.value)
-                    .and_then(|json| shared.compiler.compile(of, &dependency_id, &json, &NoDependencies))
+                    .and_then(|json| state.compiler.compile(of, &dependency_id, &json, &NoDependencies))
                     .map_err(|err| {
                         // Reload rejects it, so nothing can compile against it there either.
                         let field = dependency_field(kind).map_or("", |(field, _)| field);
@@ -49,7 +49,7 @@ pub async fn compile(
             _ => {}
         }
     }
-    shared
+    state
         .compiler
         .compile(kind, id, value, &deps)
         .map_err(|err| AdminError::bad_request(format!("invalid {}: {err}", noun(kind))))

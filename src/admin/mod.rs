@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::json_response;
 use crate::proxy::ResponseBody;
-use crate::state::Shared;
+use crate::state::AdminState;
 
 pub use query::Query;
 
@@ -75,13 +75,13 @@ impl From<crate::store::StoreError> for AdminError {
 }
 
 /// Serves one request on an admin listener.
-pub async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
+pub async fn handle(state: Arc<AdminState>, req: hyper::Request<Incoming>) -> hyper::Response<ResponseBody> {
     let (head, body) = req.into_parts();
-    let result = if !authorized(&shared, &head.headers) {
+    let result = if !authorized(&state, &head.headers) {
         Err(AdminError::new(StatusCode::UNAUTHORIZED, "failed to check token"))
     } else {
-        match read_admin_body(&head.headers, body, shared.config.proxy.client_body_timeout).await {
-            Ok(body) => dispatch(&shared, &head, body).await,
+        match read_admin_body(&head.headers, body, state.config.proxy.client_body_timeout).await {
+            Ok(body) => dispatch(&state, &head, body).await,
             Err(err) => Err(err),
         }
     };
@@ -98,27 +98,27 @@ pub async fn handle(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> hyper
     response.map(ResponseBody::full)
 }
 
-async fn dispatch(shared: &Shared, head: &http::request::Parts, body: Bytes) -> AdminResult {
+async fn dispatch(state: &AdminState, head: &http::request::Parts, body: Bytes) -> AdminResult {
     let path = head.uri.path().trim_end_matches('/');
     let query = Query::parse(head.uri.query());
     if let Some(rest) = path.strip_prefix("/admin/v1/") {
-        return models::resource(shared, &head.method, rest, &query, body).await;
+        return models::resource(state, &head.method, rest, &query, body).await;
     }
     let Some(rest) = path.strip_prefix("/apisix/admin/") else {
         return Err(AdminError::new(StatusCode::NOT_FOUND, format!("no admin API at {path}")));
     };
     if rest == "status" {
-        return apisix::status(shared);
+        return apisix::status(state);
     }
     let (kind, id) = match rest.split_once('/') {
         Some((kind, id)) => (kind, Some(id)),
         None => (rest, None),
     };
-    apisix::resource(shared, &head.method, kind, id, &query, body).await
+    apisix::resource(state, &head.method, kind, id, &query, body).await
 }
 
 /// Accepts `X-API-KEY: <key>` or `Authorization: Bearer <key>`, compared in constant time.
-fn authorized(shared: &Shared, headers: &http::HeaderMap) -> bool {
+fn authorized(state: &AdminState, headers: &http::HeaderMap) -> bool {
     let presented = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -131,7 +131,7 @@ fn authorized(shared: &Shared, headers: &http::HeaderMap) -> bool {
         .map(str::trim);
     let Some(presented) = presented else { return false };
     // Every configured key is compared, each in constant time: no early exit tells which matched.
-    let matched = shared
+    let matched = state
         .config
         .admin
         .keys
@@ -147,14 +147,14 @@ async fn read_admin_body(
     body: Incoming,
     between_reads: std::time::Duration,
 ) -> Result<Bytes, AdminError> {
-    use crate::server::BodyReadError;
+    use crate::client_io::BodyReadError;
     let too_large = || {
         AdminError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_ADMIN_BODY} bytes"))
     };
-    if crate::server::declares_more_than(headers, MAX_ADMIN_BODY) {
+    if crate::client_io::declares_more_than(headers, MAX_ADMIN_BODY) {
         return Err(too_large());
     }
-    crate::server::read_whole(body, MAX_ADMIN_BODY, between_reads).await.map_err(|err| match err {
+    crate::client_io::read_whole(body, MAX_ADMIN_BODY, between_reads).await.map_err(|err| match err {
         BodyReadError::TooLarge => too_large(),
         BodyReadError::TimedOut => {
             AdminError::new(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time")

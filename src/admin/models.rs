@@ -10,12 +10,12 @@ use super::{check, secrets, AdminError, AdminReply, AdminResult, Query};
 use crate::compiler::Compiled;
 use crate::resource::api_key::sha256_hex;
 use crate::resource::{group_prefix, resource_key, stored_json, Kind};
-use crate::state::Shared;
+use crate::state::AdminState;
 use crate::store::{KeyValue, PutResult, StoreError};
 
 /// Everything under `/admin/v1/{provider_keys,models,apikeys}[/{id}[/rotate]]`.
 pub async fn resource(
-    shared: &Shared,
+    state: &AdminState,
     method: &Method,
     rest: &str,
     query: &Query<'_>,
@@ -37,7 +37,7 @@ pub async fn resource(
     if group.contains('/') {
         return Err(AdminError::bad_request("invalid gateway_group_id"));
     }
-    let api = Api { shared, kind, group };
+    let api = Api { state, kind, group };
     match (method, id, action) {
         (&Method::GET, None, None) => api.list().await,
         (&Method::POST, None, None) => api.create(&body).await,
@@ -56,14 +56,14 @@ pub async fn resource(
 type Stored = (String, KeyValue, Value);
 
 struct Api<'a> {
-    shared: &'a Shared,
+    state: &'a AdminState,
     kind: Kind,
     group: &'a str,
 }
 
 impl Api<'_> {
     fn key(&self, id: &str) -> String {
-        resource_key(&self.shared.store_root, self.group, self.kind, id)
+        resource_key(&self.state.store_root, self.group, self.kind, id)
     }
 
     fn noun(&self) -> &'static str {
@@ -73,8 +73,8 @@ impl Api<'_> {
     /// Every stored entry of `kind` in the group; records that are not JSON are left out (reload
     /// lists them in `status.rejected`).
     async fn all(&self, kind: Kind) -> Result<Vec<Stored>, AdminError> {
-        let prefix = format!("{}{}/", group_prefix(&self.shared.store_root, self.group), kind.as_str());
-        let (items, _) = self.shared.store.list(&prefix).await?;
+        let prefix = format!("{}{}/", group_prefix(&self.state.store_root, self.group), kind.as_str());
+        let (items, _) = self.state.store.list(&prefix).await?;
         Ok(items
             .into_iter()
             .filter_map(|kv| {
@@ -87,7 +87,7 @@ impl Api<'_> {
     /// The stored entry and its resource JSON; 404 when absent.
     async fn entry(&self, id: &str) -> Result<(KeyValue, Value), AdminError> {
         let kv = self
-            .shared
+            .state
             .store
             .get(&self.key(id))
             .await?
@@ -100,13 +100,13 @@ impl Api<'_> {
     /// An entry as responses show it: secrets masked, `revision` the key's write count.
     fn shown(&self, id: &str, value: &Value, revision: u64) -> Value {
         let mut value = value.clone();
-        secrets::mask(self.kind, &mut value, &self.shared.compiler.registry);
+        secrets::mask(self.kind, &mut value, &self.state.compiler.registry);
         json!({"id": id, "value": value, "revision": revision})
     }
 
     /// Puts stored secrets back where `value` says `"***"`; a 400 when nothing is stored there.
     fn restore(&self, value: &mut Value, stored: Option<&Value>) -> Result<(), AdminError> {
-        secrets::restore(self.kind, value, stored, &self.shared.compiler.registry).map_err(AdminError::bad_request)
+        secrets::restore(self.kind, value, stored, &self.state.compiler.registry).map_err(AdminError::bad_request)
     }
 
     async fn list(&self) -> AdminResult {
@@ -118,7 +118,7 @@ impl Api<'_> {
     /// Compiles a submitted value as reload will, and checks that its name (or key hash) is not
     /// another entry's. The result is what is stored: the normalised resource, secret included.
     async fn checked(&self, id: &str, value: &Value) -> Result<Value, AdminError> {
-        let compiled = check::compile(self.shared, self.group, self.kind, id, value).await?;
+        let compiled = check::compile(self.state, self.group, self.kind, id, value).await?;
         let (stored, unique_field, unique_value) = match &compiled {
             Compiled::ProviderKey(key) => (serde_json::to_value(&key.spec), "display_name", &key.spec.display_name),
             Compiled::Model(model) => (serde_json::to_value(&model.spec), "display_name", &model.spec.display_name),
@@ -143,7 +143,7 @@ impl Api<'_> {
     /// Writes an entry: only if the key is absent (`expect` 0) or still at `expect`.
     async fn write(&self, id: &str, value: &Value, expect: u64) -> Result<PutResult, AdminError> {
         let bytes = bytes::Bytes::from(value.to_string());
-        match self.shared.store.put(&self.key(id), bytes, Some(expect)).await {
+        match self.state.store.put(&self.key(id), bytes, Some(expect)).await {
             Ok(put) => Ok(put),
             Err(StoreError::Conflict) => {
                 Err(AdminError::new(StatusCode::CONFLICT, format!("the {} changed meanwhile: retry", self.noun())))
@@ -199,7 +199,7 @@ impl Api<'_> {
             }
         }
         let revision = self
-            .shared
+            .state
             .store
             .delete(&self.key(id))
             .await?

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use switchyard_sdk::{BuildContext, Chain, ClientHandle, ClientSettings, ConfigError, Registry};
 
+use crate::compiled::{CompiledRoute, ServiceEntry};
 use crate::resource::Kind;
-use crate::snapshot::{CompiledRoute, ServiceEntry};
 use crate::transport::Transport;
 
 pub use model_api::{ApiKeyEntry, ModelEntry, ProviderKeyEntry};

@@ -3,16 +3,18 @@
 
 use std::any::{Any, TypeId};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use switchyard_builtin::model_api::catalog::{CallerKey, Catalog, Model, ModelDef, ProviderKey, ProviderKeyDef};
+use switchyard_builtin::model_api::routing::{Routing, RoutingDef};
 use switchyard_sdk::ConfigError;
 
 use super::{routes, Compiler, Dependencies};
+use crate::compiled::CompiledRoute;
 use crate::resource::api_key::ApiKeySpec;
 use crate::resource::model::ModelSpec;
 use crate::resource::provider_key::ProviderKeySpec;
-use crate::snapshot::CompiledRoute;
 
 /// A provider key: its normalised spec (what the admin API stores) and its compiled form.
 pub struct ProviderKeyEntry {
@@ -20,10 +22,17 @@ pub struct ProviderKeyEntry {
     pub key: ProviderKey,
 }
 
-/// A model alias: its spec, and the upstream calls compiled against its provider key.
+/// A model alias: its spec, and what it compiled to.
 pub struct ModelEntry {
     pub spec: ModelSpec,
-    pub model: Arc<Model>,
+    pub compiled: CompiledModel,
+}
+
+pub enum CompiledModel {
+    /// The upstream calls, compiled against the provider key.
+    Direct(Arc<Model>),
+    /// The targets by alias, found when the catalog is assembled.
+    Routing(Arc<Routing>),
 }
 
 /// A caller key: its spec and the compiled hash and allowed aliases.
@@ -50,7 +59,7 @@ pub fn provider_key(
     Ok(ProviderKeyEntry { spec, key })
 }
 
-/// Compiles a model against its provider key (found in `deps`).
+/// Compiles a direct model against its provider key (found in `deps`), or checks a routing one.
 pub fn model(
     _compiler: &Compiler,
     _id: &str,
@@ -58,12 +67,39 @@ pub fn model(
     deps: &dyn Dependencies,
 ) -> Result<ModelEntry, ConfigError> {
     let spec = ModelSpec::parse(value)?;
-    let key = deps.provider_key(&spec.provider_key_id).ok_or_else(|| {
-        ConfigError::new("provider_key_id", format!("provider key `{}` does not exist", spec.provider_key_id))
-    })?;
-    let def = ModelDef { alias: &spec.display_name, provider: &spec.provider, model_name: &spec.model_name };
+    if let Some(routing) = &spec.routing {
+        let targets: Vec<(String, u32)> = routing.targets.iter().map(|t| (t.model.clone(), t.weight)).collect();
+        let def = RoutingDef {
+            strategy: routing.strategy,
+            targets: &targets,
+            retries: routing.retries,
+            max_fallbacks: routing.max_fallbacks,
+            retry_on_429: routing.retry_on_429,
+            on_all_filtered: routing.on_all_filtered,
+            stream_resume: routing.stream_resume,
+            retry_after_max_wait: Duration::from_millis(routing.retry_after_max_wait_ms),
+            fallback_error_codes: &routing.fallback_error_codes,
+        };
+        let compiled = Routing::compile(&spec.display_name, &def).map_err(|e| e.within("routing"))?;
+        return Ok(ModelEntry { spec, compiled: CompiledModel::Routing(Arc::new(compiled)) });
+    }
+    let text = |field: &Option<String>| field.clone().unwrap_or_default();
+    let (provider, model_name, key_id) = (text(&spec.provider), text(&spec.model_name), text(&spec.provider_key_id));
+    let key = deps
+        .provider_key(&key_id)
+        .ok_or_else(|| ConfigError::new("provider_key_id", format!("provider key `{key_id}` does not exist")))?;
+    let millis = |ms: Option<u64>| ms.filter(|ms| *ms > 0).map(Duration::from_millis);
+    let cooldown = spec.cooldown.clone().unwrap_or_default();
+    let def = ModelDef {
+        alias: &spec.display_name,
+        provider: &provider,
+        model_name: &model_name,
+        timeout: millis(spec.timeout),
+        stream_timeout: millis(spec.stream_timeout),
+        cooldown: &cooldown,
+    };
     let model = Arc::new(Model::compile(&def, &key.key)?);
-    Ok(ModelEntry { spec, model })
+    Ok(ModelEntry { spec, compiled: CompiledModel::Direct(model) })
 }
 
 pub fn api_key(

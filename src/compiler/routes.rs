@@ -7,10 +7,10 @@ use serde_json::Value;
 use switchyard_sdk::ConfigError;
 
 use super::{Compiler, Dependencies};
+use crate::compiled::HostPattern;
+use crate::compiled::{CompiledRoute, ServiceEntry};
 use crate::resource::route::RouteSpec;
 use crate::resource::service::ServiceSpec;
-use crate::router::HostPattern;
-use crate::snapshot::{CompiledRoute, ServiceEntry};
 use crate::upstream::Upstream;
 
 /// Parses a service and compiles its plugins and upstream (to check them: its routes compile

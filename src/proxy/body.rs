@@ -16,8 +16,13 @@ use switchyard_sdk::{Ctx, Outcome};
 use tokio::time::{Instant, Sleep};
 
 use super::finish::Finisher;
+use super::resume::{Resumer, Taking};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The largest single event of an event stream: the splitter holds an unfinished event until its
+/// blank line arrives, so an upstream that never sends one would otherwise grow it without end.
+pub const MAX_SSE_EVENT: usize = 16 << 20;
 
 /// What hyper sends to the client.
 pub enum ResponseBody {
@@ -84,6 +89,7 @@ enum Cut {
     Stalled,
     TooLong,
     TooLarge,
+    EventTooLarge,
     Broken,
     Shutdown,
 }
@@ -94,6 +100,7 @@ impl Cut {
             Cut::Stalled => "the upstream stopped sending before the response was complete",
             Cut::TooLong => "the response exceeded the maximum stream duration",
             Cut::TooLarge => "the response exceeded the maximum response size",
+            Cut::EventTooLarge => "an event of the stream exceeded the maximum event size",
             Cut::Broken => "the upstream connection broke before the response was complete",
             Cut::Shutdown => "cut by shutdown: the gateway stopped before the response was complete",
         }
@@ -126,6 +133,8 @@ pub struct RelayBody {
     /// The final empty filter call (end of stream) has been made.
     done: bool,
     logged: bool,
+    /// `stream_resume`: another attempt may take a broken stream up (`None`: nothing is tracked).
+    resume: Option<Box<Resumer>>,
 }
 
 impl RelayBody {
@@ -153,7 +162,25 @@ impl RelayBody {
             received: 0,
             done: false,
             logged: false,
+            resume: None,
         }
+    }
+
+    /// Lets another attempt take the stream up if it breaks.
+    pub fn resume_with(&mut self, resumer: Resumer) {
+        self.resume = Some(Box::new(resumer));
+    }
+
+    /// Called where the stream broke: starts taking it up when that may be tried (the loop then
+    /// waits for it), else `false`.
+    fn take_up(&mut self, stalled: bool) -> bool {
+        let Some(resume) = self.resume.as_mut() else { return false };
+        if !resume.begin(&mut self.ctx, &self.finisher.route, stalled) {
+            return false;
+        }
+        // The unfinished event of the broken stream is dropped with it.
+        self.sse = Some(SseSplitter::new());
+        true
     }
 
     /// Runs the body filters on one piece and returns it as a frame, or `None` when the filters
@@ -162,6 +189,9 @@ impl RelayBody {
         for entry in self.finisher.route.chain.with_phase(switchyard_sdk::Phases::BODY_FILTER) {
             let plugin = &entry.plugin;
             plugin.body_filter(&mut self.ctx, &mut chunk, end);
+        }
+        if let Some(resume) = self.resume.as_mut() {
+            resume.on_sent(&mut self.ctx, &mut chunk);
         }
         self.outcome.body_bytes += chunk.len() as u64;
         (!chunk.is_empty()).then_some(chunk)
@@ -246,6 +276,17 @@ impl Body for RelayBody {
                     return this.cut(Cut::TooLong);
                 }
             }
+            if let Some(resume) = this.resume.as_mut() {
+                match resume.poll(cx, &mut this.ctx) {
+                    Taking::Idle => {}
+                    Taking::Pending => return Poll::Pending,
+                    Taking::Ready(upstream) => {
+                        this.upstream = upstream;
+                        this.stall.as_mut().reset(Instant::now() + this.limits.stall);
+                    }
+                    Taking::Failed => return this.cut(Cut::Broken),
+                }
+            }
             match this.upstream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     if this.received == 0 {
@@ -257,14 +298,17 @@ impl Body for RelayBody {
                     }
                     this.stall.as_mut().reset(Instant::now() + this.limits.stall);
                     match this.sse.as_mut() {
-                        Some(sse) => {
-                            if let Some(event) = sse.push_bytes(chunk) {
+                        Some(sse) => match sse.push_bytes(chunk) {
+                            Some(event) => {
                                 if let Some(frame) = this.filtered(event, false).and_then(|event| this.emit(event, cx))
                                 {
                                     return Poll::Ready(Some(Ok(Frame::data(frame))));
                                 }
                             }
-                        }
+                            // Nothing complete: all that is held is one unfinished event.
+                            None if sse.buffered() > MAX_SSE_EVENT => return this.cut(Cut::EventTooLarge),
+                            None => {}
+                        },
                         None => {
                             if let Some(frame) = this.filtered(chunk, false) {
                                 return Poll::Ready(Some(Ok(Frame::data(frame))));
@@ -272,7 +316,18 @@ impl Body for RelayBody {
                         }
                     }
                 }
-                Poll::Ready(Some(Err(_))) => return this.cut(Cut::Broken),
+                Poll::Ready(Some(Err(_))) => {
+                    if this.take_up(false) {
+                        continue;
+                    }
+                    return this.cut(Cut::Broken);
+                }
+                Poll::Ready(None) if this.resume.as_ref().is_some_and(|r| r.cut_short()) => {
+                    if this.take_up(false) {
+                        continue;
+                    }
+                    return this.cut(Cut::Broken);
+                }
                 Poll::Ready(None) => {
                     let rest = this.sse.as_mut().and_then(SseSplitter::take_rest).unwrap_or_default();
                     this.done = true;
@@ -283,6 +338,9 @@ impl Body for RelayBody {
                 }
                 Poll::Pending => {
                     if this.stall.as_mut().poll(cx).is_ready() {
+                        if this.take_up(true) {
+                            continue;
+                        }
                         return this.cut(Cut::Stalled);
                     }
                     return Poll::Pending;
@@ -302,7 +360,7 @@ impl Drop for RelayBody {
             // The client went away before the end (or shutdown cut its connection): the upstream
             // request is cancelled with us.
             self.outcome.aborted = true;
-            let cause = if crate::server::dropped_by_shutdown() {
+            let cause = if crate::client_io::dropped_by_shutdown() {
                 Cut::Shutdown.message()
             } else {
                 "client closed the connection"

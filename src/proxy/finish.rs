@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::{Method, Uri};
 use switchyard_sdk::{Ctx, Outcome, Phases};
 
-use crate::snapshot::CompiledRoute;
+use crate::compiled::CompiledRoute;
 
 /// Carries what the log needs from the request head, so bodies can finish after the handler
 /// returned. Cloning it copies no string: the URI shares the request's bytes.
@@ -86,7 +86,7 @@ impl Drop for AbandonGuard<'_> {
         if !self.armed || !self.finisher.access_log {
             return;
         }
-        let (status, error) = if crate::server::dropped_by_shutdown() {
+        let (status, error) = if crate::client_io::dropped_by_shutdown() {
             (444, "cut by shutdown before the response")
         } else {
             (499, "client closed the connection before the response")

@@ -1,10 +1,12 @@
 //! The proxy listener's request handler: match a route, run its plugin chain, call the upstream.
 
+mod attempt;
 mod body;
 mod finish;
 mod pipeline;
 mod refuse;
 pub mod request_id;
+mod resume;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,18 +19,19 @@ use switchyard_sdk::{ErrorStyle, Request};
 pub use body::{BoxError, ResponseBody};
 
 use crate::error::ProxyError;
-use crate::state::Shared;
+use crate::state::ProxyState;
 
 /// The largest request body the proxy reads; plugins may set lower limits.
 pub const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
 
 /// Serves one request on a proxy listener.
 pub async fn handle(
-    shared: Arc<Shared>,
+    state: Arc<ProxyState>,
     req: hyper::Request<Incoming>,
     client: SocketAddr,
 ) -> hyper::Response<ResponseBody> {
-    let snapshot = shared.snapshot.load_full();
+    #[expect(clippy::disallowed_methods, reason = "the request's one load: everything below gets &Snapshot")]
+    let snapshot = state.live.load();
     let (head, body) = req.into_parts();
     let id = request_id::of(&head.headers);
     let host = request_host(&head);
@@ -38,14 +41,14 @@ pub async fn handle(
     let Some(route) = found.cloned() else {
         return local(ProxyError::RouteNotFound.to_response(ErrorStyle::Apisix), &id);
     };
-    if crate::server::declares_more_than(&head.headers, MAX_REQUEST_BODY) {
-        return refuse::refuse(&shared, route, &head, client, id, ProxyError::PayloadTooLarge(MAX_REQUEST_BODY));
+    if crate::client_io::declares_more_than(&head.headers, MAX_REQUEST_BODY) {
+        return refuse::refuse(&state, route, &head, client, id, ProxyError::PayloadTooLarge(MAX_REQUEST_BODY));
     }
-    let body = match read_body(body, MAX_REQUEST_BODY, shared.config.proxy.client_body_timeout).await {
+    let body = match read_body(body, MAX_REQUEST_BODY, state.client_body_timeout).await {
         Ok(body) => body,
-        Err(err) => return refuse::refuse(&shared, route, &head, client, id, err),
+        Err(err) => return refuse::refuse(&state, route, &head, client, id, err),
     };
-    pipeline::run(&shared, route, Request { head, body }, client, id).await
+    pipeline::run(&state, route, Request { head, body }, client, id).await
 }
 
 /// The request's host, lower case and without a port: `Host`, else the URI's authority.
@@ -61,8 +64,8 @@ fn request_host(head: &http::request::Parts) -> Option<String> {
 /// Reads a request body whole, refusing more than `max` bytes and a wait longer than
 /// `between_reads` for its next piece.
 pub async fn read_body(body: Incoming, max: usize, between_reads: std::time::Duration) -> Result<Bytes, ProxyError> {
-    use crate::server::BodyReadError;
-    crate::server::read_whole(body, max, between_reads).await.map_err(|err| match err {
+    use crate::client_io::BodyReadError;
+    crate::client_io::read_whole(body, max, between_reads).await.map_err(|err| match err {
         BodyReadError::TooLarge => ProxyError::PayloadTooLarge(max),
         BodyReadError::TimedOut => ProxyError::ClientTimeout,
         BodyReadError::Broken => ProxyError::BadRequest("failed to read the request body".into()),

@@ -6,21 +6,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderName, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use switchyard_sdk::{AttemptResult, Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response, Verdict};
+use switchyard_sdk::{Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response};
 
+use super::attempt::{self, Answer, Read, Step, Stopped};
 use super::body::{RelayBody, RelayLimits, ResponseBody};
 use super::finish::Finisher;
 use super::request_id;
+use super::resume::{Resumer, UpstreamBody};
+use crate::compiled::CompiledRoute;
 use crate::error::ProxyError;
-use crate::snapshot::CompiledRoute;
-use crate::state::Shared;
-use crate::transport::send::{attempt_result, read_all, send, UpstreamResponse};
+use crate::state::ProxyState;
+use crate::transport::send::read_all;
+use futures_util::StreamExt;
 use http_body_util::BodyExt;
 
 /// The largest failed-attempt body kept to relay if every attempt fails.
 const MAX_FAILURE_BODY: u64 = 1 << 20;
+
+/// The largest answer read whole when buffering (the default) and the route sets no
+/// `max_response_bytes`: a bigger one is refused with a 502 rather than held in memory. Relayed
+/// (unbuffered and event-stream) answers have no such default: they never sit whole in memory.
+pub const DEFAULT_MAX_BUFFERED_RESPONSE: u64 = 64 << 20;
 
 /// Response headers never relayed: hop-by-hop, and the framing hyper sets itself.
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -41,7 +49,7 @@ enum Failure {
 
 /// Serves a matched request through its route's chain and upstream.
 pub async fn run(
-    shared: &Shared,
+    state: &ProxyState,
     route: Arc<CompiledRoute>,
     req: Request,
     client: SocketAddr,
@@ -54,7 +62,7 @@ pub async fn run(
         method: req.head.method.clone(),
         uri: req.head.uri.clone(),
         request_id: ctx.request_id.clone(),
-        access_log: shared.config.log.access_log,
+        access_log: state.access_log,
     };
     // hyper drops this future when the client goes away before the response head; the guard then
     // logs the request (the drop also cancels any upstream call in flight).
@@ -89,6 +97,7 @@ async fn serve(
         return fail(finisher, ctx, ProxyError::NoUpstream);
     };
     let mut last_failure: Option<Failure> = None;
+    let error_bodies = target.reads_error_bodies();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -105,58 +114,60 @@ async fn serve(
                 };
             }
         };
-        for entry in route.chain.with_phase(Phases::BEFORE_PROXY) {
-            match entry.plugin.before_proxy(&mut ctx, &mut upstream).await {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Respond(response)) => return respond_local(finisher, ctx, response),
-                Err(source) => return fail(finisher, ctx, ProxyError::PluginFailed { plugin: entry.name, source }),
-            }
+        match attempt::before_proxy(&route, &mut ctx, &mut upstream).await {
+            Ok(()) => {}
+            Err(Stopped::Respond(response)) => return respond_local(finisher, ctx, response),
+            Err(Stopped::Failed(err)) => return fail(finisher, ctx, err),
         }
-        upstream.headers.insert(request_id::X_REQUEST_ID, ctx.request_id.clone());
-        ctx.log.attempts = attempt;
-        ctx.log.instance = Some(Arc::clone(&upstream.label));
         let limits = RelayLimits {
-            stall: upstream.timeout,
+            stall: upstream.timing.stream_idle.unwrap_or(upstream.timeout),
             max_duration: upstream.max_duration,
             max_bytes: upstream.max_response_bytes,
             flush_interval: upstream.flush_interval,
         };
-        let sent = send(upstream).await;
-        let verdict = match &sent {
-            Ok(response) => target
-                .judge(&mut ctx, &AttemptResult::Response { status: response.status(), headers: response.headers() }),
-            Err(err) => target.judge(&mut ctx, &attempt_result(err)),
-        };
-        match (verdict, sent) {
-            (Verdict::Accept, Ok(response)) => return respond_upstream(finisher, ctx, response, limits).await,
-            (Verdict::Accept, Err(err)) => return fail(finisher, ctx, err),
-            (Verdict::Retry, Ok(mut response)) => {
+        match attempt::attempt(upstream, target.as_mut(), &mut ctx, attempt, error_bodies).await {
+            Step::Accepted(answer) => {
+                let resume = if target.resumable() { Some(Resumer::new(target, req, attempt)) } else { None };
+                return respond_upstream(finisher, ctx, answer, limits, resume).await;
+            }
+            Step::Failed(err) => return fail(finisher, ctx, err),
+            Step::Retry(Ok(Answer { mut response, read })) => {
                 let status = response.status();
                 let headers = std::mem::take(response.headers_mut());
-                let body = read_all(response, limits.stall, Some(MAX_FAILURE_BODY)).await.unwrap_or_default();
+                let body = match read {
+                    Read::Whole(body) => body,
+                    Read::Started(_) => Bytes::new(),
+                    Read::Nothing => read_all(response, limits.stall, MAX_FAILURE_BODY).await.unwrap_or_default(),
+                };
                 last_failure = Some(Failure::Response { status, headers, body });
             }
-            (Verdict::Retry, Err(err)) => last_failure = Some(Failure::Transport(err)),
+            Step::Retry(Err(err)) => last_failure = Some(Failure::Transport(err)),
         }
     }
 }
 
-/// Relays an accepted upstream response: buffered whole, or streamed (always for event streams).
+/// Relays an accepted upstream response: buffered whole, or streamed (always for event streams,
+/// and for a body the core already started reading). `resume`: the target may take up a broken
+/// event stream.
 async fn respond_upstream(
     finisher: &Finisher,
     mut ctx: Ctx,
-    mut response: UpstreamResponse,
+    answer: Answer,
     limits: RelayLimits,
+    resume: Option<Resumer>,
 ) -> hyper::Response<ResponseBody> {
+    let Answer { mut response, read } = answer;
     let status = response.status();
-    let event_stream = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    let event_stream = attempt::is_event_stream(response.headers());
     let headers = std::mem::take(response.headers_mut());
-    if !event_stream && ctx.buffer_response {
-        return match read_all(response, limits.stall, limits.max_bytes).await {
+    let started = match read {
+        Read::Nothing => Vec::new(),
+        Read::Whole(body) => return respond_buffered(finisher, ctx, status, headers, body),
+        Read::Started(chunks) => chunks,
+    };
+    if !event_stream && ctx.buffer_response && started.is_empty() {
+        let max = limits.max_bytes.unwrap_or(DEFAULT_MAX_BUFFERED_RESPONSE);
+        return match read_all(response, limits.stall, max).await {
             Ok(body) => {
                 ctx.log.time_to_first_token.get_or_insert(ctx.started.elapsed());
                 respond_buffered(finisher, ctx, status, headers, body)
@@ -166,8 +177,16 @@ async fn respond_upstream(
     }
     let mut head = response_head(status, headers, &ctx, true);
     run_header_filters(finisher, &mut ctx, &mut head);
-    let stream = Box::pin(response.into_body().into_data_stream());
-    let relay = RelayBody::new(stream, event_stream, ctx, finisher.clone(), status.as_u16(), limits);
+    let rest = response.into_body().into_data_stream();
+    let stream: UpstreamBody = if started.is_empty() {
+        Box::pin(rest)
+    } else {
+        Box::pin(futures_util::stream::iter(started.into_iter().map(Ok)).chain(rest))
+    };
+    let mut relay = RelayBody::new(stream, event_stream, ctx, finisher.clone(), status.as_u16(), limits);
+    if let Some(resume) = resume.filter(|_| event_stream && status.is_success()) {
+        relay.resume_with(resume);
+    }
     hyper::Response::from_parts(head, ResponseBody::Relay(Box::new(relay)))
 }
 

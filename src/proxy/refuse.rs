@@ -9,14 +9,14 @@ use switchyard_sdk::Ctx;
 use super::body::ResponseBody;
 use super::finish::Finisher;
 use super::pipeline::fail;
+use crate::compiled::CompiledRoute;
 use crate::error::ProxyError;
-use crate::snapshot::CompiledRoute;
-use crate::state::Shared;
+use crate::state::ProxyState;
 
 /// Answers `err` in the route's error style (OpenAI's on AI routes) and logs it like any request
 /// of the route, its `log` plugins included.
 pub fn refuse(
-    shared: &Shared,
+    state: &ProxyState,
     route: Arc<CompiledRoute>,
     head: &http::request::Parts,
     client: SocketAddr,
@@ -30,7 +30,7 @@ pub fn refuse(
         method: head.method.clone(),
         uri: head.uri.clone(),
         request_id: ctx.request_id.clone(),
-        access_log: shared.config.log.access_log,
+        access_log: state.access_log,
     };
     fail(&finisher, ctx, err)
 }

@@ -2,7 +2,6 @@
 //! gateway's header checks in front of the handler, driven until the connection ends or a
 //! shutdown signal ends it.
 
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -24,35 +23,12 @@ use tokio::net::TcpStream;
 use super::io::TimedIo;
 use super::state::{ConnState, Signal, RESPONDING};
 use super::Settings;
+use crate::client_io::as_cut;
 use crate::proxy::{BoxError, ResponseBody};
 
 /// After a cut, how long a response body may take to send its end (the SSE error event of a
 /// stream) before the connection is dropped.
 pub const CUT_FLUSH: Duration = Duration::from_secs(1);
-
-thread_local! {
-    static CUTTING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// True while the current thread drops a connection that shutdown cut: whatever logs from its
-/// `Drop` (a request abandoned before its response, a relayed body) reports "cut by shutdown"
-/// rather than blaming the client.
-pub fn dropped_by_shutdown() -> bool {
-    CUTTING.with(Cell::get)
-}
-
-/// Runs `drop` with [`dropped_by_shutdown`] true.
-fn as_cut(drop: impl FnOnce()) {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            CUTTING.with(|cutting| cutting.set(false));
-        }
-    }
-    CUTTING.with(|cutting| cutting.set(true));
-    let _reset = Reset;
-    drop();
-}
 
 /// The response body hyper writes: the handler's, which it ends early when shutdown cuts the
 /// connection; dropping it marks the connection idle.

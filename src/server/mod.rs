@@ -10,7 +10,6 @@ mod accept;
 mod conn;
 mod group;
 mod io;
-mod request_body;
 mod state;
 
 use std::future::Future;
@@ -25,9 +24,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-
-pub use conn::dropped_by_shutdown;
-pub use request_body::{declares_more_than, read_whole, BodyReadError};
 
 use accept::{AcceptBackoff, AfterFailure};
 use group::ConnGroup;

@@ -8,6 +8,7 @@ use switchyard_builtin::model_api::catalog::Catalog;
 use switchyard_sdk::ConfigError;
 
 use super::{Entry, Rejected, Snapshot, Source};
+use crate::compiler::model_api::CompiledModel;
 use crate::compiler::{self, model_api, routes, CompileFn, Compiler};
 use crate::resource::{parse_key, stored_json, Kind};
 use crate::router::Router;
@@ -184,6 +185,7 @@ impl Snapshot {
             error,
         };
         let mut aliases: HashMap<&str, &str> = HashMap::new();
+        let mut routing = Vec::new();
         for (id, entry) in sorted(&self.models) {
             let alias = entry.compiled.spec.display_name.as_str();
             match aliases.get(alias) {
@@ -194,8 +196,19 @@ impl Snapshot {
                 )),
                 None => {
                     aliases.insert(alias, id);
-                    catalog.add_model(Arc::clone(&entry.compiled.model));
+                    match &entry.compiled.compiled {
+                        CompiledModel::Direct(model) => {
+                            catalog.add_model(Arc::clone(model));
+                        }
+                        CompiledModel::Routing(routed) => routing.push((id, Arc::clone(routed))),
+                    }
                 }
+            }
+        }
+        // Routing models name direct ones: they go in once every direct model is.
+        for (id, routed) in routing {
+            if let Err(error) = catalog.add_routing(routed) {
+                rejected.push(reject(Kind::Models, id, error));
             }
         }
         for (id, entry) in sorted(&self.api_keys) {

@@ -42,11 +42,16 @@ pub fn attempt_result(err: &ProxyError) -> AttemptResult<'static> {
     }
 }
 
-/// Reads a whole response body, failing on a stall longer than `stall` or more than `max` bytes.
-/// A body that arrives in one piece (most LLM answers) is returned as that piece, uncopied.
-pub async fn read_all(response: UpstreamResponse, stall: Duration, max: Option<u64>) -> Result<Bytes, ProxyError> {
+/// Reads a whole response body, failing on a stall longer than `stall` or on more than `max`
+/// bytes (at once when the upstream announces a longer `Content-Length`; the error then carries
+/// `max`). A body that arrives in one piece (most LLM answers) is returned as that piece, uncopied.
+pub async fn read_all(response: UpstreamResponse, stall: Duration, max: u64) -> Result<Bytes, ProxyError> {
     let body = response.into_body();
-    let capacity = body.size_hint().exact().map_or(8 * 1024, |l| l.min(1 << 20) as usize);
+    let announced = body.size_hint().exact();
+    if announced.is_some_and(|length| length > max) {
+        return Err(ProxyError::ResponseTooLarge(max));
+    }
+    let capacity = announced.map_or(8 * 1024, |l| l.min(1 << 20) as usize);
     let mut stream = body.into_data_stream();
     let mut first = Bytes::new();
     let mut joined: Option<BytesMut> = None;
@@ -57,8 +62,8 @@ pub async fn read_all(response: UpstreamResponse, stall: Duration, max: Option<u
             Ok(Some(Err(err))) => return Err(ProxyError::UpstreamBroken(err.into())),
             Ok(Some(Ok(chunk))) => {
                 let held = joined.as_ref().map_or(first.len(), BytesMut::len);
-                if max.is_some_and(|max| (held + chunk.len()) as u64 > max) {
-                    return Err(ProxyError::UpstreamBroken("the answer is larger than max_response_bytes".into()));
+                if (held + chunk.len()) as u64 > max {
+                    return Err(ProxyError::ResponseTooLarge(max));
                 }
                 match joined.as_mut() {
                     Some(body) => body.extend_from_slice(&chunk),

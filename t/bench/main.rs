@@ -121,6 +121,9 @@ async fn run(plan: Plan) -> Result<bool> {
     if bench.plan.runs(&[7]) {
         rows::etcd::measure(&mut bench).await?;
     }
+    if bench.plan.runs(&[8]) {
+        rows::soak::measure(&mut bench, &main).await?;
+    }
     main.stop();
 
     for problem in &bench.problems {

@@ -22,6 +22,8 @@ pub struct Plan {
     pub soak: Duration,
     /// The soak's growth is measured from this far into it (pools and caches are full by then).
     pub soak_baseline: Duration,
+    /// Row 8's soak of mixed traffic (`SWITCHYARD_SOAK_SECS` overrides it).
+    pub mixed_soak: Duration,
     pub sse: MockSettings,
     pub sse_connections: usize,
     pub sse_window: Duration,
@@ -34,7 +36,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// What `make bench` measures: about three minutes of load.
+    /// What `make bench` measures: about three minutes of load, then the ten-minute soak.
     pub fn full() -> Plan {
         Plan {
             full: true,
@@ -47,6 +49,7 @@ impl Plan {
             memory_window: Duration::from_secs(4),
             soak: Duration::from_secs(60),
             soak_baseline: Duration::from_secs(5),
+            mixed_soak: Duration::from_secs(600),
             sse: MockSettings { sse_events: 20, sse_gap: Duration::from_millis(10) },
             sse_connections: 8,
             sse_window: Duration::from_secs(4),
@@ -70,6 +73,7 @@ impl Plan {
             memory_window: Duration::from_millis(200),
             soak: Duration::from_millis(600),
             soak_baseline: Duration::from_millis(200),
+            mixed_soak: Duration::from_secs(2),
             sse: MockSettings { sse_events: 4, sse_gap: Duration::from_millis(2) },
             sse_connections: 2,
             sse_window: Duration::from_millis(200),

@@ -50,6 +50,11 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
     Ok(kib.parse()?)
 }
 
+/// How many file descriptors process `pid` has open (entries of `/proc/PID/fd`).
+pub fn open_fds(pid: u32) -> Result<u64> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}
+
 /// Asks `child` to stop with SIGTERM (so stores close cleanly), waits up to `grace`, then
 /// kills it. Only ever called on children this bench started.
 pub fn stop(child: &mut Child, grace: Duration) {

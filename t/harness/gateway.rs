@@ -136,15 +136,9 @@ impl TestGateway {
 
     /// Waits until the node has applied store revision `revision` (config is live).
     pub async fn wait_for_revision(&self, revision: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let applied = self.gateway.as_ref().map_or(0, |g| g.shared.applied_revision());
-            if applied >= revision {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "revision {revision} not applied (at {applied})");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let status = &self.gateway.as_ref().expect("running").status;
+        let applied = status.wait_for_revision(revision, Duration::from_secs(10)).await;
+        assert!(applied, "revision {revision} not applied (at {})", status.applied_revision());
     }
 
     /// A GET through the proxy; status and body text.
@@ -157,11 +151,11 @@ impl TestGateway {
 impl TestGateway {
     /// The node's live snapshot.
     pub fn snapshot(&self) -> std::sync::Arc<switchyard::snapshot::Snapshot> {
-        self.gateway.as_ref().expect("running").shared.snapshot.load_full()
+        self.gateway.as_ref().expect("running").snapshot()
     }
 
     /// The node's config store, for writes that bypass the admin API.
     pub fn store(&self) -> std::sync::Arc<dyn switchyard::store::ConfigStore> {
-        std::sync::Arc::clone(&self.gateway.as_ref().expect("running").shared.store)
+        std::sync::Arc::clone(&self.gateway.as_ref().expect("running").store)
     }
 }

@@ -15,7 +15,10 @@
 //! naming the problem. More headers steer it:
 //! - `x-mock-delay-ms: D`: wait D ms before the response head;
 //! - `x-mock-break-after: N`: cut the connection after N events;
-//! - `x-mock-retry-after: V`: add `Retry-After: V` (with `x-mock-status`).
+//! - `x-mock-retry-after: V`: add `Retry-After: V` (with `x-mock-status`);
+//! - `x-mock-big-bytes: N`: a completion of about N bytes (see [`big_completion`]), made as it is
+//!   sent, with `Content-Length` when `x-mock-length: 1` is also sent (chunked otherwise), and
+//!   the `Content-Type` of `x-mock-content-type` when sent (JSON otherwise).
 //!
 //! Every answer carries `x-request-id` and `x-ratelimit-remaining-requests` headers.
 
@@ -255,6 +258,16 @@ impl MockUpstream {
             }
             let reasoning =
                 head.headers.get("x-mock-reasoning-field").and_then(|v| v.to_str().ok()).map(str::to_string);
+            if let Some(size) = number("x-mock-big-bytes").filter(|_| status == 200) {
+                let model = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default()["model"].clone();
+                let (length, body) = big_completion(size, model.as_str().unwrap_or("big-model"));
+                if head.headers.contains_key("x-mock-length") {
+                    builder = builder.header("content-length", length);
+                }
+                let content_type = head.headers.get("x-mock-content-type").cloned();
+                let content_type = content_type.unwrap_or(http::HeaderValue::from_static("application/json"));
+                return builder.header("content-type", content_type).body(body).unwrap();
+            }
             return self.answer_llm(builder, wire, status, &body, gap, number("x-mock-break-after"), reasoning);
         }
         if let Some(events) = number("x-mock-sse") {
@@ -389,6 +402,36 @@ impl MockUpstream {
         });
         StreamBody::new(tokio_stream_from(rx)).boxed()
     }
+}
+
+/// The usage [`big_completion`] reports, as the access log prints it.
+pub const BIG_USAGE: [&str; 5] =
+    ["prompt_tokens=11", "completion_tokens=22", "total_tokens=33", "cached_tokens=3", "reasoning_tokens=5"];
+
+/// A chat completion of about `size` bytes whose one message is filler text, generated lazily
+/// (one shared 64 KiB piece sent again and again): its length and its body. The filler holds
+/// escaped look-alikes of the fields (`\"usage\":{...}`) that a careless reader would take for the
+/// real ones; `usage` ([`BIG_USAGE`]) comes last, as OpenAI sends it.
+pub fn big_completion(size: u64, model: &str) -> (u64, MockBody) {
+    let head = format!(
+        r#"{{"id":"chatcmpl-big","object":"chat.completion","created":1700000000,"model":{},"choices":[{{"index":0,"message":{{"role":"assistant","content":""#,
+        serde_json::Value::from(model)
+    );
+    let tail = r#""},"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":22,"total_tokens":33,"prompt_tokens_details":{"cached_tokens":3},"completion_tokens_details":{"reasoning_tokens":5}}}"#;
+    const PATTERN: &str = r#"filler \"usage\":{\"prompt_tokens\":999}, \"model\":\"fake\" "#;
+    let piece = Bytes::from(PATTERN.repeat(64 * 1024 / PATTERN.len()));
+    let filler = size.saturating_sub((head.len() + tail.len()) as u64);
+    let (whole, rest) = (filler / piece.len() as u64, (filler % piece.len() as u64) as usize);
+    // The last piece: whole patterns, then plain letters, so no escape is cut in two.
+    let last = piece.slice(..rest - rest % PATTERN.len());
+    let padding = Bytes::from("a".repeat(rest % PATTERN.len()));
+    let length = (head.len() + tail.len()) as u64 + filler;
+    let frames = std::iter::once(Bytes::from(head))
+        .chain(std::iter::repeat_n(piece, whole as usize))
+        .chain([last, padding, Bytes::from_static(tail.as_bytes())])
+        .filter(|b| !b.is_empty())
+        .map(|b| Ok::<_, BoxError>(Frame::data(b)));
+    (length, StreamBody::new(futures_util::stream::iter(frames)).boxed())
 }
 
 fn full(text: String) -> MockBody {

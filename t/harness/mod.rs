@@ -2,6 +2,7 @@
 //! what they receive), a real etcd, and the official Python SDKs.
 
 pub mod etcd;
+pub mod faulty;
 pub mod gateway;
 pub mod logs;
 pub mod mock;

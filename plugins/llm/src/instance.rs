@@ -18,7 +18,9 @@ use crate::providers::{self, openai, AuthConfig, BaseUrls, Endpoint, Provider};
 use switchyard_sdk::error::parse_config_part;
 use switchyard_sdk::headers::forwardable;
 use switchyard_sdk::raw_body::{deep_merge, RawBody};
-use switchyard_sdk::{BuildContext, ClientHandle, ClientSettings, ConfigError, Request, UpstreamRequest};
+use switchyard_sdk::{
+    AttemptTiming, BuildContext, ClientHandle, ClientSettings, ConfigError, Request, UpstreamRequest,
+};
 
 /// Headers of the client never sent to a provider: its credentials (`headers::CLIENT_CREDENTIALS`), its encoding wishes (the
 /// gateway reads usage from the body, so it asks for identity), and its content type (the body
@@ -241,6 +243,7 @@ impl Instance {
             max_response_bytes: settings.max_response_bytes,
             flush_interval: settings.flush_interval,
             label: Arc::clone(&self.name),
+            timing: AttemptTiming::default(),
         })
     }
 }

@@ -2,12 +2,16 @@
 //! descriptors over one module per wire family ([`providers`]), a compiled provider call
 //! ([`instance::Instance`]) with its plugin-level settings ([`instance::CallSettings`]), the
 //! config fields every AI plugin shares ([`config`]), the request body check ([`body`]), the
-//! client protocols and the conversions between them ([`protocol`]), and usage reading on the
-//! way back ([`observe`]).
+//! client protocols and the conversions between them ([`protocol`]), usage reading on the way
+//! back ([`observe`], in bounded memory: [`body_window`], [`json_scan`]), and joining a taken-up
+//! stream onto a broken one ([`resume`]).
 
 pub mod body;
+pub mod body_window;
 pub mod config;
 pub mod instance;
+pub mod json_scan;
 pub mod observe;
 pub mod protocol;
 pub mod providers;
+pub mod resume;

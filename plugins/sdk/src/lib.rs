@@ -19,6 +19,8 @@ pub mod registry;
 pub mod respond;
 pub mod sse;
 pub mod target;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod transport;
 
 pub use ctx::{Ctx, ErrorStyle, LogRecord, Usage};
@@ -26,5 +28,7 @@ pub use error::{parse_config, ConfigError, PluginError};
 pub use plugin::{Flow, Outcome, Phases, Plugin, PluginFactory, Request, Response};
 pub use registry::{Chain, ChainEntry, Registry};
 pub use switchyard_sdk_macros::derive_phases;
-pub use target::{AttemptResult, GiveUp, Next, Target, UpstreamRequest, Verdict};
+pub use target::{
+    AttemptResult, AttemptTiming, GiveUp, Next, ResumeMode, Resumption, Target, UpstreamRequest, Verdict,
+};
 pub use transport::{provided, BackgroundTask, BuildContext, ClientHandle, ClientSettings, SendError, UpstreamIo};

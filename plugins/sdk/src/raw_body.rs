@@ -279,6 +279,57 @@ mod tests {
         assert!(matches!(RawBody::parse(Bytes::from_static(b"{} x")), Err(BodyError::Invalid(_))));
     }
 
+    mod generated {
+        use super::*;
+        use crate::testing::{json_key, json_value, spelled_object};
+        use proptest::prelude::*;
+        use serde_json::Map;
+
+        proptest! {
+            #[test]
+            fn any_bytes_are_parsed_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+                let _ = RawBody::parse(Bytes::from(bytes));
+            }
+
+            #[test]
+            fn an_unchanged_body_is_the_clients_bytes((_object, text) in spelled_object()) {
+                let body = RawBody::parse(Bytes::from(text.clone())).unwrap();
+                prop_assert_eq!(body.edit().into_bytes(), Bytes::from(text));
+            }
+
+            /// Sets and removals change their fields and nothing else: every other field keeps the
+            /// client's bytes.
+            #[test]
+            fn edits_change_only_their_fields(
+                (object, text) in spelled_object(),
+                changes in prop::collection::vec((json_key(), proptest::option::of(json_value())), 0..6),
+            ) {
+                let body = RawBody::parse(Bytes::from(text)).unwrap();
+                let mut edit = body.edit();
+                let mut expected = object.clone();
+                for (key, change) in &changes {
+                    match change {
+                        Some(value) => {
+                            edit.set(key, value.clone());
+                            expected.insert(key.clone(), value.clone());
+                        }
+                        None => {
+                            edit.remove(key);
+                            expected.remove(key);
+                        }
+                    }
+                }
+                let out = edit.into_bytes();
+                let got: Map<String, Value> = serde_json::from_slice(&out).unwrap();
+                prop_assert_eq!(&got, &expected);
+                let again = RawBody::parse(out).unwrap();
+                for key in object.keys().filter(|k| !changes.iter().any(|(changed, _)| changed == *k)) {
+                    prop_assert_eq!(again.raw(key).map(RawValue::get), body.raw(key).map(RawValue::get));
+                }
+            }
+        }
+    }
+
     #[test]
     fn deep_merge_respects_who_wins() {
         let mut target = json!({"a": 1, "b": {"c": 1}});

@@ -126,6 +126,54 @@ mod tests {
         assert_eq!(sse.push(b"data: x\r\n\r\ndata: y").as_deref(), Some(&b"data: x\r\n\r\n"[..]));
     }
 
+    mod generated {
+        use super::*;
+        use crate::testing::{cut, cut_points, sse_like};
+        use proptest::prelude::*;
+
+        /// Every event `stream` holds, split from it whole.
+        fn events_at_once(stream: &[u8]) -> Vec<Bytes> {
+            let mut sse = SseSplitter::new();
+            let mut events: Vec<Bytes> = sse.push(stream).into_iter().collect();
+            events.extend(std::iter::from_fn(|| sse.next_event()));
+            events
+        }
+
+        proptest! {
+            /// However the stream is cut, the events (each ending at its first blank line) and the
+            /// rest join back to it, and only the unfinished event is ever held.
+            #[test]
+            fn events_are_the_stream_cut_at_blank_lines_whatever_the_pieces(
+                stream in sse_like(), points in cut_points(), owned in any::<bool>()
+            ) {
+                let mut sse = SseSplitter::new();
+                let mut events = Vec::new();
+                let mut received = 0;
+                for piece in cut(&stream, &points) {
+                    received += piece.len();
+                    let first = if owned { sse.push_bytes(Bytes::copy_from_slice(piece)) } else { sse.push(piece) };
+                    events.extend(first);
+                    events.extend(std::iter::from_fn(|| sse.next_event()));
+                    let emitted: usize = events.iter().map(Bytes::len).sum();
+                    prop_assert_eq!(sse.buffered(), received - emitted);
+                }
+                for event in &events {
+                    prop_assert_eq!(find_event_end(event, 0), Some(event.len()));
+                }
+                let mut joined = events.concat();
+                joined.extend_from_slice(&sse.take_rest().unwrap_or_default());
+                prop_assert_eq!(&joined, &stream);
+                prop_assert_eq!(events, events_at_once(&stream));
+            }
+
+            #[test]
+            fn event_data_reads_any_bytes(event in prop::collection::vec(any::<u8>(), 0..200), sse in sse_like()) {
+                let _ = event_data(&event);
+                let _ = event_data(&sse);
+            }
+        }
+    }
+
     #[test]
     fn joins_multiple_data_lines() {
         assert_eq!(event_data(b"event: m\ndata: a\ndata:b\n\n").as_deref(), Some(&b"a\nb"[..]));

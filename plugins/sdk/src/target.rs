@@ -33,6 +33,22 @@ pub struct UpstreamRequest {
     /// Names the node or instance in logs and in `x-switchyard-instance`; never a URL (a URL may
     /// carry `auth.query` secrets).
     pub label: Arc<str>,
+    /// When to send, and how long a stream may keep the client waiting; all off by default.
+    pub timing: AttemptTiming,
+}
+
+/// The timing of one attempt beyond `UpstreamRequest::timeout`. The default does nothing extra.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptTiming {
+    /// The core waits this long before sending (a same-instance retry's pause, or the wait a
+    /// provider asked for with `Retry-After`).
+    pub wait_before: Duration,
+    /// Event streams: the first event carrying data must arrive within this long of the attempt
+    /// being sent, or the attempt failed ([`AttemptResult::FirstEventTimedOut`]). While it is set
+    /// the core holds the response head until that event, and sends both together.
+    pub first_event: Option<Duration>,
+    /// Event streams: the longest silence between two reads once streaming (`None`: `timeout`).
+    pub stream_idle: Option<Duration>,
 }
 
 /// What the target wants next.
@@ -59,9 +75,16 @@ pub enum AttemptResult<'a> {
     Response {
         status: StatusCode,
         headers: &'a HeaderMap,
+        /// The body of a failed answer (status 400 or more) when the target
+        /// [reads error bodies](Target::reads_error_bodies) and the body was small enough to read
+        /// whole first; `None` otherwise.
+        body: Option<&'a [u8]>,
     },
     ConnectFailed,
     TimedOut,
+    /// The response head came, but the stream's first event did not within
+    /// [`AttemptTiming::first_event`]; the attempt is abandoned.
+    FirstEventTimedOut,
     /// Another transport failure (reset, TLS, protocol).
     Failed,
 }
@@ -75,6 +98,25 @@ pub enum Verdict {
     Retry,
 }
 
+/// How a resumed stream takes up a broken answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeMode {
+    /// The request carries the delivered text as a final assistant message: what comes back is
+    /// the continuation, relayed as it is.
+    Continue,
+    /// The original request, sent again: the core relays only what follows the delivered text,
+    /// and only when the new answer begins with exactly that text.
+    Restart,
+}
+
+/// What the target wants next for a broken stream.
+#[expect(clippy::large_enum_variant, reason = "made once per resumption attempt")]
+pub enum Resumption {
+    Attempt(UpstreamRequest, ResumeMode),
+    /// Nothing can take the stream up: it ends with an error event.
+    Exhausted,
+}
+
 /// A per-request decider, made fresh for each request (so it may keep per-request state such as
 /// the instances already tried) from state shared across requests.
 pub trait Target: Send {
@@ -82,4 +124,28 @@ pub trait Target: Send {
     fn next(&mut self, ctx: &mut Ctx, req: &Request, attempt: u32) -> Next;
     /// Called once per attempt with its result; `Retry` is only honoured while `next` gives attempts.
     fn judge(&mut self, ctx: &mut Ctx, result: &AttemptResult<'_>) -> Verdict;
+
+    /// Whether `judge` wants the body of failed answers (status 400 or more): the core then reads
+    /// a small one whole before calling `judge`. Read once per request.
+    fn reads_error_bodies(&self) -> bool {
+        false
+    }
+
+    /// Whether an accepted event stream that breaks after bytes reached the client may be taken
+    /// up by another attempt ([`Target::resume`]). Asked once, when the stream is accepted; only
+    /// then does the core keep the request and track what the client was sent.
+    fn resumable(&self) -> bool {
+        false
+    }
+
+    /// Called once when an accepted stream broke (`stalled`: it went silent too long) after
+    /// bytes reached the client, before the first [`Target::resume`].
+    fn stream_broke(&mut self, _ctx: &mut Ctx, _stalled: bool) {}
+
+    /// Called for each attempt at taking up a broken stream (`attempt` counts on from the
+    /// request's attempts), with the assistant text the client already has. Each attempt is
+    /// judged by [`Target::judge`]; `Retry` brings the next call.
+    fn resume(&mut self, _ctx: &mut Ctx, _req: &Request, _attempt: u32, _delivered: &str) -> Resumption {
+        Resumption::Exhausted
+    }
 }

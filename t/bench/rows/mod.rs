@@ -5,6 +5,7 @@ pub mod etcd;
 pub mod memory;
 pub mod model_api;
 pub mod scale;
+pub mod soak;
 pub mod stream;
 
 use std::time::{Duration, Instant};

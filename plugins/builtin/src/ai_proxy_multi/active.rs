@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Uri};
-use switchyard_sdk::{ClientHandle, ConfigError, SendError, UpstreamIo, UpstreamRequest};
+use switchyard_sdk::{AttemptTiming, ClientHandle, ConfigError, SendError, UpstreamIo, UpstreamRequest};
 
 use super::config::ActiveConfig;
 use super::health::Health;
@@ -112,6 +112,7 @@ impl Probe {
             max_response_bytes: None,
             flush_interval: None,
             label: Arc::from("active-check"),
+            timing: AttemptTiming::default(),
         };
         match io.status(request).await {
             Err(SendError::Timeout) => ProbeOutcome::Timeout,

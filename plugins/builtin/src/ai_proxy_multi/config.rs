@@ -18,6 +18,26 @@ pub struct MultiConfig {
     pub retry_on_failure_within_ms: Option<u64>,
     #[serde(default)]
     pub balancer: BalancerConfig,
+    /// A 429 whose `Retry-After` is at most this long (ms) is waited out and the same instance
+    /// asked again; 0: never wait.
+    #[serde(default)]
+    pub retry_after_max_wait_ms: u64,
+    /// Retries of a 5xx or a failed connection on the same instance before falling back.
+    #[serde(default)]
+    pub same_instance_retries: u32,
+    /// Event streams: the first event must come within this long (ms) of the attempt, else the
+    /// attempt is abandoned for the next instance; 0: off. Instances may set their own.
+    #[serde(default)]
+    pub first_token_timeout_ms: u64,
+    /// Event streams: the longest silence (ms) between two events once streaming; unset: `timeout`.
+    pub stream_idle_timeout_ms: Option<u64>,
+    /// Provider error codes (OpenAI `error.code` or `error.type`, Anthropic `error.type`) that
+    /// move a request to the next instance, whatever their status.
+    #[serde(default)]
+    pub fallback_error_codes: Vec<String>,
+    /// A stream that breaks after bytes reached the client is taken up by the next instance.
+    #[serde(default)]
+    pub stream_resume: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +57,18 @@ pub struct InstanceConfig {
     pub provider_conf: Option<Value>,
     #[serde(default)]
     pub checks: Option<ChecksConfig>,
+    /// Overrides the plugin's `first_token_timeout_ms` for this instance.
+    pub first_token_timeout_ms: Option<u64>,
+    /// Whether this instance continues a final assistant message (a prefill) when it takes up a
+    /// broken stream; unset: by provider (see `takes_prefill_by_default`).
+    pub accepts_prefill: Option<bool>,
+}
+
+/// Whether a provider continues a final assistant message rather than answering it with a new
+/// turn. OpenAI's Chat Completions API (and Azure's) and DeepSeek's (outside its beta prefix
+/// API) answer anew, so they take a broken stream up by a restart instead.
+pub fn takes_prefill_by_default(provider: &str) -> bool {
+    !matches!(provider, "openai" | "azure-openai" | "deepseek" | "gemini" | "aimlapi")
 }
 
 /// `"http_429"`, or `["http_429", "http_5xx"]`.
@@ -151,7 +183,7 @@ impl Default for ActiveUnhealthy {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveConfig {
     #[serde(default, rename = "type")]
@@ -160,6 +192,24 @@ pub struct PassiveConfig {
     pub healthy: PassiveHealthy,
     #[serde(default)]
     pub unhealthy: PassiveUnhealthy,
+    /// The first cooldown (ms) after the checks trip; each trip in a row doubles it.
+    #[serde(default = "one_second_ms")]
+    pub cooldown_ms: u64,
+    /// The longest cooldown (ms): how long a recovered instance waits at most for its trial.
+    #[serde(default = "fifteen_seconds_ms")]
+    pub max_cooldown_ms: u64,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        Self {
+            kind: None,
+            healthy: PassiveHealthy::default(),
+            unhealthy: PassiveUnhealthy::default(),
+            cooldown_ms: one_second_ms(),
+            max_cooldown_ms: fifteen_seconds_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +255,12 @@ fn slash() -> String {
 }
 fn one_second() -> f64 {
     1.0
+}
+fn one_second_ms() -> u64 {
+    1000
+}
+fn fifteen_seconds_ms() -> u64 {
+    15_000
 }
 fn one() -> u32 {
     1

@@ -2,28 +2,39 @@
 //! consistent hash), with fallback on the failures the strategy covers, and health that outlives
 //! requests: `Retry-After` cooldowns, passive checks, active probes.
 //!
-//! Per request the core asks [`MultiTarget::next`] for an attempt and [`MultiTarget::judge`]
-//! about its answer; a covered failure excludes the instance for the rest of the request and the
-//! next pick is made, moving to a lower priority when a group is used up. Fallback happens only
-//! on the response head, so never after a byte reached the client.
+//! Per request the core asks [`MultiTarget::next`](target::MultiTarget) for an attempt and
+//! `judge` about its answer; a covered failure excludes the instance for the rest of the request
+//! and the next pick is made, moving to a lower priority when a group is used up. Before that,
+//! a `Retry-After` the route is willing to wait out, or a `same_instance_retries` budget, sends
+//! the same instance the request again. Fallback happens on the response head (held until the
+//! first event under `first_token_timeout_ms`); after bytes reached the client, `stream_resume`
+//! lets the next instance take a broken stream up (an OpenAI chat stream only).
+//!
+//! Any client protocol is served: only instances whose provider takes it (natively or through
+//! a conversion) are picked, the body is converted once per protocol in `access`, and each
+//! attempt sets up the conversion of its own answer.
 
 mod active;
 pub mod config;
-mod health;
-mod select;
+pub(crate) mod engine;
+mod errors;
+pub(crate) mod health;
+pub(crate) mod select;
+pub(crate) mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
-use tokio::time::Instant;
+use http::header::{HeaderName, HeaderValue};
 
 use self::active::Probe;
-use self::config::{FallbackStrategyConfig, MultiConfig};
-use self::health::{Health, TransportFailure};
+use self::config::{takes_prefill_by_default, MultiConfig, PassiveConfig};
+use self::engine::{check_fallback_codes, Engine, Member, Strategy};
+use self::health::Health;
 use self::select::Selector;
+use self::target::MultiTarget;
 use http::StatusCode;
 use switchyard_llm::body::parse_route_request;
 use switchyard_llm::instance::{CallSettings, Instance};
@@ -32,8 +43,8 @@ use switchyard_llm::protocol::{rewrite, Plan};
 use switchyard_llm::providers::{AuthConfig, BaseUrls};
 use switchyard_sdk::respond::error_response;
 use switchyard_sdk::{
-    derive_phases, AttemptResult, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next,
-    Plugin, PluginError, PluginFactory, Request, Target, UpstreamIo, Verdict,
+    derive_phases, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, Plugin, PluginError,
+    PluginFactory, Request, UpstreamIo,
 };
 
 pub struct AiProxyMultiFactory {
@@ -74,17 +85,21 @@ impl PluginFactory for AiProxyMultiFactory {
                     format!("duplicate instance name `{}`: instances[{first}] and instances[{i}]", spec.name),
                 ));
             }
-            let instance = Instance::compile(
-                &spec.name,
-                &spec.provider,
-                &spec.auth,
-                &spec.options,
-                &spec.overrides,
-                &self.base_urls,
-            )
-            .map_err(|e| e.within(&here))?;
+            let instance = Arc::new(
+                Instance::compile(
+                    &spec.name,
+                    &spec.provider,
+                    &spec.auth,
+                    &spec.options,
+                    &spec.overrides,
+                    &self.base_urls,
+                )
+                .map_err(|e| e.within(&here))?,
+            );
             let checks = spec.checks.clone().unwrap_or_default();
-            let health = Arc::new(Health::new(checks.passive.unwrap_or_default()));
+            let passive = checks.passive.unwrap_or_default();
+            check_cooldowns(&passive).map_err(|e| e.within(&format!("{here}.checks.passive")))?;
+            let health = Arc::new(Health::new(passive));
             let probe = match &checks.active {
                 Some(active) => {
                     active.check().map_err(|e| e.within(&format!("{here}.checks.active")))?;
@@ -95,97 +110,65 @@ impl PluginFactory for AiProxyMultiFactory {
                 }
                 None => None,
             };
-            members.push(Member { instance, health, probe });
+            let first_token = spec.first_token_timeout_ms.unwrap_or(config.first_token_timeout_ms);
+            let mut member = Member::new(instance, health);
+            member.probe = probe;
+            member.first_token = (first_token > 0).then(|| Duration::from_millis(first_token));
+            member.stream_idle = config.stream_idle_timeout_ms.map(Duration::from_millis);
+            member.accepts_prefill = spec.accepts_prefill.unwrap_or_else(|| takes_prefill_by_default(&spec.provider));
+            members.push(member);
         }
         let weights: Vec<(&str, i64, u32)> =
             config.instances.iter().map(|i| (i.name.as_str(), i.priority, i.weight)).collect();
         let selector = Selector::new(&weights, &config.balancer)?;
         let strategy = Strategy::parse(config.fallback_strategy.as_ref())?;
+        check_fallback_codes(&config.fallback_error_codes, "fallback_error_codes")?;
         for (i, status) in config.fallback_http_statuses.iter().enumerate() {
             if !(400..=599).contains(status) {
                 return Err(ConfigError::new(format!("fallback_http_statuses[{i}]"), "must be a 4xx or 5xx status"));
             }
         }
+        if config.stream_idle_timeout_ms == Some(0) {
+            return Err(ConfigError::new("stream_idle_timeout_ms", "must be at least 1 (milliseconds)"));
+        }
         Ok(Arc::new(AiProxyMulti {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Engine {
                 members,
                 selector,
                 strategy,
                 fallback_statuses: config.fallback_http_statuses,
+                fallback_codes: config.fallback_error_codes,
                 max_retries: config.max_retries,
                 retry_window: config.retry_on_failure_within_ms.map(Duration::from_millis),
-                settings,
+                retry_after_max_wait: Duration::from_millis(config.retry_after_max_wait_ms),
+                same_instance_retries: config.same_instance_retries,
+                stream_resume: config.stream_resume,
+                in_order_when_all_down: false,
+                settings: Arc::new(settings),
             }),
         }))
     }
 }
 
-/// Which failures move a request to the next instance.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Strategy {
-    on_429: bool,
-    on_5xx: bool,
-    /// Connection refused, timeouts, broken connections.
-    on_transport: bool,
-}
-
-impl Strategy {
-    fn parse(config: Option<&FallbackStrategyConfig>) -> Result<Strategy, ConfigError> {
-        let mut strategy = Strategy::default();
-        let names: Vec<(String, &str)> = match config {
-            None => return Ok(strategy),
-            Some(FallbackStrategyConfig::One(name)) => vec![("fallback_strategy".into(), name.as_str())],
-            Some(FallbackStrategyConfig::Many(names)) => {
-                names.iter().enumerate().map(|(i, n)| (format!("fallback_strategy[{i}]"), n.as_str())).collect()
-            }
-        };
-        let single = matches!(config, Some(FallbackStrategyConfig::One(_)));
-        for (path, name) in names {
-            match name {
-                "http_429" | "rate_limiting" => strategy.on_429 = true,
-                "http_5xx" => {
-                    strategy.on_5xx = true;
-                    strategy.on_transport = true;
-                }
-                "instance_health_and_rate_limiting" if single => {
-                    strategy = Strategy { on_429: true, on_5xx: true, on_transport: true };
-                }
-                _ => {
-                    return Err(ConfigError::new(
-                        path,
-                        "unknown fallback strategy: use http_429, http_5xx, rate_limiting or \
-                         instance_health_and_rate_limiting (alone)",
-                    ))
-                }
-            }
-        }
-        Ok(strategy)
+/// A passive check's cooldowns must make sense.
+fn check_cooldowns(passive: &PassiveConfig) -> Result<(), ConfigError> {
+    if passive.cooldown_ms == 0 {
+        return Err(ConfigError::new("cooldown_ms", "must be at least 1 (milliseconds)"));
     }
-}
-
-struct Member {
-    instance: Instance,
-    health: Arc<Health>,
-    /// `checks.active`: run by the core as background work while this plugin is live.
-    probe: Option<Arc<Probe>>,
-}
-
-struct Shared {
-    members: Vec<Member>,
-    selector: Selector,
-    strategy: Strategy,
-    fallback_statuses: Vec<u16>,
-    max_retries: Option<u32>,
-    retry_window: Option<Duration>,
-    settings: CallSettings,
+    if passive.max_cooldown_ms < passive.cooldown_ms {
+        return Err(ConfigError::new("max_cooldown_ms", "must be at least cooldown_ms"));
+    }
+    Ok(())
 }
 
 struct AiProxyMulti {
-    shared: Arc<Shared>,
+    shared: Arc<Engine>,
 }
 
-const INSTANCE_HEADER: HeaderName = HeaderName::from_static("x-switchyard-instance");
-const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+/// Names the instance (or routing target) that answered.
+pub(crate) const INSTANCE_HEADER: HeaderName = HeaderName::from_static("x-switchyard-instance");
+/// How many attempts the answer took.
+pub(crate) const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-switchyard-attempts");
 
 #[derive_phases]
 #[async_trait]
@@ -228,14 +211,7 @@ impl Plugin for AiProxyMulti {
             }
         };
         let key = self.shared.selector.key(req, &ctx.client_addr.ip().to_string());
-        ctx.target = Some(Box::new(MultiTarget {
-            shared: Arc::clone(&self.shared),
-            prepared,
-            key,
-            tried: Vec::new(),
-            current: None,
-            started: Instant::now(),
-        }));
+        ctx.target = Some(Box::new(MultiTarget::new(Arc::clone(&self.shared), prepared, key)));
         Ok(Flow::Continue)
     }
 
@@ -249,96 +225,5 @@ impl Plugin for AiProxyMulti {
 
     fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, end_of_stream: bool) {
         rewrite::on_body(ctx, chunk, end_of_stream);
-    }
-}
-
-/// The per-request side: which instances this request already tried.
-struct MultiTarget {
-    shared: Arc<Shared>,
-    prepared: Prepared,
-    key: Option<String>,
-    tried: Vec<usize>,
-    current: Option<usize>,
-    started: Instant,
-}
-
-impl Target for MultiTarget {
-    fn next(&mut self, ctx: &mut Ctx, req: &Request, attempt: u32) -> Next {
-        let shared = &self.shared;
-        if attempt > 1 {
-            let retries_used = attempt - 1;
-            if shared.max_retries.is_some_and(|max| retries_used > max)
-                || shared.retry_window.is_some_and(|window| self.started.elapsed() > window)
-            {
-                return Next::Exhausted(GiveUp::LastAsIs);
-            }
-        }
-        let now = Instant::now();
-        let client = self.prepared.client;
-        // An instance whose provider no conversion reaches is never picked for this request.
-        let usable = |i: usize| {
-            let member = &shared.members[i];
-            !self.tried.contains(&i) && member.health.available(now) && member.instance.plan(client).is_some()
-        };
-        let Some(index) = shared.selector.pick(usable, self.key.as_deref()) else {
-            if attempt == 1 {
-                self.advise_retry_after(ctx, now);
-            }
-            return Next::Exhausted(GiveUp::LastAsBadGateway);
-        };
-        self.tried.push(index);
-        self.current = Some(index);
-        let instance = &shared.members[index].instance;
-        ctx.log.provider = Some(instance.endpoint.provider.name);
-        ctx.log.model = instance.model().map(str::to_string).or_else(|| self.prepared.original().str_field("model"));
-        match self.prepared.attempt(ctx, req, instance, &shared.settings) {
-            Some(upstream) => Next::Attempt(upstream),
-            None => Next::Exhausted(GiveUp::LastAsBadGateway),
-        }
-    }
-
-    fn judge(&mut self, _ctx: &mut Ctx, result: &AttemptResult<'_>) -> Verdict {
-        let Some(index) = self.current else { return Verdict::Accept };
-        let shared = &self.shared;
-        let health = &shared.members[index].health;
-        let now = Instant::now();
-        let strategy = shared.strategy;
-        let covered = match result {
-            AttemptResult::Response { status, headers } => {
-                health.record_status(status.as_u16(), headers, now);
-                let code = status.as_u16();
-                shared.fallback_statuses.contains(&code)
-                    || (code == 429 && strategy.on_429)
-                    || (status.is_server_error() && strategy.on_5xx)
-            }
-            AttemptResult::ConnectFailed => {
-                health.record_transport(TransportFailure::Connect, now);
-                strategy.on_transport
-            }
-            AttemptResult::TimedOut => {
-                health.record_transport(TransportFailure::Timeout, now);
-                strategy.on_transport
-            }
-            AttemptResult::Failed => {
-                health.record_transport(TransportFailure::Other, now);
-                strategy.on_transport
-            }
-        };
-        if covered {
-            Verdict::Retry
-        } else {
-            Verdict::Accept
-        }
-    }
-}
-
-impl MultiTarget {
-    /// Nothing is pickable: tell the client when the first cooling instance comes back.
-    fn advise_retry_after(&self, ctx: &mut Ctx, now: Instant) {
-        let back = self.shared.members.iter().filter_map(|m| m.health.back_at()).filter(|at| *at > now).min();
-        if let Some(back) = back {
-            let seconds = (back - now).as_secs_f64().ceil().max(1.0) as u64;
-            ctx.response_headers.insert(RETRY_AFTER, seconds.into());
-        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Uri};
 use serde_json::{Map, Value};
@@ -11,6 +12,10 @@ use sha2::Digest;
 use subtle::ConstantTimeEq;
 
 use super::adapter::{Adapter, AZURE_DEFAULT_API_VERSION};
+use super::cooldown::Cooldown;
+use super::routing::{Routing, RoutingAlias};
+use crate::ai_proxy_multi::config::takes_prefill_by_default;
+use crate::ai_proxy_multi::health::Health;
 use switchyard_llm::config::OverrideConfig;
 use switchyard_llm::instance::Instance;
 use switchyard_llm::providers::Endpoint;
@@ -72,11 +77,16 @@ impl ProviderKey {
     }
 }
 
-/// A model's own fields.
+/// A direct model's own fields.
 pub struct ModelDef<'a> {
     pub alias: &'a str,
     pub provider: &'a str,
     pub model_name: &'a str,
+    /// The response head's timeout (`None`: the model API's default).
+    pub timeout: Option<Duration>,
+    /// Streams: the longest wait for the first event and between two events.
+    pub stream_timeout: Option<Duration>,
+    pub cooldown: &'a Cooldown,
 }
 
 /// An alias and everything needed to call its upstream model.
@@ -86,13 +96,19 @@ pub struct Model {
     pub adapter: Adapter,
     /// The upstream call; `None` for an adapter this build does not serve. Its provider
     /// descriptor says which protocols it speaks (the others are converted, or refused).
-    pub instance: Option<Instance>,
+    pub instance: Option<Arc<Instance>>,
     /// Anthropic's `/v1/messages/count_tokens` (the `anthropic` adapter only).
-    pub count_tokens: Option<Instance>,
+    pub count_tokens: Option<Arc<Instance>>,
     /// A vendor's custom reasoning field, renamed `reasoning_content`.
     pub reasoning_field: Option<String>,
     /// Client headers removed before the call (the provider key's `strip_headers`).
     pub strip: Vec<HeaderName>,
+    pub timeout: Option<Duration>,
+    pub stream_timeout: Option<Duration>,
+    /// Its cooldown state, shared by every routing alias that targets it.
+    pub health: Arc<Health>,
+    /// Continues a final assistant message (else takes a broken stream up by a restart).
+    pub accepts_prefill: bool,
 }
 
 impl Model {
@@ -100,7 +116,7 @@ impl Model {
     pub fn compile(def: &ModelDef<'_>, key: &ProviderKey) -> Result<Model, ConfigError> {
         let adapter = key.adapter;
         let provider = adapter.provider(def.provider);
-        let instance = |url: Option<String>| -> Result<Option<Instance>, ConfigError> {
+        let instance = |url: Option<String>| -> Result<Option<Arc<Instance>>, ConfigError> {
             let (Some(url), Some(provider)) = (url, provider) else { return Ok(None) };
             // Checked as it is: the URL parser would quietly escape what does not fit.
             let fits = url.parse::<Uri>().is_ok();
@@ -114,7 +130,7 @@ impl Model {
             } else {
                 Map::from_iter([("model".to_string(), Value::String(def.model_name.to_string()))])
             };
-            Instance::at_endpoint(def.alias, endpoint, &options, &OverrideConfig::default()).map(Some)
+            Instance::at_endpoint(def.alias, endpoint, &options, &OverrideConfig::default()).map(|i| Some(Arc::new(i)))
         };
         let base = key.base.as_deref().unwrap_or_default();
         Ok(Model {
@@ -125,6 +141,14 @@ impl Model {
             count_tokens: instance(adapter.count_tokens_url(base))?,
             reasoning_field: key.reasoning_field.clone(),
             strip: key.strip.clone(),
+            timeout: def.timeout,
+            stream_timeout: def.stream_timeout,
+            health: Arc::new(def.cooldown.health()),
+            accepts_prefill: match adapter {
+                Adapter::Anthropic => true,
+                Adapter::AzureOpenAi => false,
+                _ => takes_prefill_by_default(def.provider),
+            },
         })
     }
 }
@@ -142,11 +166,13 @@ impl CallerKey {
     }
 }
 
-/// The model API's tables in one snapshot: caller keys by hash, models by alias.
+/// The model API's tables in one snapshot: caller keys by hash, models and routing aliases by
+/// alias.
 #[derive(Default)]
 pub struct Catalog {
     keys: HashMap<[u8; 32], Arc<CallerKey>>,
     models: HashMap<String, Arc<Model>>,
+    routing: HashMap<String, RoutingAlias>,
 }
 
 impl Catalog {
@@ -168,6 +194,36 @@ impl Catalog {
         true
     }
 
+    /// Adds a routing alias, once every direct model is in: its targets must be direct models
+    /// that are served. `Err` says why it cannot be served, naming the field.
+    pub fn add_routing(&mut self, routing: Arc<Routing>) -> Result<(), String> {
+        if self.models.contains_key(&routing.alias) || self.routing.contains_key(&routing.alias) {
+            return Err("display_name: is already used by another model".into());
+        }
+        let mut targets = Vec::new();
+        for (i, alias) in routing.target_aliases().enumerate() {
+            match self.models.get(alias) {
+                Some(model) if model.instance.is_some() => targets.push(Arc::clone(model)),
+                Some(_) => {
+                    return Err(format!(
+                        "routing.targets[{i}].model: `{alias}` is not served: its adapter is not available"
+                    ))
+                }
+                None if self.routing.contains_key(alias) => {
+                    return Err(format!("routing.targets[{i}].model: `{alias}` is a routing model, not a direct one"))
+                }
+                None => return Err(format!("routing.targets[{i}].model: model `{alias}` does not exist")),
+            }
+        }
+        self.routing.insert(routing.alias.clone(), RoutingAlias { routing, targets });
+        Ok(())
+    }
+
+    /// Every routing alias.
+    pub fn routing_aliases(&self) -> impl Iterator<Item = (&str, &RoutingAlias)> {
+        self.routing.iter().map(|(alias, routed)| (alias.as_str(), routed))
+    }
+
     /// The caller key whose sha256 is that of `presented`.
     pub fn authenticate(&self, presented: &str) -> Option<&CallerKey> {
         let hash: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
@@ -180,7 +236,8 @@ impl Catalog {
         self.models.get(alias)
     }
 
-    /// Aliases `key` may use, sorted, with their provider labels.
+    /// Direct aliases `key` may use, sorted, with their provider labels. Routing aliases are not
+    /// listed, as AISIX does not list them.
     pub fn models_for(&self, key: &CallerKey) -> Vec<(&str, &str)> {
         let mut out: Vec<(&str, &str)> = self
             .models
@@ -211,8 +268,16 @@ mod tests {
     #[test]
     fn each_adapter_calls_its_urls_with_its_credential() {
         use switchyard_llm::protocol::Protocol;
-        let def = ModelDef { alias: "a", provider: "p", model_name: "m-1" };
-        let url = |instance: &Option<Instance>, protocol| {
+        let cooldown = Cooldown::default();
+        let def = ModelDef {
+            alias: "a",
+            provider: "p",
+            model_name: "m-1",
+            timeout: None,
+            stream_timeout: None,
+            cooldown: &cooldown,
+        };
+        let url = |instance: &Option<Arc<Instance>>, protocol| {
             instance.as_ref().unwrap().endpoint.uri_for(protocol).map(|u| u.to_string())
         };
         let openai = Model::compile(&def, &key(Adapter::OpenAi, Some("http://h/v1"), None).unwrap()).unwrap();
@@ -223,7 +288,7 @@ mod tests {
         assert_eq!(chat.endpoint.auth_headers["authorization"], "Bearer sk-1");
         assert_eq!(chat.model(), Some("m-1"));
         assert!(openai.count_tokens.is_none());
-        let real_openai = ModelDef { alias: "a", provider: "openai", model_name: "gpt-4o" };
+        let real_openai = ModelDef { provider: "openai", model_name: "gpt-4o", ..def };
         let real = Model::compile(&real_openai, &key(Adapter::OpenAi, Some("http://h/v1"), None).unwrap()).unwrap();
         assert_eq!(url(&real.instance, Protocol::OpenAiResponses).unwrap(), "http://h/v1/responses");
         let azure = Model::compile(&def, &key(Adapter::AzureOpenAi, Some("http://az"), None).unwrap()).unwrap();
@@ -250,7 +315,15 @@ mod tests {
         assert_eq!(key(Adapter::OpenAi, None, None).err().unwrap().path, "api_base");
         assert_eq!(key(Adapter::AzureOpenAi, Some("http://az"), Some("2024 01")).err().unwrap().path, "api_version");
         let azure = key(Adapter::AzureOpenAi, Some("http://az"), None).unwrap();
-        let def = ModelDef { alias: "a", provider: "p", model_name: "my deployment" };
+        let cooldown = Cooldown::default();
+        let def = ModelDef {
+            alias: "a",
+            provider: "p",
+            model_name: "my deployment",
+            timeout: None,
+            stream_timeout: None,
+            cooldown: &cooldown,
+        };
         assert_eq!(Model::compile(&def, &azure).err().unwrap().path, "model_name");
     }
 }

@@ -3,13 +3,18 @@
 //! adapter), `/v1/embeddings`, and `GET /v1/models`. The core serves them as built-in routes
 //! ([`builtin_routes`]) whose one plugin is `model-api`, compiled through the registry like any
 //! other; it runs on the same pipeline, provider and conversion code as `ai-proxy` routes: it
-//! authenticates the caller, resolves the alias, and hands the core a one-attempt target. Each
-//! protocol reaches each adapter natively or converted, and the alias is reported as `model` in
-//! every answer and stream event.
+//! authenticates the caller, resolves the alias, and hands the core a one-attempt target (a
+//! direct model) or a run of `ai-proxy-multi`'s failover engine (a routing alias, [`routing`]).
+//! Each protocol reaches each adapter natively or converted, and the alias is reported as `model`
+//! in every answer and stream event (a routing alias's answer: the alias of the target that
+//! wrote it).
 
 pub mod adapter;
 pub mod catalog;
+pub mod cooldown;
+pub mod routing;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,12 +24,16 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use self::catalog::{Catalog, Model};
+use crate::ai_proxy_multi::engine::Engine;
+use crate::ai_proxy_multi::target::MultiTarget;
+use crate::ai_proxy_multi::{ATTEMPTS_HEADER, INSTANCE_HEADER};
+use http::HeaderValue;
 use serde::Deserialize;
 use switchyard_llm::body::{parse_body, record_payload};
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::protocol::attempt::{prepare_response, Prepared};
 use switchyard_llm::protocol::rewrite::{self, Stage};
-use switchyard_llm::protocol::{Conversion, Protocol};
+use switchyard_llm::protocol::{Conversion, Plan, Protocol};
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
@@ -55,6 +64,12 @@ impl Surface {
             Surface::Embeddings => Some(Protocol::OpenAiEmbeddings),
             Surface::Models => None,
         }
+    }
+
+    /// Whether routing aliases are served here: the chat, Responses and Messages endpoints
+    /// (a token count, an embedding and the model list name direct models only).
+    fn routes(self) -> bool {
+        matches!(self, Surface::ChatCompletions | Surface::Responses | Surface::Messages)
     }
 }
 
@@ -106,7 +121,21 @@ impl PluginFactory for ModelApiFactory {
         })?;
         let (config, settings) = CallSettings::parse_plugin::<ModelApiConfig>(config, ctx)?;
         let style = config.surface.protocol().map_or(ErrorStyle::OpenAi, Protocol::error_style);
-        Ok(Arc::new(ModelApi { catalog, surface: config.surface, settings: Arc::new(settings), style }))
+        let settings = Arc::new(settings);
+        let mut engines = HashMap::new();
+        if config.surface.routes() {
+            for (alias, routed) in catalog.routing_aliases() {
+                match routed.engine(Arc::clone(&settings)) {
+                    Ok(engine) => {
+                        engines.insert(alias.to_string(), Arc::new(engine));
+                    }
+                    Err(err) => {
+                        tracing::error!(model = alias, %err, "a routing model failed to compile; it is not served")
+                    }
+                }
+            }
+        }
+        Ok(Arc::new(ModelApi { catalog, surface: config.surface, settings, style, engines }))
     }
 }
 
@@ -116,7 +145,14 @@ pub struct ModelApi {
     settings: Arc<CallSettings>,
     /// Errors in the shape of this endpoint's protocol (Anthropic's on `/v1/messages`).
     style: ErrorStyle,
+    /// Routing aliases, each compiled to the engine `ai-proxy-multi` runs (chat, Responses and
+    /// Messages surfaces).
+    engines: HashMap<String, Arc<Engine>>,
 }
+
+/// Marks a request to a routing alias: its answer names the target and the attempts.
+#[derive(Clone, Copy)]
+struct Routed;
 
 impl ModelApi {
     fn error(&self, status: StatusCode, message: &str, code: &str) -> Result<Flow, PluginError> {
@@ -129,13 +165,38 @@ impl ModelApi {
             return Err(format!("the `{}` adapter is not available yet", model.adapter.name()));
         }
         let instance = match self.surface {
-            Surface::CountTokens => model.count_tokens.as_ref(),
-            _ => model.instance.as_ref(),
+            Surface::CountTokens => model.count_tokens.as_deref(),
+            _ => model.instance.as_deref(),
         };
         instance.ok_or_else(|| match self.surface {
             Surface::CountTokens => "count_tokens is available for the `anthropic` adapter only".to_string(),
             _ => "this adapter is not available".to_string(),
         })
+    }
+
+    /// A request to the routing alias `alias`, run on its engine: its targets are picked, tried
+    /// and taken up per attempt, each answer converted back and named after its target.
+    fn route(
+        &self,
+        ctx: &mut Ctx,
+        engine: &Arc<Engine>,
+        alias: String,
+        protocol: Protocol,
+        body: RawBody,
+    ) -> Result<Flow, PluginError> {
+        let plans: Vec<Plan> = engine.members.iter().filter_map(|m| m.instance.plan(protocol)).collect();
+        if plans.is_empty() {
+            let message = format!("{} is not available for the targets of model `{alias}`", protocol.name());
+            return self.error(StatusCode::NOT_IMPLEMENTED, &message, "adapter_not_available");
+        }
+        let prepared = match Prepared::new(protocol, body, plans) {
+            Ok(prepared) => prepared,
+            Err(err) => return self.error(StatusCode::BAD_REQUEST, &err.0, "invalid_request"),
+        };
+        ctx.log.model = Some(alias);
+        ctx.extensions.insert(Routed);
+        ctx.target = Some(Box::new(MultiTarget::new(Arc::clone(engine), prepared, None)));
+        Ok(Flow::Continue)
     }
 }
 
@@ -178,13 +239,23 @@ impl Plugin for ModelApi {
         let Some(alias) = body.str_field("model") else {
             return self.error(StatusCode::BAD_REQUEST, "`model` is required: send a model alias", "model_required");
         };
-        let Some(model) = self.catalog.model(&alias) else {
-            return self.error(StatusCode::NOT_FOUND, &format!("model `{alias}` does not exist"), "model_not_found");
+        // A direct model, else a routing alias served on this surface.
+        let model = match (self.catalog.model(&alias), self.engines.get(&alias)) {
+            (Some(model), _) => Ok(model),
+            (None, Some(engine)) => Err(engine),
+            (None, None) => {
+                let message = format!("model `{alias}` does not exist");
+                return self.error(StatusCode::NOT_FOUND, &message, "model_not_found");
+            }
         };
         if !caller.may_use(&alias) {
             let message = format!("this API key may not use model `{alias}`");
             return self.error(StatusCode::FORBIDDEN, &message, "permission_denied");
         }
+        let model = match model {
+            Ok(model) => model,
+            Err(engine) => return self.route(ctx, engine, alias, protocol, body),
+        };
         let instance = match self.instance_of(model) {
             Ok(instance) => instance,
             Err(message) => return self.error(StatusCode::NOT_IMPLEMENTED, &message, "adapter_not_available"),
@@ -205,18 +276,29 @@ impl Plugin for ModelApi {
         let before = model.reasoning_field.iter().map(|field| Stage::ReasoningField(field.clone())).collect();
         prepare_response(ctx, &plan, include_usage, before, after);
         let body = instance.body_for(prepared.body_for(&plan), plan.target);
-        let Some(upstream) = instance.request_with(req, &plan, body, &self.settings, &model.strip) else {
+        let Some(mut upstream) = instance.request_with(req, &plan, body, &self.settings, &model.strip) else {
             return self.error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the model's upstream URL is invalid",
                 "internal_error",
             );
         };
+        if let Some(timeout) = model.timeout {
+            upstream.timeout = timeout;
+        }
+        upstream.timing.first_event = model.stream_timeout;
+        upstream.timing.stream_idle = model.stream_timeout;
         ctx.target = Some(Box::new(Once { upstream: Some(upstream) }));
         Ok(Flow::Continue)
     }
 
     fn header_filter(&self, ctx: &mut Ctx, head: &mut http::response::Parts) {
+        if ctx.extensions.get::<Routed>().is_some() {
+            if let Some(target) = ctx.log.instance.as_deref().and_then(|i| HeaderValue::from_str(i).ok()) {
+                head.headers.insert(INSTANCE_HEADER, target);
+            }
+            head.headers.insert(ATTEMPTS_HEADER, ctx.log.attempts.into());
+        }
         rewrite::on_head(ctx, head);
     }
 

@@ -11,6 +11,7 @@ use super::rewrite::{ResponseRewrite, Stage};
 use super::usage::UpstreamWire;
 use super::{convert_request, Conversion, ConvertError, Plan, Protocol};
 use crate::instance::{CallSettings, Instance};
+use crate::observe;
 
 /// The client's body, and its conversions for the providers that need one.
 pub struct Prepared {
@@ -62,7 +63,7 @@ impl Prepared {
     }
 
     /// Whether a chat client asked for a usage chunk (only read when its answer is converted).
-    fn include_usage(&self, plan: &Plan) -> bool {
+    pub fn include_usage(&self, plan: &Plan) -> bool {
         plan.conversion == Conversion::ChatOverMessages
             && self.original.get::<Value>("stream_options").is_some_and(|o| o["include_usage"] == Value::Bool(true))
     }
@@ -70,7 +71,8 @@ impl Prepared {
 
 /// Sets `ctx` up for the answer of a call made as `plan` says: which protocol usage is read
 /// from, and the response rewrite (`before` the conversion stages, `after` them). A native
-/// chat call with nothing to rewrite inserts nothing.
+/// chat call with nothing to rewrite inserts nothing. Runs before each attempt, also one taking
+/// up a broken stream (whose head is not seen again).
 pub fn prepare_response(ctx: &mut Ctx, plan: &Plan, include_usage: bool, before: Vec<Stage>, after: Vec<Stage>) {
     match plan.target {
         Protocol::OpenAiChat | Protocol::OpenAiEmbeddings | Protocol::Passthrough => {
@@ -86,7 +88,12 @@ pub fn prepare_response(ctx: &mut Ctx, plan: &Plan, include_usage: bool, before:
     if stages.is_empty() {
         ctx.extensions.remove::<ResponseRewrite>();
     } else {
-        ctx.extensions.insert(ResponseRewrite::new(stages));
+        let mut rewrite = ResponseRewrite::new(stages);
+        if observe::relaying_event_stream(ctx) {
+            // Taking up a broken stream: its head, and what it said, went out already.
+            rewrite.continues_event_stream();
+        }
+        ctx.extensions.insert(rewrite);
     }
 }
 

@@ -192,12 +192,13 @@ fn usage(usage: &Value, output_tokens: Option<u64>) -> Value {
     let (input, cache_read, cache_write) =
         (number("input_tokens"), number("cache_read_input_tokens"), number("cache_creation_input_tokens"));
     let output = output_tokens.unwrap_or_else(|| number("output_tokens"));
-    let prompt = input + cache_read + cache_write;
+    // Saturating: counts come from the provider, and no answer may make the gateway overflow.
+    let prompt = input.saturating_add(cache_read).saturating_add(cache_write);
     let mut details = json!({"cached_tokens": cache_read});
     if cache_write > 0 {
         details["cache_creation_input_tokens"] = cache_write.into();
     }
-    json!({"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output, "prompt_tokens_details": details})
+    json!({"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt.saturating_add(output), "prompt_tokens_details": details})
 }
 
 /// Translates a whole Messages response.

@@ -37,12 +37,16 @@ impl Event {
         Event { name: None, data: Data::Done }
     }
 
+    /// The `event:` name of one complete event, if it has one.
+    pub fn name_of(raw: &[u8]) -> Option<String> {
+        raw.split(|b| *b == b'\n')
+            .find_map(|line| line.strip_prefix(b"event:"))
+            .map(|name| String::from_utf8_lossy(name).trim().to_string())
+    }
+
     /// Reads one complete event as the relay hands it over (its blank line included).
     pub fn parse(raw: &Bytes) -> Event {
-        let name = raw
-            .split(|b| *b == b'\n')
-            .find_map(|line| line.strip_prefix(b"event:"))
-            .map(|name| String::from_utf8_lossy(name).trim().to_string());
+        let name = Event::name_of(raw);
         let data = match event_data(raw) {
             Some(data) if data == b"[DONE]" => Data::Done,
             Some(data) => match serde_json::from_slice(&data) {

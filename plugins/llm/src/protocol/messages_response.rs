@@ -26,7 +26,7 @@ fn usage(usage: Option<&Value>) -> Value {
     let cache_read = number("/prompt_tokens_details/cached_tokens");
     let cache_write = number("/prompt_tokens_details/cache_creation_input_tokens");
     json!({
-        "input_tokens": number("/prompt_tokens").saturating_sub(cache_read + cache_write),
+        "input_tokens": number("/prompt_tokens").saturating_sub(cache_read.saturating_add(cache_write)),
         "output_tokens": number("/completion_tokens"),
         "cache_read_input_tokens": cache_read,
         "cache_creation_input_tokens": cache_write,

@@ -19,7 +19,7 @@ fn usage(usage: Option<&Value>) -> Value {
         "input_tokens_details": {"cached_tokens": number("/prompt_tokens_details/cached_tokens")},
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": number("/completion_tokens_details/reasoning_tokens")},
-        "total_tokens": usage.get("total_tokens").and_then(Value::as_u64).unwrap_or(input + output),
+        "total_tokens": usage.get("total_tokens").and_then(Value::as_u64).unwrap_or(input.saturating_add(output)),
     })
 }
 

@@ -2,10 +2,16 @@
 //! a protocol conversion, and on the model API the caller's alias as `model` and a vendor's
 //! reasoning field renamed. Runs in the body filter, after usage was read from the provider's
 //! bytes; requests that need none of it insert nothing and pay nothing.
+//!
+//! A rewrite that only renames (the alias, the reasoning field) edits a body or event field by
+//! field ([`RawBody`]): only a member that changes is written anew, the rest keep the provider's
+//! bytes, and an answer that needs no change goes out exactly as it came.
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use serde_json::Value;
+use switchyard_sdk::raw_body::RawBody;
+use switchyard_sdk::sse::event_data;
 use switchyard_sdk::Ctx;
 
 use super::attempt::unix_now;
@@ -76,16 +82,78 @@ fn with_alias(alias: &str, mut body: Value) -> Value {
 }
 
 fn rename_reasoning(field: &str, mut body: Value) -> Value {
-    for choice in body.get_mut("choices").and_then(Value::as_array_mut).into_iter().flatten() {
+    if let Some(choices) = body.get_mut("choices") {
+        rename_in_choices(choices, field);
+    }
+    body
+}
+
+/// Renames `field` to `reasoning_content` in every choice's `message` and `delta`; whether any was.
+fn rename_in_choices(choices: &mut Value, field: &str) -> bool {
+    let mut renamed = false;
+    for choice in choices.as_array_mut().into_iter().flatten() {
         for part in ["message", "delta"] {
             if let Some(Value::Object(object)) = choice.get_mut(part) {
                 if let Some(reasoning) = object.remove(field) {
                     object.insert("reasoning_content".into(), reasoning);
+                    renamed = true;
                 }
             }
         }
     }
-    body
+    renamed
+}
+
+/// A JSON object (a whole answer, or an event's data) with renaming stages applied member by
+/// member; `None` when none changes anything (or it is not a JSON object, or a stage converts).
+fn renamed(stages: &[Stage], json: Bytes) -> Option<Bytes> {
+    let body = RawBody::parse(json).ok()?;
+    let mut edit = body.edit();
+    for stage in stages {
+        match stage {
+            Stage::Alias(alias) => {
+                if body.raw("model").is_some() && body.get::<String>("model").as_deref() != Some(alias.as_str()) {
+                    edit.set("model", Value::String(alias.clone()));
+                }
+                // `message_start` carries the Messages answer, Responses events the response.
+                for outer in ["message", "response"] {
+                    let Some(mut object) = body.get::<Value>(outer) else { continue };
+                    let Some(model) = object.get_mut("model") else { continue };
+                    if model.as_str() != Some(alias.as_str()) {
+                        *model = Value::String(alias.clone());
+                        edit.set(outer, object);
+                    }
+                }
+            }
+            Stage::ReasoningField(field) => {
+                let mentioned = body.raw("choices").is_some_and(|raw| raw.get().contains(field.as_str()));
+                if let Some(mut choices) = body.get::<Value>("choices").filter(|_| mentioned) {
+                    if rename_in_choices(&mut choices, field) {
+                        edit.set("choices", choices);
+                    }
+                }
+            }
+            _ => return None,
+        }
+    }
+    (!edit.is_unchanged()).then(|| edit.into_bytes())
+}
+
+/// One event with renaming stages applied to its data; `None` when it goes out as it came
+/// (comments, `[DONE]`, data that needs no change).
+fn renamed_event(stages: &[Stage], raw: &Bytes) -> Option<Bytes> {
+    let data = event_data(raw).filter(|data| data != b"[DONE]")?;
+    let json = renamed(stages, Bytes::from(data))?;
+    let mut out = Vec::with_capacity(json.len() + 48);
+    if let Some(name) = Event::name_of(raw) {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&json);
+    out.extend_from_slice(b"\n\n");
+    Some(Bytes::from(out))
 }
 
 /// Per-request rewrite state, in `ctx.extensions` (set per attempt: each attempt may convert for
@@ -103,6 +171,13 @@ pub struct ResponseRewrite {
 impl ResponseRewrite {
     pub fn new(stages: Vec<Stage>) -> Self {
         Self { stages, event_stream: false, status: 200, pending: Vec::new() }
+    }
+
+    /// Runs when the rewrite is set up for an attempt taking up a broken event stream: its
+    /// head went out already (a 2xx event stream) and is not seen again.
+    pub fn continues_event_stream(&mut self) {
+        self.event_stream = true;
+        self.status = 200;
     }
 
     /// The stages converting the answer of `plan`'s provider back to its client's protocol
@@ -160,6 +235,12 @@ impl ResponseRewrite {
             }
             *chunk = Bytes::from(std::mem::take(&mut self.pending));
         }
+        if !self.converts() {
+            if let Some(body) = renamed(&self.stages, chunk.clone()) {
+                *chunk = body;
+            }
+            return;
+        }
         let mut body = match serde_json::from_slice::<Value>(chunk) {
             Ok(body) => body,
             // A provider's error page that is not JSON: errors are still given the client's shape.
@@ -175,6 +256,12 @@ impl ResponseRewrite {
     }
 
     fn apply_event(&mut self, chunk: &mut Bytes, end_of_stream: bool) {
+        if !self.converts() {
+            if let Some(event) = renamed_event(&self.stages, chunk) {
+                *chunk = event;
+            }
+            return;
+        }
         let mut events = Vec::with_capacity(4);
         if !chunk.is_empty() {
             events.push(Event::parse(chunk));

@@ -9,6 +9,8 @@ use serde_json::Value;
 use switchyard_sdk::{Ctx, Usage};
 
 use super::Protocol;
+use crate::json_scan::{first_member, last_member};
+use crate::observe::{cap_logged_text, logged_text};
 
 /// The protocol of the current attempt's upstream answer, in `ctx.extensions`; absent means
 /// OpenAI chat (the common case inserts nothing).
@@ -58,29 +60,35 @@ pub fn record_messages(ctx: &mut Ctx, json: &[u8]) {
     };
     record_model(ctx, model.as_deref());
     if let Some(usage) = usage {
-        let mut merged = ctx.log.usage.unwrap_or_default();
-        let cached = usage.cache_read_input_tokens.unwrap_or(0);
-        let created = usage.cache_creation_input_tokens.unwrap_or(0);
-        if let Some(input) = usage.input_tokens.filter(|n| *n > 0) {
-            merged.prompt_tokens = input + cached + created;
-        }
-        if cached > 0 {
-            merged.cached_tokens = cached;
-        }
-        if created > 0 {
-            merged.cache_creation_tokens = created;
-        }
-        if let Some(output) = usage.output_tokens.filter(|n| *n > 0) {
-            merged.completion_tokens = output;
-        }
-        merged.total_tokens = merged.prompt_tokens + merged.completion_tokens;
-        ctx.log.usage = Some(merged);
+        merge_messages_usage(ctx, &usage);
     }
-    if let Some(text) = ctx.log.response_text.as_mut() {
+    if let Some(text) = logged_text(ctx) {
         if let Ok(value) = serde_json::from_slice::<Value>(json) {
             append_messages_text(&value, text);
         }
+        cap_logged_text(text);
     }
+}
+
+/// Merges one Messages usage object into the logged usage (see [`record_messages`]).
+fn merge_messages_usage(ctx: &mut Ctx, usage: &AnthropicUsage) {
+    let mut merged = ctx.log.usage.unwrap_or_default();
+    let cached = usage.cache_read_input_tokens.unwrap_or(0);
+    let created = usage.cache_creation_input_tokens.unwrap_or(0);
+    if let Some(input) = usage.input_tokens.filter(|n| *n > 0) {
+        merged.prompt_tokens = input.saturating_add(cached).saturating_add(created);
+    }
+    if cached > 0 {
+        merged.cached_tokens = cached;
+    }
+    if created > 0 {
+        merged.cache_creation_tokens = created;
+    }
+    if let Some(output) = usage.output_tokens.filter(|n| *n > 0) {
+        merged.completion_tokens = output;
+    }
+    merged.total_tokens = merged.prompt_tokens.saturating_add(merged.completion_tokens);
+    ctx.log.usage = Some(merged);
 }
 
 fn append_messages_text(value: &Value, out: &mut String) {
@@ -145,19 +153,48 @@ pub fn record_responses(ctx: &mut Ctx, json: &[u8]) {
     };
     record_model(ctx, model.as_deref());
     if let Some(usage) = usage {
-        let detail = |d: &Option<Details>, f: fn(&Details) -> Option<u64>| d.as_ref().and_then(f).unwrap_or(0);
-        ctx.log.usage = Some(Usage {
-            prompt_tokens: usage.input_tokens,
-            completion_tokens: usage.output_tokens,
-            total_tokens: usage.total_tokens.unwrap_or(usage.input_tokens + usage.output_tokens),
-            cached_tokens: detail(&usage.input_tokens_details, |d| d.cached_tokens),
-            cache_creation_tokens: 0,
-            reasoning_tokens: detail(&usage.output_tokens_details, |d| d.reasoning_tokens),
-        });
+        ctx.log.usage = Some(usage.usage());
     }
-    if let Some(text) = ctx.log.response_text.as_mut() {
+    if let Some(text) = logged_text(ctx) {
         if let Ok(value) = serde_json::from_slice::<Value>(json) {
             append_responses_text(&value, text);
+        }
+        cap_logged_text(text);
+    }
+}
+
+impl ResponsesUsage {
+    /// The token counts, the total computed when the provider left it out.
+    fn usage(&self) -> Usage {
+        let detail = |d: &Option<Details>, f: fn(&Details) -> Option<u64>| d.as_ref().and_then(f).unwrap_or(0);
+        Usage {
+            prompt_tokens: self.input_tokens,
+            completion_tokens: self.output_tokens,
+            total_tokens: self.total_tokens.unwrap_or(self.input_tokens.saturating_add(self.output_tokens)),
+            cached_tokens: detail(&self.input_tokens_details, |d| d.cached_tokens),
+            cache_creation_tokens: 0,
+            reasoning_tokens: detail(&self.output_tokens_details, |d| d.reasoning_tokens),
+        }
+    }
+}
+
+/// Runs at the end of a Messages or Responses answer too large to have been kept whole
+/// (`crate::observe` keeps its ends): usage from the last top-level `usage` member of `tail`, the
+/// model from the first `model` member of `head` (or the last of `tail`). Both shapes put
+/// `model` early and `usage` at the top level, after the content.
+pub fn record_ends(ctx: &mut Ctx, protocol: Protocol, head: &[u8], tail: &[u8]) {
+    let model = first_member::<String>(head, "model").or_else(|| last_member(tail, "model"));
+    record_model(ctx, model.as_deref());
+    match protocol {
+        Protocol::AnthropicMessages => {
+            if let Some(usage) = last_member::<Option<AnthropicUsage>>(tail, "usage").flatten() {
+                merge_messages_usage(ctx, &usage);
+            }
+        }
+        _ => {
+            if let Some(usage) = last_member::<Option<ResponsesUsage>>(tail, "usage").flatten() {
+                ctx.log.usage = Some(usage.usage());
+            }
         }
     }
 }

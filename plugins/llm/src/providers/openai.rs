@@ -32,8 +32,9 @@ pub struct Summary<'a> {
     usage: Option<UsageWire>,
 }
 
+/// A `usage` object as OpenAI sends it; [`UsageWire::usage`] reads it.
 #[derive(Debug, Default, Deserialize)]
-struct UsageWire {
+pub struct UsageWire {
     #[serde(default)]
     prompt_tokens: u64,
     #[serde(default)]
@@ -68,19 +69,25 @@ impl Summary<'_> {
     }
 
     pub fn usage(&self) -> Option<Usage> {
-        let usage = self.usage.as_ref()?;
-        Some(Usage {
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            total_tokens: usage.total_tokens.unwrap_or(usage.prompt_tokens + usage.completion_tokens),
-            cached_tokens: usage.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
-            cache_creation_tokens: usage
+        self.usage.as_ref().map(UsageWire::usage)
+    }
+}
+
+impl UsageWire {
+    /// The token counts, the total computed when the provider left it out.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens.unwrap_or(self.prompt_tokens.saturating_add(self.completion_tokens)),
+            cached_tokens: self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
+            cache_creation_tokens: self
                 .prompt_tokens_details
                 .as_ref()
                 .and_then(|d| d.cache_creation_input_tokens)
                 .unwrap_or(0),
-            reasoning_tokens: usage.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
-        })
+            reasoning_tokens: self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
+        }
     }
 }
 
@@ -93,7 +100,7 @@ pub fn usage(response: &Value) -> Option<Usage> {
     Some(Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: usage.get("total_tokens").and_then(Value::as_u64).unwrap_or(prompt + completion),
+        total_tokens: usage.get("total_tokens").and_then(Value::as_u64).unwrap_or(prompt.saturating_add(completion)),
         cached_tokens: number(usage.pointer("/prompt_tokens_details/cached_tokens")),
         cache_creation_tokens: number(usage.pointer("/prompt_tokens_details/cache_creation_input_tokens")),
         reasoning_tokens: number(usage.pointer("/completion_tokens_details/reasoning_tokens")),

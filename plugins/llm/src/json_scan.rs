@@ -1,0 +1,172 @@
+//! Finds a top-level member of a JSON object in a piece of it: its first bytes (scanning forward)
+//! or its last bytes (scanning backward), without parsing or keeping the rest. Used to read
+//! `model` and `usage` from an answer too large to hold whole.
+//!
+//! Inside a JSON string every `"` is escaped, so outside strings a quote always opens or closes
+//! one: both scans skip strings (and what looks like JSON in them) and count nesting, so a member
+//! of a nested object, or the text `\"usage\":` in a message, is never taken for a top-level one.
+
+use serde::Deserialize;
+
+/// The value of the first top-level member `key` of the object that `head` begins, parsed as `T`.
+/// `None` when the member is absent from `head` (or cut off by its end), or is not a `T`.
+pub fn first_member<'a, T: Deserialize<'a>>(head: &'a [u8], key: &str) -> Option<T> {
+    let mut i = skip_whitespace(head, 0);
+    if head.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut depth = 1usize;
+    while let Some(&byte) = head.get(i) {
+        match byte {
+            b'"' => {
+                let end = string_end(head, i)?;
+                let after = skip_whitespace(head, end);
+                if depth == 1 && head.get(after) == Some(&b':') {
+                    if &head[i + 1..end - 1] == key.as_bytes() {
+                        let mut values = serde_json::Deserializer::from_slice(&head[after + 1..]).into_iter::<T>();
+                        return values.next()?.ok();
+                    }
+                    i = after + 1;
+                } else {
+                    i = end;
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The value of the last top-level member `key` of the object that `tail` ends, parsed as `T`.
+/// `None` when the member is not within `tail`, or is not a `T`.
+pub fn last_member<'a, T: Deserialize<'a>>(tail: &'a [u8], key: &str) -> Option<T> {
+    let mut depth = 0usize;
+    // At depth 1: where the member being passed over ends (its `,` or the object's `}`), and the
+    // `:` seen since, which makes the next string to the left that member's key.
+    let mut member_end = None;
+    let mut colon = None;
+    let mut i = tail.len();
+    while i > 0 {
+        i -= 1;
+        match tail[i] {
+            b'"' => {
+                let start = string_start(tail, i)?;
+                if depth == 1 {
+                    if let (Some(colon), Some(end)) = (colon, member_end) {
+                        if &tail[start + 1..i] == key.as_bytes() {
+                            return serde_json::from_slice(&tail[colon + 1..end]).ok();
+                        }
+                    }
+                    colon = None;
+                }
+                i = start;
+            }
+            b':' if depth == 1 => colon = Some(i),
+            b',' if depth == 1 => {
+                member_end = Some(i);
+                colon = None;
+            }
+            b'}' | b']' => {
+                depth += 1;
+                if depth == 1 {
+                    member_end = Some(i);
+                }
+            }
+            b'{' | b'[' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn skip_whitespace(json: &[u8], mut i: usize) -> usize {
+    while json.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
+}
+
+/// Just past the closing quote of the string whose opening quote is at `open`; `None` when the
+/// string does not end within `json`.
+fn string_end(json: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    loop {
+        match *json.get(i)? {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// The opening quote of the string whose closing quote is at `close`: the nearest quote before it
+/// not escaped, i.e. preceded by an even number of backslashes. `None` when the string (or the
+/// backslashes before a quote) reach back past the start of `json`, which leaves it undecided.
+fn string_start(json: &[u8], close: usize) -> Option<usize> {
+    let mut i = close;
+    loop {
+        i = json[..i].iter().rposition(|b| *b == b'"')?;
+        let backslashes = json[..i].iter().rev().take_while(|b| **b == b'\\').count();
+        if backslashes == i {
+            return None;
+        }
+        if backslashes % 2 == 0 {
+            return Some(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    const BODY: &str = r#"{"id":"x","model":"m-1","choices":[{"message":{"content":"a \"model\":\"no\" \\","usage":{"n":1}}}],"usage":{"prompt_tokens":3} }"#;
+
+    #[test]
+    fn finds_top_level_members_from_either_end() {
+        let body = BODY.as_bytes();
+        assert_eq!(first_member::<String>(body, "model").as_deref(), Some("m-1"));
+        assert_eq!(last_member::<Value>(body, "usage"), Some(json!({"prompt_tokens": 3})));
+        assert_eq!(last_member::<String>(body, "model").as_deref(), Some("m-1"));
+        assert_eq!(first_member::<Value>(body, "usage"), Some(json!({"prompt_tokens": 3})));
+        assert_eq!(first_member::<Value>(body, "n"), None);
+        assert_eq!(last_member::<Value>(body, "n"), None);
+    }
+
+    #[test]
+    fn windows_that_cut_the_body_still_find_what_they_hold() {
+        let body = BODY.as_bytes();
+        assert_eq!(first_member::<String>(&body[..25], "model").as_deref(), Some("m-1"));
+        assert_eq!(first_member::<String>(&body[..20], "model"), None, "the value is cut off");
+        let tail = &body[body.len() - 40..];
+        assert_eq!(last_member::<Value>(tail, "usage"), Some(json!({"prompt_tokens": 3})));
+        // A tail starting inside the message text: the escaped quotes are not taken for strings.
+        let from_text = &body[BODY.find("no").unwrap()..];
+        assert_eq!(last_member::<Value>(from_text, "usage"), Some(json!({"prompt_tokens": 3})));
+        assert_eq!(last_member::<Value>(b"\\\\\"usage\":1}", "usage"), None, "undecidable escapes");
+    }
+
+    #[test]
+    fn garbage_is_none_never_a_panic() {
+        for junk in [&b""[..], b"{", b"}", b"\"", b"{\"a", b"]]]}", b"{\"model\":", b"\\\"}", b"[{\"usage\":1}]"] {
+            assert_eq!(first_member::<Value>(junk, "usage"), None);
+            assert_eq!(last_member::<Value>(junk, "usage"), None);
+        }
+    }
+}
