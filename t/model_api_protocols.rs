@@ -227,3 +227,46 @@ async fn official_sdks_through_the_model_api() {
     assert_eq!(first["max_tokens"], 100);
     assert_eq!(first["model"], "claude-sonnet-4");
 }
+
+/// A routing alias serves the Messages and Responses endpoints too: a target that cannot be
+/// reached is failed over to one that can, each attempt converting for its own target's
+/// protocol, and every answer is named after the target that wrote it.
+#[tokio::test]
+async fn routing_aliases_fail_over_in_every_protocol() {
+    let mock = MockUpstream::llm("model-routing").await;
+    let gw = TestGateway::start().await;
+    setup(&gw, &mock).await;
+    let dead = gw
+        .create_v1(
+            "/admin/v1/provider_keys",
+            json!({"display_name": "dead-key", "provider": "vllm", "adapter": "openai",
+            "secret": "s", "api_base": "http://127.0.0.1:1/v1"}),
+        )
+        .await;
+    gw.create_v1(
+        "/admin/v1/models",
+        json!({"display_name": "dead", "provider": "vllm", "model_name": "m", "provider_key_id": dead["id"]}),
+    )
+    .await;
+    gw.create_v1(
+        "/admin/v1/models",
+        json!({"display_name": "any", "routing": {"targets": [{"model": "dead"}, {"model": "claude"}]}}),
+    )
+    .await;
+    let hello = json!({"model": "any", "max_tokens": 40, "messages": [{"role": "user", "content": "Hi"}]});
+    let response = call(&gw, "/v1/messages", "sk-all", hello.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-switchyard-instance"], "claude");
+    assert_eq!(response.headers()["x-switchyard-attempts"], "2", "the dead target first, then claude");
+    let message = json_of(response).await;
+    assert_eq!((message["type"].as_str(), message["model"].as_str()), (Some("message"), Some("claude")));
+    assert!(mock.last().path.ends_with("/v1/messages"));
+    let chat = json_of(call(&gw, "/v1/chat/completions", "sk-all", hello).await).await;
+    assert_eq!((chat["object"].as_str(), chat["model"].as_str()), (Some("chat.completion"), Some("claude")));
+    assert_eq!(sent(&mock)["model"], "claude-sonnet-4", "chat converted to Messages for the target");
+    let input = json!({"model": "any", "input": "Hi", "max_output_tokens": 40});
+    let response = json_of(call(&gw, "/v1/responses", "sk-all", input).await).await;
+    assert_eq!((response["object"].as_str(), response["model"].as_str()), (Some("response"), Some("claude")));
+    let embeddings = call(&gw, "/v1/embeddings", "sk-all", json!({"model": "any", "input": "Hi"})).await;
+    assert_eq!(embeddings.status(), StatusCode::NOT_FOUND, "routing aliases serve chat, Responses and Messages");
+}

@@ -101,3 +101,32 @@ pub fn prepare_response(ctx: &mut Ctx, plan: &Plan, include_usage: bool, before:
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::rewrite;
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn an_attempt_taking_up_a_stream_converts_its_events_though_its_head_is_not_seen() {
+        let mut ctx = Ctx::new("r".into(), ([127, 0, 0, 1], 1).into(), http::HeaderValue::from_static("id"));
+        let response = http::Response::builder().header("content-type", "text/event-stream").body(()).unwrap();
+        let head = response.into_parts().0;
+        // The first attempt: a chat stream from a chat provider, its head relayed to the client.
+        let native = Plan::new(Protocol::OpenAiChat, &[Protocol::OpenAiChat]).unwrap();
+        prepare_response(&mut ctx, &native, false, Vec::new(), vec![Stage::Alias("a".into())]);
+        rewrite::on_head(&mut ctx, &head);
+        // It broke; the attempt taking it up goes to a Messages provider.
+        let converted = Plan::new(Protocol::OpenAiChat, &[Protocol::AnthropicMessages]).unwrap();
+        prepare_response(&mut ctx, &converted, false, Vec::new(), vec![Stage::Alias("a".into())]);
+        let mut event = Bytes::from_static(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\
+              \"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+        );
+        rewrite::on_body(&mut ctx, &mut event, false);
+        let chunk = std::str::from_utf8(&event).unwrap();
+        assert!(chunk.starts_with("data: {") && chunk.contains("\"content\":\"Hi\""), "{chunk}");
+        assert!(chunk.contains("\"model\":\"a\""), "{chunk}");
+    }
+}
