@@ -259,16 +259,13 @@ impl MockUpstream {
             let reasoning =
                 head.headers.get("x-mock-reasoning-field").and_then(|v| v.to_str().ok()).map(str::to_string);
             if let Some(size) = number("x-mock-big-bytes").filter(|_| status == 200) {
-                let model = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default()["model"].clone();
-                let (length, body) = big_completion(size, model.as_str().unwrap_or("big-model"));
-                if head.headers.contains_key("x-mock-length") {
-                    builder = builder.header("content-length", length);
-                }
-                let content_type = head.headers.get("x-mock-content-type").cloned();
-                let content_type = content_type.unwrap_or(http::HeaderValue::from_static("application/json"));
-                return builder.header("content-type", content_type).body(body).unwrap();
+                return big_answer(builder, &head.headers, &body, size);
             }
             return self.answer_llm(builder, wire, status, &body, gap, number("x-mock-break-after"), reasoning);
+        }
+        if let Some(size) = number("x-mock-big-bytes").filter(|_| self.llm && status == 200) {
+            // On any path: a plain route's answer may be big too.
+            return big_answer(builder, &head.headers, &body, size);
         }
         if let Some(events) = number("x-mock-sse") {
             let pieces = (0..events).map(|i| Bytes::from(format!("data: {{\"n\":{i}}}\n\n"))).collect();
@@ -407,6 +404,25 @@ impl MockUpstream {
 /// The usage [`big_completion`] reports, as the access log prints it.
 pub const BIG_USAGE: [&str; 5] =
     ["prompt_tokens=11", "completion_tokens=22", "total_tokens=33", "cached_tokens=3", "reasoning_tokens=5"];
+
+/// The answer to `x-mock-big-bytes: size`: a completion of about `size` bytes naming the
+/// request's model, with `Content-Length` when `x-mock-length` is sent and the content type of
+/// `x-mock-content-type` (JSON by default).
+fn big_answer(
+    mut builder: http::response::Builder,
+    headers: &http::HeaderMap,
+    request: &[u8],
+    size: u64,
+) -> hyper::Response<MockBody> {
+    let model = serde_json::from_slice::<serde_json::Value>(request).unwrap_or_default()["model"].clone();
+    let (length, body) = big_completion(size, model.as_str().unwrap_or("big-model"));
+    if headers.contains_key("x-mock-length") {
+        builder = builder.header("content-length", length);
+    }
+    let content_type = headers.get("x-mock-content-type").cloned();
+    let content_type = content_type.unwrap_or(http::HeaderValue::from_static("application/json"));
+    builder.header("content-type", content_type).body(body).unwrap()
+}
 
 /// A chat completion of about `size` bytes whose one message is filler text, generated lazily
 /// (one shared 64 KiB piece sent again and again): its length and its body. The filler holds
