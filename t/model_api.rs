@@ -416,7 +416,8 @@ async fn azure_and_anthropic_adapters_speak_their_wire() {
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(
         body["usage"],
-        json!({"prompt_tokens": 21, "completion_tokens": 6, "total_tokens": 27, "prompt_tokens_details": {"cached_tokens": 0}})
+        json!({"prompt_tokens": 32, "completion_tokens": 6, "total_tokens": 38,
+            "prompt_tokens_details": {"cached_tokens": 8, "cache_creation_input_tokens": 3}})
     );
     let seen = mock.last();
     assert_eq!(seen.path, "/v1/messages");

@@ -119,6 +119,7 @@ pub fn finished(format: AccessLogFormat, finisher: &Finisher, ctx: &Ctx, outcome
         completion_tokens = usage.map(|u| u.completion_tokens),
         total_tokens = usage.map(|u| u.total_tokens),
         cached_tokens = usage.map(|u| u.cached_tokens),
+        cache_creation_tokens = usage.map(|u| u.cache_creation_tokens),
         reasoning_tokens = usage.map(|u| u.reasoning_tokens),
         request_payload = summary.and_then(|ai| ai.request_payload.as_deref()),
         response_text = summary.and_then(|ai| ai.response_text.as_deref()),

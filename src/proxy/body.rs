@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use http_body::{Body, Frame, SizeHint};
+use switchyard_sdk::respond::stream_error_event;
 use switchyard_sdk::sse::SseSplitter;
 use switchyard_sdk::{Ctx, Outcome};
 use tokio::time::{Instant, Sleep};
@@ -234,9 +235,9 @@ impl RelayBody {
         self.batch.split().freeze()
     }
 
-    /// Ends the body early. Event streams get a final SSE `error` event (and never `[DONE]`), so
-    /// a client cannot mistake a cut answer for a complete one; other bodies end with an error,
-    /// which aborts the response on the wire.
+    /// Ends the body early. Event streams get a final SSE `error` event in the request's error
+    /// style (and never `[DONE]`), so a client cannot mistake a cut answer for a complete one;
+    /// other bodies end with an error, which aborts the response on the wire.
     fn cut(&mut self, cut: Cut) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
         self.outcome.aborted = true;
@@ -244,10 +245,7 @@ impl RelayBody {
         self.outcome.error = Some(cut.message().into());
         self.finish();
         if self.sse.is_some() {
-            let event = serde_json::json!({
-                "error": {"message": cut.message(), "type": "server_error", "code": cut.code()}
-            });
-            let error = Bytes::from(format!("event: error\ndata: {event}\n\n"));
+            let error = stream_error_event(self.ctx.error_style, cut.message(), cut.code());
             return Poll::Ready(Some(Ok(Frame::data(self.with_held(error)))));
         }
         Poll::Ready(Some(Err(cut.message().into())))

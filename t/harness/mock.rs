@@ -5,9 +5,14 @@
 //! - `x-mock-sse: N` + `x-mock-gap-ms: D`: a `text/event-stream` of N events, D ms apart;
 //! - `x-mock-gate: 1`: send the first chunk, then wait for [`MockUpstream::release`].
 //!
-//! A mock made with [`MockUpstream::llm`] answers as an OpenAI-compatible LLM instead: the
-//! `t/fixtures/chat.json` completion (its `model` set to the request's), or with `"stream": true`
-//! the `t/fixtures/chat.sse` events. More headers steer it:
+//! A mock made with [`MockUpstream::llm`] answers as an LLM instead, in the protocol of the path:
+//! `.../chat/completions` the `t/fixtures/chat.json` completion (its `model` set to the
+//! request's; `chat_tool.json` when the request offers tools and its last message is not a tool
+//! result), `.../v1/messages` Anthropic's `messages.json`, `.../responses` OpenAI's
+//! `responses.json`, `.../embeddings` an embedding, `.../v1/messages/count_tokens` a count;
+//! with `"stream": true` the `.sse` fixture of the same name. Any other path gets the JSON echo. Every LLM request body is checked against
+//! its path's protocol first ([`super::wire`]): a body a real provider would refuse gets a 400
+//! naming the problem. More headers steer it:
 //! - `x-mock-delay-ms: D`: wait D ms before the response head;
 //! - `x-mock-break-after: N`: cut the connection after N events;
 //! - `x-mock-retry-after: V`: add `Retry-After: V` (with `x-mock-status`);
@@ -30,6 +35,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+
+use super::wire;
 
 /// A request as the mock received it.
 #[derive(Debug, Clone)]
@@ -69,6 +76,39 @@ const CHAT_JSON: &str = include_str!("../fixtures/chat.json");
 const CHAT_SSE: &str = include_str!("../fixtures/chat.sse");
 const MESSAGES_JSON: &str = include_str!("../fixtures/messages.json");
 const MESSAGES_SSE: &str = include_str!("../fixtures/messages.sse");
+const CHAT_TOOL_JSON: &str = include_str!("../fixtures/chat_tool.json");
+const CHAT_TOOL_SSE: &str = include_str!("../fixtures/chat_tool.sse");
+const RESPONSES_JSON: &str = include_str!("../fixtures/responses.json");
+const RESPONSES_SSE: &str = include_str!("../fixtures/responses.sse");
+
+/// The protocol a mock LLM path speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Chat,
+    Messages,
+    Responses,
+    Embeddings,
+    /// Anthropic's `/v1/messages/count_tokens`.
+    CountTokens,
+}
+
+impl Wire {
+    fn of(path: &str) -> Option<Wire> {
+        if path.ends_with("/v1/messages/count_tokens") {
+            Some(Wire::CountTokens)
+        } else if path.ends_with("/v1/messages") {
+            Some(Wire::Messages)
+        } else if path.ends_with("/chat/completions") {
+            Some(Wire::Chat)
+        } else if path.ends_with("/responses") {
+            Some(Wire::Responses)
+        } else if path.ends_with("/embeddings") {
+            Some(Wire::Embeddings)
+        } else {
+            None
+        }
+    }
+}
 
 impl MockUpstream {
     /// A mock LLM provider (OpenAI wire).
@@ -209,26 +249,23 @@ impl MockUpstream {
         if let Some(delay) = number("x-mock-delay-ms").or(behaviour.delay_ms) {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        if self.llm {
+        let wire = if self.llm { Wire::of(head.uri.path()) } else { None };
+        if let Some(wire) = wire {
             builder = builder.header("x-request-id", "req-mock-1").header("x-ratelimit-remaining-requests", "99");
             let retry_after = head.headers.get("x-mock-retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
             if let Some(retry_after) = retry_after.or(behaviour.retry_after) {
                 builder = builder.header("retry-after", retry_after);
             }
-            let path = head.uri.path().to_string();
             let reasoning =
                 head.headers.get("x-mock-reasoning-field").and_then(|v| v.to_str().ok()).map(str::to_string);
             if let Some(size) = number("x-mock-big-bytes").filter(|_| status == 200) {
-                let model = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default()["model"].clone();
-                let (length, body) = big_completion(size, model.as_str().unwrap_or("big-model"));
-                if head.headers.contains_key("x-mock-length") {
-                    builder = builder.header("content-length", length);
-                }
-                let content_type = head.headers.get("x-mock-content-type").cloned();
-                let content_type = content_type.unwrap_or(http::HeaderValue::from_static("application/json"));
-                return builder.header("content-type", content_type).body(body).unwrap();
+                return big_answer(builder, &head.headers, &body, size);
             }
-            return self.answer_llm(builder, &path, status, &body, gap, number("x-mock-break-after"), reasoning);
+            return self.answer_llm(builder, wire, status, &body, gap, number("x-mock-break-after"), reasoning);
+        }
+        if let Some(size) = number("x-mock-big-bytes").filter(|_| self.llm && status == 200) {
+            // On any path: a plain route's answer may be big too.
+            return big_answer(builder, &head.headers, &body, size);
         }
         if let Some(events) = number("x-mock-sse") {
             let pieces = (0..events).map(|i| Bytes::from(format!("data: {{\"n\":{i}}}\n\n"))).collect();
@@ -254,30 +291,58 @@ impl MockUpstream {
     fn answer_llm(
         &self,
         builder: http::response::Builder,
-        path: &str,
+        wire: Wire,
         status: u16,
         body: &[u8],
         gap: Duration,
         break_after: Option<u64>,
         reasoning_field: Option<String>,
     ) -> hyper::Response<MockBody> {
-        let anthropic = path.ends_with("/v1/messages");
-        if status != 200 {
+        let anthropic = matches!(wire, Wire::Messages | Wire::CountTokens);
+        let error = |builder: http::response::Builder, status: u16, message: String| {
             let error = if anthropic {
-                serde_json::json!({"type": "error", "error": {"type": "overloaded_error", "message": format!("mock {} says {status}", self.name)}})
+                serde_json::json!({"type": "error", "error": {"type": "overloaded_error", "message": message}})
             } else {
-                serde_json::json!({"error": {"message": format!("mock {} says {status}", self.name), "type": "mock", "code": status}})
+                serde_json::json!({"error": {"message": message, "type": "mock", "code": status}})
             };
-            return builder.header("content-type", "application/json").body(full(error.to_string())).unwrap();
+            builder.status(status).header("content-type", "application/json").body(full(error.to_string())).unwrap()
+        };
+        if status != 200 {
+            return error(builder, status, format!("mock {} says {status}", self.name));
         }
-        let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-        if path.ends_with("/embeddings") {
+        let request: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(request) => request,
+            Err(err) => return error(builder, 400, format!("mock {}: body is not JSON: {err}", self.name)),
+        };
+        let checked = match wire {
+            Wire::Chat => wire::check_chat(&request),
+            Wire::Messages => wire::check_messages(&request),
+            Wire::Responses => wire::check_responses(&request),
+            Wire::Embeddings => wire::check_embeddings(&request),
+            Wire::CountTokens => wire::check_count_tokens(&request),
+        };
+        if let Err(problem) = checked {
+            return error(builder, 400, format!("mock {} refuses the {wire:?} request: {problem}", self.name));
+        }
+        if wire == Wire::CountTokens {
+            let count = serde_json::json!({"input_tokens": 42});
+            return builder.header("content-type", "application/json").body(full(count.to_string())).unwrap();
+        }
+        if wire == Wire::Embeddings {
             let embedding = serde_json::json!({"object": "list", "model": request["model"],
                 "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5]}], "usage": {"prompt_tokens": 3, "total_tokens": 3}});
             return builder.header("content-type", "application/json").body(full(embedding.to_string())).unwrap();
         }
+        // Offered tools and not answering a tool result: the model calls a tool.
+        let last_role = request["messages"].as_array().and_then(|m| m.last()).map(|m| m["role"].clone());
+        let calls_tool = wire == Wire::Chat && request.get("tools").is_some() && last_role != Some("tool".into());
         if request["stream"] == true {
-            let fixture = if anthropic { MESSAGES_SSE } else { CHAT_SSE };
+            let fixture = match wire {
+                Wire::Messages => MESSAGES_SSE,
+                Wire::Responses => RESPONSES_SSE,
+                _ if calls_tool => CHAT_TOOL_SSE,
+                _ => CHAT_SSE,
+            };
             let mut pieces: Vec<Bytes> = fixture.split_inclusive("\n\n").map(|e| Bytes::from(e.to_string())).collect();
             let cut = break_after.map(|n| n as usize);
             if let Some(n) = cut {
@@ -288,8 +353,13 @@ impl MockUpstream {
                 .body(self.paced_then(pieces, gap, false, cut.is_some()))
                 .unwrap();
         }
-        let mut completion: serde_json::Value =
-            serde_json::from_str(if anthropic { MESSAGES_JSON } else { CHAT_JSON }).unwrap();
+        let fixture = match wire {
+            Wire::Messages => MESSAGES_JSON,
+            Wire::Responses => RESPONSES_JSON,
+            _ if calls_tool => CHAT_TOOL_JSON,
+            _ => CHAT_JSON,
+        };
+        let mut completion: serde_json::Value = serde_json::from_str(fixture).unwrap();
         if let Some(model) = request.get("model") {
             completion["model"] = model.clone();
         }
@@ -334,6 +404,25 @@ impl MockUpstream {
 /// The usage [`big_completion`] reports, as the access log prints it.
 pub const BIG_USAGE: [&str; 5] =
     ["prompt_tokens=11", "completion_tokens=22", "total_tokens=33", "cached_tokens=3", "reasoning_tokens=5"];
+
+/// The answer to `x-mock-big-bytes: size`: a completion of about `size` bytes naming the
+/// request's model, with `Content-Length` when `x-mock-length` is sent and the content type of
+/// `x-mock-content-type` (JSON by default).
+fn big_answer(
+    mut builder: http::response::Builder,
+    headers: &http::HeaderMap,
+    request: &[u8],
+    size: u64,
+) -> hyper::Response<MockBody> {
+    let model = serde_json::from_slice::<serde_json::Value>(request).unwrap_or_default()["model"].clone();
+    let (length, body) = big_completion(size, model.as_str().unwrap_or("big-model"));
+    if headers.contains_key("x-mock-length") {
+        builder = builder.header("content-length", length);
+    }
+    let content_type = headers.get("x-mock-content-type").cloned();
+    let content_type = content_type.unwrap_or(http::HeaderValue::from_static("application/json"));
+    builder.header("content-type", content_type).body(body).unwrap()
+}
 
 /// A chat completion of about `size` bytes whose one message is filler text, generated lazily
 /// (one shared 64 KiB piece sent again and again): its length and its body. The filler holds

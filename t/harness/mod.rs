@@ -1,4 +1,5 @@
-//! Test harness: an in-process gateway, its admin client, mock upstreams, and a real etcd.
+//! Test harness: an in-process gateway, its admin client, mock upstreams (checking the protocol of
+//! what they receive), a real etcd, and the official Python SDKs.
 
 pub mod etcd;
 pub mod faulty;
@@ -8,8 +9,10 @@ pub mod mock;
 pub mod node;
 pub mod otlp;
 pub mod prom;
+pub mod python;
 pub mod raw;
 pub mod redis;
+pub mod wire;
 
 pub use etcd::Etcd;
 pub use gateway::TestGateway;

@@ -109,7 +109,9 @@ fn reject(style: ErrorStyle, message: &str) -> switchyard_sdk::Response {
         ErrorStyle::Apisix => {
             switchyard_sdk::respond::json_response(StatusCode::UNAUTHORIZED, &serde_json::json!({ "message": message }))
         }
-        ErrorStyle::OpenAi => error_response(StatusCode::UNAUTHORIZED, style, message, "invalid_api_key"),
+        ErrorStyle::OpenAi | ErrorStyle::Anthropic => {
+            error_response(StatusCode::UNAUTHORIZED, style, message, "invalid_api_key")
+        }
     }
 }
 

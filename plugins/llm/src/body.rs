@@ -1,4 +1,5 @@
-//! The request side every AI plugin shares: the body size limit and the chat body parse.
+//! The request side every AI plugin shares: the body size limit, the body parse, and the
+//! client's protocol.
 
 use http::StatusCode;
 use switchyard_sdk::raw_body::{BodyError, RawBody};
@@ -6,14 +7,20 @@ use switchyard_sdk::respond::error_response;
 use switchyard_sdk::{Ctx, ErrorStyle, Request, Response};
 
 use crate::instance::CallSettings;
+use crate::protocol::Protocol;
 
-/// Checks the size limit and parses the chat body, recording what logging asked for. `Err` is the
-/// client's error response (413 or 400, OpenAI shape).
-pub fn parse_chat_body(ctx: &mut Ctx, req: &Request, settings: &CallSettings) -> Result<RawBody, Box<Response>> {
+/// Checks the size limit and parses the body, recording what logging asked for. `style` is the
+/// error style of the client's protocol. `Err` is the client's error response (413 or 400).
+pub fn parse_body(
+    ctx: &mut Ctx,
+    req: &Request,
+    settings: &CallSettings,
+    style: ErrorStyle,
+) -> Result<RawBody, Box<Response>> {
     if settings.max_request_bytes.is_some_and(|max| req.body.len() as u64 > max) {
         return Err(Box::new(error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorStyle::OpenAi,
+            style,
             "request body exceeds max_req_body_size",
             "request_too_large",
         )));
@@ -25,13 +32,47 @@ pub fn parse_chat_body(ctx: &mut Ctx, req: &Request, settings: &CallSettings) ->
             BodyError::Empty => "empty_body",
             BodyError::Invalid(_) => "invalid_json",
         };
-        Box::new(error_response(StatusCode::BAD_REQUEST, ErrorStyle::OpenAi, &err.to_string(), code))
+        Box::new(error_response(StatusCode::BAD_REQUEST, style, &err.to_string(), code))
     })?;
     let logging = settings.logging;
     ctx.log.log_summaries = logging.summaries || logging.payloads;
     if logging.payloads {
-        ctx.log.request_payload = body.raw("messages").map(|m| m.get().to_string());
         ctx.log.response_text = Some(String::new());
     }
     Ok(body)
+}
+
+/// Records the request's prompt for `logging.payloads` (`messages`, or `input` for the
+/// protocols that call it so).
+pub fn record_payload(ctx: &mut Ctx, body: &RawBody, protocol: Protocol) {
+    if ctx.log.response_text.is_some() {
+        ctx.log.request_payload = body.raw(protocol.payload_field()).map(|m| m.get().to_string());
+    }
+}
+
+/// The access phase of `ai-proxy` and `ai-proxy-multi` up to the provider choice: the body,
+/// parsed once, and the client's protocol detected from the path and its top-level fields. The
+/// request's error style becomes the protocol's (Anthropic's for `/v1/messages`). `Err`: the
+/// client's 400 or 413, in its protocol's error shape.
+pub fn parse_route_request(
+    ctx: &mut Ctx,
+    req: &Request,
+    settings: &CallSettings,
+) -> Result<(RawBody, Protocol), Box<Response>> {
+    // The Messages path alone decides the error shape, so even an unparsable body gets it.
+    if req.head.uri.path().ends_with("/v1/messages") {
+        ctx.error_style = ErrorStyle::Anthropic;
+    }
+    let body = parse_body(ctx, req, settings, ctx.error_style)?;
+    let Some(protocol) = Protocol::detect(req.head.uri.path(), &body) else {
+        return Err(Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            ctx.error_style,
+            "no matching AI protocol for the request",
+            "unknown_protocol",
+        )));
+    };
+    ctx.error_style = protocol.error_style();
+    record_payload(ctx, &body, protocol);
+    Ok((body, protocol))
 }

@@ -13,7 +13,8 @@ use http::Method;
 use serde_json::{Map, Value};
 
 use crate::config::{CommonConfig, LoggingConfig, OverrideConfig};
-use crate::providers::{self, anthropic, openai, AuthConfig, BaseUrls, Endpoint, Provider, WireFamily};
+use crate::protocol::{Conversion, Plan, Protocol};
+use crate::providers::{self, openai, AuthConfig, BaseUrls, Endpoint, Provider};
 use switchyard_sdk::error::parse_config_part;
 use switchyard_sdk::headers::forwardable;
 use switchyard_sdk::raw_body::{deep_merge, RawBody};
@@ -48,7 +49,8 @@ pub struct Instance {
     pinned_model: Option<Arc<str>>,
     options: Vec<OptionField>,
     max_tokens: Option<u64>,
-    request_body: Option<Value>,
+    /// `override.request_body` patches by the protocol they apply to.
+    request_bodies: Vec<(Protocol, Value)>,
     force_request_body: bool,
 }
 
@@ -87,27 +89,16 @@ impl Instance {
         options: &Map<String, Value>,
         overrides: &OverrideConfig,
     ) -> Result<Instance, ConfigError> {
-        let target = match endpoint.provider.family {
-            WireFamily::OpenAi => "openai-chat",
-            WireFamily::AnthropicMessages => "anthropic-messages",
-        };
-        let mut request_body = None;
-        for (protocol, patch) in overrides.request_body.iter().flatten() {
-            let here = || format!("override.request_body.{protocol}");
-            let canonical = match protocol.as_str() {
-                "openai" => "openai-chat",
-                known if PROTOCOLS.contains(&known) => known,
-                _ => {
-                    return Err(ConfigError::new(here(), format!("unknown protocol; one of: {}", PROTOCOLS.join(", "))))
-                }
+        let mut request_bodies = Vec::new();
+        for (name, patch) in overrides.request_body.iter().flatten() {
+            let here = || format!("override.request_body.{name}");
+            let Some(protocol) = Protocol::from_name(name) else {
+                return Err(ConfigError::new(here(), format!("unknown protocol; one of: {}", PROTOCOLS.join(", "))));
             };
             if !patch.is_object() {
                 return Err(ConfigError::new(here(), "must be an object"));
             }
-            // A patch keyed by another protocol than the one this provider is sent is ignored.
-            if canonical == target {
-                request_body = Some(patch.clone());
-            }
+            request_bodies.push((protocol, patch.clone()));
         }
         let pinned_model = options.get("model").and_then(Value::as_str).map(Arc::from);
         Ok(Instance {
@@ -119,7 +110,7 @@ impl Instance {
                 .map(|(key, value)| OptionField { key: key.clone(), value: value.clone(), json: value.to_string() })
                 .collect(),
             max_tokens: overrides.llm_options.as_ref().and_then(|o| o.max_tokens),
-            request_body,
+            request_bodies,
             force_request_body: overrides.request_body_force_override,
         })
     }
@@ -134,15 +125,34 @@ impl Instance {
         self.pinned_model.as_ref()
     }
 
-    /// Builds the upstream request for one attempt from the client's original body. The client's
-    /// bytes go out untouched when no rule changes them.
-    pub fn upstream_request(&self, req: &Request, body: &RawBody, settings: &CallSettings) -> UpstreamRequest {
-        self.request_with(req, self.body_for(body), settings, &[])
+    /// The protocols this instance's provider speaks natively.
+    pub fn speaks(&self) -> &'static [Protocol] {
+        self.endpoint.provider.family.speaks()
     }
 
-    /// The body for this instance: the client's, with options and overrides applied, in this
-    /// instance's wire format.
-    pub fn body_for(&self, body: &RawBody) -> Bytes {
+    /// How a `client` request reaches this instance; `None`: it cannot.
+    pub fn plan(&self, client: Protocol) -> Option<Plan> {
+        Plan::new(client, self.speaks())
+    }
+
+    /// Builds the upstream request for one attempt. `body` is the client's, already in the
+    /// protocol `plan` sends (see [`crate::protocol::convert_request`]). The client's bytes go
+    /// out untouched when no rule changes them. `None` when a passthrough path makes no URL.
+    pub fn upstream_request(
+        &self,
+        req: &Request,
+        body: &RawBody,
+        plan: &Plan,
+        settings: &CallSettings,
+    ) -> Option<UpstreamRequest> {
+        self.request_with(req, plan, self.body_for(body, plan.target), settings, &[])
+    }
+
+    /// The body for this instance: `body` (in the `target` protocol) with options and
+    /// overrides applied: every `options` key replaces the body's, `llm_options.max_tokens`
+    /// under the target's name for it, the `request_body` patch of the target protocol, then
+    /// the provider's own rules.
+    pub fn body_for(&self, body: &RawBody, target: Protocol) -> Bytes {
         let mut edit = body.edit();
         for option in &self.options {
             let same = match edit.raw_unchanged(&option.key) {
@@ -154,72 +164,86 @@ impl Instance {
             }
         }
         if let Some(max_tokens) = self.max_tokens {
-            if edit.current("max_tokens").and_then(|v| v.as_u64()) != Some(max_tokens) {
-                edit.set("max_tokens", max_tokens.into());
+            let (field, replaces) = match target {
+                Protocol::OpenAiChat if self.endpoint.provider.max_completion_tokens => {
+                    (Some("max_completion_tokens"), Some("max_tokens"))
+                }
+                Protocol::OpenAiChat | Protocol::AnthropicMessages => (Some("max_tokens"), None),
+                Protocol::OpenAiResponses => (Some("max_output_tokens"), None),
+                _ => (None, None),
+            };
+            if let Some(field) = field {
+                if edit.current(field).and_then(|v| v.as_u64()) != Some(max_tokens) {
+                    edit.set(field, max_tokens.into());
+                }
+            }
+            if let Some(old) = replaces.filter(|old| edit.current(old).is_some()) {
+                edit.remove(old);
             }
         }
-        let family = self.endpoint.provider.family;
-        if let Some(Value::Object(patch)) = &self.request_body {
-            if family == WireFamily::OpenAi {
-                for (key, value) in patch {
-                    let current = edit.current(key);
-                    let mut merged = current.clone().unwrap_or(Value::Null);
-                    if current.is_none() {
-                        merged = value.clone();
-                    } else {
-                        deep_merge(&mut merged, value, self.force_request_body);
-                    }
-                    if Some(&merged) != current.as_ref() {
-                        edit.set(key, merged);
-                    }
+        if let Some((_, Value::Object(patch))) = self.request_bodies.iter().find(|(p, _)| *p == target) {
+            for (key, value) in patch {
+                let current = edit.current(key);
+                let mut merged = current.clone().unwrap_or(Value::Null);
+                if current.is_none() {
+                    merged = value.clone();
+                } else {
+                    deep_merge(&mut merged, value, self.force_request_body);
+                }
+                if Some(&merged) != current.as_ref() {
+                    edit.set(key, merged);
                 }
             }
         }
         if self.endpoint.provider.drops_model && edit.current("model").is_some() {
             edit.remove("model");
         }
-        match family {
-            WireFamily::OpenAi => {
-                let streamed = match edit.raw_unchanged("stream") {
-                    Some(raw) => raw == "true",
-                    None => edit.current("stream") == Some(Value::Bool(true)),
-                };
-                if streamed {
-                    openai::request_usage_in_stream(&mut edit);
-                }
-                edit.into_bytes()
-            }
-            WireFamily::AnthropicMessages => {
-                let openai: Value = serde_json::from_slice(&edit.into_bytes()).unwrap_or(Value::Null);
-                let mut messages = anthropic::request_from_openai(&openai);
-                if let Some(patch) = &self.request_body {
-                    deep_merge(&mut messages, patch, self.force_request_body);
-                }
-                Bytes::from(messages.to_string())
+        if target == Protocol::OpenAiChat {
+            let streamed = match edit.raw_unchanged("stream") {
+                Some(raw) => raw == "true",
+                None => edit.current("stream") == Some(Value::Bool(true)),
+            };
+            if streamed {
+                openai::request_usage_in_stream(&mut edit);
             }
         }
+        edit.into_bytes()
     }
 
-    /// The upstream request carrying `body`: the client's headers less its credentials (and
-    /// `also_strip`), then the instance's auth.
+    /// The upstream request carrying `body` as `plan` says: the client's headers less its
+    /// credentials (and `also_strip`, and on a converted call the client vendor's own
+    /// `anthropic-*` or `openai-*` headers), then the instance's auth. A passthrough request
+    /// keeps the client's method, path and query.
     pub fn request_with(
         &self,
         req: &Request,
+        plan: &Plan,
         body: Bytes,
         settings: &CallSettings,
         also_strip: &[HeaderName],
-    ) -> UpstreamRequest {
+    ) -> Option<UpstreamRequest> {
+        let (method, url) = match plan.target {
+            Protocol::Passthrough => (req.head.method.clone(), self.endpoint.passthrough_uri(&req.head.uri)?),
+            target => (Method::POST, self.endpoint.uri_for(target)?.clone()),
+        };
         let mut headers = forwardable(&req.head.headers, &STRIPPED);
         for name in also_strip {
             headers.remove(name);
+        }
+        if plan.conversion != Conversion::Native {
+            let vendor = if plan.client == Protocol::AnthropicMessages { "anthropic-" } else { "openai-" };
+            let own: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with(vendor)).cloned().collect();
+            for name in own {
+                headers.remove(name);
+            }
         }
         for (name, value) in &self.endpoint.auth_headers {
             headers.insert(name.clone(), value.clone());
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        UpstreamRequest {
-            method: Method::POST,
-            url: self.endpoint.uri.clone(),
+        Some(UpstreamRequest {
+            method,
+            url,
             headers,
             body,
             client: settings.client.clone(),
@@ -229,7 +253,7 @@ impl Instance {
             flush_interval: settings.flush_interval,
             label: Arc::clone(&self.name),
             timing: AttemptTiming::default(),
-        }
+        })
     }
 }
 

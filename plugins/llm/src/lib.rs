@@ -1,10 +1,10 @@
 //! switchyard's LLM layer, shared by `ai-proxy`, `ai-proxy-multi` and the model API: provider
 //! descriptors over one module per wire family ([`providers`]), a compiled provider call
 //! ([`instance::Instance`]) with its plugin-level settings ([`instance::CallSettings`]), the
-//! config fields every AI plugin shares ([`config`]), the chat body check ([`body`]), usage
-//! reading on the way back ([`observe`], in bounded memory: [`body_window`], [`json_scan`]),
-//! joining a taken-up stream onto a broken one ([`resume`]), and model names fit for metric
-//! labels ([`labels`]).
+//! config fields every AI plugin shares ([`config`]), the request body check ([`body`]), the
+//! client protocols and the conversions between them ([`protocol`]), usage reading on the way
+//! back ([`observe`], in bounded memory: [`body_window`], [`json_scan`]), joining a taken-up
+//! stream onto a broken one ([`resume`]), and model names fit for metric labels ([`labels`]).
 
 pub mod body;
 pub mod body_window;
@@ -13,5 +13,6 @@ pub mod instance;
 pub mod json_scan;
 pub mod labels;
 pub mod observe;
+pub mod protocol;
 pub mod providers;
 pub mod resume;

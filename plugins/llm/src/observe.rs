@@ -8,6 +8,8 @@
 
 use crate::body_window::BodyWindow;
 use crate::json_scan::{first_member, last_member};
+use crate::protocol::usage::{self, UpstreamWire};
+use crate::protocol::Protocol;
 use crate::providers::openai::{self, Summary, UsageWire};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -40,6 +42,12 @@ pub fn on_head(ctx: &mut Ctx, head: &http::response::Parts) {
     }
 }
 
+/// Whether the answer being relayed is an event stream whose head went out already: true only
+/// after the header phase of a stream (when a broken stream is being taken up).
+pub fn relaying_event_stream(ctx: &Ctx) -> bool {
+    ctx.extensions.get::<Reading>().is_some_and(|reading| reading.event_stream)
+}
+
 /// Body phase: one SSE event, one chunk, or the whole body.
 pub fn on_body(ctx: &mut Ctx, chunk: &Bytes, end_of_stream: bool) {
     let reading = ctx.extensions.get_mut::<Reading>();
@@ -69,8 +77,14 @@ pub fn on_body(ctx: &mut Ctx, chunk: &Bytes, end_of_stream: bool) {
 }
 
 /// Usage from the end of a body too large to have been kept, and the model from its start (or
-/// its end, where some providers put it).
+/// its end, where some providers put it). Messages and Responses answers are read by
+/// `protocol::usage`, told by [`UpstreamWire`].
 fn record_ends(ctx: &mut Ctx, body: &BodyWindow) {
+    if let Some(&UpstreamWire(protocol @ (Protocol::AnthropicMessages | Protocol::OpenAiResponses))) =
+        ctx.extensions.get::<UpstreamWire>()
+    {
+        return usage::record_ends(ctx, protocol, body.head(), body.tail());
+    }
     if let Some(usage) = last_member::<Option<UsageWire>>(body.tail(), "usage").flatten() {
         ctx.log.usage = Some(usage.usage());
     }
@@ -81,6 +95,11 @@ fn record_ends(ctx: &mut Ctx, body: &BodyWindow) {
 }
 
 fn record(ctx: &mut Ctx, json: &[u8]) {
+    match ctx.extensions.get::<UpstreamWire>() {
+        Some(UpstreamWire(Protocol::AnthropicMessages)) => return usage::record_messages(ctx, json),
+        Some(UpstreamWire(Protocol::OpenAiResponses)) => return usage::record_responses(ctx, json),
+        _ => {}
+    }
     let Some(summary) = Summary::parse(json) else { return };
     if let Some(usage) = summary.usage() {
         ctx.log.usage = Some(usage);
@@ -90,19 +109,31 @@ fn record(ctx: &mut Ctx, json: &[u8]) {
             ctx.log.model = Some(model.to_string());
         }
     }
-    if let Some(text) = ctx.log.response_text.as_mut().filter(|text| text.len() <= MAX_LOGGED_TEXT) {
+    if let Some(text) = logged_text(ctx) {
         // Only with `logging.payloads`: the full tree is needed for the text.
         if let Ok(response) = serde_json::from_slice::<serde_json::Value>(json) {
             openai::append_text(&response, text);
         }
-        if text.len() > MAX_LOGGED_TEXT {
-            let mut end = MAX_LOGGED_TEXT;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-            text.push('…');
+        cap_logged_text(text);
+    }
+}
+
+/// The response text being logged (`logging.payloads`), while it is still under its limit; `None`
+/// when payloads are not logged or the text is already full.
+pub(crate) fn logged_text(ctx: &mut Ctx) -> Option<&mut String> {
+    ctx.log.response_text.as_mut().filter(|text| text.len() <= MAX_LOGGED_TEXT)
+}
+
+/// Runs after text was appended: cuts a text past [`MAX_LOGGED_TEXT`] there (on a character
+/// boundary) and ends it with `…`.
+pub(crate) fn cap_logged_text(text: &mut String) {
+    if text.len() > MAX_LOGGED_TEXT {
+        let mut end = MAX_LOGGED_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
         }
+        text.truncate(end);
+        text.push('…');
     }
 }
 
@@ -139,6 +170,45 @@ mod tests {
             let ctx = read_in_pieces(&completion(filler), 16 * 1024);
             assert_eq!(ctx.log.usage, Some(usage), "filler of {filler}");
             assert_eq!(ctx.log.model.as_deref(), Some("big-model"), "filler of {filler}");
+        }
+    }
+
+    /// A Messages answer and a Responses answer whose text is `filler_len` bytes, usage last.
+    fn other_protocols(filler_len: usize) -> [(Protocol, Vec<u8>, Usage); 2] {
+        let filler = "x".repeat(filler_len);
+        let messages = format!(
+            r#"{{"id":"m","type":"message","role":"assistant","model":"big-model","content":[{{"type":"text","text":"{filler} \"usage\":{{}}"}}],"stop_reason":"end_turn","usage":{{"input_tokens":2,"cache_read_input_tokens":1,"output_tokens":3}}}}"#
+        );
+        let responses = format!(
+            r#"{{"id":"r","object":"response","model":"big-model","output":[{{"type":"message","content":[{{"type":"output_text","text":"{filler}"}}]}}],"usage":{{"input_tokens":2,"output_tokens":3,"total_tokens":5}},"metadata":{{}}}}"#
+        );
+        [
+            (
+                Protocol::AnthropicMessages,
+                messages.into_bytes(),
+                Usage { prompt_tokens: 3, completion_tokens: 3, total_tokens: 6, cached_tokens: 1, ..Usage::default() },
+            ),
+            (
+                Protocol::OpenAiResponses,
+                responses.into_bytes(),
+                Usage { prompt_tokens: 2, completion_tokens: 3, total_tokens: 5, ..Usage::default() },
+            ),
+        ]
+    }
+
+    #[test]
+    fn usage_and_model_of_messages_and_responses_bodies_in_pieces_small_or_large() {
+        for filler in [10, 1 << 20] {
+            for (protocol, body, usage) in other_protocols(filler) {
+                let mut ctx = ctx();
+                ctx.extensions.insert(UpstreamWire(protocol));
+                let pieces: Vec<&[u8]> = body.chunks(16 * 1024).collect();
+                for (i, piece) in pieces.iter().enumerate() {
+                    on_body(&mut ctx, &Bytes::copy_from_slice(piece), i + 1 == pieces.len());
+                }
+                assert_eq!(ctx.log.usage, Some(usage), "{protocol:?}, filler of {filler}");
+                assert_eq!(ctx.log.model.as_deref(), Some("big-model"), "{protocol:?}, filler of {filler}");
+            }
         }
     }
 

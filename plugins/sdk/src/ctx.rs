@@ -16,6 +16,9 @@ pub enum ErrorStyle {
     Apisix,
     /// `{"error":{"message","type","code"}}`, what OpenAI SDKs understand: used on AI routes.
     OpenAi,
+    /// `{"type":"error","error":{"type","message"}}`, what Anthropic SDKs understand: used on AI
+    /// routes for requests in the Anthropic Messages protocol.
+    Anthropic,
 }
 
 /// Token counts of one LLM call, read from the upstream response.
@@ -24,7 +27,10 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Prompt tokens read from the provider's cache (included in `prompt_tokens`).
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic; included in `prompt_tokens`).
+    pub cache_creation_tokens: u64,
     pub reasoning_tokens: u64,
 }
 

@@ -51,6 +51,32 @@ impl RawBody {
         Ok(RawBody { original, fields })
     }
 
+    /// A body the gateway made (a request converted to another protocol), kept like a parsed one
+    /// so the same edits apply to it.
+    pub fn from_object(object: serde_json::Map<String, Value>) -> RawBody {
+        let mut original = Vec::with_capacity(256);
+        original.push(b'{');
+        let mut fields = Vec::with_capacity(object.len());
+        for (i, (key, value)) in object.into_iter().enumerate() {
+            // Serialising a `Value` cannot fail: its keys are strings.
+            let Ok(raw) = serde_json::value::to_raw_value(&value) else { continue };
+            if i > 0 {
+                original.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut original, &key);
+            original.push(b':');
+            original.extend_from_slice(raw.get().as_bytes());
+            fields.push((key, raw));
+        }
+        original.push(b'}');
+        RawBody { original: Bytes::from(original), fields }
+    }
+
+    /// Whether the body has no field at all (`{}`).
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
     pub fn original(&self) -> &Bytes {
         &self.original
     }
@@ -227,6 +253,21 @@ mod tests {
         assert_eq!(
             edit.into_bytes(),
             Bytes::from_static(b"{\"model\":\"b\",\"messages\":[ {\"content\" : \"hi\"} ],\"stream_options\":{\"include_usage\":true}}")
+        );
+    }
+
+    #[test]
+    fn a_made_body_is_edited_like_a_parsed_one() {
+        let made = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let Value::Object(object) = made.clone() else { unreachable!() };
+        let body = RawBody::from_object(object);
+        assert_eq!(serde_json::from_slice::<Value>(body.original()).unwrap(), made);
+        assert_eq!(body.raw("messages").unwrap().get(), r#"[{"role":"user","content":"hi"}]"#);
+        let mut edit = body.edit();
+        edit.set("model", json!("n"));
+        assert_eq!(
+            edit.into_bytes(),
+            Bytes::from_static(br#"{"model":"n","messages":[{"role":"user","content":"hi"}]}"#)
         );
     }
 

@@ -9,7 +9,7 @@ use switchyard_llm::labels::KnownModels;
 
 use http::HeaderName;
 use switchyard_llm::instance::{CallSettings, Instance};
-use switchyard_sdk::raw_body::RawBody;
+use switchyard_llm::protocol::rewrite::Stage;
 use switchyard_sdk::{ConfigError, Ctx};
 
 use super::active::Probe;
@@ -79,10 +79,12 @@ pub(crate) fn check_fallback_codes(codes: &[String], field: &str) -> Result<(), 
     }
 }
 
-/// What a member does to the request context before each attempt on it (the model API names
-/// the answer after the target and translates it from the target's wire format).
+/// What a member adds to each attempt on it (the model API names the answer after the target
+/// and renames its reasoning field).
 pub(crate) trait AttemptSetup: Send + Sync {
-    fn prepare(&self, ctx: &mut Ctx, body: &RawBody);
+    /// Runs before each attempt on the member: notes what it must in `ctx`, and returns the
+    /// answer's rewrite stages to run before the protocol conversion and after it.
+    fn prepare(&self, ctx: &mut Ctx) -> (Vec<Stage>, Vec<Stage>);
 }
 
 /// One instance, or one routing target.

@@ -8,7 +8,11 @@
 //! a `Retry-After` the route is willing to wait out, or a `same_instance_retries` budget, sends
 //! the same instance the request again. Fallback happens on the response head (held until the
 //! first event under `first_token_timeout_ms`); after bytes reached the client, `stream_resume`
-//! lets the next instance take a broken stream up.
+//! lets the next instance take a broken stream up (an OpenAI chat stream only).
+//!
+//! Any client protocol is served: only instances whose provider takes it (natively or through
+//! a conversion) are picked, the body is converted once per protocol in `access`, and each
+//! attempt sets up the conversion of its own answer.
 
 pub mod config;
 pub(crate) mod engine;
@@ -30,11 +34,14 @@ use self::target::MultiTarget;
 use crate::health::active::{self, Probe};
 use crate::health::checks::PassiveConfig;
 use crate::health::Health;
-use switchyard_llm::body::parse_chat_body;
+use http::StatusCode;
+use switchyard_llm::body::parse_route_request;
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::labels::KnownModels;
-use switchyard_llm::observe;
+use switchyard_llm::protocol::attempt::Prepared;
+use switchyard_llm::protocol::{rewrite, Plan};
 use switchyard_llm::providers::{AuthConfig, BaseUrls};
+use switchyard_sdk::respond::error_response;
 use switchyard_sdk::{
     derive_phases, BackgroundTask, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, InstanceHealth, Plugin,
     PluginError, PluginFactory, Request, UpstreamIo,
@@ -194,16 +201,38 @@ impl Plugin for AiProxyMulti {
     }
 
     async fn access(&self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, PluginError> {
-        let body = match parse_chat_body(ctx, req, &self.shared.settings) {
-            Ok(body) => body,
+        let (body, protocol) = match parse_route_request(ctx, req, &self.shared.settings) {
+            Ok(parsed) => parsed,
             Err(response) => return Ok(Flow::Respond(*response)),
+        };
+        let members = &self.shared.members;
+        let plans: Vec<Plan> = members.iter().filter_map(|m| m.instance.plan(protocol)).collect();
+        if plans.is_empty() {
+            let message = Plan::unsupported(members[0].instance.endpoint.provider.name, protocol);
+            return Ok(Flow::Respond(error_response(
+                StatusCode::BAD_REQUEST,
+                ctx.error_style,
+                &message,
+                "unsupported_protocol",
+            )));
+        }
+        let prepared = match Prepared::new(protocol, body, plans) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                return Ok(Flow::Respond(error_response(
+                    StatusCode::BAD_REQUEST,
+                    ctx.error_style,
+                    &err.0,
+                    "invalid_request",
+                )))
+            }
         };
         ctx.log.operation = Some("chat");
         let key = self.shared.selector.key(req, ctx);
         if self.shared.strategy.on_rate_limit {
             ctx.extensions.insert(RateLimitFallback);
         }
-        ctx.target = Some(Box::new(MultiTarget::new(Arc::clone(&self.shared), body, key)));
+        ctx.target = Some(Box::new(MultiTarget::new(Arc::clone(&self.shared), prepared, key)));
         Ok(Flow::Continue)
     }
 
@@ -212,10 +241,10 @@ impl Plugin for AiProxyMulti {
             head.headers.insert(INSTANCE_HEADER, instance);
         }
         head.headers.insert(ATTEMPTS_HEADER, ctx.log.attempts.into());
-        observe::on_head(ctx, head);
+        rewrite::on_head(ctx, head);
     }
 
     fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, end_of_stream: bool) {
-        observe::on_body(ctx, chunk, end_of_stream);
+        rewrite::on_body(ctx, chunk, end_of_stream);
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use http::header::RETRY_AFTER;
 use serde_json::{json, Value};
+use switchyard_llm::protocol::attempt::{prepare_response, Prepared};
+use switchyard_llm::protocol::{convert_request, Conversion, Protocol};
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::{
     AttemptResult, AttemptTiming, Ctx, GiveUp, Next, Request, ResumeMode, Resumption, Target, UpstreamRequest, Verdict,
@@ -25,7 +27,8 @@ fn retry_pause() -> Duration {
 /// One request's attempts: the instances it tried, and what the next attempt is to be.
 pub struct MultiTarget {
     shared: Arc<Engine>,
-    body: RawBody,
+    /// The client's body, converted once for every protocol its members are sent.
+    prepared: Prepared,
     key: Option<String>,
     tried: Vec<usize>,
     /// The instance of the attempt in flight.
@@ -46,10 +49,12 @@ pub struct MultiTarget {
 }
 
 impl MultiTarget {
-    pub(crate) fn new(shared: Arc<Engine>, body: RawBody, key: Option<String>) -> MultiTarget {
+    /// `prepared` holds the body for every member that can take the client's protocol; the
+    /// others are never picked.
+    pub(crate) fn new(shared: Arc<Engine>, prepared: Prepared, key: Option<String>) -> MultiTarget {
         MultiTarget {
             shared,
-            body,
+            prepared,
             key,
             tried: Vec::new(),
             current: None,
@@ -63,18 +68,25 @@ impl MultiTarget {
         }
     }
 
-    /// Picks an untried, available instance and marks it tried. After a cooldown the pick is the
-    /// instance's one trial; an instance whose trial another request holds is passed over.
+    /// Picks an untried, available instance that can take the client's protocol and marks it
+    /// tried. After a cooldown the pick is the instance's one trial; an instance whose trial
+    /// another request holds is passed over.
     fn pick(&mut self, now: Instant) -> Option<usize> {
         let shared = &*self.shared;
+        let client = self.prepared.client;
+        // An instance whose provider no conversion reaches is never picked for this request.
+        let reachable = |i: usize| shared.members[i].instance.plan(client).is_some();
         let mut passed_over = Vec::new();
         loop {
             let usable = |i: usize| {
-                !self.tried.contains(&i) && !passed_over.contains(&i) && shared.members[i].health.available(now)
+                !self.tried.contains(&i)
+                    && !passed_over.contains(&i)
+                    && shared.members[i].health.available(now)
+                    && reachable(i)
             };
             let picked = shared.selector.pick(usable, self.key.as_deref()).or_else(|| {
                 // Everything untried is resting: `in_order_when_all_down` tries it regardless.
-                let untried = |i: usize| !self.tried.contains(&i);
+                let untried = |i: usize| !self.tried.contains(&i) && reachable(i);
                 shared.in_order_when_all_down.then(|| shared.selector.pick(untried, self.key.as_deref())).flatten()
             });
             let index = picked?;
@@ -90,34 +102,45 @@ impl MultiTarget {
         }
     }
 
-    /// The attempt on instance `index`: the one place a request body is built for an instance.
-    /// `body`: the client's, unless a resumption carries a prefill.
+    /// The attempt on instance `index`: the one place a request body is built for an instance,
+    /// and the answer's reading and rewrite set up for it. `prefilled`: the client's body with a
+    /// prefill (in the client's protocol), when a resumption carries one. `None` when the body
+    /// cannot be made for the instance or no URL can be: nothing is left to try.
     fn attempt_on(
         &mut self,
         ctx: &mut Ctx,
         req: &Request,
         index: usize,
-        body: Option<&RawBody>,
+        prefilled: Option<&RawBody>,
         wait: Duration,
-    ) -> UpstreamRequest {
+    ) -> Option<UpstreamRequest> {
         self.current = Some(index);
         let shared = &*self.shared;
         let member = &shared.members[index];
         let instance = &member.instance;
+        let plan = instance.plan(self.prepared.client)?;
         ctx.log.provider = Some(instance.endpoint.provider.name);
-        ctx.log.model = instance.model().map(str::to_string).or_else(|| self.body.str_field("model"));
-        ctx.log.model_labels = shared.models.labels(&self.body, instance.model_label());
-        let body = body.unwrap_or(&self.body);
-        let mut upstream = instance.request_with(req, instance.body_for(body), &shared.settings, &member.strip);
+        ctx.log.model = instance.model().map(str::to_string).or_else(|| self.prepared.original().str_field("model"));
+        ctx.log.model_labels = shared.models.labels(self.prepared.original(), instance.model_label());
+        let converted;
+        let body = match prefilled {
+            None => self.prepared.body_for(&plan),
+            Some(prefilled) if plan.conversion == Conversion::Native => prefilled,
+            Some(prefilled) => {
+                converted = convert_request(plan.conversion, prefilled).ok()?;
+                &converted
+            }
+        };
+        let body = instance.body_for(body, plan.target);
+        let mut upstream = instance.request_with(req, &plan, body, &shared.settings, &member.strip)?;
         if let Some(timeout) = member.timeout {
             upstream.timeout = timeout;
         }
         upstream.timing =
             AttemptTiming { wait_before: wait, first_event: member.first_token, stream_idle: member.stream_idle };
-        if let Some(setup) = &member.setup {
-            setup.prepare(ctx, body);
-        }
-        upstream
+        let (before, after) = member.setup.as_ref().map(|setup| setup.prepare(ctx)).unwrap_or_default();
+        prepare_response(ctx, &plan, self.prepared.include_usage(&plan), before, after);
+        Some(upstream)
     }
 
     /// Nothing is pickable: tell the client when the first cooling instance comes back.
@@ -151,6 +174,14 @@ impl MultiTarget {
     }
 }
 
+/// An attempt, or the end of the request when none could be built.
+fn attempt_or_exhausted(upstream: Option<UpstreamRequest>) -> Next {
+    match upstream {
+        Some(upstream) => Next::Attempt(upstream),
+        None => Next::Exhausted(GiveUp::LastAsBadGateway),
+    }
+}
+
 fn verdict(retry: bool) -> Verdict {
     if retry {
         Verdict::Retry
@@ -176,7 +207,7 @@ impl Target for MultiTarget {
             return Next::Exhausted(GiveUp::LastAsIs);
         }
         if let (Some(wait), Some(index)) = (self.again.take(), self.current) {
-            return Next::Attempt(self.attempt_on(ctx, req, index, None, wait));
+            return attempt_or_exhausted(self.attempt_on(ctx, req, index, None, wait));
         }
         if attempt > 1 {
             self.fallbacks += 1;
@@ -191,7 +222,7 @@ impl Target for MultiTarget {
             }
             return Next::Exhausted(GiveUp::LastAsBadGateway);
         };
-        Next::Attempt(self.attempt_on(ctx, req, index, None, Duration::ZERO))
+        attempt_or_exhausted(self.attempt_on(ctx, req, index, None, Duration::ZERO))
     }
 
     fn judge(&mut self, _ctx: &mut Ctx, result: &AttemptResult<'_>) -> Verdict {
@@ -263,8 +294,9 @@ impl Target for MultiTarget {
         true
     }
 
+    /// Only an OpenAI chat stream is taken up: the relay splices chat chunks.
     fn resumable(&self) -> bool {
-        self.shared.stream_resume
+        self.shared.stream_resume && self.prepared.client == Protocol::OpenAiChat
     }
 
     fn stream_broke(&mut self, _ctx: &mut Ctx, stalled: bool) {
@@ -285,11 +317,14 @@ impl Target for MultiTarget {
             (index, if continues { ResumeMode::Continue } else { ResumeMode::Restart }, Duration::ZERO)
         };
         let prefilled = match mode {
-            ResumeMode::Continue => with_prefill(&self.body, delivered),
+            ResumeMode::Continue => with_prefill(self.prepared.original(), delivered),
             ResumeMode::Restart => None,
         };
         let mode = if prefilled.is_some() { mode } else { ResumeMode::Restart };
         self.resumed_with = Some(mode);
-        Resumption::Attempt(self.attempt_on(ctx, req, index, prefilled.as_ref(), wait), mode)
+        match self.attempt_on(ctx, req, index, prefilled.as_ref(), wait) {
+            Some(upstream) => Resumption::Attempt(upstream, mode),
+            None => Resumption::Exhausted,
+        }
     }
 }

@@ -133,9 +133,12 @@ impl Adapter {
         }
     }
 
-    /// The provider descriptor (wire family, quirks) of the calls; `None` when not served.
-    pub fn provider(self) -> Option<&'static Provider> {
+    /// The provider descriptor (wire family, quirks) of the calls of a model whose provider
+    /// label is `vendor`; `None` when not served. Only OpenAI itself is known to serve the
+    /// Responses API: other `openai` keys speak chat and embeddings.
+    pub fn provider(self, vendor: &str) -> Option<&'static Provider> {
         match self {
+            Adapter::OpenAi if vendor.trim().eq_ignore_ascii_case("openai") => providers::lookup("openai").ok(),
             Adapter::OpenAi => providers::lookup("openai-compatible").ok(),
             Adapter::AzureOpenAi => providers::lookup("azure-openai").ok(),
             Adapter::Anthropic => Some(&providers::ANTHROPIC_MESSAGES),
@@ -143,7 +146,9 @@ impl Adapter {
         }
     }
 
-    /// Where chat requests of `model_name` go; `None` when not served.
+    /// Where a model's calls go (`model_name` is the Azure deployment); `None` when not served.
+    /// The path names one protocol of the adapter's provider; the others are found beside it
+    /// (`.../embeddings`, `.../responses`).
     pub fn chat_url(self, base: &str, model_name: &str, api_version: &str) -> Option<String> {
         match self {
             Adapter::OpenAi => Some(format!("{base}/chat/completions")),
@@ -155,9 +160,9 @@ impl Adapter {
         }
     }
 
-    /// Where embeddings requests go: the `openai` adapter only.
-    pub fn embeddings_url(self, base: &str) -> Option<String> {
-        (self == Adapter::OpenAi).then(|| format!("{base}/embeddings"))
+    /// Where Anthropic's token counts go: the `anthropic` adapter only.
+    pub fn count_tokens_url(self, base: &str) -> Option<String> {
+        (self == Adapter::Anthropic).then(|| format!("{base}/v1/messages/count_tokens"))
     }
 
     /// The provider key's secret as the headers its upstream expects. The error, for the `secret`

@@ -94,8 +94,11 @@ pub struct Model {
     pub alias: String,
     pub provider: String,
     pub adapter: Adapter,
-    pub chat: Option<Arc<Instance>>,
-    pub embeddings: Option<Arc<Instance>>,
+    /// The upstream call; `None` for an adapter this build does not serve. Its provider
+    /// descriptor says which protocols it speaks (the others are converted, or refused).
+    pub instance: Option<Arc<Instance>>,
+    /// Anthropic's `/v1/messages/count_tokens` (the `anthropic` adapter only).
+    pub count_tokens: Option<Arc<Instance>>,
     /// A vendor's custom reasoning field, renamed `reasoning_content`.
     pub reasoning_field: Option<String>,
     /// Client headers removed before the call (the provider key's `strip_headers`).
@@ -114,10 +117,15 @@ impl Model {
     /// Compiles a model against its provider key; errors name the model's field at fault.
     pub fn compile(def: &ModelDef<'_>, key: &ProviderKey) -> Result<Model, ConfigError> {
         let adapter = key.adapter;
+        let provider = adapter.provider(def.provider);
         let instance = |url: Option<String>| -> Result<Option<Arc<Instance>>, ConfigError> {
-            let (Some(url), Some(provider)) = (url, adapter.provider()) else { return Ok(None) };
-            let uri = url.parse().map_err(|_| ConfigError::new("model_name", "does not fit in the upstream URL"))?;
-            let endpoint = Endpoint { provider, uri, auth_headers: key.auth_headers.clone() };
+            let (Some(url), Some(provider)) = (url, provider) else { return Ok(None) };
+            // Checked as it is: the URL parser would quietly escape what does not fit.
+            let fits = url.parse::<Uri>().is_ok();
+            let endpoint = Endpoint::at(provider, &url, key.auth_headers.clone())
+                .ok()
+                .filter(|_| fits)
+                .ok_or_else(|| ConfigError::new("model_name", "does not fit in the upstream URL"))?;
             // Azure names the model by its deployment in the URL; the others in the body.
             let options = if provider.drops_model {
                 Map::new()
@@ -131,8 +139,8 @@ impl Model {
             alias: def.alias.to_string(),
             provider: def.provider.to_string(),
             adapter,
-            chat: instance(adapter.chat_url(base, def.model_name, &key.api_version))?,
-            embeddings: instance(adapter.embeddings_url(base))?,
+            instance: instance(adapter.chat_url(base, def.model_name, &key.api_version))?,
+            count_tokens: instance(adapter.count_tokens_url(base))?,
             reasoning_field: key.reasoning_field.clone(),
             strip: key.strip.clone(),
             timeout: def.timeout,
@@ -191,7 +199,7 @@ impl Catalog {
     }
 
     /// Adds a routing alias, once every direct model is in: its targets must be direct models
-    /// that serve chat. `Err` says why it cannot be served, naming the field.
+    /// that are served. `Err` says why it cannot be served, naming the field.
     pub fn add_routing(&mut self, routing: Arc<Routing>) -> Result<(), String> {
         if self.models.contains_key(&routing.alias) || self.routing.contains_key(&routing.alias) {
             return Err("display_name: is already used by another model".into());
@@ -199,8 +207,12 @@ impl Catalog {
         let mut targets = Vec::new();
         for (i, alias) in routing.target_aliases().enumerate() {
             match self.models.get(alias) {
-                Some(model) if model.chat.is_some() => targets.push(Arc::clone(model)),
-                Some(_) => return Err(format!("routing.targets[{i}].model: `{alias}` does not serve chat")),
+                Some(model) if model.instance.is_some() => targets.push(Arc::clone(model)),
+                Some(_) => {
+                    return Err(format!(
+                        "routing.targets[{i}].model: `{alias}` is not served: its adapter is not available"
+                    ))
+                }
                 None if self.routing.contains_key(alias) => {
                     return Err(format!("routing.targets[{i}].model: `{alias}` is a routing model, not a direct one"))
                 }
@@ -258,7 +270,8 @@ mod tests {
     }
 
     #[test]
-    fn each_adapter_calls_its_url_with_its_credential() {
+    fn each_adapter_calls_its_urls_with_its_credential() {
+        use switchyard_llm::protocol::Protocol;
         let cooldown = Cooldown::default();
         let def = ModelDef {
             alias: "a",
@@ -268,20 +281,37 @@ mod tests {
             stream_timeout: None,
             cooldown: &cooldown,
         };
+        let url = |instance: &Option<Arc<Instance>>, protocol| {
+            instance.as_ref().unwrap().endpoint.uri_for(protocol).map(|u| u.to_string())
+        };
         let openai = Model::compile(&def, &key(Adapter::OpenAi, Some("http://h/v1"), None).unwrap()).unwrap();
-        let chat = openai.chat.as_ref().unwrap();
-        assert_eq!(chat.endpoint.uri, "http://h/v1/chat/completions");
+        let chat = openai.instance.as_ref().unwrap();
+        assert_eq!(url(&openai.instance, Protocol::OpenAiChat).unwrap(), "http://h/v1/chat/completions");
+        assert_eq!(url(&openai.instance, Protocol::OpenAiEmbeddings).unwrap(), "http://h/v1/embeddings");
+        assert_eq!(url(&openai.instance, Protocol::OpenAiResponses), None, "only OpenAI itself speaks Responses");
         assert_eq!(chat.endpoint.auth_headers["authorization"], "Bearer sk-1");
         assert_eq!(chat.model(), Some("m-1"));
-        assert_eq!(openai.embeddings.as_ref().unwrap().endpoint.uri, "http://h/v1/embeddings");
+        assert!(openai.count_tokens.is_none());
+        let real_openai = ModelDef { provider: "openai", model_name: "gpt-4o", ..def };
+        let real = Model::compile(&real_openai, &key(Adapter::OpenAi, Some("http://h/v1"), None).unwrap()).unwrap();
+        assert_eq!(url(&real.instance, Protocol::OpenAiResponses).unwrap(), "http://h/v1/responses");
         let azure = Model::compile(&def, &key(Adapter::AzureOpenAi, Some("http://az"), None).unwrap()).unwrap();
         assert_eq!(
-            azure.chat.as_ref().unwrap().endpoint.uri,
+            url(&azure.instance, Protocol::OpenAiChat).unwrap(),
             "http://az/openai/deployments/m-1/chat/completions?api-version=2024-10-21"
         );
-        assert!(azure.embeddings.is_none());
+        assert_eq!(
+            url(&azure.instance, Protocol::OpenAiEmbeddings).unwrap(),
+            "http://az/openai/deployments/m-1/embeddings?api-version=2024-10-21"
+        );
+        let claude = Model::compile(&def, &key(Adapter::Anthropic, Some("http://c"), None).unwrap()).unwrap();
+        assert_eq!(url(&claude.instance, Protocol::AnthropicMessages).unwrap(), "http://c/v1/messages");
+        assert_eq!(
+            url(&claude.count_tokens, Protocol::AnthropicMessages).unwrap(),
+            "http://c/v1/messages/count_tokens"
+        );
         let bedrock = Model::compile(&def, &key(Adapter::Bedrock, None, None).unwrap()).unwrap();
-        assert!(bedrock.chat.is_none() && !bedrock.adapter.served());
+        assert!(bedrock.instance.is_none() && !bedrock.adapter.served());
     }
 
     #[test]

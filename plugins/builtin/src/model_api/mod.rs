@@ -1,35 +1,40 @@
-//! The model API (AISIX compatible): `POST /v1/chat/completions`, `POST /v1/embeddings` and
-//! `GET /v1/models` for callers with hashed API keys. The core serves them as built-in routes
+//! The model API (AISIX compatible), for callers with hashed API keys: `POST /v1/chat/completions`,
+//! `/v1/responses`, `/v1/messages` (and `/v1/messages/count_tokens` for the `anthropic`
+//! adapter), `/v1/embeddings`, and `GET /v1/models`. The core serves them as built-in routes
 //! ([`builtin_routes`]) whose one plugin is `model-api`, compiled through the registry like any
-//! other; it runs on the same pipeline and provider code as `ai-proxy` routes: it authenticates
-//! the caller, resolves the alias, and hands the core a one-attempt target.
+//! other; it runs on the same pipeline, provider and conversion code as `ai-proxy` routes: it
+//! authenticates the caller, resolves the alias, and hands the core a one-attempt target (a
+//! direct model) or a run of `ai-proxy-multi`'s failover engine (a routing alias, [`routing`]).
+//! Each protocol reaches each adapter natively or converted, and the alias is reported as `model`
+//! in every answer and stream event (a routing alias's answer: the alias of the target that
+//! wrote it).
 
 pub mod adapter;
 pub mod catalog;
 pub mod cooldown;
-mod rewrite;
 pub mod routing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::AUTHORIZATION;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use self::catalog::Catalog;
-use self::rewrite::Rewrite;
+use self::catalog::{Catalog, Model};
 use crate::ai_proxy_multi::engine::Engine;
 use crate::ai_proxy_multi::target::MultiTarget;
 use crate::ai_proxy_multi::{ATTEMPTS_HEADER, INSTANCE_HEADER};
 use http::HeaderValue;
 use serde::Deserialize;
-use switchyard_llm::body::parse_chat_body;
-use switchyard_llm::instance::CallSettings;
-use switchyard_llm::observe;
+use switchyard_llm::body::{parse_body, record_payload};
+use switchyard_llm::instance::{CallSettings, Instance};
+use switchyard_llm::protocol::attempt::{prepare_response, Prepared};
+use switchyard_llm::protocol::rewrite::{self, Stage};
+use switchyard_llm::protocol::{Conversion, Plan, Protocol};
+use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
     derive_phases, AttemptResult, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Plugin, PluginError,
@@ -41,8 +46,31 @@ use switchyard_sdk::{
 #[serde(rename_all = "snake_case")]
 pub enum Surface {
     ChatCompletions,
+    Responses,
+    Messages,
+    /// Anthropic's token count for a Messages request (the `anthropic` adapter only).
+    CountTokens,
     Embeddings,
     Models,
+}
+
+impl Surface {
+    /// The protocol callers speak on this endpoint (`None`: the model list).
+    fn protocol(self) -> Option<Protocol> {
+        match self {
+            Surface::ChatCompletions => Some(Protocol::OpenAiChat),
+            Surface::Responses => Some(Protocol::OpenAiResponses),
+            Surface::Messages | Surface::CountTokens => Some(Protocol::AnthropicMessages),
+            Surface::Embeddings => Some(Protocol::OpenAiEmbeddings),
+            Surface::Models => None,
+        }
+    }
+
+    /// Whether routing aliases are served here: the chat, Responses and Messages endpoints
+    /// (a token count, an embedding and the model list name direct models only).
+    fn routes(self) -> bool {
+        matches!(self, Surface::ChatCompletions | Surface::Responses | Surface::Messages)
+    }
 }
 
 /// The model API's routes as the core stores none of them but compiles them like any route
@@ -51,6 +79,9 @@ pub enum Surface {
 pub fn builtin_routes() -> Vec<Value> {
     [
         ("chat_completions", "/v1/chat/completions", "POST"),
+        ("responses", "/v1/responses", "POST"),
+        ("messages", "/v1/messages", "POST"),
+        ("count_tokens", "/v1/messages/count_tokens", "POST"),
         ("embeddings", "/v1/embeddings", "POST"),
         ("models", "/v1/models", "GET"),
     ]
@@ -89,9 +120,10 @@ impl PluginFactory for ModelApiFactory {
             ConfigError::new("", "serves the built-in /v1 routes of the model API only and cannot be configured")
         })?;
         let (config, settings) = CallSettings::parse_plugin::<ModelApiConfig>(config, ctx)?;
+        let style = config.surface.protocol().map_or(ErrorStyle::OpenAi, Protocol::error_style);
         let settings = Arc::new(settings);
         let mut engines = HashMap::new();
-        if config.surface == Surface::ChatCompletions {
+        if config.surface.routes() {
             for (alias, routed) in catalog.routing_aliases() {
                 match routed.engine(Arc::clone(&settings)) {
                     Ok(engine) => {
@@ -103,7 +135,7 @@ impl PluginFactory for ModelApiFactory {
                 }
             }
         }
-        Ok(Arc::new(ModelApi { catalog, surface: config.surface, settings, engines }))
+        Ok(Arc::new(ModelApi { catalog, surface: config.surface, settings, style, engines }))
     }
 }
 
@@ -111,7 +143,10 @@ pub struct ModelApi {
     catalog: Arc<Catalog>,
     surface: Surface,
     settings: Arc<CallSettings>,
-    /// Routing aliases, each compiled to the engine `ai-proxy-multi` runs (chat only).
+    /// Errors in the shape of this endpoint's protocol (Anthropic's on `/v1/messages`).
+    style: ErrorStyle,
+    /// Routing aliases, each compiled to the engine `ai-proxy-multi` runs (chat, Responses and
+    /// Messages surfaces).
     engines: HashMap<String, Arc<Engine>>,
 }
 
@@ -119,8 +154,50 @@ pub struct ModelApi {
 #[derive(Clone, Copy)]
 struct Routed;
 
-fn error(status: StatusCode, message: &str, code: &str) -> Flow {
-    Flow::Respond(error_response(status, ErrorStyle::OpenAi, message, code))
+impl ModelApi {
+    fn error(&self, status: StatusCode, message: &str, code: &str) -> Result<Flow, PluginError> {
+        Ok(Flow::Respond(error_response(status, self.style, message, code)))
+    }
+
+    /// The provider call behind `model` for this endpoint, or the 501 saying why there is none.
+    fn instance_of<'m>(&self, model: &'m Model) -> Result<&'m Instance, String> {
+        if !model.adapter.served() {
+            return Err(format!("the `{}` adapter is not available yet", model.adapter.name()));
+        }
+        let instance = match self.surface {
+            Surface::CountTokens => model.count_tokens.as_deref(),
+            _ => model.instance.as_deref(),
+        };
+        instance.ok_or_else(|| match self.surface {
+            Surface::CountTokens => "count_tokens is available for the `anthropic` adapter only".to_string(),
+            _ => "this adapter is not available".to_string(),
+        })
+    }
+
+    /// A request to the routing alias `alias`, run on its engine: its targets are picked, tried
+    /// and taken up per attempt, each answer converted back and named after its target.
+    fn route(
+        &self,
+        ctx: &mut Ctx,
+        engine: &Arc<Engine>,
+        alias: String,
+        protocol: Protocol,
+        body: RawBody,
+    ) -> Result<Flow, PluginError> {
+        let plans: Vec<Plan> = engine.members.iter().filter_map(|m| m.instance.plan(protocol)).collect();
+        if plans.is_empty() {
+            let message = format!("{} is not available for the targets of model `{alias}`", protocol.name());
+            return self.error(StatusCode::NOT_IMPLEMENTED, &message, "adapter_not_available");
+        }
+        let prepared = match Prepared::new(protocol, body, plans) {
+            Ok(prepared) => prepared,
+            Err(err) => return self.error(StatusCode::BAD_REQUEST, &err.0, "invalid_request"),
+        };
+        ctx.log.model = Some(alias);
+        ctx.extensions.insert(Routed);
+        ctx.target = Some(Box::new(MultiTarget::new(Arc::clone(engine), prepared, None)));
+        Ok(Flow::Continue)
+    }
 }
 
 /// The caller's key: `Authorization: Bearer <key>`, else `x-api-key`.
@@ -135,75 +212,83 @@ fn presented_key(req: &Request) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
+/// Whether a chat client asked for a usage chunk (it gets one only then, as from OpenAI).
+fn asks_for_usage(body: &RawBody) -> bool {
+    body.get::<Value>("stream_options").is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)))
+}
+
 #[derive_phases]
 #[async_trait]
 impl Plugin for ModelApi {
     fn error_style(&self) -> Option<ErrorStyle> {
-        Some(ErrorStyle::OpenAi)
+        Some(self.style)
     }
 
     async fn access(&self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, PluginError> {
         let Some(caller) = presented_key(req).and_then(|key| self.catalog.authenticate(key)) else {
-            return Ok(error(StatusCode::UNAUTHORIZED, "invalid API key", "invalid_api_key"));
+            return self.error(StatusCode::UNAUTHORIZED, "invalid API key", "invalid_api_key");
         };
         ctx.log.caller = Some(Arc::clone(&caller.id));
-        if self.surface == Surface::Models {
+        let Some(protocol) = self.surface.protocol() else {
             return Ok(Flow::Respond(model_list(&self.catalog, caller)));
-        }
-        let body = match parse_chat_body(ctx, req, &self.settings) {
+        };
+        let body = match parse_body(ctx, req, &self.settings, self.style) {
             Ok(body) => body,
             Err(response) => return Ok(Flow::Respond(*response)),
         };
+        record_payload(ctx, &body, protocol);
         let Some(alias) = body.str_field("model") else {
-            return Ok(error(StatusCode::BAD_REQUEST, "`model` is required: send a model alias", "model_required"));
+            return self.error(StatusCode::BAD_REQUEST, "`model` is required: send a model alias", "model_required");
         };
-        let model = self.catalog.model(&alias);
-        let engine = self.engines.get(&alias);
-        if model.is_none() && engine.is_none() {
-            return Ok(error(StatusCode::NOT_FOUND, &format!("model `{alias}` does not exist"), "model_not_found"));
-        }
+        // A direct model, else a routing alias served on this surface.
+        let model = match (self.catalog.model(&alias), self.engines.get(&alias)) {
+            (Some(model), _) => Ok(model),
+            (None, Some(engine)) => Err(engine),
+            (None, None) => {
+                let message = format!("model `{alias}` does not exist");
+                return self.error(StatusCode::NOT_FOUND, &message, "model_not_found");
+            }
+        };
         ctx.log.operation = Some(if self.surface == Surface::Embeddings { "embeddings" } else { "chat" });
-        ctx.log.model_labels = match (model, engine) {
-            (Some(model), _) => model.labels.clone(),
-            (None, Some(engine)) => engine.models.labels(&body, None),
-            (None, None) => Default::default(),
+        ctx.log.model_labels = match &model {
+            Ok(model) => model.labels.clone(),
+            Err(engine) => engine.models.labels(&body, None),
         };
         if !caller.may_use(&alias) {
-            return Ok(error(
-                StatusCode::FORBIDDEN,
-                &format!("this API key may not use model `{alias}`"),
-                "permission_denied",
-            ));
+            let message = format!("this API key may not use model `{alias}`");
+            return self.error(StatusCode::FORBIDDEN, &message, "permission_denied");
         }
-        let Some(model) = model else {
-            // A routing alias: its targets are picked, tried and taken up per attempt.
-            ctx.log.model = Some(alias);
-            ctx.extensions.insert(Routed);
-            ctx.target = engine.map(|engine| Box::new(MultiTarget::new(Arc::clone(engine), body, None)) as _);
-            return Ok(Flow::Continue);
+        let model = match model {
+            Ok(model) => model,
+            Err(engine) => return self.route(ctx, engine, alias, protocol, body),
         };
-        if !model.adapter.served() {
-            return Ok(error(
-                StatusCode::NOT_IMPLEMENTED,
-                &format!("the `{}` adapter is not available yet", model.adapter.name()),
-                "adapter_not_available",
-            ));
-        }
-        let instance = match self.surface {
-            Surface::Embeddings => model.embeddings.as_ref(),
-            _ => model.chat.as_ref(),
+        let instance = match self.instance_of(model) {
+            Ok(instance) => instance,
+            Err(message) => return self.error(StatusCode::NOT_IMPLEMENTED, &message, "adapter_not_available"),
         };
-        let Some(instance) = instance else {
-            return Ok(error(
-                StatusCode::NOT_IMPLEMENTED,
-                "embeddings are available for the `openai` adapter only",
-                "adapter_not_available",
-            ));
+        let Some(plan) = instance.plan(protocol) else {
+            let message = format!("{} is not available for the adapter of model `{alias}`", protocol.name());
+            return self.error(StatusCode::NOT_IMPLEMENTED, &message, "adapter_not_available");
         };
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = Some(alias.clone());
-        ctx.extensions.insert(Rewrite::new(&alias, model.adapter, model.reasoning_field.clone(), &body));
-        let mut upstream = instance.request_with(req, instance.body_for(&body), &self.settings, &model.strip);
+        let include_usage = plan.conversion == Conversion::ChatOverMessages && asks_for_usage(&body);
+        let prepared = match Prepared::new(protocol, body, [plan]) {
+            Ok(prepared) => prepared,
+            Err(err) => return self.error(StatusCode::BAD_REQUEST, &err.0, "invalid_request"),
+        };
+        // A token count has no `model` to report; every other answer reports the alias.
+        let after = if self.surface == Surface::CountTokens { Vec::new() } else { vec![Stage::Alias(alias)] };
+        let before = model.reasoning_field.iter().map(|field| Stage::ReasoningField(field.clone())).collect();
+        prepare_response(ctx, &plan, include_usage, before, after);
+        let body = instance.body_for(prepared.body_for(&plan), plan.target);
+        let Some(mut upstream) = instance.request_with(req, &plan, body, &self.settings, &model.strip) else {
+            return self.error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the model's upstream URL is invalid",
+                "internal_error",
+            );
+        };
         if let Some(timeout) = model.timeout {
             upstream.timeout = timeout;
         }
@@ -220,23 +305,11 @@ impl Plugin for ModelApi {
             }
             head.headers.insert(ATTEMPTS_HEADER, ctx.log.attempts.into());
         }
-        let event_stream = head
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-        if let Some(rewrite) = ctx.extensions.get_mut::<Rewrite>() {
-            rewrite.event_stream = event_stream;
-            rewrite.status = head.status.as_u16();
-        }
-        observe::on_head(ctx, head);
+        rewrite::on_head(ctx, head);
     }
 
     fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, end_of_stream: bool) {
-        if let Some(rewrite) = ctx.extensions.get_mut::<Rewrite>() {
-            rewrite.apply(chunk, end_of_stream);
-        }
-        observe::on_body(ctx, chunk, end_of_stream);
+        rewrite::on_body(ctx, chunk, end_of_stream);
     }
 }
 
@@ -266,8 +339,4 @@ fn model_list(catalog: &Catalog, caller: &catalog::CallerKey) -> Response {
         .map(|(alias, provider)| json!({"id": alias, "object": "model", "created": 0, "owned_by": provider}))
         .collect();
     json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

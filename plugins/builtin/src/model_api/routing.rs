@@ -9,12 +9,10 @@ use switchyard_llm::labels::KnownModels;
 
 use serde::{Deserialize, Serialize};
 use switchyard_llm::instance::CallSettings;
-use switchyard_sdk::raw_body::RawBody;
+use switchyard_llm::protocol::rewrite::Stage;
 use switchyard_sdk::{ConfigError, Ctx};
 
-use super::adapter::Adapter;
 use super::catalog::Model;
-use super::rewrite::Rewrite;
 use crate::ai_proxy_multi::config::BalancerConfig;
 use crate::ai_proxy_multi::engine::{check_fallback_codes, AttemptSetup, Engine, Member, Strategy};
 use crate::ai_proxy_multi::select::Selector;
@@ -114,7 +112,7 @@ impl Routing {
 /// A routing model whose targets were found among the catalog's direct models.
 pub struct RoutingAlias {
     pub routing: Arc<Routing>,
-    /// In `routing.targets` order; each serves chat.
+    /// In `routing.targets` order; each is served (its adapter is available).
     pub targets: Vec<Arc<Model>>,
 }
 
@@ -127,20 +125,17 @@ impl RoutingAlias {
         let mut weights = Vec::with_capacity(self.targets.len());
         for (i, (model, (alias, weight))) in self.targets.iter().zip(&routing.targets).enumerate() {
             let instance = model
-                .chat
+                .instance
                 .clone()
-                .ok_or_else(|| ConfigError::new(format!("routing.targets[{i}].model"), "has no chat endpoint"))?;
+                .ok_or_else(|| ConfigError::new(format!("routing.targets[{i}].model"), "is not served"))?;
             let mut member = Member::new(instance, Arc::clone(&model.health));
             member.first_token = model.stream_timeout;
             member.stream_idle = model.stream_timeout;
             member.timeout = model.timeout;
             member.accepts_prefill = model.accepts_prefill;
             member.strip = model.strip.clone();
-            member.setup = Some(Arc::new(AnswerAs {
-                alias: model.alias.clone(),
-                adapter: model.adapter,
-                reasoning_field: model.reasoning_field.clone(),
-            }));
+            member.setup =
+                Some(Arc::new(AnswerAs { alias: model.alias.clone(), reasoning_field: model.reasoning_field.clone() }));
             members.push(member);
             weights.push(match routing.strategy {
                 RoutingStrategy::Failover => (alias.as_str(), count - i as i64, 1),
@@ -167,22 +162,17 @@ impl RoutingAlias {
 }
 
 /// Before an attempt on a target: its answer is named after the target (the model that wrote
-/// it) and translated from the target's wire format.
+/// it), in every protocol, and the target's reasoning field is renamed; the conversion from the
+/// target's wire format runs between the two.
 struct AnswerAs {
     alias: String,
-    adapter: Adapter,
     reasoning_field: Option<String>,
 }
 
 impl AttemptSetup for AnswerAs {
-    fn prepare(&self, ctx: &mut Ctx, body: &RawBody) {
+    fn prepare(&self, ctx: &mut Ctx) -> (Vec<Stage>, Vec<Stage>) {
         ctx.log.model = Some(self.alias.clone());
-        let mut rewrite = Rewrite::new(&self.alias, self.adapter, self.reasoning_field.clone(), body);
-        if let Some(before) = ctx.extensions.get::<Rewrite>() {
-            // Taking up a broken stream: the response head, and what it said, went out already.
-            rewrite.event_stream = before.event_stream;
-            rewrite.status = before.status;
-        }
-        ctx.extensions.insert(rewrite);
+        let before = self.reasoning_field.iter().map(|field| Stage::ReasoningField(field.clone())).collect();
+        (before, vec![Stage::Alias(self.alias.clone())])
     }
 }

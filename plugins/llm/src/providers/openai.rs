@@ -51,6 +51,9 @@ pub struct UsageWire {
 struct CachedWire {
     #[serde(default)]
     cached_tokens: Option<u64>,
+    /// Set by OpenAI-compatible fronts of Anthropic models.
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +81,11 @@ impl UsageWire {
             completion_tokens: self.completion_tokens,
             total_tokens: self.total_tokens.unwrap_or(self.prompt_tokens.saturating_add(self.completion_tokens)),
             cached_tokens: self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
+            cache_creation_tokens: self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cache_creation_input_tokens)
+                .unwrap_or(0),
             reasoning_tokens: self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
         }
     }
@@ -94,6 +102,7 @@ pub fn usage(response: &Value) -> Option<Usage> {
         completion_tokens: completion,
         total_tokens: usage.get("total_tokens").and_then(Value::as_u64).unwrap_or(prompt.saturating_add(completion)),
         cached_tokens: number(usage.pointer("/prompt_tokens_details/cached_tokens")),
+        cache_creation_tokens: number(usage.pointer("/prompt_tokens_details/cache_creation_input_tokens")),
         reasoning_tokens: number(usage.pointer("/completion_tokens_details/reasoning_tokens")),
     })
 }
@@ -127,6 +136,7 @@ mod tests {
                 completion_tokens: 48,
                 total_tokens: 58,
                 cached_tokens: 4,
+                cache_creation_tokens: 0,
                 reasoning_tokens: 7
             })
         );
