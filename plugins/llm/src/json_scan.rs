@@ -24,8 +24,13 @@ pub fn first_member<'a, T: Deserialize<'a>>(head: &'a [u8], key: &str) -> Option
                 let after = skip_whitespace(head, end);
                 if depth == 1 && head.get(after) == Some(&b':') {
                     if &head[i + 1..end - 1] == key.as_bytes() {
-                        let mut values = serde_json::Deserializer::from_slice(&head[after + 1..]).into_iter::<T>();
-                        return values.next()?.ok();
+                        let rest = &head[after + 1..];
+                        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
+                        let value = values.next()?.ok()?;
+                        // A value is whole only when the member visibly ends: a number cut by the
+                        // end of `head` (`-1` of `-1000`) parses, but is not the value.
+                        let next = skip_whitespace(rest, values.byte_offset());
+                        return matches!(rest.get(next), Some(b',' | b'}')).then_some(value);
                     }
                     i = after + 1;
                 } else {
@@ -160,6 +165,13 @@ mod tests {
         let from_text = &body[BODY.find("no").unwrap()..];
         assert_eq!(last_member::<Value>(from_text, "usage"), Some(json!({"prompt_tokens": 3})));
         assert_eq!(last_member::<Value>(b"\\\\\"usage\":1}", "usage"), None, "undecidable escapes");
+    }
+
+    #[test]
+    fn a_number_cut_by_the_end_of_the_head_is_not_read() {
+        assert_eq!(first_member::<serde_json::Value>(b"{\"id\":-10", "id"), None);
+        assert_eq!(first_member::<serde_json::Value>(b"{\"id\":-10}", "id"), Some(serde_json::json!(-10)));
+        assert_eq!(first_member::<u64>(b"{\"n\": 12 ,", "n"), Some(12));
     }
 
     #[test]
