@@ -24,6 +24,7 @@ pub mod target;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod transport;
+pub mod vars;
 
 pub use consumer::{Consumer, Consumers};
 pub use counters::{Admission, Counter, CounterError, CounterPolicy, CounterState, CounterStore, RedisSettings};

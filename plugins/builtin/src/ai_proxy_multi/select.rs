@@ -6,6 +6,7 @@
 //! maps to the same instance on every node, every build, and after any reordering of `instances`.
 
 use switchyard_sdk::balancer::SmoothWeighted;
+use switchyard_sdk::vars;
 use switchyard_sdk::{ConfigError, Ctx, Request};
 
 use super::config::BalancerConfig;
@@ -100,16 +101,11 @@ impl Selector {
                 "host" => header("host"),
                 var => {
                     if let Some(name) = var.strip_prefix("http_") {
-                        header(&name.replace('_', "-"))
+                        vars::http_var(&req.head.headers, name).map(str::to_string)
                     } else if let Some(name) = var.strip_prefix("cookie_") {
                         cookie(name)
                     } else if let Some(name) = var.strip_prefix("arg_") {
-                        req.head.uri.query().and_then(|q| {
-                            q.split('&')
-                                .filter_map(|p| p.split_once('='))
-                                .find(|(k, _)| *k == name)
-                                .map(|(_, v)| v.to_string())
-                        })
+                        vars::query_arg(&req.head.uri, name).map(str::to_string)
                     } else {
                         None
                     }

@@ -256,15 +256,9 @@ impl AiRateLimiting {
             Some("uri") => Some(req.head.uri.path().to_string()),
             Some(var) => {
                 if let Some(name) = var.strip_prefix("http_") {
-                    let name = name.replace('_', "-");
-                    req.head.headers.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string)
+                    switchyard_sdk::vars::http_var(&req.head.headers, name).map(str::to_string)
                 } else if let Some(name) = var.strip_prefix("arg_") {
-                    req.head.uri.query().and_then(|q| {
-                        q.split('&')
-                            .filter_map(|p| p.split_once('='))
-                            .find(|(k, _)| *k == name)
-                            .map(|(_, v)| v.to_string())
-                    })
+                    switchyard_sdk::vars::query_arg(&req.head.uri, name).map(str::to_string)
                 } else {
                     None
                 }
