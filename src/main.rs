@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use switchyard::observe::log_writer;
 use switchyard::{Config, Gateway};
 
 /// mimalloc: the request path allocates many small, short-lived buffers, where glibc's allocator
@@ -26,7 +27,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _log_writer = init_tracing(&config.log);
+    let _log_writer = match init_tracing(&config.log) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("switchyard: cannot start the log writer thread: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     match switchyard::limits::raise_open_file_limit() {
         Ok(limit) if limit.now > limit.before => {
             tracing::info!(
@@ -80,11 +87,12 @@ fn config_path(mut args: impl Iterator<Item = String>) -> Result<PathBuf, String
     Ok(path)
 }
 
-/// Logs go to stdout through a writer thread, so a request never waits on a `write` system call
-/// for its access log line. The writer blocks rather than drops lines when it falls behind; the
-/// returned guard flushes what is queued when `main` ends. With `access_log_format: json`, access
-/// events are printed bare (their message is the JSON object), so those lines are pure JSON.
-fn init_tracing(log: &switchyard::config::LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stdout through a batching writer thread ([`log_writer`]), so a request never waits
+/// on a `write` system call for its access log line. The writer blocks rather than drops lines
+/// when it falls behind; the returned guard flushes what is queued when `main` ends. With
+/// `access_log_format: json`, access events are printed bare (their message is the JSON object),
+/// so those lines are pure JSON. `Err`: the writer thread could not start.
+fn init_tracing(log: &switchyard::config::LogConfig) -> std::io::Result<log_writer::FlushGuard> {
     use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -94,10 +102,7 @@ fn init_tracing(log: &switchyard::config::LogConfig) -> tracing_appender::non_bl
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(4096)
-        .finish(std::io::stdout());
+    let (writer, guard) = log_writer::start(std::io::stdout())?;
     let json = log.access_log_format == switchyard::observe::config::AccessLogFormat::Json;
     let is_access = |meta: &tracing::Metadata<'_>| meta.target() == "access";
     let text = tracing_subscriber::fmt::layer()
@@ -113,7 +118,7 @@ fn init_tracing(log: &switchyard::config::LogConfig) -> tracing_appender::non_bl
         .with_writer(writer)
         .with_filter(filter_fn(move |meta| json && is_access(meta)));
     tracing_subscriber::registry().with(filter).with(text).with(bare).init();
-    guard
+    Ok(guard)
 }
 
 /// SIGTERM and SIGINT, listened to from start to exit, so that a second signal during the

@@ -7,6 +7,7 @@
 
 pub mod access_log;
 pub mod config;
+pub mod log_writer;
 pub mod metrics;
 pub mod status;
 pub mod trace;
