@@ -30,4 +30,5 @@ mod sdk_clients;
 mod secrets;
 mod shutdown;
 mod store_contract;
+mod upstream_connections;
 mod vars;

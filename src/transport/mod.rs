@@ -2,6 +2,8 @@
 //! reading its answer ([`send`]). Plugins see it only through the SDK's [`BuildContext`] (a client
 //! handle per config) and [`UpstreamIo`] (lent to their background work).
 
+pub mod client;
+pub mod idle;
 pub mod pool;
 pub mod send;
 

@@ -1,25 +1,21 @@
 //! HTTP clients for upstream and provider calls, shared by every route with the same transport
 //! settings, so routes to one host share its keep-alive connections and a reload makes no new
-//! pools. A hyper client with rustls: TLS roots are the Mozilla set (webpki-roots).
+//! pools. TLS is rustls with the Mozilla roots (webpki-roots).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use switchyard_sdk::{ClientHandle, ClientSettings};
 
-/// The client every upstream call goes through; request bodies are always whole.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+use super::client::UpstreamClient;
+use super::idle::IdlePool;
 
 /// One node's upstream clients, one per distinct [`ClientSettings`], made on first use and kept
 /// for the life of the node. Compiling a config takes its clients from here (through
@@ -44,9 +40,8 @@ impl ClientPools {
 
 /// Idle connections kept per provider host: `keepalive_pool` per worker thread, as APISIX keeps
 /// `keepalive_pool` per nginx worker process. A pool smaller than the concurrency closes
-/// connections only to open new ones a moment later (hyper races a fresh connect against every
-/// checkout that finds the pool empty): at 64 concurrent requests and a pool of 30, one request
-/// in 60 paid for a TCP connect.
+/// connections only to open new ones a moment later: at 64 concurrent requests and a pool of 30,
+/// one request in 60 paid for a TCP connect.
 fn idle_per_host(settings: ClientSettings) -> usize {
     if !settings.keepalive {
         return 0;
@@ -65,11 +60,8 @@ fn build(settings: ClientSettings) -> Result<UpstreamClient, String> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_millis(settings.keepalive_timeout_ms))
-        .pool_max_idle_per_host(idle_per_host(settings))
-        .pool_timer(TokioTimer::new())
-        .build(https))
+    let idle = IdlePool::new(idle_per_host(settings), Duration::from_millis(settings.keepalive_timeout_ms));
+    Ok(UpstreamClient::new(https, idle))
 }
 
 fn tls_config(verify: bool) -> Result<ClientConfig, String> {

@@ -6,15 +6,14 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use switchyard_sdk::{AttemptResult, UpstreamRequest};
 
-use super::pool::UpstreamClient;
+use super::client::{ExchangeError, UpstreamBody, UpstreamClient};
 
 use crate::error::ProxyError;
 
 /// The upstream's response: its head, and the body still on the wire.
-pub type UpstreamResponse = hyper::Response<Incoming>;
+pub type UpstreamResponse = hyper::Response<UpstreamBody>;
 
 /// Sends a built request and waits for the response head, at most `timeout`.
 pub async fn send(up: UpstreamRequest) -> Result<UpstreamResponse, ProxyError> {
@@ -28,8 +27,9 @@ pub async fn send(up: UpstreamRequest) -> Result<UpstreamResponse, ProxyError> {
     match tokio::time::timeout(up.timeout, client.request(request)).await {
         Err(_) => Err(ProxyError::UpstreamTimeout),
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(err)) if err.is_connect() => Err(ProxyError::UpstreamConnect(err.into())),
-        Ok(Err(err)) => Err(ProxyError::UpstreamBroken(err.into())),
+        Ok(Err(ExchangeError::Connect(err))) => Err(ProxyError::UpstreamConnect(err)),
+        Ok(Err(ExchangeError::Broken(err))) => Err(ProxyError::UpstreamBroken(err.into())),
+        Ok(Err(ExchangeError::BadUri(why))) => Err(ProxyError::Internal(why.into())),
     }
 }
 

@@ -1,0 +1,142 @@
+//! Idle upstream connections of one client, by origin, ready for the next request.
+//!
+//! A connection here is not driven by any task: the request that takes it drives it (see
+//! [`super::client`]). So a connection the upstream closed while it sat idle is found out when it
+//! is taken (polling it reports the end), and a sweeper closes those idle longer than the
+//! keep-alive timeout.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http_body_util::Full;
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_rustls::MaybeHttpsStream;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// The byte stream of an upstream connection, plain or TLS.
+pub type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// Where a connection goes: requests to one origin share connections.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Origin {
+    pub scheme: Scheme,
+    pub authority: Authority,
+}
+
+/// One HTTP/1.1 connection: the handle requests are sent on, and the connection state machine
+/// whoever holds it must poll.
+pub struct Conn {
+    pub sender: SendRequest<Full<Bytes>>,
+    pub driver: Connection<Stream, Full<Bytes>>,
+}
+
+impl Conn {
+    /// Polls the connection once without waiting: `false` when it has ended (the upstream closed
+    /// it, or it failed), so it must not be reused.
+    pub fn still_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(&mut self.driver).poll(&mut cx).is_pending() && !self.sender.is_closed()
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// The idle connections of one client.
+pub struct IdlePool {
+    by_origin: Mutex<HashMap<Origin, VecDeque<Idle>>>,
+    /// Kept per origin; the oldest goes when one more comes back.
+    max_per_origin: usize,
+    timeout: Duration,
+    sweeper_started: std::sync::Once,
+}
+
+impl IdlePool {
+    pub fn new(max_per_origin: usize, timeout: Duration) -> Arc<IdlePool> {
+        Arc::new(IdlePool {
+            by_origin: Mutex::new(HashMap::new()),
+            max_per_origin,
+            timeout,
+            sweeper_started: std::sync::Once::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Origin, VecDeque<Idle>>> {
+        self.by_origin.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The most recently used idle connection to `origin` that is still open and not past the
+    /// timeout, if any; closed and expired ones met on the way are dropped.
+    pub fn take(&self, origin: &Origin) -> Option<Conn> {
+        let mut by_origin = self.lock();
+        let idle = by_origin.get_mut(origin)?;
+        while let Some(mut entry) = idle.pop_back() {
+            if entry.since.elapsed() < self.timeout && entry.conn.still_open() {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    /// Called when a response has been read to its end: keeps the connection for the next
+    /// request to `origin`, unless keep-alive is off or the connection cannot take another.
+    pub fn put(self: &Arc<Self>, origin: Origin, mut conn: Conn) {
+        if self.max_per_origin == 0 || !conn.still_open() {
+            return;
+        }
+        self.start_sweeper();
+        let mut by_origin = self.lock();
+        let idle = by_origin.entry(origin).or_default();
+        if idle.len() >= self.max_per_origin {
+            idle.pop_front();
+        }
+        idle.push_back(Idle { conn, since: Instant::now() });
+    }
+
+    /// Closes connections idle past the timeout or closed by the upstream; returns how many
+    /// remain.
+    fn sweep(&self) -> usize {
+        let mut by_origin = self.lock();
+        by_origin.retain(|_, idle| {
+            idle.retain_mut(|entry| entry.since.elapsed() < self.timeout && entry.conn.still_open());
+            !idle.is_empty()
+        });
+        by_origin.values().map(VecDeque::len).sum()
+    }
+
+    /// One sweeper task per pool, started with its first idle connection (inside the runtime)
+    /// and ended when the pool is dropped.
+    fn start_sweeper(self: &Arc<Self>) {
+        self.sweeper_started.call_once(|| {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+            let pool: Weak<IdlePool> = Arc::downgrade(self);
+            let every = (self.timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+            runtime.spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let Some(pool) = pool.upgrade() else { return };
+                    pool.sweep();
+                }
+            });
+        });
+    }
+}
+
+#[cfg(test)]
+impl IdlePool {
+    /// How many idle connections the pool holds after a sweep.
+    pub fn swept_len(&self) -> usize {
+        self.sweep()
+    }
+}

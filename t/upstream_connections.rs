@@ -1,0 +1,173 @@
+//! Upstream connections as the core's client keeps them: reused while kept alive, replaced
+//! without an error when the upstream closed one while it sat idle, closed after the keep-alive
+//! timeout, and kept after a response without a body. The upstream is a raw HTTP/1.1 server whose
+//! every connection and close the test sees.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::harness::TestGateway;
+
+/// How the raw upstream answers each request.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// `200` with a small JSON body, keep-alive.
+    Json,
+    /// `204`, no body, keep-alive.
+    NoContent,
+    /// `200`, then, a moment later, the upstream closes the connection without having said so
+    /// in the head: the next request finds a pooled connection that looks kept alive but is not.
+    JsonThenSilentClose,
+}
+
+struct RawUpstream {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    /// Connections the gateway closed (the upstream read the end of them).
+    closed_by_peer: Arc<AtomicUsize>,
+}
+
+impl RawUpstream {
+    async fn start(answer: Answer) -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, closed_by_peer) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (counting, closing) = (Arc::clone(&accepted), Arc::clone(&closed_by_peer));
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counting.fetch_add(1, Ordering::SeqCst);
+                let closing = Arc::clone(&closing);
+                tokio::spawn(async move {
+                    if serve(socket, answer).await {
+                        closing.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        RawUpstream { addr, accepted, closed_by_peer }
+    }
+
+    fn node(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves requests on one connection; `true` when the gateway closed it.
+async fn serve(mut socket: TcpStream, answer: Answer) -> bool {
+    let mut buffer = Vec::new();
+    loop {
+        let Some(end) = read_request(&mut socket, &mut buffer).await else { return true };
+        buffer.drain(..end);
+        let response: &[u8] = match answer {
+            Answer::Json | Answer::JsonThenSilentClose => {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
+            }
+            Answer::NoContent => b"HTTP/1.1 204 No Content\r\n\r\n",
+        };
+        if socket.write_all(response).await.is_err() {
+            return false;
+        }
+        if matches!(answer, Answer::JsonThenSilentClose) {
+            // After the gateway has taken the response and pooled the connection.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return false;
+        }
+    }
+}
+
+/// Reads one request (head and `content-length` body) into `buffer`; returns its length, or
+/// `None` when the connection ended first.
+async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(head_end) = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4) {
+            let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buffer.len() >= head_end + length {
+                return Some(head_end + length);
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
+async fn gateway_to(upstream: &RawUpstream, route: &str, keepalive_pool: Option<serde_json::Value>) -> TestGateway {
+    let gw = TestGateway::start().await;
+    let mut spec = json!({"nodes": {upstream.node(): 1}});
+    if let Some(pool) = keepalive_pool {
+        spec["keepalive_pool"] = pool;
+    }
+    gw.put_route(json!({"id": route, "paths": ["/up"], "upstream": spec})).await;
+    gw
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_upstream_connection() {
+    let upstream = RawUpstream::start(Answer::Json).await;
+    let gw = gateway_to(&upstream, "reuse", None).await;
+    for _ in 0..20 {
+        let (status, body) = gw.get("/up").await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "{\"ok\":true}"));
+    }
+    assert_eq!(upstream.accepted(), 1, "every request after the first should reuse the kept-alive connection");
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_replaced_without_an_error() {
+    let upstream = RawUpstream::start(Answer::JsonThenSilentClose).await;
+    let gw = gateway_to(&upstream, "stale", None).await;
+    for round in 0..5 {
+        let (status, body) = gw.get("/up").await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "{\"ok\":true}"), "round {round}");
+        // Long enough for the close to arrive before the next request takes the connection.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(upstream.accepted(), 5);
+}
+
+#[tokio::test]
+async fn a_response_without_a_body_keeps_its_connection() {
+    let upstream = RawUpstream::start(Answer::NoContent).await;
+    let gw = gateway_to(&upstream, "nobody", None).await;
+    for _ in 0..5 {
+        let (status, _) = gw.get("/up").await;
+        assert_eq!(status.as_u16(), 204);
+    }
+    assert_eq!(upstream.accepted(), 1);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_keepalive_timeout() {
+    let upstream = RawUpstream::start(Answer::Json).await;
+    let pool = json!({"size": 8, "idle_timeout": 1, "requests": 1000});
+    let gw = gateway_to(&upstream, "idle-timeout", Some(pool)).await;
+    let (status, _) = gw.get("/up").await;
+    assert_eq!(status.as_u16(), 200);
+    let started = Instant::now();
+    while upstream.closed_by_peer.load(Ordering::SeqCst) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the idle connection was never closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(800), "closed after {waited:?}, before the idle timeout");
+    // The next request opens a new connection and is served.
+    let (status, _) = gw.get("/up").await;
+    assert_eq!(status.as_u16(), 200);
+    assert_eq!(upstream.accepted(), 2);
+}
