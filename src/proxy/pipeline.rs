@@ -224,15 +224,17 @@ async fn respond_upstream(
     let Answer { mut response, read } = answer;
     let status = response.status();
     let event_stream = attempt::is_event_stream(response.headers());
+    // A stream in another framing (AWS's binary event stream) is relayed as it arrives too.
+    let streamed = event_stream || attempt::is_binary_event_stream(response.headers());
     let headers = std::mem::take(response.headers_mut());
-    ctx.log.streamed = Some(event_stream);
+    ctx.log.streamed = Some(streamed);
     finisher.observe.response_started(finisher, &ctx.log);
     let started = match read {
         Read::Nothing => Vec::new(),
         Read::Whole(body) => return respond_buffered(finisher, ctx, status, headers, body),
         Read::Started(chunks) => chunks,
     };
-    if !event_stream && ctx.buffer_response && started.is_empty() {
+    if !streamed && ctx.buffer_response && started.is_empty() {
         let max = limits.max_bytes.unwrap_or(DEFAULT_MAX_BUFFERED_RESPONSE);
         let read_at = Instant::now();
         let read = read_all(response, limits.stall, max).await;
