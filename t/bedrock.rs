@@ -161,6 +161,28 @@ async fn event_stream_frames_become_sse_chunks_as_they_arrive() {
     assert_logged("bedrock-stream", &["prompt_tokens=15", "completion_tokens=9", "total_tokens=24"]).await;
 }
 
+#[tokio::test]
+async fn a_converted_stream_that_breaks_or_throws_ends_with_an_error_event() {
+    let mock = BedrockMock::start(CREDENTIALS).await;
+    let gw = gateway().await;
+    route(&gw, "broken", "/broken", plugin(&mock, &CREDENTIALS, Some(MODEL))).await;
+    let ask = json!({"stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    // Cut after two frames: what came is relayed, then an SSE error event, never `[DONE]`.
+    let response = post(&gw, "/broken", ask.clone(), &[("x-mock-break-after", "2")]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("\"content\":\"Hello\""), "{text}");
+    assert!(text.contains("event: error\n") && !text.contains("[DONE]"), "{text}");
+    // An exception frame mid-stream: an error event in OpenAI's shape, naming its type.
+    let response = post(&gw, "/broken", ask, &[("x-mock-exception", "throttlingException")]).await;
+    let text = response.text().await.unwrap();
+    let error = text.split("\n\n").find(|e| e.starts_with("event: error")).unwrap_or_else(|| panic!("{text}"));
+    let data: Value = serde_json::from_str(error.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+    assert_eq!(data["error"]["type"], "throttlingException");
+    assert_eq!(data["error"]["message"], "the Bedrock mock stops the stream");
+    assert!(!text.contains("[DONE]"), "{text}");
+}
+
 /// Decodes a binary event stream into `(event type, payload)` pairs.
 fn frames_of(mut bytes: &[u8]) -> Vec<(String, Value)> {
     let mut out = Vec::new();
@@ -306,7 +328,7 @@ async fn stop_reasons_are_mapped_whole_and_streamed() {
 }
 
 #[tokio::test]
-async fn an_anthropic_messages_client_reaches_bedrock_through_the_conversions() {
+async fn messages_and_responses_clients_reach_bedrock_through_the_conversions() {
     let mock = BedrockMock::start(CREDENTIALS).await;
     let gw = gateway().await;
     route(&gw, "claude", "/claude/*", plugin(&mock, &CREDENTIALS, Some(MODEL))).await;
@@ -328,6 +350,15 @@ async fn an_anthropic_messages_client_reaches_bedrock_through_the_conversions() 
         text.contains("\"text\":\" Bedrock.\"") && text.trim_end().ends_with("{\"type\":\"message_stop\"}"),
         "{text}"
     );
+    // An OpenAI Responses client, likewise.
+    let ask = json!({"model": "m", "input": "Hi", "instructions": "Be brief."});
+    let response = post(&gw, "/claude/v1/responses", ask, &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer = json_of(response).await;
+    assert_eq!(answer["object"], "response");
+    assert_eq!(answer["output"][0]["content"][0]["text"], TEXT);
+    assert_eq!(answer["usage"]["total_tokens"], 19);
+    assert_eq!(sent(&mock)["system"], json!([{"text": "Be brief."}]));
 }
 
 #[tokio::test]

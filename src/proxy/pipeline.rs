@@ -255,7 +255,11 @@ async fn respond_upstream(
     } else {
         Box::pin(futures_util::stream::iter(started.into_iter().map(Ok)).chain(rest))
     };
+    let converted_to_events = !event_stream && attempt::is_event_stream(&head.headers);
     let mut relay = RelayBody::new(stream, event_stream, ctx, finisher.clone(), status.as_u16(), limits);
+    if converted_to_events {
+        relay.tells_cuts_as_events();
+    }
     if let Some(resume) = resume.filter(|_| event_stream && status.is_success()) {
         relay.resume_with(resume);
     }

@@ -11,7 +11,8 @@
 //! A request that offers tools (`toolConfig`) and does not answer a tool result gets a tool
 //! call. Headers steer it: `x-mock-stop-reason: R` (the stop reason), `x-mock-gate: 1` (a stream
 //! sends its first frame, then waits for [`BedrockMock::release`]), `x-mock-exception: T` (a
-//! stream sends an exception frame of type T after its first frame).
+//! stream sends an exception frame of type T after its first frame), `x-mock-break-after: N` (a
+//! stream's connection is cut after N frames).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -224,11 +225,17 @@ impl BedrockMock {
             ));
         }
         let gated = head.headers.contains_key("x-mock-gate");
-        builder.header("content-type", "application/vnd.amazon.eventstream").body(self.paced(frames, gated)).unwrap()
+        let cut = steer("x-mock-break-after").and_then(|n| n.parse::<usize>().ok());
+        if let Some(n) = cut {
+            frames.truncate(n);
+        }
+        let body = self.paced(frames, gated, cut.is_some());
+        builder.header("content-type", "application/vnd.amazon.eventstream").body(body).unwrap()
     }
 
-    /// Sends each frame as its own chunk; with `gated`, waits for the gate after the first.
-    fn paced(&self, frames: Vec<Bytes>, gated: bool) -> MockBody {
+    /// Sends each frame as its own chunk; with `gated`, waits for the gate after the first; with
+    /// `then_break`, cuts the connection after the last.
+    fn paced(&self, frames: Vec<Bytes>, gated: bool, then_break: bool) -> MockBody {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
         let gate = Arc::clone(&self.gate);
         tokio::spawn(async move {
@@ -239,6 +246,9 @@ impl BedrockMock {
                 if tx.send(Ok(Frame::data(piece))).await.is_err() {
                     return;
                 }
+            }
+            if then_break {
+                let _ = tx.send(Err("the Bedrock mock cut the stream".into())).await;
             }
         });
         let mut rx = rx;
