@@ -154,7 +154,8 @@ impl Instance {
 
     /// Builds the upstream request for one attempt. `body` is the client's, already in the
     /// protocol `plan` sends (see [`crate::protocol::convert_request`]). The client's bytes go
-    /// out untouched when no rule changes them. `None` when a passthrough path makes no URL.
+    /// out untouched when no rule changes them. `None` when a passthrough path makes no URL, or
+    /// a Bedrock call names no model.
     pub fn upstream_request(
         &self,
         req: &Request,
@@ -241,7 +242,9 @@ impl Instance {
     /// The upstream request carrying `body` as `plan` says: the client's headers less its
     /// credentials (and `also_strip`, and on a converted call the client vendor's own
     /// `anthropic-*` or `openai-*` headers), then the instance's auth. A passthrough request
-    /// keeps the client's method, path and query.
+    /// keeps the client's method, path and query. A Bedrock Converse call goes to its model's
+    /// path (`model` and `stream` taken out of `body`), and every Bedrock request carries the
+    /// SigV4 signer the core signs it with when it sends it.
     pub fn request_with(
         &self,
         req: &Request,
