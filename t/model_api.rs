@@ -199,18 +199,18 @@ async fn proxy_status_codes_use_the_openai_error_shape() {
         "provider_key_id": other_key["id"]}),
     )
     .await;
-    let bedrock = created(
+    let vertex = created(
         &gw,
         "/admin/v1/provider_keys",
-        json!({"display_name": "aws", "provider": "aws",
-        "adapter": "bedrock", "secret": "s"}),
+        json!({"display_name": "gcp", "provider": "gcp",
+        "adapter": "vertex", "secret": "s"}),
     )
     .await;
     created(
         &gw,
         "/admin/v1/models",
-        json!({"display_name": "titan", "provider": "aws", "model_name": "t",
-        "provider_key_id": bedrock["id"]}),
+        json!({"display_name": "titan", "provider": "gcp", "model_name": "t",
+        "provider_key_id": vertex["id"]}),
     )
     .await;
     created(&gw, "/admin/v1/apikeys", json!({"key_hash": sha256_hex("sk-all"), "allowed_models": "*"})).await;

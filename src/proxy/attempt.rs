@@ -186,6 +186,15 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
 
+/// Whether a response head announces AWS's binary event stream (Bedrock's `converse-stream`):
+/// never buffered whole, relayed chunk by chunk.
+pub fn is_binary_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/vnd.amazon.eventstream"))
+}
+
 /// The log's record of an attempt that is given up for another.
 fn log_retry(ctx: &Ctx, attempt: u32, outcome: &str) {
     tracing::warn!(

@@ -120,6 +120,9 @@ impl Cut {
 pub struct RelayBody {
     upstream: BoxStream<'static, Result<Bytes, hyper::Error>>,
     sse: Option<SseSplitter>,
+    /// The client gets an event stream though the upstream sent another framing (a converted
+    /// AWS event stream): a cut ends it with an SSE error event too.
+    client_event_stream: bool,
     ctx: Ctx,
     finisher: Finisher,
     /// The request's chain (its consumer's plugins merged in), for the body filters.
@@ -156,6 +159,7 @@ impl RelayBody {
         Self {
             upstream,
             sse: event_stream.then(SseSplitter::new),
+            client_event_stream: event_stream,
             chain: finisher.chain(&ctx),
             ctx,
             finisher,
@@ -171,6 +175,12 @@ impl RelayBody {
             logged: false,
             resume: None,
         }
+    }
+
+    /// Runs when the header filters made the client's answer an event stream out of another
+    /// framing: an early end is then told with an SSE error event, as for any event stream.
+    pub fn tells_cuts_as_events(&mut self) {
+        self.client_event_stream = true;
     }
 
     /// Lets another attempt take the stream up if it breaks.
@@ -244,7 +254,7 @@ impl RelayBody {
         self.outcome.reason = Some(cut.code());
         self.outcome.error = Some(cut.message().into());
         self.finish();
-        if self.sse.is_some() {
+        if self.client_event_stream {
             let error = stream_error_event(self.ctx.error_style, cut.message(), cut.code());
             return Poll::Ready(Some(Ok(Frame::data(self.with_held(error)))));
         }

@@ -224,15 +224,17 @@ async fn respond_upstream(
     let Answer { mut response, read } = answer;
     let status = response.status();
     let event_stream = attempt::is_event_stream(response.headers());
+    // A stream in another framing (AWS's binary event stream) is relayed as it arrives too.
+    let streamed = event_stream || attempt::is_binary_event_stream(response.headers());
     let headers = std::mem::take(response.headers_mut());
-    ctx.log.streamed = Some(event_stream);
+    ctx.log.streamed = Some(streamed);
     finisher.observe.response_started(finisher, &ctx.log);
     let started = match read {
         Read::Nothing => Vec::new(),
         Read::Whole(body) => return respond_buffered(finisher, ctx, status, headers, body),
         Read::Started(chunks) => chunks,
     };
-    if !event_stream && ctx.buffer_response && started.is_empty() {
+    if !streamed && ctx.buffer_response && started.is_empty() {
         let max = limits.max_bytes.unwrap_or(DEFAULT_MAX_BUFFERED_RESPONSE);
         let read_at = Instant::now();
         let read = read_all(response, limits.stall, max).await;
@@ -253,7 +255,11 @@ async fn respond_upstream(
     } else {
         Box::pin(futures_util::stream::iter(started.into_iter().map(Ok)).chain(rest))
     };
+    let converted_to_events = !event_stream && attempt::is_event_stream(&head.headers);
     let mut relay = RelayBody::new(stream, event_stream, ctx, finisher.clone(), status.as_u16(), limits);
+    if converted_to_events {
+        relay.tells_cuts_as_events();
+    }
     if let Some(resume) = resume.filter(|_| event_stream && status.is_success()) {
         relay.resume_with(resume);
     }

@@ -15,11 +15,18 @@ use crate::error::ProxyError;
 /// The upstream's response: its head, and the body still on the wire.
 pub type UpstreamResponse = hyper::Response<UpstreamBody>;
 
-/// Sends a built request and waits for the response head, at most `timeout`.
-pub async fn send(up: UpstreamRequest) -> Result<UpstreamResponse, ProxyError> {
+/// Sends a built request and waits for the response head, at most `timeout`. A request that
+/// carries a signer is signed here, the last step before the wire, so the signature covers the
+/// body and headers exactly as sent.
+pub async fn send(mut up: UpstreamRequest) -> Result<UpstreamResponse, ProxyError> {
     let Some(client) = up.client.get::<UpstreamClient>() else {
         return Err(ProxyError::Internal("an upstream request carries a client this core did not make".into()));
     };
+    if let Some(signer) = up.signer.take() {
+        signer
+            .sign(&up.method, &up.url, &mut up.headers, &up.body)
+            .map_err(|err| ProxyError::Internal(format!("the upstream request could not be signed: {err}")))?;
+    }
     let mut request = hyper::Request::new(Full::new(up.body));
     *request.method_mut() = up.method;
     *request.uri_mut() = up.url;

@@ -1,6 +1,7 @@
 //! Test harness: an in-process gateway, its admin client, mock upstreams (checking the protocol of
 //! what they receive), a real etcd, and the official Python SDKs.
 
+pub mod bedrock_mock;
 pub mod etcd;
 pub mod faulty;
 pub mod gateway;

@@ -54,6 +54,7 @@ impl PluginFactory for AiProxyFactory {
             &config.provider,
             &config.provider,
             &config.auth,
+            config.provider_conf.as_ref(),
             &config.options,
             &config.overrides,
             &self.base_urls,
@@ -96,6 +97,14 @@ impl Plugin for AiProxy {
                 "unsupported_protocol",
             )));
         };
+        if let Some(message) = instance.unreachable(&plan, &body, req.head.uri.path()) {
+            return Ok(Flow::Respond(error_response(
+                StatusCode::BAD_REQUEST,
+                ctx.error_style,
+                message,
+                "invalid_request",
+            )));
+        }
         ctx.log.provider = Some(provider);
         ctx.log.model = instance.model().map(str::to_string).or_else(|| body.str_field("model"));
         ctx.log.operation = Some("chat");

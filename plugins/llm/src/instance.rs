@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{CommonConfig, LoggingConfig, OverrideConfig};
 use crate::protocol::{Conversion, Plan, Protocol};
-use crate::providers::{self, openai, AuthConfig, BaseUrls, Endpoint, Provider};
+use crate::providers::{self, bedrock, openai, AuthConfig, BaseUrls, Endpoint, Provider, WireFamily};
 use switchyard_sdk::error::parse_config_part;
 use switchyard_sdk::headers::forwardable;
 use switchyard_sdk::raw_body::{deep_merge, RawBody};
@@ -61,11 +61,12 @@ impl Instance {
         name: &str,
         provider: &str,
         auth: &AuthConfig,
+        provider_conf: Option<&Value>,
         options: &Map<String, Value>,
         overrides: &OverrideConfig,
         base_urls: &BaseUrls,
     ) -> Result<Instance, ConfigError> {
-        Self::for_provider(name, providers::lookup(provider)?, auth, options, overrides, base_urls)
+        Self::for_provider(name, providers::lookup(provider)?, auth, provider_conf, options, overrides, base_urls)
     }
 
     /// Compiles an instance of a provider descriptor (the model API's adapters use this).
@@ -73,11 +74,17 @@ impl Instance {
         name: &str,
         provider: &'static Provider,
         auth: &AuthConfig,
+        provider_conf: Option<&Value>,
         options: &Map<String, Value>,
         overrides: &OverrideConfig,
         base_urls: &BaseUrls,
     ) -> Result<Instance, ConfigError> {
-        let endpoint = Endpoint::compile(provider, auth, overrides.endpoint.as_deref(), base_urls)?;
+        let endpoint = match provider.family {
+            WireFamily::Bedrock => {
+                bedrock::endpoint(provider, auth, provider_conf, overrides.endpoint.as_deref(), base_urls)?
+            }
+            _ => Endpoint::compile(provider, auth, overrides.endpoint.as_deref(), base_urls)?,
+        };
         Self::at_endpoint(name, endpoint, options, overrides)
     }
 
@@ -135,9 +142,20 @@ impl Instance {
         Plan::new(client, self.speaks())
     }
 
+    /// Why a request sent as `plan` says cannot be called, when it cannot: a Bedrock Converse
+    /// call whose model neither `options`, the body nor the client's path names (and no
+    /// `override.endpoint` path replaces the model's). Runs in the access phase.
+    pub fn unreachable(&self, plan: &Plan, body: &RawBody, client_path: &str) -> Option<&'static str> {
+        self.endpoint.bedrock.as_ref().filter(|b| b.needs_model())?;
+        let named =
+            self.model().is_some() || body.raw("model").is_some() || bedrock::model_in_path(client_path).is_some();
+        (plan.target == Protocol::BedrockConverse && !named).then_some(bedrock::NO_MODEL)
+    }
+
     /// Builds the upstream request for one attempt. `body` is the client's, already in the
     /// protocol `plan` sends (see [`crate::protocol::convert_request`]). The client's bytes go
-    /// out untouched when no rule changes them. `None` when a passthrough path makes no URL.
+    /// out untouched when no rule changes them. `None` when a passthrough path makes no URL, or
+    /// a Bedrock call names no model.
     pub fn upstream_request(
         &self,
         req: &Request,
@@ -170,6 +188,17 @@ impl Instance {
                 }
                 Protocol::OpenAiChat | Protocol::AnthropicMessages => (Some("max_tokens"), None),
                 Protocol::OpenAiResponses => (Some("max_output_tokens"), None),
+                Protocol::BedrockConverse => {
+                    let mut config = match edit.current("inferenceConfig") {
+                        Some(Value::Object(config)) => config,
+                        _ => Map::new(),
+                    };
+                    if config.get("maxTokens").and_then(Value::as_u64) != Some(max_tokens) {
+                        config.insert("maxTokens".into(), max_tokens.into());
+                        edit.set("inferenceConfig", Value::Object(config));
+                    }
+                    (None, None)
+                }
                 _ => (None, None),
             };
             if let Some(field) = field {
@@ -213,7 +242,9 @@ impl Instance {
     /// The upstream request carrying `body` as `plan` says: the client's headers less its
     /// credentials (and `also_strip`, and on a converted call the client vendor's own
     /// `anthropic-*` or `openai-*` headers), then the instance's auth. A passthrough request
-    /// keeps the client's method, path and query.
+    /// keeps the client's method, path and query. A Bedrock Converse call goes to its model's
+    /// path (`model` and `stream` taken out of `body`), and every Bedrock request carries the
+    /// SigV4 signer the core signs it with when it sends it.
     pub fn request_with(
         &self,
         req: &Request,
@@ -222,9 +253,13 @@ impl Instance {
         settings: &CallSettings,
         also_strip: &[HeaderName],
     ) -> Option<UpstreamRequest> {
-        let (method, url) = match plan.target {
-            Protocol::Passthrough => (req.head.method.clone(), self.endpoint.passthrough_uri(&req.head.uri)?),
-            target => (Method::POST, self.endpoint.uri_for(target)?.clone()),
+        let (method, url, body) = match plan.target {
+            Protocol::Passthrough => (req.head.method.clone(), self.endpoint.passthrough_uri(&req.head.uri)?, body),
+            Protocol::BedrockConverse => {
+                let (url, body) = self.endpoint.bedrock.as_ref()?.call(&body, req.head.uri.path())?;
+                (Method::POST, url, body)
+            }
+            target => (Method::POST, self.endpoint.uri_for(target)?.clone(), body),
         };
         let mut headers = forwardable(&req.head.headers, &STRIPPED);
         for name in also_strip {
@@ -253,6 +288,7 @@ impl Instance {
             flush_interval: settings.flush_interval,
             label: Arc::clone(&self.name),
             timing: AttemptTiming::default(),
+            signer: self.endpoint.bedrock.as_ref().map(|bedrock| bedrock.signer()),
         })
     }
 }

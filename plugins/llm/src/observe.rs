@@ -80,8 +80,9 @@ pub fn on_body(ctx: &mut Ctx, chunk: &Bytes, end_of_stream: bool) {
 /// its end, where some providers put it). Messages and Responses answers are read by
 /// `protocol::usage`, told by [`UpstreamWire`].
 fn record_ends(ctx: &mut Ctx, body: &BodyWindow) {
-    if let Some(&UpstreamWire(protocol @ (Protocol::AnthropicMessages | Protocol::OpenAiResponses))) =
-        ctx.extensions.get::<UpstreamWire>()
+    if let Some(&UpstreamWire(
+        protocol @ (Protocol::AnthropicMessages | Protocol::OpenAiResponses | Protocol::BedrockConverse),
+    )) = ctx.extensions.get::<UpstreamWire>()
     {
         return usage::record_ends(ctx, protocol, body.head(), body.tail());
     }
@@ -98,6 +99,7 @@ fn record(ctx: &mut Ctx, json: &[u8]) {
     match ctx.extensions.get::<UpstreamWire>() {
         Some(UpstreamWire(Protocol::AnthropicMessages)) => return usage::record_messages(ctx, json),
         Some(UpstreamWire(Protocol::OpenAiResponses)) => return usage::record_responses(ctx, json),
+        Some(UpstreamWire(Protocol::BedrockConverse)) => return usage::record_converse(ctx, json),
         _ => {}
     }
     let Some(summary) = Summary::parse(json) else { return };

@@ -23,7 +23,7 @@ use switchyard_sdk::testing::{cut, cut_points, json_object, json_value, spell, s
 
 fn openai_instance(options: &Map<String, Value>, max_tokens: Option<u64>) -> Instance {
     let overrides: OverrideConfig = serde_json::from_value(json!({"llm_options": {"max_tokens": max_tokens}})).unwrap();
-    Instance::compile("fuzz", "openai", &AuthConfig::default(), options, &overrides, &BaseUrls::new()).unwrap()
+    Instance::compile("fuzz", "openai", &AuthConfig::default(), None, options, &overrides, &BaseUrls::new()).unwrap()
 }
 
 /// What `body_for` must send for an OpenAI instance: the client's object with the options and
@@ -112,7 +112,7 @@ proptest! {
         let overrides: OverrideConfig =
             serde_json::from_value(json!({"endpoint": "http://127.0.0.1:9/v1/messages"})).unwrap();
         let instance = Instance::for_provider(
-            "fuzz", &providers::ANTHROPIC_MESSAGES, &AuthConfig::default(), &Map::new(), &overrides, &BaseUrls::new(),
+            "fuzz", &providers::ANTHROPIC_MESSAGES, &AuthConfig::default(), None, &Map::new(), &overrides, &BaseUrls::new(),
         ).unwrap();
         let converted = convert_request(Conversion::ChatOverMessages, &RawBody::parse(Bytes::from(text)).unwrap());
         let out = instance.body_for(&converted.unwrap(), Protocol::AnthropicMessages);

@@ -34,6 +34,6 @@ pub use plugin::{Flow, InstanceHealth, InstanceState, Outcome, Phases, Plugin, P
 pub use registry::{Chain, ChainEntry, Registry};
 pub use switchyard_sdk_macros::derive_phases;
 pub use target::{
-    AttemptResult, AttemptTiming, GiveUp, Next, ResumeMode, Resumption, Target, UpstreamRequest, Verdict,
+    AttemptResult, AttemptTiming, GiveUp, Next, RequestSigner, ResumeMode, Resumption, Target, UpstreamRequest, Verdict,
 };
 pub use transport::{provided, BackgroundTask, BuildContext, ClientHandle, ClientSettings, SendError, UpstreamIo};

@@ -90,6 +90,7 @@ impl PluginFactory for AiProxyMultiFactory {
                     &spec.name,
                     &spec.provider,
                     &spec.auth,
+                    spec.provider_conf.as_ref(),
                     &spec.options,
                     &spec.overrides,
                     &self.base_urls,

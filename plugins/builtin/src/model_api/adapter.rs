@@ -53,9 +53,9 @@ impl Adapter {
         Self::ALL.iter().find(|(_, a)| *a == self).map_or("", |(n, _)| n)
     }
 
-    /// Whether this build calls upstreams with it (`bedrock` and `vertex` keys are stored only).
+    /// Whether this build calls upstreams with it (`vertex` keys are stored only).
     pub fn served(self) -> bool {
-        matches!(self, Adapter::OpenAi | Adapter::Anthropic | Adapter::AzureOpenAi)
+        matches!(self, Adapter::OpenAi | Adapter::Anthropic | Adapter::AzureOpenAi | Adapter::Bedrock)
     }
 
     /// Whether a provider key needs an `api_base`: Bedrock finds its endpoint from the region,
@@ -142,11 +142,13 @@ impl Adapter {
             Adapter::OpenAi => providers::lookup("openai-compatible").ok(),
             Adapter::AzureOpenAi => providers::lookup("azure-openai").ok(),
             Adapter::Anthropic => Some(&providers::ANTHROPIC_MESSAGES),
-            Adapter::Bedrock | Adapter::Vertex => None,
+            Adapter::Bedrock => providers::lookup("bedrock").ok(),
+            Adapter::Vertex => None,
         }
     }
 
-    /// Where a model's calls go (`model_name` is the Azure deployment); `None` when not served.
+    /// Where a model's calls go (`model_name` is the Azure deployment); `None` when not served,
+    /// or (Bedrock) when the model's path is made per call by the key's endpoint.
     /// The path names one protocol of the adapter's provider; the others are found beside it
     /// (`.../embeddings`, `.../responses`).
     pub fn chat_url(self, base: &str, model_name: &str, api_version: &str) -> Option<String> {

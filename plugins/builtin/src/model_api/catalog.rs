@@ -18,7 +18,7 @@ use crate::ai_proxy_multi::config::takes_prefill_by_default;
 use crate::health::Health;
 use switchyard_llm::config::OverrideConfig;
 use switchyard_llm::instance::Instance;
-use switchyard_llm::providers::Endpoint;
+use switchyard_llm::providers::{bedrock, Endpoint};
 use switchyard_sdk::{ConfigError, ModelLabels};
 
 /// A provider key's fields, checked and normalised by the core.
@@ -37,6 +37,9 @@ pub struct ProviderKey {
     base: Option<String>,
     api_version: String,
     auth_headers: HeaderMap,
+    /// The `bedrock` adapter's endpoint: the region's host (or `api_base`), signed with the
+    /// secret's AWS credentials; every model of the key calls it with its own model path.
+    bedrock: Option<Endpoint>,
     strip: Vec<HeaderName>,
     reasoning_field: Option<String>,
 }
@@ -48,7 +51,13 @@ impl ProviderKey {
         let auth_headers = def.adapter.auth_headers(def.secret)?;
         let base = def.api_base.map(|b| b.trim_end_matches('/').to_string());
         let api_version = def.api_version.unwrap_or(AZURE_DEFAULT_API_VERSION).to_string();
-        if def.adapter.served() {
+        let bedrock = match def.adapter.provider("") {
+            Some(provider) if def.adapter == Adapter::Bedrock => {
+                Some(bedrock::key_endpoint(provider, def.secret, base.as_deref())?)
+            }
+            _ => None,
+        };
+        if def.adapter.served() && def.adapter.needs_api_base() {
             let base = base.as_deref().ok_or_else(|| {
                 ConfigError::new("api_base", format!("is required for adapter {}", def.adapter.name()))
             })?;
@@ -71,6 +80,7 @@ impl ProviderKey {
             base,
             api_version,
             auth_headers,
+            bedrock,
             strip,
             reasoning_field: def.reasoning_field.map(str::to_string),
         })
@@ -135,11 +145,21 @@ impl Model {
             Instance::at_endpoint(def.alias, endpoint, &options, &OverrideConfig::default()).map(|i| Some(Arc::new(i)))
         };
         let base = key.base.as_deref().unwrap_or_default();
+        let chat = match &key.bedrock {
+            // The model names the path of each call (escaped then), not the endpoint.
+            Some(endpoint) => {
+                let options = Map::from_iter([("model".to_string(), Value::String(def.model_name.to_string()))]);
+                let instance =
+                    Instance::at_endpoint(def.alias, endpoint.clone(), &options, &OverrideConfig::default())?;
+                Some(Arc::new(instance))
+            }
+            None => instance(adapter.chat_url(base, def.model_name, &key.api_version))?,
+        };
         Ok(Model {
             alias: def.alias.to_string(),
             provider: def.provider.to_string(),
             adapter,
-            instance: instance(adapter.chat_url(base, def.model_name, &key.api_version))?,
+            instance: chat,
             count_tokens: instance(adapter.count_tokens_url(base))?,
             reasoning_field: key.reasoning_field.clone(),
             strip: key.strip.clone(),
@@ -310,8 +330,8 @@ mod tests {
             url(&claude.count_tokens, Protocol::AnthropicMessages).unwrap(),
             "http://c/v1/messages/count_tokens"
         );
-        let bedrock = Model::compile(&def, &key(Adapter::Bedrock, None, None).unwrap()).unwrap();
-        assert!(bedrock.instance.is_none() && !bedrock.adapter.served());
+        let vertex = Model::compile(&def, &key(Adapter::Vertex, None, None).unwrap()).unwrap();
+        assert!(vertex.instance.is_none() && !vertex.adapter.served());
     }
 
     #[test]

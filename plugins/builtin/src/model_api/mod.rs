@@ -33,7 +33,7 @@ use switchyard_llm::body::{parse_body, record_payload};
 use switchyard_llm::instance::{CallSettings, Instance};
 use switchyard_llm::protocol::attempt::{prepare_response, Prepared};
 use switchyard_llm::protocol::rewrite::{self, Stage};
-use switchyard_llm::protocol::{Conversion, Plan, Protocol};
+use switchyard_llm::protocol::{Plan, Protocol};
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
@@ -272,7 +272,7 @@ impl Plugin for ModelApi {
         };
         ctx.log.provider = Some(instance.endpoint.provider.name);
         ctx.log.model = Some(alias.clone());
-        let include_usage = plan.conversion == Conversion::ChatOverMessages && asks_for_usage(&body);
+        let include_usage = plan.conversion.makes_chat_answer() && asks_for_usage(&body);
         let prepared = match Prepared::new(protocol, body, [plan]) {
             Ok(prepared) => prepared,
             Err(err) => return self.error(StatusCode::BAD_REQUEST, &err.0, "invalid_request"),

@@ -64,7 +64,7 @@ impl Prepared {
 
     /// Whether a chat client asked for a usage chunk (only read when its answer is converted).
     pub fn include_usage(&self, plan: &Plan) -> bool {
-        plan.conversion == Conversion::ChatOverMessages
+        plan.conversion.makes_chat_answer()
             && self.original.get::<Value>("stream_options").is_some_and(|o| o["include_usage"] == Value::Bool(true))
     }
 }
@@ -89,6 +89,7 @@ pub fn prepare_response(ctx: &mut Ctx, plan: &Plan, include_usage: bool, before:
         ctx.extensions.remove::<ResponseRewrite>();
     } else {
         let mut rewrite = ResponseRewrite::new(stages);
+        rewrite.name_model(ctx.log.model.as_deref());
         if observe::relaying_event_stream(ctx) {
             // Taking up a broken stream: its head, and what it said, went out already.
             rewrite.continues_event_stream();
@@ -112,11 +113,11 @@ mod tests {
     fn an_attempt_taking_up_a_stream_converts_its_events_though_its_head_is_not_seen() {
         let mut ctx = Ctx::new("r".into(), ([127, 0, 0, 1], 1).into(), http::HeaderValue::from_static("id"));
         let response = http::Response::builder().header("content-type", "text/event-stream").body(()).unwrap();
-        let head = response.into_parts().0;
+        let mut head = response.into_parts().0;
         // The first attempt: a chat stream from a chat provider, its head relayed to the client.
         let native = Plan::new(Protocol::OpenAiChat, &[Protocol::OpenAiChat]).unwrap();
         prepare_response(&mut ctx, &native, false, Vec::new(), vec![Stage::Alias("a".into())]);
-        rewrite::on_head(&mut ctx, &head);
+        rewrite::on_head(&mut ctx, &mut head);
         // It broke; the attempt taking it up goes to a Messages provider.
         let converted = Plan::new(Protocol::OpenAiChat, &[Protocol::AnthropicMessages]).unwrap();
         prepare_response(&mut ctx, &converted, false, Vec::new(), vec![Stage::Alias("a".into())]);

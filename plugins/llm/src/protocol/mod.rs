@@ -4,11 +4,16 @@
 //! One file per conversion: [`messages_request`] and [`messages_response`] (an Anthropic
 //! Messages client over an OpenAI chat provider), [`responses_request`] and
 //! [`responses_response`] (an OpenAI Responses client over a chat provider), [`chat_over_messages`]
-//! (an OpenAI chat client over an Anthropic Messages provider). [`rewrite`] runs the response
-//! side of a conversion on the way back, and [`usage`] reads token counts from each protocol.
+//! (an OpenAI chat client over an Anthropic Messages provider), [`converse_request`] and
+//! [`converse_response`] (an OpenAI chat client over Bedrock Converse, whose streams
+//! [`converse_stream`] decodes). [`rewrite`] runs the response side of a conversion on the way
+//! back, and [`usage`] reads token counts from each protocol.
 
 pub mod attempt;
 pub mod chat_over_messages;
+pub mod converse_request;
+pub mod converse_response;
+pub mod converse_stream;
 pub mod event;
 pub mod messages_request;
 pub mod messages_response;
@@ -121,6 +126,20 @@ pub enum Conversion {
     ResponsesOverChat,
     /// An OpenAI Responses client, an Anthropic Messages provider (through OpenAI chat).
     ResponsesOverMessages,
+    /// An OpenAI chat client, a Bedrock Converse provider.
+    ChatOverConverse,
+    /// An Anthropic Messages client, a Bedrock Converse provider (through OpenAI chat).
+    MessagesOverConverse,
+    /// An OpenAI Responses client, a Bedrock Converse provider (through OpenAI chat).
+    ResponsesOverConverse,
+}
+
+impl Conversion {
+    /// Whether an OpenAI chat client's answer is made by the gateway from another protocol's
+    /// (so it gets a usage chunk only when it asked with `stream_options.include_usage`).
+    pub fn makes_chat_answer(self) -> bool {
+        matches!(self, Conversion::ChatOverMessages | Conversion::ChatOverConverse)
+    }
 }
 
 /// What one provider call of a request sends: the protocol the provider gets, and how.
@@ -152,6 +171,15 @@ impl Plan {
             }
             Protocol::OpenAiResponses if has(Protocol::AnthropicMessages) => {
                 (Protocol::AnthropicMessages, Conversion::ResponsesOverMessages)
+            }
+            Protocol::OpenAiChat if has(Protocol::BedrockConverse) => {
+                (Protocol::BedrockConverse, Conversion::ChatOverConverse)
+            }
+            Protocol::AnthropicMessages if has(Protocol::BedrockConverse) => {
+                (Protocol::BedrockConverse, Conversion::MessagesOverConverse)
+            }
+            Protocol::OpenAiResponses if has(Protocol::BedrockConverse) => {
+                (Protocol::BedrockConverse, Conversion::ResponsesOverConverse)
             }
             _ => return None,
         };
@@ -189,6 +217,13 @@ pub fn convert_request(conversion: Conversion, body: &RawBody) -> Result<RawBody
         Conversion::ResponsesOverChat => responses_request::to_chat(&client()?)?,
         Conversion::ResponsesOverMessages => {
             chat_over_messages::request_to_messages(&Value::Object(responses_request::to_chat(&client()?)?))
+        }
+        Conversion::ChatOverConverse => converse_request::from_chat(&client()?)?,
+        Conversion::MessagesOverConverse => {
+            converse_request::from_chat(&Value::Object(messages_request::to_chat(&client()?)?))?
+        }
+        Conversion::ResponsesOverConverse => {
+            converse_request::from_chat(&Value::Object(responses_request::to_chat(&client()?)?))?
         }
     };
     Ok(RawBody::from_object(converted))
@@ -245,6 +280,12 @@ mod tests {
         assert_eq!(plan(Passthrough, &messages_only), Some((Passthrough, Conversion::Native)));
         assert_eq!(plan(OpenAiEmbeddings, &messages_only), None);
         assert_eq!(plan(BedrockConverse, &openai), None);
+        let converse = [BedrockConverse];
+        assert_eq!(plan(BedrockConverse, &converse), Some((BedrockConverse, Conversion::Native)));
+        assert_eq!(plan(OpenAiChat, &converse), Some((BedrockConverse, Conversion::ChatOverConverse)));
+        assert_eq!(plan(AnthropicMessages, &converse), Some((BedrockConverse, Conversion::MessagesOverConverse)));
+        assert_eq!(plan(OpenAiResponses, &converse), Some((BedrockConverse, Conversion::ResponsesOverConverse)));
+        assert_eq!(plan(OpenAiEmbeddings, &converse), None);
         assert_eq!(
             Plan::unsupported("anthropic", OpenAiEmbeddings),
             "provider anthropic does not support openai-embeddings protocol"

@@ -3,12 +3,17 @@
 //! reasoning field renamed. Runs in the body filter, after usage was read from the provider's
 //! bytes; requests that need none of it insert nothing and pay nothing.
 //!
+//! A Bedrock stream in AWS's binary framing is decoded frame by frame first
+//! ([`converse_stream::FrameReader`]): usage is read from its events, and a converted client
+//! gets one SSE event per frame (its head says `text/event-stream`); a `bedrock-converse` client
+//! gets the frames untouched.
+//!
 //! A rewrite that only renames (the alias, the reasoning field) edits a body or event field by
 //! field ([`RawBody`]): only a member that changes is written anew, the rest keep the provider's
 //! bytes, and an answer that needs no change goes out exactly as it came.
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::Value;
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::sse::event_data;
@@ -16,10 +21,13 @@ use switchyard_sdk::Ctx;
 
 use super::attempt::unix_now;
 use super::chat_over_messages::MessagesToChat;
+use super::converse_response::ConverseToChat;
+use super::converse_stream::{self, FrameReader};
 use super::event::{Data, Event};
 use super::messages_response::ChatToMessages;
 use super::responses_response::ChatToResponses;
-use super::{Conversion, Plan};
+use super::usage::{self, UpstreamWire};
+use super::{Conversion, Plan, Protocol};
 use crate::observe;
 
 /// One step of a response rewrite; the provider's answer goes through each in order.
@@ -28,6 +36,7 @@ pub enum Stage {
     ChatToMessages(Box<ChatToMessages>),
     ChatToResponses(Box<ChatToResponses>),
     MessagesToChat(Box<MessagesToChat>),
+    ConverseToChat(Box<ConverseToChat>),
     /// Renames a vendor's reasoning field of chat completions and chunks to `reasoning_content`.
     ReasoningField(String),
     /// Reports `model` as the caller's alias, in any protocol's answers and events.
@@ -40,6 +49,7 @@ impl Stage {
             Stage::ChatToMessages(stage) => stage.whole(status, body),
             Stage::ChatToResponses(stage) => stage.whole(status, body),
             Stage::MessagesToChat(stage) => stage.whole(status, body),
+            Stage::ConverseToChat(stage) => stage.whole(status, body),
             Stage::ReasoningField(field) => rename_reasoning(field, body),
             Stage::Alias(alias) => with_alias(alias, body),
         }
@@ -50,6 +60,7 @@ impl Stage {
             Stage::ChatToMessages(stage) => stage.event(event, out),
             Stage::ChatToResponses(stage) => stage.event(event, out),
             Stage::MessagesToChat(stage) => stage.event(event, out),
+            Stage::ConverseToChat(stage) => stage.event(event, out),
             Stage::ReasoningField(field) => out.push(map_json(event, |json| rename_reasoning(field, json))),
             Stage::Alias(alias) => out.push(map_json(event, |json| with_alias(alias, json))),
         }
@@ -59,6 +70,7 @@ impl Stage {
         match self {
             Stage::ChatToMessages(stage) => stage.end(out),
             Stage::ChatToResponses(stage) => stage.end(out),
+            Stage::ConverseToChat(stage) => stage.end(out),
             Stage::MessagesToChat(_) | Stage::ReasoningField(_) | Stage::Alias(_) => {}
         }
     }
@@ -199,6 +211,27 @@ impl ResponseRewrite {
                 Stage::MessagesToChat(Box::new(MessagesToChat::new(created, true))),
                 Stage::ChatToResponses(Box::new(ChatToResponses::new(created))),
             ],
+            Conversion::ChatOverConverse => {
+                vec![Stage::ConverseToChat(Box::new(ConverseToChat::new(created, include_usage)))]
+            }
+            Conversion::MessagesOverConverse => vec![
+                Stage::ConverseToChat(Box::new(ConverseToChat::new(created, true))),
+                Stage::ChatToMessages(Box::default()),
+            ],
+            Conversion::ResponsesOverConverse => vec![
+                Stage::ConverseToChat(Box::new(ConverseToChat::new(created, true))),
+                Stage::ChatToResponses(Box::new(ChatToResponses::new(created))),
+            ],
+        }
+    }
+
+    /// Names the answers a conversion makes up after `model` where the provider's answer does
+    /// not name one (Bedrock Converse).
+    pub fn name_model(&mut self, model: Option<&str>) {
+        for stage in &mut self.stages {
+            if let Stage::ConverseToChat(stage) = stage {
+                stage.set_model(model.map(str::to_string));
+            }
         }
     }
 
@@ -213,6 +246,11 @@ impl ResponseRewrite {
 
     /// Header phase: remembers the status and whether the body is an event stream.
     pub fn on_head(&mut self, head: &http::response::Parts) {
+        for stage in &mut self.stages {
+            if let Stage::ConverseToChat(stage) = stage {
+                stage.on_head(head);
+            }
+        }
         self.status = head.status.as_u16();
         self.event_stream = head
             .headers
@@ -266,6 +304,12 @@ impl ResponseRewrite {
         if !chunk.is_empty() {
             events.push(Event::parse(chunk));
         }
+        *chunk = self.events(events, end_of_stream);
+    }
+
+    /// Runs `events` (the provider's, in order) through every stage and returns what the client
+    /// gets, SSE-framed. `end_of_stream`: the provider's stream ended after them.
+    pub fn events(&mut self, mut events: Vec<Event>, end_of_stream: bool) -> Bytes {
         for stage in &mut self.stages {
             let mut out = Vec::with_capacity(events.len() + 4);
             for event in events {
@@ -276,17 +320,27 @@ impl ResponseRewrite {
             }
             events = out;
         }
-        let mut bytes = Vec::with_capacity(chunk.len() + 64);
+        let mut bytes = Vec::with_capacity(256);
         for event in &events {
             event.encode(&mut bytes);
         }
-        *chunk = Bytes::from(bytes);
+        Bytes::from(bytes)
     }
 }
 
-/// Header phase of every AI surface: usage reading, then the rewrite (when there is one).
-pub fn on_head(ctx: &mut Ctx, head: &http::response::Parts) {
+/// Header phase of every AI surface: usage reading, then the rewrite (when there is one). A
+/// Bedrock stream in AWS's binary framing is set up to be decoded; when it is converted, the
+/// client is told it gets an event stream.
+pub fn on_head(ctx: &mut Ctx, head: &mut http::response::Parts) {
     observe::on_head(ctx, head);
+    let converse = ctx.extensions.get::<UpstreamWire>() == Some(&UpstreamWire(Protocol::BedrockConverse));
+    if converse && converse_stream::is_binary_stream(head) {
+        ctx.extensions.insert(FrameReader::default());
+        if ctx.extensions.get::<ResponseRewrite>().is_some_and(ResponseRewrite::converts) {
+            head.headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            head.headers.remove(CONTENT_LENGTH);
+        }
+    }
     if let Some(rewrite) = ctx.extensions.get_mut::<ResponseRewrite>() {
         rewrite.on_head(head);
     }
@@ -295,6 +349,16 @@ pub fn on_head(ctx: &mut Ctx, head: &http::response::Parts) {
 /// Body phase of every AI surface: usage is read from the provider's bytes, then the client's
 /// answer is made from them.
 pub fn on_body(ctx: &mut Ctx, chunk: &mut Bytes, end_of_stream: bool) {
+    if let Some(reader) = ctx.extensions.get_mut::<FrameReader>() {
+        let events = reader.push(chunk);
+        for event in &events {
+            usage::record_converse_event(ctx, event);
+        }
+        if let Some(rewrite) = ctx.extensions.get_mut::<ResponseRewrite>().filter(|r| r.converts()) {
+            *chunk = rewrite.events(events, end_of_stream);
+        }
+        return;
+    }
     observe::on_body(ctx, chunk, end_of_stream);
     if let Some(rewrite) = ctx.extensions.get_mut::<ResponseRewrite>() {
         rewrite.apply(chunk, end_of_stream);

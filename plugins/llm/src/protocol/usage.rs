@@ -1,5 +1,5 @@
-//! Usage, model and (with `logging.payloads`) text read from Anthropic Messages and OpenAI
-//! Responses answers, whole or event by event, for the access log. OpenAI chat answers are read
+//! Usage, model and (with `logging.payloads`) text read from Anthropic Messages, OpenAI
+//! Responses and Bedrock Converse answers, whole or event by event, for the access log. OpenAI chat answers are read
 //! by `crate::observe`; it hands the other protocols here, told by [`UpstreamWire`].
 
 use std::borrow::Cow;
@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use switchyard_sdk::{Ctx, Usage};
 
+use super::event::Event;
 use super::Protocol;
 use crate::json_scan::{first_member, last_member};
 use crate::observe::{cap_logged_text, logged_text};
@@ -178,6 +179,80 @@ impl ResponsesUsage {
     }
 }
 
+/// Bedrock's usage object (a Converse answer's `usage`, the stream's `metadata.usage`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    cache_read_input_tokens: u64,
+    #[serde(default)]
+    cache_write_input_tokens: u64,
+}
+
+impl ConverseUsage {
+    /// The token counts: cache reads and writes count as prompt tokens (as for Anthropic).
+    fn usage(&self) -> Usage {
+        let prompt = self
+            .input_tokens
+            .saturating_add(self.cache_read_input_tokens)
+            .saturating_add(self.cache_write_input_tokens);
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: self.output_tokens,
+            total_tokens: prompt.saturating_add(self.output_tokens),
+            cached_tokens: self.cache_read_input_tokens,
+            cache_creation_tokens: self.cache_write_input_tokens,
+            reasoning_tokens: 0,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ConverseWire {
+    #[serde(default)]
+    usage: Option<ConverseUsage>,
+}
+
+/// Reads a whole Converse answer: its `usage`, and (with `logging.payloads`) its text. Converse
+/// answers name no model: the logged one stays the requested one.
+pub fn record_converse(ctx: &mut Ctx, json: &[u8]) {
+    let Ok(wire) = serde_json::from_slice::<ConverseWire>(json) else { return };
+    if let Some(usage) = wire.usage {
+        ctx.log.usage = Some(usage.usage());
+    }
+    if let Some(text) = logged_text(ctx) {
+        if let Ok(value) = serde_json::from_slice::<Value>(json) {
+            for block in value.pointer("/output/message/content").and_then(Value::as_array).into_iter().flatten() {
+                text.push_str(block.get("text").and_then(Value::as_str).unwrap_or(""));
+            }
+        }
+        cap_logged_text(text);
+    }
+}
+
+/// Reads one event of a Converse stream: usage from `metadata`, text from `contentBlockDelta`.
+pub fn record_converse_event(ctx: &mut Ctx, event: &Event) {
+    let Some(payload) = event.json() else { return };
+    match event.name.as_deref() {
+        Some("metadata") => {
+            if let Some(usage) = payload.get("usage").and_then(|u| ConverseUsage::deserialize(u).ok()) {
+                ctx.log.usage = Some(usage.usage());
+            }
+        }
+        Some("contentBlockDelta") => {
+            if let Some(text) = logged_text(ctx) {
+                text.push_str(payload.pointer("/delta/text").and_then(Value::as_str).unwrap_or(""));
+                cap_logged_text(text);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Runs at the end of a Messages or Responses answer too large to have been kept whole
 /// (`crate::observe` keeps its ends): usage from the last top-level `usage` member of `tail`, the
 /// model from the first `model` member of `head` (or the last of `tail`). Both shapes put
@@ -189,6 +264,11 @@ pub fn record_ends(ctx: &mut Ctx, protocol: Protocol, head: &[u8], tail: &[u8]) 
         Protocol::AnthropicMessages => {
             if let Some(usage) = last_member::<Option<AnthropicUsage>>(tail, "usage").flatten() {
                 merge_messages_usage(ctx, &usage);
+            }
+        }
+        Protocol::BedrockConverse => {
+            if let Some(usage) = last_member::<Option<ConverseUsage>>(tail, "usage").flatten() {
+                ctx.log.usage = Some(usage.usage());
             }
         }
         _ => {
@@ -257,6 +337,33 @@ mod tests {
         );
         assert_eq!(ctx.log.model.as_deref(), Some("claude"));
         assert_eq!(ctx.log.response_text.as_deref(), Some("Hi"));
+    }
+
+    #[test]
+    fn converse_usage_comes_whole_or_with_the_metadata_event() {
+        let mut ctx = ctx();
+        ctx.log.response_text = Some(String::new());
+        record_converse(&mut ctx, br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":12,"outputTokens":7,"totalTokens":19,"cacheReadInputTokens":2}}"#);
+        let usage = Usage {
+            prompt_tokens: 14,
+            completion_tokens: 7,
+            total_tokens: 21,
+            cached_tokens: 2,
+            cache_creation_tokens: 0,
+            reasoning_tokens: 0,
+        };
+        assert_eq!(ctx.log.usage, Some(usage));
+        assert_eq!(ctx.log.response_text.as_deref(), Some("Hi"));
+        let mut ctx = self::ctx();
+        let event =
+            |name: &str, json: Value| Event { name: Some(name.into()), data: super::super::event::Data::Json(json) };
+        record_converse_event(&mut ctx, &event("contentBlockDelta", serde_json::json!({"delta": {"text": "x"}})));
+        assert_eq!(ctx.log.usage, None);
+        record_converse_event(
+            &mut ctx,
+            &event("metadata", serde_json::json!({"usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}})),
+        );
+        assert_eq!(ctx.log.usage.map(|u| u.total_tokens), Some(7));
     }
 
     #[test]

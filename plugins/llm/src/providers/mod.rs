@@ -2,9 +2,11 @@
 //! module per protocol family. Adding an OpenAI-compatible vendor is one table row.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod openai;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
@@ -25,6 +27,8 @@ pub enum WireFamily {
     Anthropic,
     /// Anthropic Messages only: the model API's `anthropic` adapter.
     AnthropicMessages,
+    /// AWS Bedrock's Converse API, signed with SigV4 ([`bedrock`]).
+    Bedrock,
 }
 
 impl WireFamily {
@@ -35,6 +39,7 @@ impl WireFamily {
             WireFamily::OpenAiCompatible => &[Protocol::OpenAiChat, Protocol::OpenAiEmbeddings],
             WireFamily::Anthropic => &[Protocol::OpenAiChat, Protocol::AnthropicMessages],
             WireFamily::AnthropicMessages => &[Protocol::AnthropicMessages],
+            WireFamily::Bedrock => &[Protocol::BedrockConverse],
         }
     }
 }
@@ -132,6 +137,16 @@ const PROVIDERS: &[Provider] = &[
         drops_model: true,
         max_completion_tokens: false,
     },
+    // The host is the region's (`bedrock::default_base`); the model goes in the path, and
+    // `bedrock::Bedrock::call` takes it out of the body.
+    Provider {
+        name: "bedrock",
+        default_base: None,
+        prefix: "",
+        family: WireFamily::Bedrock,
+        drops_model: false,
+        max_completion_tokens: false,
+    },
 ];
 
 /// Anthropic's native Messages API alone, used by the model API's `anthropic` adapter (routes'
@@ -146,7 +161,7 @@ pub const ANTHROPIC_MESSAGES: Provider = Provider {
 };
 
 /// Providers APISIX knows that this build does not serve yet.
-const NOT_YET: &[&str] = &["vertex-ai", "bedrock"];
+const NOT_YET: &[&str] = &["vertex-ai"];
 
 /// Looks a provider up by its config name; the error is for the `provider` field.
 pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
@@ -176,6 +191,8 @@ pub struct Endpoint {
     uris: Vec<(Protocol, http::Uri)>,
     passthrough: PassthroughTarget,
     pub auth_headers: HeaderMap,
+    /// Bedrock's per-call URLs and SigV4 signer (provider `bedrock` only).
+    pub bedrock: Option<Arc<bedrock::Bedrock>>,
 }
 
 /// Where a `passthrough` request goes: the provider's origin and the client's path, unless
@@ -197,13 +214,16 @@ pub struct AuthConfig {
     pub header: BTreeMap<String, String>,
     #[serde(default)]
     pub query: BTreeMap<String, String>,
+    /// AWS credentials (provider `bedrock`).
+    #[serde(default)]
+    pub aws: Option<bedrock::AwsAuth>,
 }
 
 impl AuthConfig {
     /// Where its credentials sit, relative to the `auth` object (see
     /// `PluginFactory::secret_fields`); a credential field added here is masked by every plugin
     /// that has an `auth`.
-    pub const SECRET_FIELDS: &[&str] = &["header.*", "query.*"];
+    pub const SECRET_FIELDS: &[&str] = &["header.*", "query.*", "aws.secret_access_key", "aws.session_token"];
 
     /// [`Self::SECRET_FIELDS`] under the `auth` object found at `at` (`instances[].auth`).
     pub fn secret_fields_at(at: &str) -> Vec<String> {
@@ -315,7 +335,7 @@ impl Endpoint {
         let base = if from_endpoint { origin } else { format!("{origin}{}", url.path().trim_end_matches('/')) };
         let endpoint_query = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let passthrough = PassthroughTarget { base, fixed_path, endpoint_query, auth_query };
-        Ok(Endpoint { provider, uri, uris, passthrough, auth_headers })
+        Ok(Endpoint { provider, uri, uris, passthrough, auth_headers, bedrock: None })
     }
 
     /// The URL for a protocol the provider speaks.
@@ -400,7 +420,7 @@ mod tests {
 
     #[test]
     fn auth_query_is_encoded_into_the_url() {
-        let auth = AuthConfig { header: BTreeMap::new(), query: [("api-key".to_string(), "a b&c".to_string())].into() };
+        let auth = AuthConfig { query: [("api-key".to_string(), "a b&c".to_string())].into(), ..AuthConfig::default() };
         let endpoint =
             Endpoint::compile(lookup("openai").unwrap(), &auth, Some("http://h/x?v=1"), &BaseUrls::new()).unwrap();
         assert_eq!(endpoint.uri, "http://h/x?v=1&api-key=a%20b%26c");
@@ -450,7 +470,7 @@ mod tests {
 
     #[test]
     fn passthrough_keeps_the_clients_path_and_query_but_never_beats_auth_query() {
-        let auth = AuthConfig { header: BTreeMap::new(), query: [("akey".to_string(), "secret".to_string())].into() };
+        let auth = AuthConfig { query: [("akey".to_string(), "secret".to_string())].into(), ..AuthConfig::default() };
         let endpoint = Endpoint::compile(
             lookup("openai").unwrap(),
             &auth,
