@@ -16,8 +16,14 @@ use crate::error::ProxyError;
 /// The upstream's response: its head, and the body still on the wire.
 pub type UpstreamResponse = hyper::Response<Incoming>;
 
-/// Sends a built request and waits for the response head, at most `timeout`.
-pub async fn send(up: UpstreamRequest) -> Result<UpstreamResponse, ProxyError> {
+/// Sends a built request and waits for the response head, at most `timeout`. Credentials the
+/// request carries ([`UpstreamRequest::credentials`]) are applied first: this is the one place
+/// every attempt, resumption and probe passes just before the wire, after every plugin changed
+/// the request; their own calls (a token endpoint's) go out through [`super::Wire`].
+pub async fn send(mut up: UpstreamRequest) -> Result<UpstreamResponse, ProxyError> {
+    if let Some(credentials) = up.credentials.take() {
+        credentials.apply(&mut up, &super::Wire).await.map_err(ProxyError::UpstreamCredentials)?;
+    }
     let Some(client) = up.client.get::<UpstreamClient>() else {
         return Err(ProxyError::Internal("an upstream request carries a client this core did not make".into()));
     };

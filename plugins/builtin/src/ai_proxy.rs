@@ -56,6 +56,7 @@ impl PluginFactory for AiProxyFactory {
             &config.auth,
             &config.options,
             &config.overrides,
+            config.provider_conf.as_ref(),
             &self.base_urls,
         )?;
         let models = KnownModels::new(instance.model());
@@ -96,6 +97,16 @@ impl Plugin for AiProxy {
                 "unsupported_protocol",
             )));
         };
+        if instance.endpoint.needs_model(plan.target) && instance.model().is_none() && body.str_field("model").is_none()
+        {
+            let message = switchyard_llm::providers::vertex::NO_MODEL;
+            return Ok(Flow::Respond(error_response(
+                StatusCode::BAD_REQUEST,
+                ctx.error_style,
+                message,
+                "model_required",
+            )));
+        }
         ctx.log.provider = Some(provider);
         ctx.log.model = instance.model().map(str::to_string).or_else(|| body.str_field("model"));
         ctx.log.operation = Some("chat");

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{CommonConfig, LoggingConfig, OverrideConfig};
 use crate::protocol::{Conversion, Plan, Protocol};
-use crate::providers::{self, openai, AuthConfig, BaseUrls, Endpoint, Provider};
+use crate::providers::{self, openai, vertex, AuthConfig, BaseUrls, Endpoint, Provider, WireFamily};
 use switchyard_sdk::error::parse_config_part;
 use switchyard_sdk::headers::forwardable;
 use switchyard_sdk::raw_body::{deep_merge, RawBody};
@@ -56,16 +56,26 @@ pub struct Instance {
 
 impl Instance {
     /// Compiles an instance of a named provider; errors carry paths relative to the object
-    /// holding these fields.
+    /// holding these fields. `provider_conf` is read by the providers that need one (Vertex AI's
+    /// project and region).
     pub fn compile(
         name: &str,
         provider: &str,
         auth: &AuthConfig,
         options: &Map<String, Value>,
         overrides: &OverrideConfig,
+        provider_conf: Option<&Value>,
         base_urls: &BaseUrls,
     ) -> Result<Instance, ConfigError> {
-        Self::for_provider(name, providers::lookup(provider)?, auth, options, overrides, base_urls)
+        let provider = providers::lookup(provider)?;
+        if provider.family == WireFamily::Vertex {
+            let endpoint = vertex::endpoint(auth, overrides.endpoint.as_deref(), provider_conf, base_urls)?;
+            return Self::at_endpoint(name, endpoint, options, overrides);
+        }
+        if auth.gcp.is_some() {
+            return Err(ConfigError::new("auth.gcp", "is read by provider vertex-ai only"));
+        }
+        Self::for_provider(name, provider, auth, options, overrides, base_urls)
     }
 
     /// Compiles an instance of a provider descriptor (the model API's adapters use this).
@@ -155,6 +165,10 @@ impl Instance {
     pub fn body_for(&self, body: &RawBody, target: Protocol) -> Bytes {
         let mut edit = body.edit();
         for option in &self.options {
+            // A `:predict` body takes no chat options: only the model, which goes in its URL.
+            if target == Protocol::VertexPredict && option.key != "model" {
+                continue;
+            }
             let same = match edit.raw_unchanged(&option.key) {
                 Some(raw) if raw == option.json => true,
                 _ => edit.current(&option.key).as_ref() == Some(&option.value),
@@ -222,9 +236,13 @@ impl Instance {
         settings: &CallSettings,
         also_strip: &[HeaderName],
     ) -> Option<UpstreamRequest> {
-        let (method, url) = match plan.target {
-            Protocol::Passthrough => (req.head.method.clone(), self.endpoint.passthrough_uri(&req.head.uri)?),
-            target => (Method::POST, self.endpoint.uri_for(target)?.clone()),
+        let (method, url, body) = match plan.target {
+            Protocol::Passthrough => (req.head.method.clone(), self.endpoint.passthrough_uri(&req.head.uri)?, body),
+            Protocol::VertexPredict => {
+                let (url, body) = self.endpoint.predict_call(body)?;
+                (Method::POST, url, body)
+            }
+            target => (Method::POST, self.endpoint.uri_for(target)?.clone(), body),
         };
         let mut headers = forwardable(&req.head.headers, &STRIPPED);
         for name in also_strip {
@@ -253,6 +271,7 @@ impl Instance {
             flush_interval: settings.flush_interval,
             label: Arc::clone(&self.name),
             timing: AttemptTiming::default(),
+            credentials: self.endpoint.credentials.clone(),
         })
     }
 }

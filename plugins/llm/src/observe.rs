@@ -98,6 +98,7 @@ fn record(ctx: &mut Ctx, json: &[u8]) {
     match ctx.extensions.get::<UpstreamWire>() {
         Some(UpstreamWire(Protocol::AnthropicMessages)) => return usage::record_messages(ctx, json),
         Some(UpstreamWire(Protocol::OpenAiResponses)) => return usage::record_responses(ctx, json),
+        Some(UpstreamWire(Protocol::VertexPredict)) => return crate::protocol::predict::record_usage(ctx, json),
         _ => {}
     }
     let Some(summary) = Summary::parse(json) else { return };

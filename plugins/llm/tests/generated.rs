@@ -23,7 +23,7 @@ use switchyard_sdk::testing::{cut, cut_points, json_object, json_value, spell, s
 
 fn openai_instance(options: &Map<String, Value>, max_tokens: Option<u64>) -> Instance {
     let overrides: OverrideConfig = serde_json::from_value(json!({"llm_options": {"max_tokens": max_tokens}})).unwrap();
-    Instance::compile("fuzz", "openai", &AuthConfig::default(), options, &overrides, &BaseUrls::new()).unwrap()
+    Instance::compile("fuzz", "openai", &AuthConfig::default(), options, &overrides, None, &BaseUrls::new()).unwrap()
 }
 
 /// What `body_for` must send for an OpenAI instance: the client's object with the options and

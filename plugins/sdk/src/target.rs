@@ -35,6 +35,9 @@ pub struct UpstreamRequest {
     pub label: Arc<str>,
     /// When to send, and how long a stream may keep the client waiting; all off by default.
     pub timing: AttemptTiming,
+    /// Credentials the core applies just before sending, after every `before_proxy` (an OAuth2
+    /// token fetched and cached); `None` for requests whose headers carry them already.
+    pub credentials: Option<Arc<dyn crate::Credentials>>,
 }
 
 /// The timing of one attempt beyond `UpstreamRequest::timeout`. The default does nothing extra.

@@ -176,6 +176,7 @@ impl Exporter {
             flush_interval: None,
             timing: Default::default(),
             label: Arc::from("otlp"),
+            credentials: None,
         };
         let outcome = match send(upstream).await {
             Ok(response) => {

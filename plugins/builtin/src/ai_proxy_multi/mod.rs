@@ -92,6 +92,7 @@ impl PluginFactory for AiProxyMultiFactory {
                     &spec.auth,
                     &spec.options,
                     &spec.overrides,
+                    spec.provider_conf.as_ref(),
                     &self.base_urls,
                 )
                 .map_err(|e| e.within(&here))?,

@@ -113,6 +113,7 @@ impl Probe {
             flush_interval: None,
             label: Arc::from("active-check"),
             timing: AttemptTiming::default(),
+            credentials: None,
         };
         match io.status(request).await {
             Err(SendError::Timeout) => ProbeOutcome::Timeout,

@@ -18,7 +18,7 @@ use crate::ai_proxy_multi::config::takes_prefill_by_default;
 use crate::health::Health;
 use switchyard_llm::config::OverrideConfig;
 use switchyard_llm::instance::Instance;
-use switchyard_llm::providers::Endpoint;
+use switchyard_llm::providers::{vertex, Endpoint};
 use switchyard_sdk::{ConfigError, ModelLabels};
 
 /// A provider key's fields, checked and normalised by the core.
@@ -34,6 +34,10 @@ pub struct ProviderKeyDef<'a> {
 /// A provider key, compiled: its credential as ready headers and where its models' calls go.
 pub struct ProviderKey {
     adapter: Adapter,
+    /// The whole endpoint of a key whose secret says where its calls go and how they are
+    /// authenticated (`vertex`: project, region, service account); its models share it, and so
+    /// one token cache.
+    endpoint: Option<Endpoint>,
     base: Option<String>,
     api_version: String,
     auth_headers: HeaderMap,
@@ -48,7 +52,11 @@ impl ProviderKey {
         let auth_headers = def.adapter.auth_headers(def.secret)?;
         let base = def.api_base.map(|b| b.trim_end_matches('/').to_string());
         let api_version = def.api_version.unwrap_or(AZURE_DEFAULT_API_VERSION).to_string();
-        if def.adapter.served() {
+        let endpoint = match def.adapter {
+            Adapter::Vertex => Some(vertex::key_endpoint(def.secret, base.as_deref())?),
+            _ => None,
+        };
+        if def.adapter.served() && endpoint.is_none() {
             let base = base.as_deref().ok_or_else(|| {
                 ConfigError::new("api_base", format!("is required for adapter {}", def.adapter.name()))
             })?;
@@ -68,6 +76,7 @@ impl ProviderKey {
         }
         Ok(ProviderKey {
             adapter: def.adapter,
+            endpoint,
             base,
             api_version,
             auth_headers,
@@ -135,11 +144,23 @@ impl Model {
             Instance::at_endpoint(def.alias, endpoint, &options, &OverrideConfig::default()).map(|i| Some(Arc::new(i)))
         };
         let base = key.base.as_deref().unwrap_or_default();
+        let chat = match &key.endpoint {
+            Some(endpoint) => {
+                let options = Map::from_iter([("model".to_string(), Value::String(def.model_name.to_string()))]);
+                Some(Arc::new(Instance::at_endpoint(
+                    def.alias,
+                    endpoint.clone(),
+                    &options,
+                    &OverrideConfig::default(),
+                )?))
+            }
+            None => instance(adapter.chat_url(base, def.model_name, &key.api_version))?,
+        };
         Ok(Model {
             alias: def.alias.to_string(),
             provider: def.provider.to_string(),
             adapter,
-            instance: instance(adapter.chat_url(base, def.model_name, &key.api_version))?,
+            instance: chat,
             count_tokens: instance(adapter.count_tokens_url(base))?,
             reasoning_field: key.reasoning_field.clone(),
             strip: key.strip.clone(),

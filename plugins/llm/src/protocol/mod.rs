@@ -4,7 +4,8 @@
 //! One file per conversion: [`messages_request`] and [`messages_response`] (an Anthropic
 //! Messages client over an OpenAI chat provider), [`responses_request`] and
 //! [`responses_response`] (an OpenAI Responses client over a chat provider), [`chat_over_messages`]
-//! (an OpenAI chat client over an Anthropic Messages provider). [`rewrite`] runs the response
+//! (an OpenAI chat client over an Anthropic Messages provider), [`predict`] (OpenAI embeddings
+//! over Vertex AI's `:predict`). [`rewrite`] runs the response
 //! side of a conversion on the way back, and [`usage`] reads token counts from each protocol.
 
 pub mod attempt;
@@ -12,6 +13,7 @@ pub mod chat_over_messages;
 pub mod event;
 pub mod messages_request;
 pub mod messages_response;
+pub mod predict;
 pub mod responses_request;
 pub mod responses_response;
 pub mod rewrite;
@@ -29,17 +31,21 @@ pub enum Protocol {
     OpenAiEmbeddings,
     AnthropicMessages,
     BedrockConverse,
+    /// Vertex AI's `:predict` of a text embedding model: a provider protocol only (clients send
+    /// OpenAI embeddings, converted).
+    VertexPredict,
     /// Any other JSON object: forwarded to the provider's host at the client's path.
     Passthrough,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 6] = [
+    pub const ALL: [Protocol; 7] = [
         Protocol::OpenAiChat,
         Protocol::OpenAiResponses,
         Protocol::OpenAiEmbeddings,
         Protocol::AnthropicMessages,
         Protocol::BedrockConverse,
+        Protocol::VertexPredict,
         Protocol::Passthrough,
     ];
 
@@ -51,6 +57,7 @@ impl Protocol {
             Protocol::OpenAiEmbeddings => "openai-embeddings",
             Protocol::AnthropicMessages => "anthropic-messages",
             Protocol::BedrockConverse => "bedrock-converse",
+            Protocol::VertexPredict => "vertex-predict",
             Protocol::Passthrough => "passthrough",
         }
     }
@@ -121,6 +128,8 @@ pub enum Conversion {
     ResponsesOverChat,
     /// An OpenAI Responses client, an Anthropic Messages provider (through OpenAI chat).
     ResponsesOverMessages,
+    /// An OpenAI embeddings client, Vertex AI's `:predict`.
+    EmbeddingsOverPredict,
 }
 
 /// What one provider call of a request sends: the protocol the provider gets, and how.
@@ -152,6 +161,9 @@ impl Plan {
             }
             Protocol::OpenAiResponses if has(Protocol::AnthropicMessages) => {
                 (Protocol::AnthropicMessages, Conversion::ResponsesOverMessages)
+            }
+            Protocol::OpenAiEmbeddings if has(Protocol::VertexPredict) => {
+                (Protocol::VertexPredict, Conversion::EmbeddingsOverPredict)
             }
             _ => return None,
         };
@@ -190,6 +202,7 @@ pub fn convert_request(conversion: Conversion, body: &RawBody) -> Result<RawBody
         Conversion::ResponsesOverMessages => {
             chat_over_messages::request_to_messages(&Value::Object(responses_request::to_chat(&client()?)?))
         }
+        Conversion::EmbeddingsOverPredict => predict::request_to_predict(&client()?)?,
     };
     Ok(RawBody::from_object(converted))
 }
@@ -245,6 +258,9 @@ mod tests {
         assert_eq!(plan(Passthrough, &messages_only), Some((Passthrough, Conversion::Native)));
         assert_eq!(plan(OpenAiEmbeddings, &messages_only), None);
         assert_eq!(plan(BedrockConverse, &openai), None);
+        let vertex = [OpenAiChat, VertexPredict];
+        assert_eq!(plan(OpenAiEmbeddings, &vertex), Some((VertexPredict, Conversion::EmbeddingsOverPredict)));
+        assert_eq!(plan(AnthropicMessages, &vertex), Some((OpenAiChat, Conversion::MessagesOverChat)));
         assert_eq!(
             Plan::unsupported("anthropic", OpenAiEmbeddings),
             "provider anthropic does not support openai-embeddings protocol"

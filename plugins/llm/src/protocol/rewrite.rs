@@ -18,6 +18,7 @@ use super::attempt::unix_now;
 use super::chat_over_messages::MessagesToChat;
 use super::event::{Data, Event};
 use super::messages_response::ChatToMessages;
+use super::predict::PredictToEmbeddings;
 use super::responses_response::ChatToResponses;
 use super::{Conversion, Plan};
 use crate::observe;
@@ -28,6 +29,7 @@ pub enum Stage {
     ChatToMessages(Box<ChatToMessages>),
     ChatToResponses(Box<ChatToResponses>),
     MessagesToChat(Box<MessagesToChat>),
+    PredictToEmbeddings(Box<PredictToEmbeddings>),
     /// Renames a vendor's reasoning field of chat completions and chunks to `reasoning_content`.
     ReasoningField(String),
     /// Reports `model` as the caller's alias, in any protocol's answers and events.
@@ -40,6 +42,7 @@ impl Stage {
             Stage::ChatToMessages(stage) => stage.whole(status, body),
             Stage::ChatToResponses(stage) => stage.whole(status, body),
             Stage::MessagesToChat(stage) => stage.whole(status, body),
+            Stage::PredictToEmbeddings(stage) => stage.whole(status, body),
             Stage::ReasoningField(field) => rename_reasoning(field, body),
             Stage::Alias(alias) => with_alias(alias, body),
         }
@@ -50,6 +53,8 @@ impl Stage {
             Stage::ChatToMessages(stage) => stage.event(event, out),
             Stage::ChatToResponses(stage) => stage.event(event, out),
             Stage::MessagesToChat(stage) => stage.event(event, out),
+            // `:predict` never streams: an event is passed on as it came.
+            Stage::PredictToEmbeddings(_) => out.push(event),
             Stage::ReasoningField(field) => out.push(map_json(event, |json| rename_reasoning(field, json))),
             Stage::Alias(alias) => out.push(map_json(event, |json| with_alias(alias, json))),
         }
@@ -59,7 +64,7 @@ impl Stage {
         match self {
             Stage::ChatToMessages(stage) => stage.end(out),
             Stage::ChatToResponses(stage) => stage.end(out),
-            Stage::MessagesToChat(_) | Stage::ReasoningField(_) | Stage::Alias(_) => {}
+            Stage::MessagesToChat(_) | Stage::PredictToEmbeddings(_) | Stage::ReasoningField(_) | Stage::Alias(_) => {}
         }
     }
 }
@@ -199,6 +204,7 @@ impl ResponseRewrite {
                 Stage::MessagesToChat(Box::new(MessagesToChat::new(created, true))),
                 Stage::ChatToResponses(Box::new(ChatToResponses::new(created))),
             ],
+            Conversion::EmbeddingsOverPredict => vec![Stage::PredictToEmbeddings(Box::default())],
         }
     }
 

@@ -3,15 +3,17 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod vertex;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::protocol::Protocol;
-use switchyard_sdk::ConfigError;
+use switchyard_sdk::{ConfigError, Credentials};
 
 /// Which protocols a provider speaks natively; the others reach it converted, when a
 /// conversion exists (see [`crate::protocol::Plan`]).
@@ -25,6 +27,9 @@ pub enum WireFamily {
     Anthropic,
     /// Anthropic Messages only: the model API's `anthropic` adapter.
     AnthropicMessages,
+    /// Google Vertex AI: chat through its OpenAI-compatible endpoint, embeddings through a
+    /// model's `:predict` ([`vertex`]).
+    Vertex,
 }
 
 impl WireFamily {
@@ -35,6 +40,7 @@ impl WireFamily {
             WireFamily::OpenAiCompatible => &[Protocol::OpenAiChat, Protocol::OpenAiEmbeddings],
             WireFamily::Anthropic => &[Protocol::OpenAiChat, Protocol::AnthropicMessages],
             WireFamily::AnthropicMessages => &[Protocol::AnthropicMessages],
+            WireFamily::Vertex => &[Protocol::OpenAiChat, Protocol::VertexPredict],
         }
     }
 }
@@ -46,7 +52,7 @@ pub fn path_suffix(protocol: Protocol) -> Option<&'static str> {
         Protocol::OpenAiResponses => Some("/responses"),
         Protocol::OpenAiEmbeddings => Some("/embeddings"),
         Protocol::AnthropicMessages => Some("/messages"),
-        Protocol::BedrockConverse | Protocol::Passthrough => None,
+        Protocol::BedrockConverse | Protocol::VertexPredict | Protocol::Passthrough => None,
     }
 }
 
@@ -132,6 +138,7 @@ const PROVIDERS: &[Provider] = &[
         drops_model: true,
         max_completion_tokens: false,
     },
+    vertex::PROVIDER,
 ];
 
 /// Anthropic's native Messages API alone, used by the model API's `anthropic` adapter (routes'
@@ -146,7 +153,7 @@ pub const ANTHROPIC_MESSAGES: Provider = Provider {
 };
 
 /// Providers APISIX knows that this build does not serve yet.
-const NOT_YET: &[&str] = &["vertex-ai", "bedrock"];
+const NOT_YET: &[&str] = &["bedrock"];
 
 /// Looks a provider up by its config name; the error is for the `provider` field.
 pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
@@ -154,7 +161,7 @@ pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
         return Ok(provider);
     }
     if NOT_YET.contains(&name) {
-        return Err(ConfigError::new("provider", format!("{} are not supported yet", NOT_YET.join(" and "))));
+        return Err(ConfigError::new("provider", format!("{name} is not supported yet")));
     }
     let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
     Err(ConfigError::new("provider", format!("unknown provider: use one of {}", known.join(", "))))
@@ -168,7 +175,7 @@ pub type BaseUrls = BTreeMap<String, String>;
 
 /// Where and how to call one provider: a URL per protocol it speaks (auth query included, so
 /// never logged), parsed when the config compiles, and the auth headers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Endpoint {
     pub provider: &'static Provider,
     /// The URL of the provider's first protocol (health probes take their host from it).
@@ -176,6 +183,18 @@ pub struct Endpoint {
     uris: Vec<(Protocol, http::Uri)>,
     passthrough: PassthroughTarget,
     pub auth_headers: HeaderMap,
+    /// Credentials made just before each request is sent (Vertex AI's access token).
+    pub credentials: Option<Arc<dyn Credentials>>,
+    /// Vertex AI's `:predict` URL, which names the model.
+    predict: Option<vertex::PredictUrl>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs may carry `auth.query` secrets: the provider and protocols only.
+        let protocols: Vec<&str> = self.uris.iter().map(|(p, _)| p.name()).collect();
+        f.debug_struct("Endpoint").field("provider", &self.provider.name).field("protocols", &protocols).finish()
+    }
 }
 
 /// Where a `passthrough` request goes: the provider's origin and the client's path, unless
@@ -189,7 +208,8 @@ struct PassthroughTarget {
     auth_query: Vec<(String, String)>,
 }
 
-/// The `auth` object: headers and query parameters added to every upstream request.
+/// The `auth` object: headers and query parameters added to every upstream request, and the
+/// service account Vertex AI's access tokens are minted from.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
@@ -197,17 +217,33 @@ pub struct AuthConfig {
     pub header: BTreeMap<String, String>,
     #[serde(default)]
     pub query: BTreeMap<String, String>,
+    pub gcp: Option<vertex::GcpAuthConfig>,
 }
 
 impl AuthConfig {
     /// Where its credentials sit, relative to the `auth` object (see
     /// `PluginFactory::secret_fields`); a credential field added here is masked by every plugin
     /// that has an `auth`.
-    pub const SECRET_FIELDS: &[&str] = &["header.*", "query.*"];
+    pub const SECRET_FIELDS: &[&str] = &["header.*", "query.*", "gcp.service_account_json"];
 
     /// [`Self::SECRET_FIELDS`] under the `auth` object found at `at` (`instances[].auth`).
     pub fn secret_fields_at(at: &str) -> Vec<String> {
         Self::SECRET_FIELDS.iter().map(|field| format!("{at}.{field}")).collect()
+    }
+
+    /// `auth.header` as sensitive header values; errors name the header's field.
+    pub fn compiled_headers(&self) -> Result<HeaderMap, ConfigError> {
+        let mut auth_headers = HeaderMap::new();
+        for (name, value) in &self.header {
+            let here = format!("auth.header.{name}");
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ConfigError::new(here.clone(), "is not a valid header name"))?;
+            let mut value =
+                HeaderValue::from_str(value).map_err(|_| ConfigError::new(here, "is not a valid header value"))?;
+            value.set_sensitive(true);
+            auth_headers.insert(name, value);
+        }
+        Ok(auth_headers)
     }
 }
 
@@ -247,17 +283,7 @@ impl Endpoint {
             }
         };
         let auth_query: Vec<(String, String)> = auth.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut auth_headers = HeaderMap::new();
-        for (name, value) in &auth.header {
-            let here = format!("auth.header.{name}");
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| ConfigError::new(here.clone(), "is not a valid header name"))?;
-            let mut value =
-                HeaderValue::from_str(value).map_err(|_| ConfigError::new(here, "is not a valid header value"))?;
-            value.set_sensitive(true);
-            auth_headers.insert(name, value);
-        }
-        Self::build(provider, &url, from_endpoint, auth_query, auth_headers)
+        Self::build(provider, &url, from_endpoint, auth_query, auth.compiled_headers()?)
     }
 
     /// An endpoint at a full URL the caller made (the model API's adapters), with credential
@@ -315,7 +341,7 @@ impl Endpoint {
         let base = if from_endpoint { origin } else { format!("{origin}{}", url.path().trim_end_matches('/')) };
         let endpoint_query = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let passthrough = PassthroughTarget { base, fixed_path, endpoint_query, auth_query };
-        Ok(Endpoint { provider, uri, uris, passthrough, auth_headers })
+        Ok(Endpoint { provider, uri, uris, passthrough, auth_headers, credentials: None, predict: None })
     }
 
     /// The URL for a protocol the provider speaks.
@@ -393,14 +419,14 @@ mod tests {
 
     #[test]
     fn later_providers_are_refused_with_a_clear_message() {
-        let err = lookup("vertex-ai").unwrap_err();
+        let err = lookup("bedrock").unwrap_err();
         assert!(err.message.contains("not supported yet"));
         assert!(lookup("nope").unwrap_err().message.contains("unknown provider"));
     }
 
     #[test]
     fn auth_query_is_encoded_into_the_url() {
-        let auth = AuthConfig { header: BTreeMap::new(), query: [("api-key".to_string(), "a b&c".to_string())].into() };
+        let auth = AuthConfig { query: [("api-key".to_string(), "a b&c".to_string())].into(), ..AuthConfig::default() };
         let endpoint =
             Endpoint::compile(lookup("openai").unwrap(), &auth, Some("http://h/x?v=1"), &BaseUrls::new()).unwrap();
         assert_eq!(endpoint.uri, "http://h/x?v=1&api-key=a%20b%26c");
@@ -450,7 +476,7 @@ mod tests {
 
     #[test]
     fn passthrough_keeps_the_clients_path_and_query_but_never_beats_auth_query() {
-        let auth = AuthConfig { header: BTreeMap::new(), query: [("akey".to_string(), "secret".to_string())].into() };
+        let auth = AuthConfig { query: [("akey".to_string(), "secret".to_string())].into(), ..AuthConfig::default() };
         let endpoint = Endpoint::compile(
             lookup("openai").unwrap(),
             &auth,
