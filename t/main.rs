@@ -31,3 +31,4 @@ mod secrets;
 mod shutdown;
 mod store_contract;
 mod vars;
+mod vertex;

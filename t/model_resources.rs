@@ -248,7 +248,12 @@ async fn provider_keys_default_api_base_for_known_vendors_as_aisix_does() {
         assert!(reply["error_msg"].as_str().unwrap().starts_with("invalid provider key: api_base: is required"));
     }
     for (provider, adapter) in [("gcp", "vertex"), ("aws", "bedrock")] {
-        let entry = gw.create_v1("/admin/v1/provider_keys", key(provider, provider, adapter)).await;
+        let mut body = key(provider, provider, adapter);
+        if adapter == "vertex" {
+            // A vertex key's secret says where its project is, and how to get a token.
+            body["secret"] = json!(json!({"project": "p", "region": "us-central1", "access_token": "t"}).to_string());
+        }
+        let entry = gw.create_v1("/admin/v1/provider_keys", body).await;
         assert!(entry["value"].get("api_base").is_none(), "{entry}");
     }
     // A given api_base wins over the default.

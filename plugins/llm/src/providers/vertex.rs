@@ -186,17 +186,6 @@ pub fn endpoint(
     base_urls: &BaseUrls,
 ) -> Result<Endpoint, ConfigError> {
     let location = Location::from_conf(provider_conf, "provider_conf")?;
-    let credentials: Option<Arc<dyn Credentials>> = match &auth.gcp {
-        Some(gcp) => Some(Arc::new(gcp.access_tokens()?)),
-        None if auth.header.keys().any(|name| name.eq_ignore_ascii_case("authorization")) => None,
-        None => {
-            return Err(ConfigError::new(
-                "auth.gcp",
-                "is required for provider vertex-ai: the service account to mint access tokens from \
-                 (or give a token in auth.header.Authorization)",
-            ))
-        }
-    };
     let auth_query: Vec<(String, String)> = auth.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let (origin, fixed_path, endpoint_query) = match override_endpoint {
         Some(endpoint) => {
@@ -248,6 +237,17 @@ pub fn endpoint(
             Some(PredictUrl::PerModel { stem: format!("{origin}{}", location.models_path()), tail })
         }
         (_, None) => None,
+    };
+    let credentials: Option<Arc<dyn Credentials>> = match &auth.gcp {
+        Some(gcp) => Some(Arc::new(gcp.access_tokens()?)),
+        None if auth.header.keys().any(|name| name.eq_ignore_ascii_case("authorization")) => None,
+        None => {
+            return Err(ConfigError::new(
+                "auth.gcp",
+                "is required for provider vertex-ai: the service account to mint access tokens from \
+                 (or give a token in auth.header.Authorization)",
+            ))
+        }
     };
     let passthrough = PassthroughTarget {
         base: origin,
