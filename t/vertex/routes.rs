@@ -204,3 +204,38 @@ async fn the_service_account_is_masked_in_admin_responses_and_kept_on_a_round_tr
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(last_bearer(&mock), "Bearer ya29.mock-1");
 }
+
+#[tokio::test]
+async fn the_readme_route_works_as_written_with_the_node_pointing_vertex_at_the_mock() {
+    let mock = GcpMock::start().await;
+    logs::capture();
+    let base = mock.base_url();
+    let gw = crate::harness::TestGateway::start_in(tempfile::tempdir().unwrap(), move |config| {
+        config.providers.insert("vertex-ai".into(), switchyard::config::ProviderConfig { base_url: Some(base) });
+    })
+    .await;
+    // README: the route as written (no override.endpoint), the key file as one JSON string.
+    let route = json!({
+        "id": "vertex-route",
+        "paths": ["/vertex/*"],
+        "plugins": {"ai-proxy": {
+            "provider": "vertex-ai",
+            "auth": {"gcp": {"service_account_json": mock.service_account(), "max_ttl": 1800}},
+            "provider_conf": {"project_id": PROJECT, "region": REGION},
+            "logging": {"summaries": true}
+        }}
+    });
+    let (status, reply) = gw.admin(Method::PUT, "/apisix/admin/routes", Some(route)).await;
+    assert!(status.is_success(), "{reply}");
+    let chat = json!({"model": "google/gemini-2.0-flash",
+        "messages": [{"role": "user", "content": "Say hello from Vertex."}]});
+    let response = gw.http.post(gw.url("/vertex/chat")).body(chat.to_string()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(mock.last().path, chat_path());
+    let embed = json!({"model": "text-embedding-005", "input": ["hello world"]});
+    let response = gw.http.post(gw.url("/vertex/embeddings")).body(embed.to_string()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_of(response).await["data"][0]["embedding"], json!([0.5, -0.25, 2.0]));
+    assert_eq!(mock.last().path, predict_path("text-embedding-005"));
+    assert_eq!(mock.token_requests(), 1);
+}
