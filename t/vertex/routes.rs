@@ -70,7 +70,9 @@ async fn vertex_streaming_chat_relays_the_sse_and_logs_its_usage() {
 async fn vertex_embeddings_go_through_predict_and_come_back_in_openai_shape() {
     let mock = GcpMock::start().await;
     let gw = gateway().await;
-    let plugin = vertex_plugin(&mock, mock.service_account(), json!({}), json!({"options": {}}));
+    let extra = json!({"options": {},
+        "override": {"endpoint": mock.base_url(), "request_body": {"vertex-predict": {"parameters": {"autoTruncate": false}}}}});
+    let plugin = vertex_plugin(&mock, mock.service_account(), json!({}), extra);
     put_vertex_route(&gw, "vertex-embed", plugin).await;
     let body = json!({"model": "text-embedding-005", "input": ["hello world", "one two three"], "dimensions": 3});
     let response = post(&gw, "vertex-embed", body).await;
@@ -89,7 +91,7 @@ async fn vertex_embeddings_go_through_predict_and_come_back_in_openai_shape() {
     assert_eq!(
         sent,
         json!({"instances": [{"content": "hello world"}, {"content": "one two three"}],
-            "parameters": {"outputDimensionality": 3}})
+            "parameters": {"outputDimensionality": 3, "autoTruncate": false}})
     );
     let line = logs::access_line("vertex-embed").await;
     assert!(line.contains("prompt_tokens=5") && line.contains("total_tokens=5"), "{line}");

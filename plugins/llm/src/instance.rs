@@ -28,10 +28,17 @@ use switchyard_sdk::{
 const STRIPPED: [HeaderName; 6] =
     [AUTHORIZATION, HeaderName::from_static("x-api-key"), COOKIE, PROXY_AUTHORIZATION, ACCEPT_ENCODING, CONTENT_TYPE];
 
-/// The protocol names `override.request_body` is keyed by (APISIX 3.18); `openai` is accepted as
-/// an alias of `openai-chat`.
-pub const PROTOCOLS: [&str; 6] =
-    ["openai-chat", "openai-responses", "openai-embeddings", "anthropic-messages", "bedrock-converse", "passthrough"];
+/// The protocol names `override.request_body` is keyed by (APISIX 3.18's, and `vertex-predict`
+/// for the body Vertex AI's `:predict` is sent); `openai` is accepted as an alias of `openai-chat`.
+pub const PROTOCOLS: [&str; 7] = [
+    "openai-chat",
+    "openai-responses",
+    "openai-embeddings",
+    "anthropic-messages",
+    "bedrock-converse",
+    "vertex-predict",
+    "passthrough",
+];
 
 /// An `options` entry, with its value also serialised: a request whose field already has
 /// exactly these bytes keeps them without parsing.
