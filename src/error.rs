@@ -23,6 +23,10 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("the upstream connection failed")]
     UpstreamBroken(#[source] BoxError),
+    /// The request's credentials could not be made (a token endpoint failed): an upstream
+    /// failure, so a fallback may follow.
+    #[error("could not authenticate to the upstream: {0}")]
+    UpstreamCredentials(switchyard_sdk::CredentialError),
     #[error("plugin `{plugin}` failed")]
     PluginFailed {
         plugin: &'static str,
@@ -50,6 +54,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamBroken(_) | ProxyError::ResponseTooLarge(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamCredentials(_) => StatusCode::BAD_GATEWAY,
             ProxyError::PluginFailed { .. } | ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,6 +70,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect(_) => "upstream_connect_failed",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamBroken(_) => "upstream_failed",
+            ProxyError::UpstreamCredentials(_) => "upstream_auth_failed",
             ProxyError::ResponseTooLarge(_) => "response_too_large",
             ProxyError::PluginFailed { .. } | ProxyError::Internal(_) => "internal_error",
         }

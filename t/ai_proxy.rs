@@ -496,7 +496,8 @@ async fn invalid_ai_proxy_configs_are_refused_naming_the_field() {
     let gw = TestGateway::start().await;
     let cases = [
         (json!({"provider": "deepseek"}), "plugins.ai-proxy.auth"),
-        (json!({"provider": "vertex-ai", "auth": {}}), "not supported yet"),
+        (json!({"provider": "bedrock", "auth": {}}), "plugins.ai-proxy.auth.aws"),
+        (json!({"provider": "vertex-ai", "auth": {}}), "plugins.ai-proxy.provider_conf"),
         (json!({"provider": "nope", "auth": {}}), "plugins.ai-proxy.provider"),
         (json!({"provider": "openai-compatible", "auth": {}}), "plugins.ai-proxy.override.endpoint"),
         (json!({"provider": "openai", "auth": {}, "timeout": "fast"}), "plugins.ai-proxy.timeout"),

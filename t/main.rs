@@ -33,3 +33,4 @@ mod shutdown;
 mod store_contract;
 mod upstream_connections;
 mod vars;
+mod vertex;

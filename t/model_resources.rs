@@ -253,6 +253,10 @@ async fn provider_keys_default_api_base_for_known_vendors_as_aisix_does() {
             // A bedrock key's secret is its JSON credentials; the region finds the host.
             body["secret"] = json!(r#"{"access_key_id":"AK","secret_access_key":"SK","region":"us-east-1"}"#);
         }
+        if adapter == "vertex" {
+            // A vertex key's secret says where its project is, and how to get a token.
+            body["secret"] = json!(json!({"project": "p", "region": "us-central1", "access_token": "t"}).to_string());
+        }
         let entry = gw.create_v1("/admin/v1/provider_keys", body).await;
         assert!(entry["value"].get("api_base").is_none(), "{entry}");
     }

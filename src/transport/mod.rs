@@ -1,6 +1,7 @@
 //! Upstream IO, owned by the core: connection pools and TLS ([`pool`]), sending one attempt and
 //! reading its answer ([`send`]). Plugins see it only through the SDK's [`BuildContext`] (a client
-//! handle per config) and [`UpstreamIo`] (lent to their background work).
+//! handle per config) and [`UpstreamIo`] (lent to their background work and to the credentials
+//! an upstream request carries).
 
 pub mod client;
 pub mod idle;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::StatusCode;
-use switchyard_sdk::{BuildContext, ClientHandle, ClientSettings, SendError, UpstreamIo, UpstreamRequest};
+use switchyard_sdk::{BuildContext, ClientHandle, ClientSettings, Fetched, SendError, UpstreamIo, UpstreamRequest};
 
 use crate::error::ProxyError;
 
@@ -34,15 +35,23 @@ impl BuildContext for Transport {
     }
 }
 
+/// The core's upstream IO as plugins borrow it: every call goes out on the client handle the
+/// request carries, so it needs no state of its own. Lent to the credentials applied by
+/// [`send::send`] and, through [`Transport`], to background work.
+pub struct Wire;
+
 #[async_trait]
-impl UpstreamIo for Transport {
+impl UpstreamIo for Wire {
     async fn status(&self, request: UpstreamRequest) -> Result<StatusCode, SendError> {
-        match send::send(request).await {
-            Ok(response) => Ok(response.status()),
-            Err(ProxyError::UpstreamConnect(_)) => Err(SendError::Connect),
-            Err(ProxyError::UpstreamTimeout) => Err(SendError::Timeout),
-            Err(_) => Err(SendError::Failed),
-        }
+        send::send(request).await.map(|response| response.status()).map_err(|err| send_error(&err))
+    }
+
+    async fn fetch(&self, request: UpstreamRequest, max_body: u64) -> Result<Fetched, SendError> {
+        let stall = request.timeout;
+        let response = send::send(request).await.map_err(|err| send_error(&err))?;
+        let status = response.status();
+        let body = send::read_all(response, stall, max_body).await.map_err(|err| send_error(&err))?;
+        Ok(Fetched { status, body })
     }
 
     async fn connect(&self, authority: &str, timeout: Duration) -> Result<(), SendError> {
@@ -51,5 +60,29 @@ impl UpstreamIo for Transport {
             Ok(Err(_)) => Err(SendError::Connect),
             Err(_) => Err(SendError::Timeout),
         }
+    }
+}
+
+/// How a failed send looks to a plugin.
+fn send_error(err: &ProxyError) -> SendError {
+    match err {
+        ProxyError::UpstreamConnect(_) => SendError::Connect,
+        ProxyError::UpstreamTimeout => SendError::Timeout,
+        _ => SendError::Failed,
+    }
+}
+
+#[async_trait]
+impl UpstreamIo for Transport {
+    async fn status(&self, request: UpstreamRequest) -> Result<StatusCode, SendError> {
+        Wire.status(request).await
+    }
+
+    async fn fetch(&self, request: UpstreamRequest, max_body: u64) -> Result<Fetched, SendError> {
+        Wire.fetch(request, max_body).await
+    }
+
+    async fn connect(&self, authority: &str, timeout: Duration) -> Result<(), SendError> {
+        Wire.connect(authority, timeout).await
     }
 }

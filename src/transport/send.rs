@@ -15,18 +15,17 @@ use crate::error::ProxyError;
 /// The upstream's response: its head, and the body still on the wire.
 pub type UpstreamResponse = hyper::Response<UpstreamBody>;
 
-/// Sends a built request and waits for the response head, at most `timeout`. A request that
-/// carries a signer is signed here, the last step before the wire, so the signature covers the
-/// body and headers exactly as sent.
+/// Sends a built request and waits for the response head, at most `timeout`. Credentials the
+/// request carries ([`UpstreamRequest::credentials`]) are applied first: this is the one place
+/// every attempt, resumption and probe passes just before the wire, after every plugin changed
+/// the request; their own calls (a token endpoint's) go out through [`super::Wire`].
 pub async fn send(mut up: UpstreamRequest) -> Result<UpstreamResponse, ProxyError> {
+    if let Some(credentials) = up.credentials.take() {
+        credentials.apply(&mut up, &super::Wire).await.map_err(ProxyError::UpstreamCredentials)?;
+    }
     let Some(client) = up.client.get::<UpstreamClient>() else {
         return Err(ProxyError::Internal("an upstream request carries a client this core did not make".into()));
     };
-    if let Some(signer) = up.signer.take() {
-        signer
-            .sign(&up.method, &up.url, &mut up.headers, &up.body)
-            .map_err(|err| ProxyError::Internal(format!("the upstream request could not be signed: {err}")))?;
-    }
     let mut request = hyper::Request::new(Full::new(up.body));
     *request.method_mut() = up.method;
     *request.uri_mut() = up.url;

@@ -219,7 +219,7 @@ impl Target for UpstreamTarget {
             flush_interval: None,
             label: Arc::clone(&up.labels[index]),
             timing: AttemptTiming::default(),
-            signer: None,
+            credentials: None,
         })
     }
 

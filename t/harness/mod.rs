@@ -5,6 +5,7 @@ pub mod bedrock_mock;
 pub mod etcd;
 pub mod faulty;
 pub mod gateway;
+pub mod gcp_mock;
 pub mod logs;
 pub mod mock;
 pub mod node;

@@ -102,7 +102,7 @@ impl Plugin for AiProxy {
                 StatusCode::BAD_REQUEST,
                 ctx.error_style,
                 message,
-                "invalid_request",
+                "model_required",
             )));
         }
         ctx.log.provider = Some(provider);

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{CommonConfig, LoggingConfig, OverrideConfig};
 use crate::protocol::{Conversion, Plan, Protocol};
-use crate::providers::{self, bedrock, openai, AuthConfig, BaseUrls, Endpoint, Provider, WireFamily};
+use crate::providers::{self, bedrock, openai, vertex, AuthConfig, BaseUrls, Endpoint, Provider, WireFamily};
 use switchyard_sdk::error::parse_config_part;
 use switchyard_sdk::headers::forwardable;
 use switchyard_sdk::raw_body::{deep_merge, RawBody};
@@ -28,10 +28,17 @@ use switchyard_sdk::{
 const STRIPPED: [HeaderName; 6] =
     [AUTHORIZATION, HeaderName::from_static("x-api-key"), COOKIE, PROXY_AUTHORIZATION, ACCEPT_ENCODING, CONTENT_TYPE];
 
-/// The protocol names `override.request_body` is keyed by (APISIX 3.18); `openai` is accepted as
-/// an alias of `openai-chat`.
-pub const PROTOCOLS: [&str; 6] =
-    ["openai-chat", "openai-responses", "openai-embeddings", "anthropic-messages", "bedrock-converse", "passthrough"];
+/// The protocol names `override.request_body` is keyed by (APISIX 3.18's, and `vertex-predict`
+/// for the body Vertex AI's `:predict` is sent); `openai` is accepted as an alias of `openai-chat`.
+pub const PROTOCOLS: [&str; 7] = [
+    "openai-chat",
+    "openai-responses",
+    "openai-embeddings",
+    "anthropic-messages",
+    "bedrock-converse",
+    "vertex-predict",
+    "passthrough",
+];
 
 /// An `options` entry, with its value also serialised: a request whose field already has
 /// exactly these bytes keeps them without parsing.
@@ -56,7 +63,8 @@ pub struct Instance {
 
 impl Instance {
     /// Compiles an instance of a named provider; errors carry paths relative to the object
-    /// holding these fields.
+    /// holding these fields. `provider_conf` is read by the providers that need one (Vertex AI's
+    /// project and region).
     pub fn compile(
         name: &str,
         provider: &str,
@@ -79,10 +87,14 @@ impl Instance {
         overrides: &OverrideConfig,
         base_urls: &BaseUrls,
     ) -> Result<Instance, ConfigError> {
+        if auth.gcp.is_some() && provider.family != WireFamily::Vertex {
+            return Err(ConfigError::new("auth.gcp", "is read by provider vertex-ai only"));
+        }
         let endpoint = match provider.family {
             WireFamily::Bedrock => {
                 bedrock::endpoint(provider, auth, provider_conf, overrides.endpoint.as_deref(), base_urls)?
             }
+            WireFamily::Vertex => vertex::endpoint(auth, overrides.endpoint.as_deref(), provider_conf, base_urls)?,
             _ => Endpoint::compile(provider, auth, overrides.endpoint.as_deref(), base_urls)?,
         };
         Self::at_endpoint(name, endpoint, options, overrides)
@@ -142,13 +154,17 @@ impl Instance {
         Plan::new(client, self.speaks())
     }
 
-    /// Why a request sent as `plan` says cannot be called, when it cannot: a Bedrock Converse
-    /// call whose model neither `options`, the body nor the client's path names (and no
-    /// `override.endpoint` path replaces the model's). Runs in the access phase.
+    /// Why a request sent as `plan` cannot be called, when it cannot: a call whose URL names the
+    /// model (Bedrock Converse, Vertex AI's `:predict`) while neither `options`, the body nor
+    /// (for Converse) the client's path names one, and no `override.endpoint` path replaces the
+    /// model's. Runs in the access phase.
     pub fn unreachable(&self, plan: &Plan, body: &RawBody, client_path: &str) -> Option<&'static str> {
+        let named = self.model().is_some() || body.raw("model").is_some();
+        if !named && self.endpoint.needs_model(plan.target) {
+            return Some(vertex::NO_MODEL);
+        }
         self.endpoint.bedrock.as_ref().filter(|b| b.needs_model())?;
-        let named =
-            self.model().is_some() || body.raw("model").is_some() || bedrock::model_in_path(client_path).is_some();
+        let named = named || bedrock::model_in_path(client_path).is_some();
         (plan.target == Protocol::BedrockConverse && !named).then_some(bedrock::NO_MODEL)
     }
 
@@ -173,6 +189,10 @@ impl Instance {
     pub fn body_for(&self, body: &RawBody, target: Protocol) -> Bytes {
         let mut edit = body.edit();
         for option in &self.options {
+            // A `:predict` body takes no chat options: only the model, which goes in its URL.
+            if target == Protocol::VertexPredict && option.key != "model" {
+                continue;
+            }
             let same = match edit.raw_unchanged(&option.key) {
                 Some(raw) if raw == option.json => true,
                 _ => edit.current(&option.key).as_ref() == Some(&option.value),
@@ -243,8 +263,8 @@ impl Instance {
     /// credentials (and `also_strip`, and on a converted call the client vendor's own
     /// `anthropic-*` or `openai-*` headers), then the instance's auth. A passthrough request
     /// keeps the client's method, path and query. A Bedrock Converse call goes to its model's
-    /// path (`model` and `stream` taken out of `body`), and every Bedrock request carries the
-    /// SigV4 signer the core signs it with when it sends it.
+    /// path (`model` and `stream` taken out of `body`); every request carries the endpoint's
+    /// credentials (Bedrock's SigV4 signer, Vertex AI's token), which the core applies as it sends.
     pub fn request_with(
         &self,
         req: &Request,
@@ -257,6 +277,10 @@ impl Instance {
             Protocol::Passthrough => (req.head.method.clone(), self.endpoint.passthrough_uri(&req.head.uri)?, body),
             Protocol::BedrockConverse => {
                 let (url, body) = self.endpoint.bedrock.as_ref()?.call(&body, req.head.uri.path())?;
+                (Method::POST, url, body)
+            }
+            Protocol::VertexPredict => {
+                let (url, body) = self.endpoint.predict_call(body)?;
                 (Method::POST, url, body)
             }
             target => (Method::POST, self.endpoint.uri_for(target)?.clone(), body),
@@ -288,7 +312,7 @@ impl Instance {
             flush_interval: settings.flush_interval,
             label: Arc::clone(&self.name),
             timing: AttemptTiming::default(),
-            signer: self.endpoint.bedrock.as_ref().map(|bedrock| bedrock.signer()),
+            credentials: self.endpoint.credentials.clone(),
         })
     }
 }

@@ -4,11 +4,13 @@
 //! config fields every AI plugin shares ([`config`]), the request body check ([`body`]), the
 //! client protocols and the conversions between them ([`protocol`]), usage reading on the way
 //! back ([`observe`], in bounded memory: [`body_window`], [`json_scan`]), joining a taken-up
-//! stream onto a broken one ([`resume`]), and model names fit for metric labels ([`labels`]).
+//! stream onto a broken one ([`resume`]), model names fit for metric labels ([`labels`]), and
+//! Google Cloud access tokens for Vertex AI ([`gcp`]).
 
 pub mod body;
 pub mod body_window;
 pub mod config;
+pub mod gcp;
 pub mod instance;
 pub mod json_scan;
 pub mod labels;

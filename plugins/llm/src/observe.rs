@@ -100,6 +100,7 @@ fn record(ctx: &mut Ctx, json: &[u8]) {
         Some(UpstreamWire(Protocol::AnthropicMessages)) => return usage::record_messages(ctx, json),
         Some(UpstreamWire(Protocol::OpenAiResponses)) => return usage::record_responses(ctx, json),
         Some(UpstreamWire(Protocol::BedrockConverse)) => return usage::record_converse(ctx, json),
+        Some(UpstreamWire(Protocol::VertexPredict)) => return crate::protocol::predict::record_usage(ctx, json),
         _ => {}
     }
     let Some(summary) = Summary::parse(json) else { return };

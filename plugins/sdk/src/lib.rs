@@ -12,6 +12,7 @@ extern crate self as switchyard_sdk;
 pub mod balancer;
 pub mod consumer;
 pub mod counters;
+pub mod credentials;
 pub mod ctx;
 pub mod error;
 pub mod headers;
@@ -28,12 +29,15 @@ pub mod vars;
 
 pub use consumer::{Consumer, Consumers};
 pub use counters::{Admission, Counter, CounterError, CounterPolicy, CounterState, CounterStore, RedisSettings};
+pub use credentials::{CredentialError, Credentials};
 pub use ctx::{Ctx, ErrorStyle, LogRecord, ModelLabels, Usage};
 pub use error::{parse_config, ConfigError, PluginError};
 pub use plugin::{Flow, InstanceHealth, InstanceState, Outcome, Phases, Plugin, PluginFactory, Request, Response};
 pub use registry::{Chain, ChainEntry, Registry};
 pub use switchyard_sdk_macros::derive_phases;
 pub use target::{
-    AttemptResult, AttemptTiming, GiveUp, Next, RequestSigner, ResumeMode, Resumption, Target, UpstreamRequest, Verdict,
+    AttemptResult, AttemptTiming, GiveUp, Next, ResumeMode, Resumption, Target, UpstreamRequest, Verdict,
 };
-pub use transport::{provided, BackgroundTask, BuildContext, ClientHandle, ClientSettings, SendError, UpstreamIo};
+pub use transport::{
+    provided, BackgroundTask, BuildContext, ClientHandle, ClientSettings, Fetched, SendError, UpstreamIo,
+};

@@ -35,18 +35,9 @@ pub struct UpstreamRequest {
     pub label: Arc<str>,
     /// When to send, and how long a stream may keep the client waiting; all off by default.
     pub timing: AttemptTiming,
-    /// Signs the request once its body and headers are final (`None`: sent as it is).
-    pub signer: Option<Arc<dyn RequestSigner>>,
-}
-
-/// A request signature that covers the body and headers as they are sent (AWS Signature
-/// Version 4). The core calls it last, right before the request goes on the wire: after every
-/// plugin's `before_proxy`, on every attempt, so each attempt is signed anew. Pure computation:
-/// no IO.
-pub trait RequestSigner: Send + Sync {
-    /// Adds the signature's headers to `headers` (and may drop headers it must own). `Err` says
-    /// why the request cannot be signed; it never contains a credential.
-    fn sign(&self, method: &Method, url: &http::Uri, headers: &mut HeaderMap, body: &[u8]) -> Result<(), String>;
+    /// Credentials the core applies just before sending, after every `before_proxy` (an OAuth2
+    /// token fetched and cached); `None` for requests whose headers carry them already.
+    pub credentials: Option<Arc<dyn crate::Credentials>>,
 }
 
 /// The timing of one attempt beyond `UpstreamRequest::timeout`. The default does nothing extra.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::StatusCode;
 
 use crate::UpstreamRequest;
@@ -85,11 +86,21 @@ pub enum SendError {
     Failed,
 }
 
-/// The core's upstream IO, lent to background work.
+/// A small answer read whole by [`UpstreamIo::fetch`].
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// The core's upstream IO, lent to background work and to [`crate::Credentials`].
 #[async_trait]
 pub trait UpstreamIo: Send + Sync {
     /// Sends `request` and returns the status of the response head (the body is discarded).
     async fn status(&self, request: UpstreamRequest) -> Result<StatusCode, SendError>;
+    /// Sends `request` and reads its whole answer (a token endpoint's), failing with
+    /// [`SendError::Failed`] when the body is longer than `max_body` bytes.
+    async fn fetch(&self, request: UpstreamRequest, max_body: u64) -> Result<Fetched, SendError>;
     /// Opens a TCP connection to `host:port` and closes it again, within `timeout`.
     async fn connect(&self, authority: &str, timeout: Duration) -> Result<(), SendError>;
 }

@@ -176,7 +176,7 @@ impl Exporter {
             flush_interval: None,
             timing: Default::default(),
             label: Arc::from("otlp"),
-            signer: None,
+            credentials: None,
         };
         let outcome = match send(upstream).await {
             Ok(response) => {

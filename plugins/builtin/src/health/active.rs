@@ -113,7 +113,7 @@ impl Probe {
             flush_interval: None,
             label: Arc::from("active-check"),
             timing: AttemptTiming::default(),
-            signer: None,
+            credentials: None,
         };
         match io.status(request).await {
             Err(SendError::Timeout) => ProbeOutcome::Timeout,

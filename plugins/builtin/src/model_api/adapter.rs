@@ -53,9 +53,9 @@ impl Adapter {
         Self::ALL.iter().find(|(_, a)| *a == self).map_or("", |(n, _)| n)
     }
 
-    /// Whether this build calls upstreams with it (`vertex` keys are stored only).
+    /// Whether this build calls upstreams with it (every adapter now).
     pub fn served(self) -> bool {
-        matches!(self, Adapter::OpenAi | Adapter::Anthropic | Adapter::AzureOpenAi | Adapter::Bedrock)
+        matches!(self, Adapter::OpenAi | Adapter::Anthropic | Adapter::AzureOpenAi | Adapter::Bedrock | Adapter::Vertex)
     }
 
     /// Whether a provider key needs an `api_base`: Bedrock finds its endpoint from the region,

@@ -18,7 +18,7 @@ use crate::ai_proxy_multi::config::takes_prefill_by_default;
 use crate::health::Health;
 use switchyard_llm::config::OverrideConfig;
 use switchyard_llm::instance::Instance;
-use switchyard_llm::providers::{bedrock, Endpoint};
+use switchyard_llm::providers::{bedrock, vertex, Endpoint};
 use switchyard_sdk::{ConfigError, ModelLabels};
 
 /// A provider key's fields, checked and normalised by the core.
@@ -34,12 +34,14 @@ pub struct ProviderKeyDef<'a> {
 /// A provider key, compiled: its credential as ready headers and where its models' calls go.
 pub struct ProviderKey {
     adapter: Adapter,
+    /// The whole endpoint of a key whose secret says where its calls go and how they are
+    /// authenticated; its models share it. `vertex`: project, region and service account (so
+    /// one token cache); `bedrock`: the region's host (or `api_base`), signed with the secret's
+    /// AWS credentials, every model calling it with its own model path.
+    endpoint: Option<Endpoint>,
     base: Option<String>,
     api_version: String,
     auth_headers: HeaderMap,
-    /// The `bedrock` adapter's endpoint: the region's host (or `api_base`), signed with the
-    /// secret's AWS credentials; every model of the key calls it with its own model path.
-    bedrock: Option<Endpoint>,
     strip: Vec<HeaderName>,
     reasoning_field: Option<String>,
 }
@@ -51,13 +53,12 @@ impl ProviderKey {
         let auth_headers = def.adapter.auth_headers(def.secret)?;
         let base = def.api_base.map(|b| b.trim_end_matches('/').to_string());
         let api_version = def.api_version.unwrap_or(AZURE_DEFAULT_API_VERSION).to_string();
-        let bedrock = match def.adapter.provider("") {
-            Some(provider) if def.adapter == Adapter::Bedrock => {
-                Some(bedrock::key_endpoint(provider, def.secret, base.as_deref())?)
-            }
+        let endpoint = match (def.adapter, def.adapter.provider("")) {
+            (Adapter::Vertex, _) => Some(vertex::key_endpoint(def.secret, base.as_deref())?),
+            (Adapter::Bedrock, Some(provider)) => Some(bedrock::key_endpoint(provider, def.secret, base.as_deref())?),
             _ => None,
         };
-        if def.adapter.served() && def.adapter.needs_api_base() {
+        if def.adapter.served() && endpoint.is_none() {
             let base = base.as_deref().ok_or_else(|| {
                 ConfigError::new("api_base", format!("is required for adapter {}", def.adapter.name()))
             })?;
@@ -77,10 +78,10 @@ impl ProviderKey {
         }
         Ok(ProviderKey {
             adapter: def.adapter,
+            endpoint,
             base,
             api_version,
             auth_headers,
-            bedrock,
             strip,
             reasoning_field: def.reasoning_field.map(str::to_string),
         })
@@ -145,7 +146,7 @@ impl Model {
             Instance::at_endpoint(def.alias, endpoint, &options, &OverrideConfig::default()).map(|i| Some(Arc::new(i)))
         };
         let base = key.base.as_deref().unwrap_or_default();
-        let chat = match &key.bedrock {
+        let chat = match &key.endpoint {
             // The model names the path of each call (escaped then), not the endpoint.
             Some(endpoint) => {
                 let options = Map::from_iter([("model".to_string(), Value::String(def.model_name.to_string()))]);

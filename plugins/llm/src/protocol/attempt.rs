@@ -85,6 +85,12 @@ pub fn prepare_response(ctx: &mut Ctx, plan: &Plan, include_usage: bool, before:
     let mut stages = before;
     stages.extend(ResponseRewrite::stages_for(plan, include_usage));
     stages.extend(after);
+    for stage in &mut stages {
+        if let Stage::PredictToEmbeddings(stage) = stage {
+            // The embeddings list names the model asked for: `:predict` answers do not.
+            stage.model = ctx.log.model.clone();
+        }
+    }
     if stages.is_empty() {
         ctx.extensions.remove::<ResponseRewrite>();
     } else {

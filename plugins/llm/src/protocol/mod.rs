@@ -6,8 +6,9 @@
 //! [`responses_response`] (an OpenAI Responses client over a chat provider), [`chat_over_messages`]
 //! (an OpenAI chat client over an Anthropic Messages provider), [`converse_request`] and
 //! [`converse_response`] (an OpenAI chat client over Bedrock Converse, whose streams
-//! [`converse_stream`] decodes). [`rewrite`] runs the response side of a conversion on the way
-//! back, and [`usage`] reads token counts from each protocol.
+//! [`converse_stream`] decodes), [`predict`] (OpenAI embeddings over Vertex AI's `:predict`).
+//! [`rewrite`] runs the response side of a conversion on the way back, and [`usage`] reads token
+//! counts from each protocol.
 
 pub mod attempt;
 pub mod chat_over_messages;
@@ -17,6 +18,7 @@ pub mod converse_stream;
 pub mod event;
 pub mod messages_request;
 pub mod messages_response;
+pub mod predict;
 pub mod responses_request;
 pub mod responses_response;
 pub mod rewrite;
@@ -34,17 +36,21 @@ pub enum Protocol {
     OpenAiEmbeddings,
     AnthropicMessages,
     BedrockConverse,
+    /// Vertex AI's `:predict` of a text embedding model: a provider protocol only (clients send
+    /// OpenAI embeddings, converted).
+    VertexPredict,
     /// Any other JSON object: forwarded to the provider's host at the client's path.
     Passthrough,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 6] = [
+    pub const ALL: [Protocol; 7] = [
         Protocol::OpenAiChat,
         Protocol::OpenAiResponses,
         Protocol::OpenAiEmbeddings,
         Protocol::AnthropicMessages,
         Protocol::BedrockConverse,
+        Protocol::VertexPredict,
         Protocol::Passthrough,
     ];
 
@@ -56,6 +62,7 @@ impl Protocol {
             Protocol::OpenAiEmbeddings => "openai-embeddings",
             Protocol::AnthropicMessages => "anthropic-messages",
             Protocol::BedrockConverse => "bedrock-converse",
+            Protocol::VertexPredict => "vertex-predict",
             Protocol::Passthrough => "passthrough",
         }
     }
@@ -132,6 +139,8 @@ pub enum Conversion {
     MessagesOverConverse,
     /// An OpenAI Responses client, a Bedrock Converse provider (through OpenAI chat).
     ResponsesOverConverse,
+    /// An OpenAI embeddings client, Vertex AI's `:predict`.
+    EmbeddingsOverPredict,
 }
 
 impl Conversion {
@@ -181,6 +190,9 @@ impl Plan {
             Protocol::OpenAiResponses if has(Protocol::BedrockConverse) => {
                 (Protocol::BedrockConverse, Conversion::ResponsesOverConverse)
             }
+            Protocol::OpenAiEmbeddings if has(Protocol::VertexPredict) => {
+                (Protocol::VertexPredict, Conversion::EmbeddingsOverPredict)
+            }
             _ => return None,
         };
         Some(Plan { client, target, conversion })
@@ -225,6 +237,7 @@ pub fn convert_request(conversion: Conversion, body: &RawBody) -> Result<RawBody
         Conversion::ResponsesOverConverse => {
             converse_request::from_chat(&Value::Object(responses_request::to_chat(&client()?)?))?
         }
+        Conversion::EmbeddingsOverPredict => predict::request_to_predict(&client()?)?,
     };
     Ok(RawBody::from_object(converted))
 }
@@ -286,6 +299,9 @@ mod tests {
         assert_eq!(plan(AnthropicMessages, &converse), Some((BedrockConverse, Conversion::MessagesOverConverse)));
         assert_eq!(plan(OpenAiResponses, &converse), Some((BedrockConverse, Conversion::ResponsesOverConverse)));
         assert_eq!(plan(OpenAiEmbeddings, &converse), None);
+        let vertex = [OpenAiChat, VertexPredict];
+        assert_eq!(plan(OpenAiEmbeddings, &vertex), Some((VertexPredict, Conversion::EmbeddingsOverPredict)));
+        assert_eq!(plan(AnthropicMessages, &vertex), Some((OpenAiChat, Conversion::MessagesOverChat)));
         assert_eq!(
             Plan::unsupported("anthropic", OpenAiEmbeddings),
             "provider anthropic does not support openai-embeddings protocol"

@@ -25,6 +25,7 @@ use super::converse_response::ConverseToChat;
 use super::converse_stream::{self, FrameReader};
 use super::event::{Data, Event};
 use super::messages_response::ChatToMessages;
+use super::predict::PredictToEmbeddings;
 use super::responses_response::ChatToResponses;
 use super::usage::{self, UpstreamWire};
 use super::{Conversion, Plan, Protocol};
@@ -37,6 +38,7 @@ pub enum Stage {
     ChatToResponses(Box<ChatToResponses>),
     MessagesToChat(Box<MessagesToChat>),
     ConverseToChat(Box<ConverseToChat>),
+    PredictToEmbeddings(Box<PredictToEmbeddings>),
     /// Renames a vendor's reasoning field of chat completions and chunks to `reasoning_content`.
     ReasoningField(String),
     /// Reports `model` as the caller's alias, in any protocol's answers and events.
@@ -50,6 +52,7 @@ impl Stage {
             Stage::ChatToResponses(stage) => stage.whole(status, body),
             Stage::MessagesToChat(stage) => stage.whole(status, body),
             Stage::ConverseToChat(stage) => stage.whole(status, body),
+            Stage::PredictToEmbeddings(stage) => stage.whole(status, body),
             Stage::ReasoningField(field) => rename_reasoning(field, body),
             Stage::Alias(alias) => with_alias(alias, body),
         }
@@ -61,6 +64,8 @@ impl Stage {
             Stage::ChatToResponses(stage) => stage.event(event, out),
             Stage::MessagesToChat(stage) => stage.event(event, out),
             Stage::ConverseToChat(stage) => stage.event(event, out),
+            // `:predict` never streams: an event is passed on as it came.
+            Stage::PredictToEmbeddings(_) => out.push(event),
             Stage::ReasoningField(field) => out.push(map_json(event, |json| rename_reasoning(field, json))),
             Stage::Alias(alias) => out.push(map_json(event, |json| with_alias(alias, json))),
         }
@@ -71,7 +76,7 @@ impl Stage {
             Stage::ChatToMessages(stage) => stage.end(out),
             Stage::ChatToResponses(stage) => stage.end(out),
             Stage::ConverseToChat(stage) => stage.end(out),
-            Stage::MessagesToChat(_) | Stage::ReasoningField(_) | Stage::Alias(_) => {}
+            Stage::MessagesToChat(_) | Stage::PredictToEmbeddings(_) | Stage::ReasoningField(_) | Stage::Alias(_) => {}
         }
     }
 }
@@ -222,6 +227,7 @@ impl ResponseRewrite {
                 Stage::ConverseToChat(Box::new(ConverseToChat::new(created, true))),
                 Stage::ChatToResponses(Box::new(ChatToResponses::new(created))),
             ],
+            Conversion::EmbeddingsOverPredict => vec![Stage::PredictToEmbeddings(Box::default())],
         }
     }
 

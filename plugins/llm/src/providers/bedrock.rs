@@ -18,7 +18,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard_sdk::raw_body::RawBody;
-use switchyard_sdk::{ConfigError, RequestSigner};
+use switchyard_sdk::{ConfigError, CredentialError, UpstreamIo, UpstreamRequest};
 
 use super::{AuthConfig, BaseUrls, Endpoint, Provider};
 
@@ -108,10 +108,21 @@ impl SigV4Signer {
     }
 }
 
-impl RequestSigner for SigV4Signer {
+/// The core applies it to every request to a Bedrock endpoint just before sending (after every
+/// plugin's `before_proxy`, on every attempt), so the signature covers the request as sent.
+#[async_trait::async_trait]
+impl switchyard_sdk::Credentials for SigV4Signer {
+    async fn apply(&self, request: &mut UpstreamRequest, _io: &dyn UpstreamIo) -> Result<(), CredentialError> {
+        self.sign(&request.method, &request.url, &mut request.headers, &request.body)
+            .map_err(|err| CredentialError(format!("the request could not be signed: {err}")))
+    }
+}
+
+impl SigV4Signer {
     /// Signs `content-type`, `host`, `x-amz-date` and (with a session token)
-    /// `x-amz-security-token` over the body's SHA-256. Runs on every attempt, as it is sent.
-    fn sign(&self, method: &Method, url: &Uri, headers: &mut HeaderMap, body: &[u8]) -> Result<(), String> {
+    /// `x-amz-security-token` over the body's SHA-256. Pure computation; `Err` never holds a
+    /// credential.
+    pub fn sign(&self, method: &Method, url: &Uri, headers: &mut HeaderMap, body: &[u8]) -> Result<(), String> {
         // AWS headers a client sent are not its to set: the signature owns them.
         let clients: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with("x-amz-")).cloned().collect();
         for name in clients {
@@ -144,14 +155,13 @@ impl RequestSigner for SigV4Signer {
     }
 }
 
-/// Where one Bedrock endpoint's Converse calls go, and their signer.
+/// Where one Bedrock endpoint's Converse calls go (its signer is the endpoint's `credentials`).
 pub struct Bedrock {
     /// `scheme://host[:port]`, and the base URL's own path (a mirror under a prefix).
     base: String,
     /// `override.endpoint`'s path, used for every call as it is (APISIX); `None`: the model's
     /// Converse path.
     fixed_path: Option<String>,
-    signer: Arc<SigV4Signer>,
 }
 
 impl fmt::Debug for Bedrock {
@@ -164,11 +174,6 @@ impl fmt::Debug for Bedrock {
 }
 
 impl Bedrock {
-    /// The signer every request to this endpoint carries (passthrough ones too).
-    pub fn signer(&self) -> Arc<dyn RequestSigner> {
-        Arc::clone(&self.signer) as Arc<dyn RequestSigner>
-    }
-
     /// Whether a call needs a model to find its path (no `override.endpoint` path fixes it).
     pub fn needs_model(&self) -> bool {
         self.fixed_path.is_none()
@@ -332,7 +337,8 @@ fn build(
     // The generic parts (headers of `auth.header`, the passthrough target, the probe URL).
     let generic = if from_endpoint { url.to_string() } else { base.clone() };
     let mut endpoint = Endpoint::compile(provider, auth, Some(&generic), &BaseUrls::new())?;
-    endpoint.bedrock = Some(Arc::new(Bedrock { base, fixed_path, signer: Arc::new(signer) }));
+    endpoint.bedrock = Some(Arc::new(Bedrock { base, fixed_path }));
+    endpoint.credentials = Some(Arc::new(signer));
     Ok(endpoint)
 }
 

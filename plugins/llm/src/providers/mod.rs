@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod openai;
+pub mod vertex;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use http::HeaderMap;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::protocol::Protocol;
-use switchyard_sdk::ConfigError;
+use switchyard_sdk::{ConfigError, Credentials};
 
 /// Which protocols a provider speaks natively; the others reach it converted, when a
 /// conversion exists (see [`crate::protocol::Plan`]).
@@ -29,6 +30,9 @@ pub enum WireFamily {
     AnthropicMessages,
     /// AWS Bedrock's Converse API, signed with SigV4 ([`bedrock`]).
     Bedrock,
+    /// Google Vertex AI: chat through its OpenAI-compatible endpoint, embeddings through a
+    /// model's `:predict` ([`vertex`]).
+    Vertex,
 }
 
 impl WireFamily {
@@ -40,6 +44,7 @@ impl WireFamily {
             WireFamily::Anthropic => &[Protocol::OpenAiChat, Protocol::AnthropicMessages],
             WireFamily::AnthropicMessages => &[Protocol::AnthropicMessages],
             WireFamily::Bedrock => &[Protocol::BedrockConverse],
+            WireFamily::Vertex => &[Protocol::OpenAiChat, Protocol::VertexPredict],
         }
     }
 }
@@ -51,7 +56,7 @@ pub fn path_suffix(protocol: Protocol) -> Option<&'static str> {
         Protocol::OpenAiResponses => Some("/responses"),
         Protocol::OpenAiEmbeddings => Some("/embeddings"),
         Protocol::AnthropicMessages => Some("/messages"),
-        Protocol::BedrockConverse | Protocol::Passthrough => None,
+        Protocol::BedrockConverse | Protocol::VertexPredict | Protocol::Passthrough => None,
     }
 }
 
@@ -147,6 +152,7 @@ const PROVIDERS: &[Provider] = &[
         drops_model: false,
         max_completion_tokens: false,
     },
+    vertex::PROVIDER,
 ];
 
 /// Anthropic's native Messages API alone, used by the model API's `anthropic` adapter (routes'
@@ -161,7 +167,7 @@ pub const ANTHROPIC_MESSAGES: Provider = Provider {
 };
 
 /// Providers APISIX knows that this build does not serve yet.
-const NOT_YET: &[&str] = &["vertex-ai"];
+const NOT_YET: &[&str] = &[];
 
 /// Looks a provider up by its config name; the error is for the `provider` field.
 pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
@@ -169,7 +175,7 @@ pub fn lookup(name: &str) -> Result<&'static Provider, ConfigError> {
         return Ok(provider);
     }
     if NOT_YET.contains(&name) {
-        return Err(ConfigError::new("provider", format!("{} are not supported yet", NOT_YET.join(" and "))));
+        return Err(ConfigError::new("provider", format!("{name} is not supported yet")));
     }
     let known: Vec<&str> = PROVIDERS.iter().map(|p| p.name).collect();
     Err(ConfigError::new("provider", format!("unknown provider: use one of {}", known.join(", "))))
@@ -183,7 +189,7 @@ pub type BaseUrls = BTreeMap<String, String>;
 
 /// Where and how to call one provider: a URL per protocol it speaks (auth query included, so
 /// never logged), parsed when the config compiles, and the auth headers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Endpoint {
     pub provider: &'static Provider,
     /// The URL of the provider's first protocol (health probes take their host from it).
@@ -193,6 +199,18 @@ pub struct Endpoint {
     pub auth_headers: HeaderMap,
     /// Bedrock's per-call URLs and SigV4 signer (provider `bedrock` only).
     pub bedrock: Option<Arc<bedrock::Bedrock>>,
+    /// Credentials made just before each request is sent (Vertex AI's access token).
+    pub credentials: Option<Arc<dyn Credentials>>,
+    /// Vertex AI's `:predict` URL, which names the model.
+    predict: Option<vertex::PredictUrl>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs may carry `auth.query` secrets: the provider and protocols only.
+        let protocols: Vec<&str> = self.uris.iter().map(|(p, _)| p.name()).collect();
+        f.debug_struct("Endpoint").field("provider", &self.provider.name).field("protocols", &protocols).finish()
+    }
 }
 
 /// Where a `passthrough` request goes: the provider's origin and the client's path, unless
@@ -206,7 +224,8 @@ struct PassthroughTarget {
     auth_query: Vec<(String, String)>,
 }
 
-/// The `auth` object: headers and query parameters added to every upstream request.
+/// The `auth` object: headers and query parameters added to every upstream request, and the
+/// service account Vertex AI's access tokens are minted from.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
@@ -217,17 +236,34 @@ pub struct AuthConfig {
     /// AWS credentials (provider `bedrock`).
     #[serde(default)]
     pub aws: Option<bedrock::AwsAuth>,
+    pub gcp: Option<vertex::GcpAuthConfig>,
 }
 
 impl AuthConfig {
     /// Where its credentials sit, relative to the `auth` object (see
     /// `PluginFactory::secret_fields`); a credential field added here is masked by every plugin
     /// that has an `auth`.
-    pub const SECRET_FIELDS: &[&str] = &["header.*", "query.*", "aws.secret_access_key", "aws.session_token"];
+    pub const SECRET_FIELDS: &[&str] =
+        &["header.*", "query.*", "aws.secret_access_key", "aws.session_token", "gcp.service_account_json"];
 
     /// [`Self::SECRET_FIELDS`] under the `auth` object found at `at` (`instances[].auth`).
     pub fn secret_fields_at(at: &str) -> Vec<String> {
         Self::SECRET_FIELDS.iter().map(|field| format!("{at}.{field}")).collect()
+    }
+
+    /// `auth.header` as sensitive header values; errors name the header's field.
+    pub fn compiled_headers(&self) -> Result<HeaderMap, ConfigError> {
+        let mut auth_headers = HeaderMap::new();
+        for (name, value) in &self.header {
+            let here = format!("auth.header.{name}");
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ConfigError::new(here.clone(), "is not a valid header name"))?;
+            let mut value =
+                HeaderValue::from_str(value).map_err(|_| ConfigError::new(here, "is not a valid header value"))?;
+            value.set_sensitive(true);
+            auth_headers.insert(name, value);
+        }
+        Ok(auth_headers)
     }
 }
 
@@ -267,17 +303,7 @@ impl Endpoint {
             }
         };
         let auth_query: Vec<(String, String)> = auth.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut auth_headers = HeaderMap::new();
-        for (name, value) in &auth.header {
-            let here = format!("auth.header.{name}");
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| ConfigError::new(here.clone(), "is not a valid header name"))?;
-            let mut value =
-                HeaderValue::from_str(value).map_err(|_| ConfigError::new(here, "is not a valid header value"))?;
-            value.set_sensitive(true);
-            auth_headers.insert(name, value);
-        }
-        Self::build(provider, &url, from_endpoint, auth_query, auth_headers)
+        Self::build(provider, &url, from_endpoint, auth_query, auth.compiled_headers()?)
     }
 
     /// An endpoint at a full URL the caller made (the model API's adapters), with credential
@@ -335,7 +361,7 @@ impl Endpoint {
         let base = if from_endpoint { origin } else { format!("{origin}{}", url.path().trim_end_matches('/')) };
         let endpoint_query = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let passthrough = PassthroughTarget { base, fixed_path, endpoint_query, auth_query };
-        Ok(Endpoint { provider, uri, uris, passthrough, auth_headers, bedrock: None })
+        Ok(Endpoint { provider, uri, uris, passthrough, auth_headers, bedrock: None, credentials: None, predict: None })
     }
 
     /// The URL for a protocol the provider speaks.
@@ -413,7 +439,7 @@ mod tests {
 
     #[test]
     fn later_providers_are_refused_with_a_clear_message() {
-        let err = lookup("vertex-ai").unwrap_err();
+        let err = lookup("bedrock").unwrap_err();
         assert!(err.message.contains("not supported yet"));
         assert!(lookup("nope").unwrap_err().message.contains("unknown provider"));
     }
