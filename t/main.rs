@@ -10,6 +10,7 @@ mod ai_proxy;
 mod ai_proxy_multi;
 mod ai_rate_limiting;
 mod apisix_objects;
+mod chash;
 mod connections;
 mod consumers;
 mod descriptors;
