@@ -16,6 +16,7 @@ mod consumers;
 mod descriptors;
 mod etcd;
 mod failover;
+mod global_rules;
 mod model_api;
 mod model_api_protocols;
 mod model_resources;
