@@ -4,7 +4,6 @@
 mod balance;
 mod health;
 
-use std::cell::OnceCell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use crate::resource::upstream::{Node, UpstreamSpec};
 use balance::{Balancer, InFlight, LeastConn, Ring};
 use health::NodeHealth;
 use switchyard_sdk::chash::HashOn;
-use switchyard_sdk::vars::{request_host, RequestVars};
+use switchyard_sdk::vars::with_request;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -153,10 +152,7 @@ impl UpstreamTarget {
         let healthy = |i: usize| untried(i) && up.health.as_ref().is_none_or(|h| h.available(i));
         let pick = |key: Option<&str>| up.balancer.pick(key, healthy).or_else(|| up.balancer.pick(key, untried));
         let Balancer::Hash(ring) = &up.balancer else { return pick(None) };
-        let host = request_host(&req.head);
-        let parsed = OnceCell::new();
-        let vars = RequestVars::new(&req.head, host.as_deref(), ctx.client_addr, Some(&req.body), &parsed);
-        pick(Some(&ring.hash_on.key(&vars, ctx.consumer.as_deref())))
+        with_request(req, ctx.client_addr, |vars| pick(Some(&ring.hash_on.key(vars, ctx.consumer.as_deref()))))
     }
 }
 

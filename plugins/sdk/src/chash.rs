@@ -61,7 +61,6 @@ impl HashOn {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::OnceCell;
     use std::sync::Arc;
 
     use super::*;
@@ -73,10 +72,10 @@ mod tests {
             request = request.header(*name, *value);
         }
         let (head, ()) = request.body(()).unwrap().into_parts();
-        let host = crate::vars::request_host(&head);
-        let parsed = OnceCell::new();
-        let vars = RequestVars::new(&head, host.as_deref(), "10.1.2.3:4000".parse().unwrap(), None, &parsed);
-        hash_on.key(&vars, consumer).into_owned()
+        let req = crate::Request { head, body: bytes::Bytes::new() };
+        crate::vars::with_request(&req, "10.1.2.3:4000".parse().unwrap(), |vars| {
+            hash_on.key(vars, consumer).into_owned()
+        })
     }
 
     #[test]

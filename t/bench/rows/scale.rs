@@ -145,7 +145,8 @@ pub async fn measure_vars(bench: &mut Bench) -> Result<()> {
         json!({"routes": routes, "load_ms": {"plain": load_ms[0], "vars": load_ms[1]},
             "plain": summary(&outcomes[0]), "vars": summary(&outcomes[1])}),
     );
-    let scenario = format!("{} routes, every one with `vars` (gateway column) vs none (direct column)", thousands(routes as f64));
+    let scenario =
+        format!("{} routes, every one with `vars` (gateway column) vs none (direct column)", thousands(routes as f64));
     let (plain, with_vars) = (&outcomes[0], &outcomes[1]);
     bench.report.push(Line::against(10, &scenario, "req/s, 64 conns", plain.rps(), with_vars.rps(), 0.95));
     bench.report.push(Line::cpu_against(10, &scenario, plain, with_vars));

@@ -5,11 +5,9 @@
 //! zero byte, and the instance *name*: a fixed function of the key and the name alone, so a key
 //! maps to the same instance on every node, every build, and after any reordering of `instances`.
 
-use std::cell::OnceCell;
-
 use switchyard_sdk::balancer::SmoothWeighted;
 use switchyard_sdk::chash::HashOn;
-use switchyard_sdk::vars::{request_host, RequestVars};
+use switchyard_sdk::vars::with_request;
 use switchyard_sdk::{ConfigError, Ctx, Request};
 
 use super::config::BalancerConfig;
@@ -57,10 +55,7 @@ impl Selector {
     /// client address (as APISIX falls back to `remote_addr`). Runs once per request, in access.
     pub fn key(&self, req: &Request, ctx: &Ctx) -> Option<String> {
         let hash_on = self.hash_on.as_ref()?;
-        let host = request_host(&req.head);
-        let parsed = OnceCell::new();
-        let vars = RequestVars::new(&req.head, host.as_deref(), ctx.client_addr, Some(&req.body), &parsed);
-        Some(hash_on.key(&vars, ctx.consumer.as_deref()).into_owned())
+        Some(with_request(req, ctx.client_addr, |vars| hash_on.key(vars, ctx.consumer.as_deref()).into_owned()))
     }
 
     /// The next instance among those `usable`, highest priority group first; `None` when no

@@ -2,9 +2,7 @@
 //! (`$remote_addr`, `$http_x_team`, `$arg_user`, `$uri`, ... as [`Variable`] reads them), or a
 //! literal (one counter for every request).
 
-use std::cell::OnceCell;
-
-use switchyard_sdk::vars::{request_host, RequestVars, Variable};
+use switchyard_sdk::vars::{with_request, Variable};
 use switchyard_sdk::{Ctx, Request};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +28,9 @@ impl RuleKey {
         let value = match self {
             RuleKey::Literal(text) => Some(text.clone()),
             RuleKey::ConsumerName => ctx.consumer.as_ref().map(|c| c.username.to_string()),
-            RuleKey::Var(var) => {
-                let host = request_host(&req.head);
-                let parsed = OnceCell::new();
-                let vars = RequestVars::new(&req.head, host.as_deref(), ctx.client_addr, Some(&req.body), &parsed);
-                var.read(&vars).ok().and_then(|v| v.into_text()).map(|text| text.into_owned())
-            }
+            RuleKey::Var(var) => with_request(req, ctx.client_addr, |vars| {
+                var.read(vars).ok().and_then(|v| v.into_text()).map(|text| text.into_owned())
+            }),
         };
         value.filter(|v| !v.is_empty()).unwrap_or_else(|| ctx.client_addr.ip().to_string())
     }

@@ -7,10 +7,21 @@ pub mod json_path;
 mod variable;
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::net::SocketAddr;
 
 use http::header::HOST;
 
 pub use variable::{NeedsBody, RequestVars, Value, Variable};
+
+/// Runs `read` over the variables of a plugin's request from `client`: for a plugin or the core
+/// after routing (the router builds its own [`RequestVars`]). The host is found in the head, and
+/// the body parsed only if a `post_arg` variable reads it.
+pub fn with_request<R>(req: &crate::Request, client: SocketAddr, read: impl FnOnce(&RequestVars<'_>) -> R) -> R {
+    let host = request_host(&req.head);
+    let parsed = OnceCell::new();
+    read(&RequestVars::new(&req.head, host.as_deref(), client, Some(&req.body), &parsed))
+}
 
 /// The request's host as the `host` variable has it: the `Host` header, else the URI's authority
 /// (HTTP/2), lower case and without a port. Borrowed unless it had to be lower-cased.
