@@ -85,6 +85,27 @@ async fn send(
     request.send().await.unwrap()
 }
 
+/// Sends each value of `carrier` twice to the route under `prefix`; per value, what answered
+/// (the response header `answered_by` names it).
+async fn owners(
+    gw: &TestGateway,
+    clients: &[reqwest::Client],
+    prefix: &str,
+    carrier: Carrier,
+    post: bool,
+    answered_by: &str,
+) -> HashMap<usize, HashSet<String>> {
+    let mut owners: HashMap<usize, HashSet<String>> = HashMap::new();
+    for n in 0..VALUES {
+        for _ in 0..2 {
+            let response = send(gw, clients, prefix, carrier, n, post).await;
+            assert_eq!(response.status(), StatusCode::OK, "{prefix}, value {n}");
+            owners.entry(n).or_default().insert(response.headers()[answered_by].to_str().unwrap().to_string());
+        }
+    }
+    owners
+}
+
 /// Asserts that each of `owners`' values went to one node every time, and that the values
 /// spread over more than one node.
 fn assert_sticky_and_spread(what: &str, owners: &HashMap<usize, HashSet<String>>) {
@@ -109,15 +130,7 @@ async fn every_variable_kind_is_a_chash_key_on_plain_upstreams() {
         gw.put_route(json!({"id": format!("c{i}"), "uri": format!("/c{i}/*"),
             "upstream": {"type": "chash", "hash_on": hash_on, "key": key, "nodes": nodes}}))
             .await;
-        let mut owners: HashMap<usize, HashSet<String>> = HashMap::new();
-        for n in 0..VALUES {
-            for _ in 0..2 {
-                let response = send(&gw, &clients, &format!("/c{i}"), carrier, n, false).await;
-                assert_eq!(response.status(), StatusCode::OK, "{hash_on} {key}");
-                let node = response.headers()["x-mock-name"].to_str().unwrap().to_string();
-                owners.entry(n).or_default().insert(node);
-            }
-        }
+        let owners = owners(&gw, &clients, &format!("/c{i}"), carrier, false, "x-mock-name").await;
         assert_sticky_and_spread(&format!("hash_on {hash_on}, key {key}"), &owners);
     }
 }
@@ -140,15 +153,7 @@ async fn every_variable_kind_is_a_chash_key_on_ai_proxy_multi() {
         gw.put_route(json!({"id": format!("m{i}"), "uri": format!("/m{i}/*"), "plugins": {"ai-proxy-multi": {
             "balancer": {"algorithm": "chash", "hash_on": hash_on, "key": key}, "instances": instances}}}))
             .await;
-        let mut owners: HashMap<usize, HashSet<String>> = HashMap::new();
-        for n in 0..VALUES {
-            for _ in 0..2 {
-                let response = send(&gw, &clients, &format!("/m{i}"), carrier, n, true).await;
-                assert_eq!(response.status(), StatusCode::OK, "{hash_on} {key}");
-                let instance = response.headers()["x-switchyard-instance"].to_str().unwrap().to_string();
-                owners.entry(n).or_default().insert(instance);
-            }
-        }
+        let owners = owners(&gw, &clients, &format!("/m{i}"), carrier, true, "x-switchyard-instance").await;
         assert_sticky_and_spread(&format!("balancer hash_on {hash_on}, key {key}"), &owners);
     }
 }
