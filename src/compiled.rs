@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use http::Method;
-use switchyard_sdk::Chain;
+use switchyard_sdk::{Chain, ErrorStyle};
 
 use crate::observe::metrics::route::RouteMetrics;
 use crate::resource::plugin_config::PluginConfigSpec;
@@ -31,7 +31,13 @@ pub struct CompiledRoute {
     pub revision: u64,
     /// `status: 0` routes are compiled (and checked) but not routed to.
     pub enabled: bool,
+    /// The route's own plugins (its service's and plugin config's merged in).
     pub chain: Chain,
+    /// The group's global rules' plugins, run before `chain` in every phase (their rewrite and
+    /// access both before the route's rewrite, as APISIX runs them). Empty on the compiled route;
+    /// the router's copy gets them (`snapshot::global::served`), so editing a rule recompiles no
+    /// route.
+    pub global: Chain,
     pub upstream: Option<Arc<Upstream>>,
     /// The service the route uses, if any (the `service` metric label).
     pub service_id: Option<String>,
@@ -52,10 +58,17 @@ impl CompiledRoute {
             revision: 0,
             enabled: true,
             chain: Chain::default(),
+            global: Chain::default(),
             upstream: None,
             service_id: None,
             metrics: RouteMetrics::default(),
         }
+    }
+
+    /// How the gateway renders its own errors on this route: as its own plugins declare (an AI
+    /// plugin: OpenAI's), else as the global rules' do, else APISIX's.
+    pub fn error_style(&self) -> ErrorStyle {
+        self.chain.declared_error_style().or_else(|| self.global.declared_error_style()).unwrap_or_default()
     }
 
     /// The service the route uses, if any.

@@ -60,6 +60,9 @@ async fn every_variable_kind_selects_a_route() {
         ("header", json!([["http_x_team", "~~", "^blue-[0-9]+$"]])),
         ("cookie", json!([["cookie_session", "==", "s1"]])),
         ("nested", json!([["post_arg.meta.region", "in", ["eu", "us"]]])),
+        ("request-uri", json!([["request_uri", "==", "/v/request-uri?a=1&b=2"]])),
+        ("query", json!([["query_string", "~~", "^tier=[a-z]+$"]])),
+        ("port", json!([["remote_port", ">", 0], ["server_name", "==", "_"]])),
     ];
     for (name, vars) in &cases {
         gw.put_route(json!({"id": name, "uri": format!("/v/{name}"), "vars": vars,
@@ -84,6 +87,11 @@ async fn every_variable_kind_selects_a_route() {
     assert_eq!(answered_by(http.post(url("nested")).body(r#"{"meta":{"region":"apac"}}"#)).await, "miss");
     // The body reached the upstream whole after being read for matching.
     assert_eq!(hit.last().body, r#"{"meta":{"region":"eu"}}"#.as_bytes());
+    assert_eq!(answered_by(http.get(format!("{}?a=1&b=2", url("request-uri")))).await, "hit");
+    assert_eq!(answered_by(http.get(format!("{}?a=1", url("request-uri")))).await, "miss");
+    assert_eq!(answered_by(http.get(format!("{}?tier=gold", url("query")))).await, "hit");
+    assert_eq!(answered_by(http.get(url("query"))).await, "miss", "no query string: absent");
+    assert_eq!(answered_by(http.get(url("port"))).await, "hit");
 }
 
 #[tokio::test]

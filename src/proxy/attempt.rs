@@ -13,9 +13,10 @@ use http::header::CONTENT_TYPE;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use switchyard_sdk::sse::{event_data, SseSplitter};
-use switchyard_sdk::{AttemptResult, Chain, Ctx, Flow, Phases, Response, Target, UpstreamRequest, Verdict};
+use switchyard_sdk::{AttemptResult, Ctx, Flow, Phases, Response, Target, UpstreamRequest, Verdict};
 use tokio::time::Instant;
 
+use super::finish::RequestChain;
 use super::request_id;
 
 use crate::compiled::CompiledRoute;
@@ -67,7 +68,7 @@ pub enum Stopped {
 
 /// Runs every plugin's `before_proxy` on one attempt; `chain` is the request's (the route's,
 /// with an identified consumer's plugins merged over it).
-pub async fn before_proxy(chain: &Chain, ctx: &mut Ctx, upstream: &mut UpstreamRequest) -> Result<(), Stopped> {
+pub async fn before_proxy(chain: &RequestChain, ctx: &mut Ctx, upstream: &mut UpstreamRequest) -> Result<(), Stopped> {
     for entry in chain.with_phase(Phases::BEFORE_PROXY) {
         match entry.plugin.before_proxy(ctx, upstream).await {
             Ok(Flow::Continue) => {}

@@ -15,7 +15,7 @@ use switchyard_sdk::sse::SseSplitter;
 use switchyard_sdk::{Ctx, Outcome};
 use tokio::time::{Instant, Sleep};
 
-use super::finish::Finisher;
+use super::finish::{Finisher, RequestChain};
 use super::resume::{Resumer, Taking};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -126,7 +126,7 @@ pub struct RelayBody {
     ctx: Ctx,
     finisher: Finisher,
     /// The request's chain (its consumer's plugins merged in), for the body filters.
-    chain: switchyard_sdk::Chain,
+    chain: RequestChain,
     outcome: Outcome,
     limits: RelayLimits,
     stall: Pin<Box<Sleep>>,

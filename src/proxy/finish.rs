@@ -4,16 +4,33 @@ use std::sync::{Arc, OnceLock};
 
 use http::{Method, Uri};
 use prometheus::IntGauge;
-use switchyard_sdk::{Chain, Ctx, Outcome, Phases};
+use switchyard_sdk::{Chain, ChainEntry, Ctx, Outcome, Phases};
 
 use crate::compiled::CompiledRoute;
 use crate::observe::metrics::route::Matched;
 use crate::observe::Observe;
 
-/// The chain a request runs: its route's, or the route's with an identified consumer's plugins
-/// merged over it.
-pub fn request_chain(route: &CompiledRoute, ctx: &Ctx) -> Chain {
-    ctx.extensions.get::<ConsumerChain>().map_or_else(|| route.chain.clone(), |merged| merged.0.clone())
+/// The plugins a request runs: the group's global rules', then its route's own, or its route's
+/// with an identified consumer's plugins merged over them (the global rules' are never merged).
+/// Cloning it is two reference counts.
+#[derive(Clone)]
+pub struct RequestChain {
+    pub global: Chain,
+    pub own: Chain,
+}
+
+impl RequestChain {
+    /// The chain `route`'s request runs now (its consumer, once identified, counts).
+    pub fn of(route: &CompiledRoute, ctx: &Ctx) -> RequestChain {
+        let own = ctx.extensions.get::<ConsumerChain>().map_or_else(|| route.chain.clone(), |merged| merged.0.clone());
+        RequestChain { global: route.global.clone(), own }
+    }
+
+    /// The plugins implementing `phase`, in run order: the global rules' first. For the phases
+    /// after access (rewrite and access run in APISIX's own order: see `pipeline`).
+    pub fn with_phase(&self, phase: Phases) -> impl Iterator<Item = &ChainEntry> + '_ {
+        self.global.with_phase(phase).chain(self.own.with_phase(phase))
+    }
 }
 
 /// Carries what the log needs from the request head, so bodies can finish after the handler
@@ -40,10 +57,10 @@ pub struct Finisher {
 pub struct ConsumerChain(pub Chain);
 
 impl Finisher {
-    /// The chain this request runs: its route's, or the one merged with its consumer's plugins.
-    /// Cloning a chain is one reference count.
-    pub fn chain(&self, ctx: &Ctx) -> Chain {
-        request_chain(&self.route, ctx)
+    /// The plugins this request runs: the global rules', then its route's, or the route's merged
+    /// with its consumer's.
+    pub fn chain(&self, ctx: &Ctx) -> RequestChain {
+        RequestChain::of(&self.route, ctx)
     }
 
     /// Runs once per request, when its response is complete or abandoned.

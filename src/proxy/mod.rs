@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::cell::OnceCell;
 
 use bytes::Bytes;
-use http::header::HOST;
 use hyper::body::Incoming;
 use switchyard_sdk::{ErrorStyle, Request};
 
@@ -41,7 +40,7 @@ pub async fn handle(
     let (mut head, incoming) = req.into_parts();
     let mut incoming = Some(incoming);
     let id = request_id::of(&head.headers);
-    let host = request_host(&head);
+    let host = switchyard_sdk::vars::request_host(&head);
     let parsed = OnceCell::new();
     let mut read: Option<Bytes> = None;
     let found = loop {
@@ -105,16 +104,6 @@ fn head_size(head: &http::request::Parts) -> u64 {
     let line = head.method.as_str().len() + head.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 11;
     let headers: usize = head.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     (line + headers + 2) as u64
-}
-
-/// The request's host, lower case and without a port: `Host`, else the URI's authority.
-fn request_host(head: &http::request::Parts) -> Option<String> {
-    let raw = head.headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| head.uri.host())?;
-    let host = match raw.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => raw.split(':').next().unwrap_or(raw),
-    };
-    Some(host.to_ascii_lowercase())
 }
 
 /// Reads a request body whole, refusing more than `max` bytes and a wait longer than

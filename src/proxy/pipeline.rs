@@ -1,6 +1,8 @@
-//! The phase order of one request: rewrite → access → (before_proxy → send → judge)* →
-//! header_filter → body_filter → log. A request phase that answers skips the later request phases;
-//! `log` always runs.
+//! The phase order of one request, as APISIX runs it: the global rules' rewrite → their access →
+//! the route's rewrite → (its consumer's plugins merged in) → the route's access →
+//! (before_proxy → send → judge)* → header_filter → body_filter → log, the global rules' plugins
+//! first in each later phase. A request phase that answers skips the later request phases; `log`
+//! always runs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +11,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use switchyard_sdk::{AttemptResult, Consumers, Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response, Verdict};
+use switchyard_sdk::{
+    AttemptResult, Chain, Consumers, Ctx, Flow, GiveUp, Next, Outcome, Phases, Request, Response, Verdict,
+};
 
 use super::attempt::{self, Answer, Read, Step, Stopped, Watch};
 use super::body::{RelayBody, RelayLimits, ResponseBody};
@@ -72,7 +76,7 @@ pub async fn run(
     consumers: Arc<dyn Consumers>,
 ) -> hyper::Response<ResponseBody> {
     let mut ctx = Ctx::new(Arc::clone(&route.id), client, request_id);
-    ctx.error_style = route.chain.error_style();
+    ctx.error_style = route.error_style();
     ctx.consumers = Some(consumers);
     state.observe.request_started(&mut ctx, &req.head);
     let finisher = Finisher {
@@ -99,28 +103,19 @@ async fn serve(
     mut req: Request,
     mut ctx: Ctx,
 ) -> hyper::Response<ResponseBody> {
-    for phase in [Phases::REWRITE, Phases::ACCESS] {
-        let chain = finisher.chain(&ctx);
-        for entry in chain.with_phase(phase) {
-            let flow = if phase == Phases::REWRITE {
-                entry.plugin.rewrite(&mut ctx, &mut req).await
-            } else {
-                entry.plugin.access(&mut ctx, &mut req).await
-            };
-            match flow {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Respond(response) | Flow::Skip(response)) => return respond_local(finisher, ctx, response),
-                Err(source) => return fail(finisher, ctx, ProxyError::PluginFailed { plugin: entry.name, source }),
-            }
-        }
-        if phase == Phases::REWRITE {
-            if let Err(response) = adopt_consumer_plugins(&route, &mut ctx, &mut req).await {
-                return match response {
-                    Ok(response) => respond_local(finisher, ctx, response),
-                    Err(err) => fail(finisher, ctx, err),
-                };
-            }
-        }
+    let stopped = async {
+        let global = &route.global;
+        request_phase(global, Phases::REWRITE, &mut ctx, &mut req).await?;
+        request_phase(global, Phases::ACCESS, &mut ctx, &mut req).await?;
+        request_phase(&route.chain, Phases::REWRITE, &mut ctx, &mut req).await?;
+        adopt_consumer_plugins(&route, &mut ctx, &mut req).await?;
+        request_phase(&finisher.chain(&ctx).own, Phases::ACCESS, &mut ctx, &mut req).await
+    }
+    .await;
+    match stopped {
+        Ok(()) => {}
+        Err(Ok(response)) => return respond_local(finisher, ctx, response),
+        Err(Err(err)) => return fail(finisher, ctx, err),
     }
     let target = ctx.target.take().or_else(|| route.upstream.as_ref().map(|u| u.target()));
     let Some(mut target) = target else {
@@ -190,25 +185,36 @@ async fn serve(
     }
 }
 
-/// Runs once the rewrite phase identified a consumer with plugins of its own: the request's chain
-/// becomes the route's with the consumer's merged over it (consumer wins per plugin), and the
-/// consumer's plugins run their rewrite phase, which the route's chain did not have them run.
-/// `Err` carries the answer when one of them answers or fails.
-async fn adopt_consumer_plugins(
-    route: &CompiledRoute,
-    ctx: &mut Ctx,
-    req: &mut Request,
-) -> Result<(), Result<Response, ProxyError>> {
-    let Some(consumer) = ctx.consumer.clone().filter(|c| !c.chain.is_empty()) else { return Ok(()) };
-    ctx.extensions.insert(ConsumerChain(route.chain.merged_with(&consumer.chain)));
-    for entry in consumer.chain.with_phase(Phases::REWRITE) {
-        match entry.plugin.rewrite(ctx, req).await {
+/// Why the request phases stopped early: the answer a plugin made, or its failure.
+type Stop = Result<Response, ProxyError>;
+
+/// Runs `phase` (rewrite or access) of every plugin of `chain` that implements it, in order,
+/// until one answers or fails.
+async fn request_phase(chain: &Chain, phase: Phases, ctx: &mut Ctx, req: &mut Request) -> Result<(), Stop> {
+    for entry in chain.with_phase(phase) {
+        let flow = if phase == Phases::REWRITE {
+            entry.plugin.rewrite(ctx, req).await
+        } else {
+            entry.plugin.access(ctx, req).await
+        };
+        match flow {
             Ok(Flow::Continue) => {}
             Ok(Flow::Respond(response) | Flow::Skip(response)) => return Err(Ok(response)),
             Err(source) => return Err(Err(ProxyError::PluginFailed { plugin: entry.name, source })),
         }
     }
     Ok(())
+}
+
+/// Runs after the route's rewrite phase, once a plugin (the route's or a global rule's) may have
+/// identified a consumer with plugins of its own: the route's chain becomes its own with the
+/// consumer's merged over it (consumer wins per plugin; the global rules' stay apart), and the
+/// consumer's plugins run their rewrite phase, which the route's chain did not have them run.
+/// `Err` carries the answer when one of them answers or fails.
+async fn adopt_consumer_plugins(route: &CompiledRoute, ctx: &mut Ctx, req: &mut Request) -> Result<(), Stop> {
+    let Some(consumer) = ctx.consumer.clone().filter(|c| !c.chain.is_empty()) else { return Ok(()) };
+    ctx.extensions.insert(ConsumerChain(route.chain.merged_with(&consumer.chain)));
+    request_phase(&consumer.chain, Phases::REWRITE, ctx, req).await
 }
 
 /// Relays an accepted upstream response: buffered whole, or streamed (always for event streams,

@@ -25,7 +25,7 @@ pub fn refuse(
     err: ProxyError,
 ) -> hyper::Response<ResponseBody> {
     let mut ctx = Ctx::new(Arc::clone(&route.id), client, request_id);
-    ctx.error_style = route.chain.error_style();
+    ctx.error_style = route.error_style();
     state.observe.request_started(&mut ctx, head);
     let finisher = Finisher {
         route,

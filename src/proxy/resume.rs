@@ -170,7 +170,7 @@ async fn take_up(mut job: Job, watched: (Arc<CompiledRoute>, Arc<Observe>), deli
             Resumption::Exhausted => break,
             Resumption::Attempt(upstream, mode) => (upstream, mode),
         };
-        if attempt::before_proxy(&super::finish::request_chain(&route, ctx), ctx, &mut upstream).await.is_err() {
+        if attempt::before_proxy(&super::finish::RequestChain::of(&route, ctx), ctx, &mut upstream).await.is_err() {
             break;
         }
         let watch = attempt::Watch { observe: &observe, route: &route };

@@ -19,8 +19,9 @@ pub struct UpstreamSpec {
     /// `least_conn` (fewest requests in flight per weight).
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
-    /// What `chash` hashes: `vars` (default: `key` is a variable such as `remote_addr`,
-    /// `arg_user`), `header` or `cookie` (`key` is its name).
+    /// What `chash` hashes: `vars` (default: `key` is a variable such as `host`, `remote_addr`,
+    /// `arg_user`), `header` or `cookie` (`key` is its name), or `consumer` (the identified
+    /// consumer's name; no `key`).
     #[serde(default)]
     pub hash_on: Option<String>,
     #[serde(default)]
@@ -166,27 +167,13 @@ impl UpstreamSpec {
         Ok(())
     }
 
-    /// `chash` needs a `key`, hashed as `hash_on` says.
+    /// `chash` hashes what `hash_on` says; every source but `consumer` needs a `key`.
     fn check_hash(&self) -> Result<(), ConfigError> {
         let key = self.key.as_deref().filter(|k| !k.is_empty());
-        let Some(key) = key else {
+        if key.is_none() && self.hash_on.as_deref() != Some("consumer") {
             return Err(ConfigError::new("key", "is required when type is `chash`"));
-        };
-        match self.hash_on.as_deref() {
-            None | Some("vars") => {
-                crate::vars::Variable::parse(key).map_err(|reason| ConfigError::new("key", reason))?;
-            }
-            Some("header") | Some("cookie") => {
-                if http::HeaderName::from_bytes(key.as_bytes()).is_err() {
-                    return Err(ConfigError::new("key", "is not a valid header or cookie name"));
-                }
-            }
-            Some("consumer") | Some("vars_combinations") => {
-                return Err(ConfigError::new("hash_on", "`consumer` and `vars_combinations` are not supported yet"))
-            }
-            Some(_) => return Err(ConfigError::new("hash_on", "must be one of vars, header, cookie")),
         }
-        Ok(())
+        switchyard_sdk::chash::HashOn::parse(self.hash_on.as_deref(), key).map(|_| ())
     }
 
     /// The nodes in a stable order, each with a port (80/443 by scheme when unset).

@@ -101,12 +101,15 @@ impl Snapshot {
         }) {
             Some(prev) => {
                 snapshot.catalog = Arc::clone(&prev.catalog);
-                snapshot.builtin = Arc::clone(&prev.builtin);
+                snapshot.builtin_routes = prev.builtin_routes.clone();
                 snapshot.catalog_rejected = prev.catalog_rejected.clone();
             }
             None => snapshot.assemble_catalog(group_prefix, compiler),
         }
         snapshot.rejected.extend(snapshot.catalog_rejected.iter().cloned());
+        let model_api_global = global::for_model_api(&snapshot.global_chain, &compiler.registry);
+        let builtin: Vec<_> = snapshot.builtin_routes.iter().map(|r| global::served(r, &model_api_global)).collect();
+        snapshot.builtin = Router::build(&builtin);
         let consumers = Loader::new(Kind::Consumers, consumers::consumer);
         let consumers = snapshot.load(&consumers, of(Kind::Consumers), prev.map(|p| &p.consumers), compiler);
         snapshot.consumers = snapshot.keep(consumers);
@@ -252,7 +255,7 @@ impl Snapshot {
             tracing::warn!(key = %rejection.key, error = %rejection.error, "stored resource rejected");
         }
         self.catalog = Arc::new(catalog);
-        self.builtin = Arc::new(Router::build(&model_api::builtin_routes(compiler, &self.catalog)));
+        self.builtin_routes = model_api::builtin_routes(compiler, &self.catalog);
         self.catalog_rejected = rejected;
     }
 }

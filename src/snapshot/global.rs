@@ -1,9 +1,10 @@
-//! Global rules: their plugins run on every user route of the group, before the route's own.
+//! Global rules: their plugins run on every route of the group (the model API's built-in routes
+//! included), before the route's own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use switchyard_sdk::Chain;
+use switchyard_sdk::{Chain, Registry};
 
 use super::Entry;
 use crate::compiled::{CompiledRoute, GlobalRuleEntry};
@@ -17,14 +18,21 @@ pub fn chain(rules: &HashMap<String, Entry<GlobalRuleEntry>>) -> Chain {
         .fold(Chain::default(), |all, rule| all.followed_by(&rule.compiled.chain))
 }
 
-/// The route as the router serves it: the global plugins in front of its own. Without global
-/// rules it is the compiled route itself (the same `Arc`); with them, a copy sharing every
+/// The global plugins the model API's built-in routes run: every one but the authentication
+/// plugins (`key-auth`), since those routes authenticate callers with their own API keys (a
+/// global `key-auth` would otherwise ask every OpenAI SDK for a second key it cannot send).
+pub fn for_model_api(global: &Chain, registry: &Registry) -> Chain {
+    global.without(|entry| registry.get(entry.name).is_some_and(|factory| factory.authenticates()))
+}
+
+/// The route as the router serves it: with the global plugins to run before its own. Without
+/// global rules it is the compiled route itself (the same `Arc`); with them, a copy sharing every
 /// compiled plugin, so plugin state survives either way.
 pub fn served(route: &Arc<CompiledRoute>, global: &Chain) -> Arc<CompiledRoute> {
     if global.is_empty() {
         return Arc::clone(route);
     }
     let mut served = CompiledRoute::clone(route);
-    served.chain = global.followed_by(&route.chain);
+    served.global = global.clone();
     Arc::new(served)
 }

@@ -55,15 +55,18 @@ pub struct Snapshot {
     pub revision: u64,
     /// User routes.
     pub router: Router,
-    /// The model API's built-in routes: consulted only when no user route matches.
-    pub builtin: Arc<Router>,
+    /// The model API's built-in routes, as served (with the global rules' plugins): consulted
+    /// only when no user route matches.
+    pub builtin: Router,
+    /// The same routes as compiled, kept for the next reload while the catalog does not change.
+    pub builtin_routes: Vec<Arc<CompiledRoute>>,
     /// Every compiled route, disabled ones included, by id.
     pub routes: HashMap<String, Entry<CompiledRoute>>,
     pub services: HashMap<String, Entry<ServiceEntry>>,
     pub upstreams: HashMap<String, Entry<UpstreamEntry>>,
     pub plugin_configs: HashMap<String, Entry<PluginConfigEntry>>,
     pub global_rules: HashMap<String, Entry<GlobalRuleEntry>>,
-    /// Every global rule's plugins (rules in id order), run before each user route's own.
+    /// Every global rule's plugins (rules in id order), run before each route's own.
     pub global_chain: Chain,
     pub provider_keys: HashMap<String, Entry<ProviderKeyEntry>>,
     pub models: HashMap<String, Entry<ModelEntry>>,

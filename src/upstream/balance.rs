@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use switchyard_sdk::balancer::SmoothWeighted;
 
-use crate::vars::{Value, Variable};
+use switchyard_sdk::chash::HashOn;
 
 /// Points each unit of weight puts on the hash ring: enough to spread keys evenly.
 const POINTS_PER_WEIGHT: u32 = 40;
@@ -19,12 +19,12 @@ pub enum Balancer {
 }
 
 impl Balancer {
-    /// Picks among the nodes `eligible` allows. `key` is the `chash` key's value for this request
+    /// Picks among the nodes `eligible` allows. `key` is the `chash` key of this request
     /// (unused by the other balancers). `None` when nothing is eligible.
-    pub fn pick(&self, key: Option<&Value<'_>>, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn pick(&self, key: Option<&str>, eligible: impl Fn(usize) -> bool) -> Option<usize> {
         match self {
             Balancer::RoundRobin(wrr) => wrr.pick(eligible),
-            Balancer::Hash(ring) => ring.pick(key.map_or(0, hash_value), eligible),
+            Balancer::Hash(ring) => ring.pick(key.map_or(0, hash_key), eligible),
             Balancer::LeastConn(least) => least.pick(eligible),
         }
     }
@@ -35,12 +35,12 @@ impl Balancer {
 /// keys it owns.
 pub struct Ring {
     /// What `chash` hashes.
-    pub key: Variable,
+    pub hash_on: HashOn,
     points: Vec<(u64, usize)>,
 }
 
 impl Ring {
-    pub fn new(key: Variable, node_names: &[&str], weights: &[u32]) -> Ring {
+    pub fn new(hash_on: HashOn, node_names: &[&str], weights: &[u32]) -> Ring {
         let mut points = Vec::new();
         for (node, (name, weight)) in node_names.iter().zip(weights).enumerate() {
             for i in 0..weight.saturating_mul(POINTS_PER_WEIGHT) {
@@ -50,7 +50,7 @@ impl Ring {
             }
         }
         points.sort_unstable();
-        Ring { key, points }
+        Ring { hash_on, points }
     }
 
     fn pick(&self, hash: u64, eligible: impl Fn(usize) -> bool) -> Option<usize> {
@@ -60,15 +60,9 @@ impl Ring {
     }
 }
 
-fn hash_value(value: &Value<'_>) -> u64 {
+fn hash_key(key: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
-    match value {
-        Value::Str(s) => s.as_bytes().hash(&mut hasher),
-        Value::Num(n) => n.to_bits().hash(&mut hasher),
-        Value::Bool(b) => b.hash(&mut hasher),
-        Value::Json(raw) => raw.get().hash(&mut hasher),
-        Value::Absent | Value::Null => {}
-    }
+    key.as_bytes().hash(&mut hasher);
     hasher.finish()
 }
 
@@ -135,8 +129,8 @@ mod tests {
 
     #[test]
     fn the_ring_sends_a_key_to_one_node_and_moves_it_only_when_that_node_goes() {
-        let ring = Ring::new(Variable::Uri, &["a:1", "b:1", "c:1"], &[1, 1, 1]);
-        let key = |k: u64| hash_value(&Value::Str(format!("user-{k}").into()));
+        let ring = Ring::new(HashOn::Consumer, &["a:1", "b:1", "c:1"], &[1, 1, 1]);
+        let key = |k: u64| hash_key(&format!("user-{k}"));
         let owners: Vec<usize> = (0..300).map(|k| ring.pick(key(k), |_| true).unwrap()).collect();
         for node in 0..3 {
             let share = owners.iter().filter(|&&o| o == node).count();

@@ -4,7 +4,6 @@
 mod balance;
 mod health;
 
-use std::cell::OnceCell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +19,10 @@ use switchyard_sdk::{
 };
 
 use crate::resource::upstream::{Node, UpstreamSpec};
-use crate::vars::{RequestVars, Variable};
 use balance::{Balancer, InFlight, LeastConn, Ring};
 use health::NodeHealth;
+use switchyard_sdk::chash::HashOn;
+use switchyard_sdk::vars::with_request;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -81,15 +81,10 @@ impl Upstream {
         let weights: Vec<u32> = nodes.iter().map(|n| n.weight).collect();
         let balancer = match spec.kind.as_deref() {
             Some("chash") => {
-                let key = spec.key.as_deref().unwrap_or_default();
-                let key = match spec.hash_on.as_deref() {
-                    Some("header") => Variable::parse(&format!("http_{key}")),
-                    Some("cookie") => Variable::parse(&format!("cookie_{key}")),
-                    _ => Variable::parse(key),
-                }
-                .map_err(|reason| ConfigError::new(at("key"), reason))?;
+                let key = spec.key.as_deref().filter(|k| !k.is_empty());
+                let hash_on = HashOn::parse(spec.hash_on.as_deref(), key).map_err(|e| e.within(path))?;
                 let names: Vec<&str> = nodes.iter().map(|n| n.authority.as_str()).collect();
-                Balancer::Hash(Ring::new(key, &names, &weights))
+                Balancer::Hash(Ring::new(hash_on, &names, &weights))
             }
             Some("least_conn") => Balancer::LeastConn(LeastConn::new(weights)),
             _ => Balancer::RoundRobin(SmoothWeighted::new(weights)),
@@ -151,17 +146,13 @@ struct UpstreamTarget {
 impl UpstreamTarget {
     /// The node for the next attempt: the balancer's pick among the healthy nodes not tried yet;
     /// when every untried node is unhealthy, among those anyway (as APISIX does).
-    fn pick(&self, req: &Request, client: std::net::SocketAddr) -> Option<usize> {
+    fn pick(&self, req: &Request, ctx: &Ctx) -> Option<usize> {
         let up = &self.upstream;
         let untried = |i: usize| !self.tried.contains(&i);
         let healthy = |i: usize| untried(i) && up.health.as_ref().is_none_or(|h| h.available(i));
-        let parsed = OnceCell::new();
-        let vars = RequestVars::new(&req.head, None, client, Some(&req.body), &parsed);
-        let key = match &up.balancer {
-            Balancer::Hash(ring) => ring.key.read(&vars).ok(),
-            _ => None,
-        };
-        up.balancer.pick(key.as_ref(), healthy).or_else(|| up.balancer.pick(key.as_ref(), untried))
+        let pick = |key: Option<&str>| up.balancer.pick(key, healthy).or_else(|| up.balancer.pick(key, untried));
+        let Balancer::Hash(ring) = &up.balancer else { return pick(None) };
+        with_request(req, ctx.client_addr, |vars| pick(Some(&ring.hash_on.key(vars, ctx.consumer.as_deref()))))
     }
 }
 
@@ -174,7 +165,7 @@ impl Target for UpstreamTarget {
         if attempt > 1 && up.retry_timeout.is_some_and(|limit| ctx.started.elapsed() >= limit) {
             return Next::Exhausted(GiveUp::LastAsIs);
         }
-        let Some(index) = self.pick(req, ctx.client_addr) else {
+        let Some(index) = self.pick(req, ctx) else {
             return Next::Exhausted(GiveUp::LastAsIs);
         };
         self.tried.push(index);

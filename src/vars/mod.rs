@@ -1,5 +1,6 @@
 //! A route's `vars`: lua-resty-expr conditions as APISIX uses them, compiled once with the route
-//! (regexes included) and evaluated on a request without allocating.
+//! (regexes included) and evaluated on a request without allocating. The variables they read are
+//! the SDK's ([`switchyard_sdk::vars`]), the one reader plugins use too.
 //!
 //! Forms: `[[var, op, value], ...]` (all must hold), `[var, "!", op, value]` (negated), and
 //! `["OR" | "AND" | "!OR" | "!AND", expr, ...]`, nested freely. Operators: `==`, `~=`, `>`, `<`,
@@ -7,14 +8,12 @@
 //! (the variable is an array holding the value). Comparison follows Lua: a string never equals
 //! a number; ordering operators convert both sides with `tonumber`.
 
-mod json_path;
-mod variable;
-
 use regex::Regex;
 use serde_json::Value as Json;
+use switchyard_sdk::vars::json_path;
 use switchyard_sdk::ConfigError;
 
-pub use variable::{NeedsBody, RequestVars, Value, Variable};
+pub use switchyard_sdk::vars::{NeedsBody, RequestVars, Value, Variable};
 
 /// A compiled `vars` expression.
 #[derive(Debug)]

@@ -128,6 +128,9 @@ async fn run(plan: Plan) -> Result<bool> {
     if bench.plan.runs(&[9]) {
         rows::metrics::measure(&mut bench, &main).await?;
     }
+    if bench.plan.runs(&[10]) {
+        rows::scale::measure_vars(&mut bench).await?;
+    }
     main.stop();
 
     for problem in &bench.problems {

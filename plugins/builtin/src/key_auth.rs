@@ -48,6 +48,10 @@ impl PluginFactory for KeyAuthFactory {
         vec!["key".into()]
     }
 
+    fn authenticates(&self) -> bool {
+        true
+    }
+
     fn consumer_credential(&self, config: &serde_json::Value) -> Option<String> {
         config.get("key").and_then(|k| k.as_str()).map(str::to_string)
     }

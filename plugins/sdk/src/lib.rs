@@ -10,6 +10,7 @@
 extern crate self as switchyard_sdk;
 
 pub mod balancer;
+pub mod chash;
 pub mod consumer;
 pub mod counters;
 pub mod credentials;

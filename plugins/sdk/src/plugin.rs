@@ -97,6 +97,12 @@ pub trait PluginFactory: Send + Sync + 'static {
     fn secret_fields(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether this plugin authenticates callers (identifies a consumer, refuses the others). The
+    /// model API's built-in routes, which authenticate callers with keys of their own, run the
+    /// global rules' plugins but not these.
+    fn authenticates(&self) -> bool {
+        false
+    }
     /// For an authentication plugin: the credential a consumer's config of it carries (key-auth's
     /// `key`), by which the core indexes consumers; `None` when the config holds none. Called
     /// when consumers compile, after `build` accepted the config.

@@ -61,7 +61,8 @@ pub struct ChainEntry {
 #[derive(Clone)]
 pub struct Chain {
     entries: Arc<[ChainEntry]>,
-    error_style: ErrorStyle,
+    /// The first plugin's that declares one, in run order.
+    error_style: Option<ErrorStyle>,
 }
 
 impl Default for Chain {
@@ -73,7 +74,7 @@ impl Default for Chain {
 impl Chain {
     pub fn new(mut entries: Vec<ChainEntry>) -> Self {
         entries.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(b.name)));
-        let error_style = entries.iter().find_map(|e| e.plugin.error_style()).unwrap_or_default();
+        let error_style = entries.iter().find_map(|e| e.plugin.error_style());
         Self { entries: entries.into(), error_style }
     }
 
@@ -90,13 +91,25 @@ impl Chain {
     /// global rule's plugins run before a route's. The error style is `then`'s when it has one.
     pub fn followed_by(&self, then: &Chain) -> Chain {
         let entries: Vec<ChainEntry> = self.entries.iter().chain(then.entries.iter()).cloned().collect();
-        let error_style =
-            then.entries.iter().chain(self.entries.iter()).find_map(|e| e.plugin.error_style()).unwrap_or_default();
+        Self { entries: entries.into(), error_style: then.error_style.or(self.error_style) }
+    }
+
+    /// This chain without the plugins `drop` picks, the others in the same order (the model
+    /// API's routes leave the global rules' authentication plugins out). Runs at reload.
+    pub fn without(&self, drop: impl Fn(&ChainEntry) -> bool) -> Chain {
+        let entries: Vec<ChainEntry> = self.entries.iter().filter(|e| !drop(e)).cloned().collect();
+        let error_style = entries.iter().find_map(|e| e.plugin.error_style());
         Self { entries: entries.into(), error_style }
     }
 
     /// How the gateway renders its own errors on this chain's routes.
     pub fn error_style(&self) -> ErrorStyle {
+        self.error_style.unwrap_or_default()
+    }
+
+    /// The error style a plugin of this chain declares, if any: a route's own plugins decide
+    /// before the global rules'.
+    pub fn declared_error_style(&self) -> Option<ErrorStyle> {
         self.error_style
     }
 

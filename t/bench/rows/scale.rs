@@ -3,13 +3,18 @@
 //! process start to serving the last route is the load time. Then single-route changes are timed
 //! from the admin write to the proxy serving them, and throughput on one route is compared with
 //! the 10-route main node.
+//!
+//! Row 10: what route `vars` cost at that scale. Two stores of as many routes on the same paths,
+//! one where every route has `vars` and one without; a node on each, their middle routes loaded
+//! in turns in the same run.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{chat, check, summary, until_served};
 use crate::load::{self, Shape, Target};
@@ -28,7 +33,8 @@ pub async fn measure(bench: &mut Bench, main: &Node) -> Result<()> {
     let routes = plan.routes;
     eprintln!("bench: row 6, filling a store with {routes} routes");
     let store = bench.work.join("scale").join("store");
-    let fill_time = fill(bench, &store).await?;
+    let ok = bench.mock.ok;
+    let fill_time = fill(bench, &store, |i| routes::chat_route(&route_path(i), ok)).await?;
 
     eprintln!("bench: row 6, starting a node on {routes} routes");
     let last = Target::post("last route", ([127, 0, 0, 1], 0).into(), &route_path(routes - 1), CHAT);
@@ -97,6 +103,69 @@ pub async fn measure(bench: &mut Bench, main: &Node) -> Result<()> {
     Ok(())
 }
 
+/// Row 10. The conditions of each route hold for the bench's request (so both tables serve the
+/// same route the same way); one of them names the route, so no two routes' `vars` are alike.
+pub async fn measure_vars(bench: &mut Bench) -> Result<()> {
+    let plan = bench.plan.clone();
+    let routes = plan.routes;
+    let ok = bench.mock.ok;
+    let mut nodes = Vec::new();
+    let mut load_ms = Vec::new();
+    for with_vars in [false, true] {
+        let name = if with_vars { "vars" } else { "plain" };
+        eprintln!("bench: row 10, filling a store with {routes} routes ({name})");
+        let dir = bench.work.join("scale-vars").join(name);
+        let store = dir.join("store");
+        fill(bench, &store, |i| if with_vars { vars_route(i, ok) } else { routes::chat_route(&route_path(i), ok) })
+            .await?;
+        let started = Instant::now();
+        let node = Node::spawn(&bench.bin, &dir, &embedded_store(&store))?;
+        let last = Target::post("last route", node.proxy, &route_path(routes - 1), CHAT);
+        load_ms.push(until_served(&last, started, Duration::from_secs(60)).await?.as_secs_f64() * 1e3);
+        nodes.push(node);
+    }
+    for node in &mut nodes {
+        node.wait_ready().await?;
+    }
+
+    eprintln!("bench: row 10, throughput on {routes} routes with vars vs without");
+    let middle = route_path(routes / 2);
+    let target =
+        |name: &str, node: &Node| Arc::new(Target::post(name, node.proxy, &middle, CHAT).cpu_of(vec![node.pid()]));
+    let targets = [target("without vars", &nodes[0]), target("with vars", &nodes[1])];
+    let shape = Shape { connections: plan.connections, warmup: plan.warmup, measure: plan.throughput_window };
+    let outcomes = load::interleaved(&targets, shape, plan.rounds).await?;
+    for node in nodes {
+        node.stop();
+    }
+    check(bench, &format!("{routes} routes without vars"), &outcomes[0]);
+    check(bench, &format!("{routes} routes with vars"), &outcomes[1]);
+    bench.report.raw(
+        "scale_vars",
+        json!({"routes": routes, "load_ms": {"plain": load_ms[0], "vars": load_ms[1]},
+            "plain": summary(&outcomes[0]), "vars": summary(&outcomes[1])}),
+    );
+    let scenario =
+        format!("{} routes, every one with `vars` (gateway column) vs none (direct column)", thousands(routes as f64));
+    let (plain, with_vars) = (&outcomes[0], &outcomes[1]);
+    bench.report.push(Line::against(10, &scenario, "req/s, 64 conns", plain.rps(), with_vars.rps(), 0.95));
+    bench.report.push(Line::cpu_against(10, &scenario, plain, with_vars));
+    Ok(())
+}
+
+/// A chat route at route `i`'s path whose `vars` the bench's request meets: four conditions,
+/// a regex among them, the last naming the route.
+fn vars_route(i: usize, mock: SocketAddr) -> Value {
+    let mut route = routes::chat_route(&route_path(i), mock);
+    route["vars"] = json!([
+        ["request_method", "==", "POST"],
+        ["http_content_type", "~*", "^application/json"],
+        ["host", "~=", "blocked.example.com"],
+        ["arg_tenant", "~=", format!("not-{i}")],
+    ]);
+    route
+}
+
 fn route_id(i: usize) -> String {
     format!("scale-{i}")
 }
@@ -105,17 +174,17 @@ fn route_path(i: usize) -> String {
     format!("/bench/scale/{i}")
 }
 
-/// Fills `store` with `plan.routes` routes through a node's admin API and stops that node
-/// cleanly. The node runs on tmpfs when there is one; the store is then copied to `store`.
-async fn fill(bench: &Bench, store: &Path) -> Result<Duration> {
+/// Fills `store` with `plan.routes` routes (`route(i)` at id `scale-<i>`) through a node's admin
+/// API and stops that node cleanly. The node runs on tmpfs when there is one; the store is then
+/// copied to `store`.
+async fn fill(bench: &Bench, store: &Path, route: impl Fn(usize) -> Value) -> Result<Duration> {
     let scratch = scratch_dir(bench)?;
     let scratch_store = scratch.join("store");
     let node = Node::start(&bench.bin, &scratch, &embedded_store(&scratch_store)).await?;
     let started = Instant::now();
-    let ok = bench.mock.ok;
-    let node_ref = &node;
+    let (node_ref, route) = (&node, &route);
     let revisions: Vec<u64> = stream::iter(0..bench.plan.routes)
-        .map(|i| async move { node_ref.put_route(&route_id(i), &routes::chat_route(&route_path(i), ok)).await })
+        .map(|i| async move { node_ref.put_route(&route_id(i), &route(i)).await })
         .buffer_unordered(FILL_CONCURRENCY)
         .try_collect()
         .await?;

@@ -6,7 +6,8 @@
 //! maps to the same instance on every node, every build, and after any reordering of `instances`.
 
 use switchyard_sdk::balancer::SmoothWeighted;
-use switchyard_sdk::vars;
+use switchyard_sdk::chash::HashOn;
+use switchyard_sdk::vars::with_request;
 use switchyard_sdk::{ConfigError, Ctx, Request};
 
 use super::config::BalancerConfig;
@@ -18,18 +19,6 @@ struct Group {
     names: Vec<Box<[u8]>>,
     weights: Vec<u32>,
     wrr: SmoothWeighted,
-}
-
-/// Where the `chash` key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashOn {
-    /// An nginx-style variable: `remote_addr`, `uri`, `request_uri`, `host`, `arg_<name>`,
-    /// `http_<name>`, `cookie_<name>`.
-    Var(String),
-    Header(String),
-    Cookie(String),
-    /// The consumer an authentication plugin identified; the client address when none was.
-    Consumer,
 }
 
 pub struct Selector {
@@ -54,64 +43,19 @@ impl Selector {
             .collect();
         let hash_on = match balancer.algorithm.as_str() {
             "roundrobin" => None,
-            "chash" => {
-                let key = balancer.key.clone().filter(|k| !k.is_empty());
-                Some(match (balancer.hash_on.as_str(), key) {
-                    ("vars", key) => HashOn::Var(key.unwrap_or_else(|| "remote_addr".into())),
-                    ("header", Some(key)) => HashOn::Header(key.to_ascii_lowercase()),
-                    ("cookie", Some(key)) => HashOn::Cookie(key),
-                    ("consumer", _) => HashOn::Consumer,
-                    ("header" | "cookie", None) => {
-                        return Err(ConfigError::new("balancer.key", "is required when hash_on is header or cookie"))
-                    }
-                    (_, _) => {
-                        return Err(ConfigError::new(
-                            "balancer.hash_on",
-                            "must be one of vars, header, cookie, consumer",
-                        ))
-                    }
-                })
-            }
+            "chash" => Some(
+                HashOn::parse(Some(&balancer.hash_on), balancer.key.as_deref()).map_err(|e| e.within("balancer"))?,
+            ),
             _ => return Err(ConfigError::new("balancer.algorithm", "must be one of roundrobin, chash")),
         };
         Ok(Selector { groups, hash_on })
     }
 
-    /// The request's hash key, when the balancer hashes and the request carries the key.
+    /// The request's hash key, when the balancer hashes: the `hash_on` source's value, else the
+    /// client address (as APISIX falls back to `remote_addr`). Runs once per request, in access.
     pub fn key(&self, req: &Request, ctx: &Ctx) -> Option<String> {
         let hash_on = self.hash_on.as_ref()?;
-        let client_ip = || ctx.client_addr.ip().to_string();
-        let header = |name: &str| req.head.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let cookie = |name: &str| {
-            req.head.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
-                line.split(';')
-                    .filter_map(|pair| pair.trim().split_once('='))
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            })
-        };
-        match hash_on {
-            HashOn::Header(name) => header(name),
-            HashOn::Cookie(name) => cookie(name),
-            HashOn::Consumer => Some(ctx.consumer.as_ref().map_or_else(client_ip, |c| c.username.to_string())),
-            HashOn::Var(var) => match var.as_str() {
-                "remote_addr" => Some(client_ip()),
-                "uri" => Some(req.head.uri.path().to_string()),
-                "request_uri" => Some(req.head.uri.to_string()),
-                "host" => header("host"),
-                var => {
-                    if let Some(name) = var.strip_prefix("http_") {
-                        vars::http_var(&req.head.headers, name).map(str::to_string)
-                    } else if let Some(name) = var.strip_prefix("cookie_") {
-                        cookie(name)
-                    } else if let Some(name) = var.strip_prefix("arg_") {
-                        vars::query_arg(&req.head.uri, name).map(str::to_string)
-                    } else {
-                        None
-                    }
-                }
-            },
-        }
+        Some(with_request(req, ctx.client_addr, |vars| hash_on.key(vars, ctx.consumer.as_deref()).into_owned()))
     }
 
     /// The next instance among those `usable`, highest priority group first; `None` when no

@@ -11,6 +11,7 @@
 mod config;
 mod cost_expr;
 mod estimate;
+mod rule_key;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use switchyard_sdk::{
 
 use self::config::{positive, Quota, RawConfig, Strategy};
 use self::estimate::Estimate;
+use self::rule_key::RuleKey;
 use crate::ai_proxy_multi::RateLimitFallback;
 
 pub struct AiRateLimitingFactory;
@@ -64,7 +66,7 @@ impl PluginFactory for AiRateLimitingFactory {
             }
             let suffix = rule.header_prefix.as_deref().map_or_else(String::new, |p| format!("-{p}"));
             rules.push(Rule {
-                key: rule.key.clone(),
+                key: RuleKey::parse(&rule.key).map_err(|e| ConfigError::new(format!("{here}.key"), e))?,
                 quota: Quota { limit, window: Duration::from_secs(window) },
                 headers: QuotaHeaders::new(&suffix)
                     .map_err(|e| ConfigError::new(format!("{here}.header_prefix"), e))?,
@@ -98,7 +100,7 @@ impl PluginFactory for AiRateLimitingFactory {
 }
 
 struct Rule {
-    key: String,
+    key: RuleKey,
     quota: Quota,
     headers: QuotaHeaders,
 }
@@ -245,27 +247,6 @@ impl AiRateLimiting {
             );
         }
     }
-
-    /// The value of a rule's key for this request (`$remote_addr`, `$consumer_name`,
-    /// `$http_<name>`, `$arg_<name>`, `$uri`, or a literal); the client address when empty.
-    fn rule_value(ctx: &Ctx, req: &Request, key: &str) -> String {
-        let value = match key.strip_prefix('$') {
-            None => Some(key.to_string()),
-            Some("remote_addr") => None,
-            Some("consumer_name") => ctx.consumer.as_ref().map(|c| c.username.to_string()),
-            Some("uri") => Some(req.head.uri.path().to_string()),
-            Some(var) => {
-                if let Some(name) = var.strip_prefix("http_") {
-                    switchyard_sdk::vars::http_var(&req.head.headers, name).map(str::to_string)
-                } else if let Some(name) = var.strip_prefix("arg_") {
-                    switchyard_sdk::vars::query_arg(&req.head.uri, name).map(str::to_string)
-                } else {
-                    None
-                }
-            }
-        };
-        value.filter(|v| !v.is_empty()).unwrap_or_else(|| ctx.client_addr.ip().to_string())
-    }
 }
 
 #[derive_phases]
@@ -282,7 +263,7 @@ impl Plugin for AiRateLimiting {
                 .iter()
                 .enumerate()
                 .map(|(i, rule)| Counter {
-                    key: Self::key(ctx, &format!("rule{i}:{}", Self::rule_value(ctx, req, &rule.key))),
+                    key: Self::key(ctx, &format!("rule{i}:{}", rule.key.value(ctx, req))),
                     limit: rule.quota.limit,
                     window: Some(rule.quota.window),
                     cost,

@@ -53,11 +53,6 @@ impl Adapter {
         Self::ALL.iter().find(|(_, a)| *a == self).map_or("", |(n, _)| n)
     }
 
-    /// Whether this build calls upstreams with it (every adapter now).
-    pub fn served(self) -> bool {
-        matches!(self, Adapter::OpenAi | Adapter::Anthropic | Adapter::AzureOpenAi | Adapter::Bedrock | Adapter::Vertex)
-    }
-
     /// Whether a provider key needs an `api_base`: Bedrock finds its endpoint from the region,
     /// Vertex from the project; the others have no host to fall back on.
     pub fn needs_api_base(self) -> bool {

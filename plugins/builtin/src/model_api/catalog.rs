@@ -58,7 +58,7 @@ impl ProviderKey {
             (Adapter::Bedrock, Some(provider)) => Some(bedrock::key_endpoint(provider, def.secret, base.as_deref())?),
             _ => None,
         };
-        if def.adapter.served() && endpoint.is_none() {
+        if endpoint.is_none() {
             let base = base.as_deref().ok_or_else(|| {
                 ConfigError::new("api_base", format!("is required for adapter {}", def.adapter.name()))
             })?;
@@ -331,8 +331,6 @@ mod tests {
             url(&claude.count_tokens, Protocol::AnthropicMessages).unwrap(),
             "http://c/v1/messages/count_tokens"
         );
-        let vertex = Model::compile(&def, &key(Adapter::Vertex, None, None).unwrap()).unwrap();
-        assert!(vertex.instance.is_none() && !vertex.adapter.served());
     }
 
     #[test]

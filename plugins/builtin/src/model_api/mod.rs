@@ -161,9 +161,6 @@ impl ModelApi {
 
     /// The provider call behind `model` for this endpoint, or the 501 saying why there is none.
     fn instance_of<'m>(&self, model: &'m Model) -> Result<&'m Instance, String> {
-        if !model.adapter.served() {
-            return Err(format!("the `{}` adapter is not available yet", model.adapter.name()));
-        }
         let instance = match self.surface {
             Surface::CountTokens => model.count_tokens.as_deref(),
             _ => model.instance.as_deref(),

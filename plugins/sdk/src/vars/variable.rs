@@ -1,15 +1,15 @@
-//! The variables a `vars` condition (or a `chash` key) reads, and reading them from one request
-//! without allocating: every name is resolved when the config compiles.
+//! The variables, and reading them from one request without allocating: every name is resolved
+//! when the config compiles.
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::fmt::Write;
 use std::net::SocketAddr;
 
+use crate::raw_body::RawBody;
 use bytes::Bytes;
 use http::header::{HeaderName, COOKIE};
 use serde_json::value::RawValue;
-use switchyard_sdk::raw_body::RawBody;
 
 use super::json_path::{self, Step};
 
@@ -18,10 +18,20 @@ use super::json_path::{self, Step};
 pub enum Variable {
     /// The request path, without the query string.
     Uri,
+    /// `request_uri`: the path with the query string, as sent.
+    RequestUri,
+    /// `query_string` (or `args`): the query string, without the `?`.
+    QueryString,
     /// The request's host, lower case and without a port.
     Host,
+    /// The client's address, without the port.
     RemoteAddr,
+    RemotePort,
     RequestMethod,
+    /// `server_name`: the name of the server block that took the request, which is `_` for every
+    /// request in APISIX (its one `server` block is `server_name _`); kept for the configs that
+    /// name it.
+    ServerName,
     /// `arg_<name>`: a query argument, as sent (not percent-decoded, as nginx's `$arg_`).
     Arg(String),
     /// `http_<name>`: a request header; `_` in the name stands for `-`.
@@ -38,15 +48,20 @@ impl Variable {
     pub fn parse(name: &str) -> Result<Variable, String> {
         let unknown = || {
             format!(
-                "unknown variable `{name}`: use uri, host, remote_addr, request_method, arg_<name>, \
-                 http_<name>, cookie_<name> or post_arg.<path>"
+                "unknown variable `{name}`: use uri, request_uri, query_string, host, remote_addr, \
+                 remote_port, request_method, server_name, arg_<name>, http_<name>, cookie_<name> or \
+                 post_arg.<path>"
             )
         };
         Ok(match name {
             "uri" => Variable::Uri,
+            "request_uri" => Variable::RequestUri,
+            "query_string" | "args" => Variable::QueryString,
             "host" => Variable::Host,
             "remote_addr" => Variable::RemoteAddr,
+            "remote_port" => Variable::RemotePort,
             "request_method" => Variable::RequestMethod,
+            "server_name" => Variable::ServerName,
             _ => {
                 if let Some(arg) = name.strip_prefix("arg_").filter(|a| !a.is_empty()) {
                     Variable::Arg(arg.to_string())
@@ -74,9 +89,15 @@ impl Variable {
     pub fn read<'r>(&self, req: &'r RequestVars<'r>) -> Result<Value<'r>, NeedsBody> {
         Ok(match self {
             Variable::Uri => Value::Str(Cow::Borrowed(req.head.uri.path())),
+            Variable::RequestUri => {
+                Value::Str(Cow::Borrowed(req.head.uri.path_and_query().map_or("/", |p| p.as_str())))
+            }
+            Variable::QueryString => req.head.uri.query().map_or(Value::Absent, |q| Value::Str(Cow::Borrowed(q))),
             Variable::Host => req.host.map_or(Value::Absent, |h| Value::Str(Cow::Borrowed(h))),
             Variable::RemoteAddr => Value::Str(Cow::Borrowed(req.remote_addr())),
+            Variable::RemotePort => Value::Str(Cow::Borrowed(req.remote_port())),
             Variable::RequestMethod => Value::Str(Cow::Borrowed(req.head.method.as_str())),
+            Variable::ServerName => Value::Str(Cow::Borrowed("_")),
             Variable::Arg(name) => arg(req.head.uri.query(), name).map_or(Value::Absent, |v| Value::Str(v.into())),
             Variable::Http(name) => req
                 .head
@@ -107,6 +128,7 @@ pub struct RequestVars<'r> {
     pub body: Option<&'r Bytes>,
     pub parsed: &'r OnceCell<Option<RawBody>>,
     remote_addr: OnceCell<StackText>,
+    remote_port: OnceCell<StackText>,
 }
 
 impl<'r> RequestVars<'r> {
@@ -117,18 +139,16 @@ impl<'r> RequestVars<'r> {
         body: Option<&'r Bytes>,
         parsed: &'r OnceCell<Option<RawBody>>,
     ) -> Self {
-        Self { head, host, client, body, parsed, remote_addr: OnceCell::new() }
+        Self { head, host, client, body, parsed, remote_addr: OnceCell::new(), remote_port: OnceCell::new() }
     }
 
     fn remote_addr(&self) -> &str {
-        self.remote_addr
-            .get_or_init(|| {
-                let mut text = StackText::default();
-                // An IP address always fits in 46 bytes.
-                let _ = write!(text, "{}", self.client.ip());
-                text
-            })
-            .as_str()
+        // An IP address always fits in 46 bytes.
+        self.remote_addr.get_or_init(|| StackText::of(self.client.ip())).as_str()
+    }
+
+    fn remote_port(&self) -> &str {
+        self.remote_port.get_or_init(|| StackText::of(self.client.port())).as_str()
     }
 }
 
@@ -177,6 +197,18 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// The value as text, for keys (`chash`, rate-limit rules): strings as they are, numbers
+    /// and booleans written out, arrays and objects as their JSON. `None`: absent or null.
+    pub fn into_text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Value::Absent | Value::Null => None,
+            Value::Str(s) => Some(s),
+            Value::Num(n) => Some(Cow::Owned(n.to_string())),
+            Value::Bool(b) => Some(Cow::Borrowed(if b { "true" } else { "false" })),
+            Value::Json(raw) => Some(Cow::Borrowed(raw.get())),
+        }
+    }
+
     /// Lua's `tonumber`: numbers, and strings that read as one.
     pub fn as_number(&self) -> Option<f64> {
         match self {
@@ -220,6 +252,13 @@ impl Default for StackText {
 }
 
 impl StackText {
+    /// `value` formatted; cut short if it does not fit (no address or port is that long).
+    fn of(value: impl std::fmt::Display) -> StackText {
+        let mut text = StackText::default();
+        let _ = write!(text, "{value}");
+        text
+    }
+
     fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
     }
@@ -247,6 +286,26 @@ mod tests {
         assert!(Variable::parse("nope").unwrap_err().contains("unknown variable `nope`"));
         assert!(Variable::parse("arg_").is_err());
         assert!(Variable::parse("post_arg.").is_err());
+        assert_eq!(Variable::parse("args").unwrap(), Variable::QueryString);
+        assert!(Variable::parse("hostname").unwrap_err().contains("server_name"), "the message lists the names");
+    }
+
+    #[test]
+    fn request_line_variables_read_as_nginx_has_them() {
+        let (head, ()) = http::Request::builder().uri("/v1/chat?a=1&b=2").body(()).unwrap().into_parts();
+        let parsed = OnceCell::new();
+        let req = RequestVars::new(&head, Some("api.example.com"), "10.0.0.7:5123".parse().unwrap(), None, &parsed);
+        let read = |name: &str| Variable::parse(name).unwrap().read(&req).unwrap();
+        assert_eq!(read("uri"), Value::Str("/v1/chat".into()));
+        assert_eq!(read("request_uri"), Value::Str("/v1/chat?a=1&b=2".into()));
+        assert_eq!(read("query_string"), Value::Str("a=1&b=2".into()));
+        assert_eq!(read("host"), Value::Str("api.example.com".into()));
+        assert_eq!(read("remote_port"), Value::Str("5123".into()));
+        assert_eq!(read("server_name"), Value::Str("_".into()));
+        let (bare, ()) = http::Request::new(()).into_parts();
+        let req = RequestVars::new(&bare, None, "10.0.0.7:5123".parse().unwrap(), None, &parsed);
+        assert_eq!(Variable::QueryString.read(&req).unwrap(), Value::Absent);
+        assert_eq!(Variable::Host.read(&req).unwrap(), Value::Absent);
     }
 
     #[test]

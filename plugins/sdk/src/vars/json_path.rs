@@ -3,9 +3,9 @@
 
 use std::fmt;
 
+use crate::raw_body::RawBody;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use switchyard_sdk::raw_body::RawBody;
 
 /// One segment of a body path: an object key, which also indexes an array when it is a number.
 #[derive(Debug, Clone, PartialEq, Eq)]
