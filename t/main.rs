@@ -17,6 +17,7 @@ mod etcd;
 mod failover;
 mod model_api;
 mod model_api_protocols;
+mod model_api_rate_limits;
 mod model_resources;
 mod observe;
 mod plugin_errors;

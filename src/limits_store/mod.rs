@@ -2,6 +2,7 @@
 //! process, and one per distinct Redis server, made on first use and kept for the life of the
 //! node so counters survive reloads.
 
+pub mod config;
 mod local;
 mod redis;
 

@@ -12,17 +12,21 @@ use tokio::sync::OnceCell;
 
 use super::{now_ms, state, windowed};
 
-/// KEYS: the counters; ARGV: per counter `limit, ttl_ms, cost`. All are checked before any is
-/// charged: `{0, i, value}` names the first spent counter, `{1, v1, v2, ...}` the new values.
+/// KEYS: the counters; ARGV: per counter `limit, ttl_ms, cost, gauge`. All are checked before
+/// any is charged: `{0, i, value}` names the first spent counter, `{1, v1, v2, ...}` the new
+/// values. A window's counter expires with its window; a gauge's time to live restarts with each
+/// admission, so it lapses only once no node has touched it for that long.
 const RESERVE: &str = r"
 for i = 1, #KEYS do
   local value = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if value >= tonumber(ARGV[3 * i - 2]) then return {0, i, value} end
+  if value >= tonumber(ARGV[4 * i - 3]) then return {0, i, value} end
 end
 local out = {1}
 for i = 1, #KEYS do
-  local value = redis.call('INCRBY', KEYS[i], ARGV[3 * i])
-  if redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], ARGV[3 * i - 1]) end
+  local value = redis.call('INCRBY', KEYS[i], ARGV[4 * i - 1])
+  if ARGV[4 * i] == '1' or redis.call('PTTL', KEYS[i]) < 0 then
+    redis.call('PEXPIRE', KEYS[i], ARGV[4 * i - 2])
+  end
   out[#out + 1] = value
 end
 return out
@@ -105,7 +109,8 @@ impl CounterStore for RedisCounters {
         let keyed: Vec<(String, Duration)> = counters.iter().map(|c| windowed(&c.key, c.window, now_ms)).collect();
         let mut invocation = self.reserve.prepare_invoke();
         for (counter, (key, left)) in counters.iter().zip(&keyed) {
-            invocation.key(key).arg(counter.limit).arg(left.as_millis().max(1) as u64).arg(counter.cost);
+            let gauge = u8::from(counter.window.is_none());
+            invocation.key(key).arg(counter.limit).arg(left.as_millis().max(1) as u64).arg(counter.cost).arg(gauge);
         }
         let answer = async {
             let mut connection = self.connection().await?;
