@@ -24,6 +24,7 @@ mod plugin_errors;
 mod process;
 mod protocols;
 mod proxying;
+mod redis_policies;
 mod reload;
 mod request_id;
 mod routing;
