@@ -15,6 +15,7 @@ mod nginx;
 mod node;
 mod plan;
 mod process;
+mod redis;
 mod relay;
 mod report;
 mod routes;
@@ -127,6 +128,9 @@ async fn run(plan: Plan) -> Result<bool> {
     }
     if bench.plan.runs(&[9]) {
         rows::metrics::measure(&mut bench, &main).await?;
+    }
+    if bench.plan.runs(&[10]) {
+        rows::quota::measure(&mut bench, &main).await?;
     }
     main.stop();
 
