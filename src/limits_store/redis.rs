@@ -204,9 +204,11 @@ impl CounterStore for RedisCounters {
         if adjustments.is_empty() {
             return;
         }
+        // A request dropped outside the runtime (at shutdown) has nobody left to settle for.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let Some(mut connection) = self.connection.get().cloned() else { return };
         let (script, timeout) = (self.settle.clone(), self.timeout);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let mut invocation = script.prepare_invoke();
             for (key, delta) in &adjustments {
                 invocation.key(key).arg(*delta);
