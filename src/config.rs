@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::limits_store::config::RateLimitConfig;
 use crate::observe::config::{AccessLogFormat, MetricsConfig, StatusConfig, TracingConfig};
 
 /// The admin key shipped in `conf/config.yaml`: accepted on loopback listeners only.
@@ -31,6 +32,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub status: StatusConfig,
     pub tracing: TracingConfig,
+    /// The model API's `rate_limit` counters (`src/limits_store/config.rs`).
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             status: StatusConfig::default(),
             tracing: TracingConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -342,6 +346,7 @@ impl Config {
         self.metrics.addr()?;
         self.status.addr()?;
         self.tracing.validate()?;
+        self.rate_limit.validate()?;
         for (name, provider) in &self.providers {
             if let Some(url) = &provider.base_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -424,6 +429,7 @@ mod tests {
         assert_eq!(format!("{:?}", config.metrics), format!("{:?}", defaults.metrics));
         assert_eq!(format!("{:?}", config.status), format!("{:?}", defaults.status));
         assert_eq!(format!("{:?}", config.tracing), format!("{:?}", defaults.tracing));
+        assert_eq!(format!("{:?}", config.rate_limit), format!("{:?}", defaults.rate_limit));
         assert_eq!(config.shutdown_timeout, defaults.shutdown_timeout);
     }
 
@@ -445,6 +451,19 @@ mod tests {
         assert!(tiny.validate().unwrap_err().to_string().contains("max_request_head_bytes"));
         let field: Config = serde_norway::from_str("proxy:\n  max_header_field_bytes: 70000\n").unwrap();
         assert!(field.validate().unwrap_err().to_string().contains("max_header_field_bytes"));
+    }
+
+    #[test]
+    fn the_rate_limit_redis_is_checked_and_its_password_never_printed() {
+        let yaml = "rate_limit:\n  redis:\n    host: redis.internal\n    password: hunter2\n";
+        let config: Config = serde_norway::from_str(yaml).unwrap();
+        assert!(config.validate().is_ok());
+        let redis = config.rate_limit.redis.as_ref().unwrap();
+        assert_eq!((redis.port, redis.database, redis.timeout_ms, redis.ssl), (6379, 0, 1000, false));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let empty: Config = serde_norway::from_str("rate_limit:\n  redis:\n    host: ''\n").unwrap();
+        assert!(empty.validate().unwrap_err().to_string().contains("rate_limit.redis.host"));
+        assert!(serde_norway::from_str::<Config>("rate_limit:\n  redis:\n    hots: x\n").is_err());
     }
 
     #[test]

@@ -12,17 +12,17 @@ use crate::harness::redis::Redis;
 use crate::harness::{MockUpstream, TestGateway};
 
 /// The mock's usage for one chat completion (t/fixtures/chat.json).
-const TOTAL: u64 = 58;
+pub const TOTAL: u64 = 58;
 
-fn limiting(config: Value) -> Value {
+pub fn limiting(config: Value) -> Value {
     json!({"ai-rate-limiting": config})
 }
 
-async fn post(gw: &TestGateway, path: &str, body: &str) -> reqwest::Response {
+pub async fn post(gw: &TestGateway, path: &str, body: &str) -> reqwest::Response {
     gw.http.post(gw.url(path)).header("apikey", "jack-key").body(body.to_string()).send().await.unwrap()
 }
 
-async fn with_jack(mock: &MockUpstream) -> TestGateway {
+pub async fn with_jack(mock: &MockUpstream) -> TestGateway {
     let gw = gateway_for(mock).await;
     put_consumer(&gw, json!({"username": "jack", "plugins": {"key-auth": {"key": "jack-key"}}})).await;
     put_consumer(&gw, json!({"username": "jill", "plugins": {"key-auth": {"key": "jill-key"}}})).await;
@@ -30,7 +30,7 @@ async fn with_jack(mock: &MockUpstream) -> TestGateway {
 }
 
 /// `{"messages":...,"max_tokens":48}`: 64 bytes → 16 prompt tokens estimated, 48 completion.
-const BODY: &str = r#"{"messages":[{"role":"user","content":"hi there"}],"max_tokens":48}"#;
+pub const BODY: &str = r#"{"messages":[{"role":"user","content":"hi there"}],"max_tokens":48}"#;
 
 #[tokio::test]
 async fn a_spent_limit_rejects_with_headers_retry_after_and_the_configured_answer() {
@@ -116,7 +116,7 @@ async fn rules_key_counters_by_variable() {
 
 /// Fifty requests at once against a limit that admits about ten: the tokens admitted never exceed
 /// the limit plus one request's estimate.
-async fn fifty_at_once(gateways: &[&TestGateway], path: &str) -> u64 {
+pub async fn fifty_at_once(gateways: &[&TestGateway], path: &str) -> u64 {
     let mut tasks = Vec::new();
     for i in 0..50 {
         let gw = gateways[i % gateways.len()];
@@ -137,8 +137,8 @@ async fn fifty_at_once(gateways: &[&TestGateway], path: &str) -> u64 {
     admitted
 }
 
-const LIMIT: u64 = 600;
-const ESTIMATE: u64 = 16 + 48;
+pub const LIMIT: u64 = 600;
+pub const ESTIMATE: u64 = 16 + 48;
 
 #[tokio::test]
 async fn fifty_concurrent_requests_admit_at_most_the_limit_plus_one_estimate() {

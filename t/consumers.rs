@@ -197,3 +197,38 @@ async fn a_consumers_plugins_replace_the_routes_for_its_requests() {
     assert_eq!(serde_json::from_slice::<Value>(&seen.body).unwrap()["model"], "vip-model");
     assert_eq!(seen.headers["authorization"], "Bearer sk-vip");
 }
+
+#[tokio::test]
+async fn chash_on_consumer_keeps_each_consumer_on_one_instance_and_spreads_consumers() {
+    let mocks = [MockUpstream::llm("a").await, MockUpstream::llm("b").await, MockUpstream::llm("c").await];
+    let gw = TestGateway::start().await;
+    let users = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
+    for user in users {
+        put_consumer(&gw, json!({"username": user, "plugins": {"key-auth": {"key": format!("{user}-key")}}})).await;
+    }
+    let instances: Vec<Value> = ["a", "b", "c"]
+        .iter()
+        .zip(&mocks)
+        .map(|(name, mock)| {
+            json!({"name": name, "provider": "openai-compatible", "weight": 1,
+                "auth": {"header": {"Authorization": "Bearer sk-provider"}}, "options": {"model": "m"},
+                "override": {"endpoint": format!("{}/v1/chat/completions", mock.base_url())}})
+        })
+        .collect();
+    gw.put_route(json!({"id": "sticky", "paths": ["/sticky"], "plugins": {"key-auth": {},
+        "ai-proxy-multi": {"balancer": {"algorithm": "chash", "hash_on": "consumer"}, "instances": instances}}}))
+        .await;
+    // Every request comes from 127.0.0.1: only the consumer can tell them apart.
+    let mut owners = std::collections::HashSet::new();
+    for user in users {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..4 {
+            let response = chat(&gw, "/sticky", Some(&format!("{user}-key"))).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            seen.insert(response.headers()["x-switchyard-instance"].to_str().unwrap().to_string());
+        }
+        assert_eq!(seen.len(), 1, "{user} moved between instances: {seen:?}");
+        owners.extend(seen);
+    }
+    assert!(owners.len() >= 2, "consumers spread over the instances: {owners:?}");
+}

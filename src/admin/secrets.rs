@@ -155,10 +155,9 @@ fn restore_at(value: &mut Value, stored: Option<&Value>, steps: &[Step<'_>], pat
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::collections::BTreeMap;
 
     fn registry() -> Registry {
-        switchyard_builtin::registry(&BTreeMap::new())
+        switchyard_builtin::registry(&switchyard_builtin::NodeSettings::default())
     }
 
     fn route(key: &str) -> Value {

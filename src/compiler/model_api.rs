@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard_builtin::model_api::catalog::{CallerKey, Catalog, Model, ModelDef, ProviderKey, ProviderKeyDef};
+use switchyard_builtin::model_api::catalog::{
+    key_quota, CallerKey, Catalog, Model, ModelDef, ProviderKey, ProviderKeyDef,
+};
 use switchyard_builtin::model_api::routing::{Routing, RoutingDef};
 use switchyard_sdk::ConfigError;
 
@@ -79,6 +81,7 @@ pub fn model(
             stream_resume: routing.stream_resume,
             retry_after_max_wait: Duration::from_millis(routing.retry_after_max_wait_ms),
             fallback_error_codes: &routing.fallback_error_codes,
+            rate_limit: spec.rate_limit.as_ref(),
         };
         let compiled = Routing::compile(&spec.display_name, &def).map_err(|e| e.within("routing"))?;
         return Ok(ModelEntry { spec, compiled: CompiledModel::Routing(Arc::new(compiled)) });
@@ -97,6 +100,7 @@ pub fn model(
         timeout: millis(spec.timeout),
         stream_timeout: millis(spec.stream_timeout),
         cooldown: &cooldown,
+        rate_limit: spec.rate_limit.as_ref(),
     };
     let model = Arc::new(Model::compile(&def, &key.key)?);
     Ok(ModelEntry { spec, compiled: CompiledModel::Direct(model) })
@@ -113,6 +117,7 @@ pub fn api_key(
         id: Arc::from(id),
         hash: spec.hash_bytes(),
         allowed: spec.allowed().map(|list| list.into_iter().collect()),
+        quota: key_quota(id, spec.rate_limit.as_ref()),
     };
     Ok(ApiKeyEntry { spec, key: Arc::new(key) })
 }

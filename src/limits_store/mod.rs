@@ -1,7 +1,8 @@
 //! The counter stores the core lends limiting plugins (`switchyard_sdk::CounterStore`): one in
-//! process, and one per distinct Redis server, made on first use and kept for the life of the
-//! node so counters survive reloads.
+//! process, and one per distinct Redis server or Redis Cluster, made on first use and kept for
+//! the life of the node so counters survive reloads.
 
+pub mod config;
 mod local;
 mod redis;
 
@@ -18,20 +19,23 @@ pub use redis::RedisCounters;
 #[derive(Default)]
 pub struct CounterStores {
     local: Arc<LocalCounters>,
-    redis: Mutex<HashMap<switchyard_sdk::RedisSettings, Arc<RedisCounters>>>,
+    redis: Mutex<HashMap<CounterPolicy, Arc<RedisCounters>>>,
 }
 
 impl CounterStores {
     /// The store for `policy`: runs while a config compiles, so it opens no connection.
     pub fn get(&self, policy: &CounterPolicy) -> Arc<dyn CounterStore> {
-        match policy {
-            CounterPolicy::Local => Arc::clone(&self.local) as Arc<dyn CounterStore>,
-            CounterPolicy::Redis(settings) => {
-                let mut stores = self.redis.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let store = stores.entry(settings.clone()).or_insert_with(|| Arc::new(RedisCounters::new(settings)));
-                Arc::clone(store) as Arc<dyn CounterStore>
-            }
+        let mut stores = self.redis.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(store) = stores.get(policy) {
+            return Arc::clone(store) as Arc<dyn CounterStore>;
         }
+        let store = Arc::new(match policy {
+            CounterPolicy::Local => return Arc::clone(&self.local) as Arc<dyn CounterStore>,
+            CounterPolicy::Redis(settings) => RedisCounters::new(settings),
+            CounterPolicy::RedisCluster(settings) => RedisCounters::cluster(settings),
+        });
+        stores.insert(policy.clone(), Arc::clone(&store));
+        store
     }
 }
 

@@ -1,28 +1,40 @@
 //! Counters in Redis, shared by every node: one server-side script per admission and one per
-//! settlement (a single round trip each), over one multiplexed, self-reconnecting connection
-//! (`redis::aio::ConnectionManager`), with `timeout` on connecting and on every answer.
+//! settlement (a single round trip each), with `timeout` on connecting and on every answer. A
+//! single server is reached over one multiplexed, self-reconnecting connection
+//! (`redis::aio::ConnectionManager`); a Redis Cluster through the `redis` crate's cluster client,
+//! which routes each script to the node holding its keys' slot (the keys of one admission share
+//! a hash tag, see `switchyard_sdk::Counter::key`) and follows the cluster's topology.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Script};
-use switchyard_sdk::{Admission, Counter, CounterError, CounterStore, RedisSettings};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo, RedisResult, Script,
+    ScriptInvocation, TlsMode,
+};
+use switchyard_sdk::{Admission, Counter, CounterError, CounterStore, RedisClusterSettings, RedisSettings};
 use tokio::sync::OnceCell;
 
 use super::{now_ms, state, windowed};
 
-/// KEYS: the counters; ARGV: per counter `limit, ttl_ms, cost`. All are checked before any is
-/// charged: `{0, i, value}` names the first spent counter, `{1, v1, v2, ...}` the new values.
+/// KEYS: the counters; ARGV: per counter `limit, ttl_ms, cost, gauge`. All are checked before
+/// any is charged: `{0, i, value}` names the first spent counter, `{1, v1, v2, ...}` the new
+/// values. A window's counter expires with its window; a gauge's time to live restarts with each
+/// admission, so it lapses only once no node has touched it for that long.
 const RESERVE: &str = r"
 for i = 1, #KEYS do
   local value = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if value >= tonumber(ARGV[3 * i - 2]) then return {0, i, value} end
+  if value >= tonumber(ARGV[4 * i - 3]) then return {0, i, value} end
 end
 local out = {1}
 for i = 1, #KEYS do
-  local value = redis.call('INCRBY', KEYS[i], ARGV[3 * i])
-  if redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIRE', KEYS[i], ARGV[3 * i - 1]) end
+  local value = redis.call('INCRBY', KEYS[i], ARGV[4 * i - 1])
+  if ARGV[4 * i] == '1' or redis.call('PTTL', KEYS[i]) < 0 then
+    redis.call('PEXPIRE', KEYS[i], ARGV[4 * i - 2])
+  end
   out[#out + 1] = value
 end
 return out
@@ -38,11 +50,32 @@ end
 return 1
 ";
 
+/// Where the counters live.
+enum Server {
+    Single { addr: ConnectionAddr, redis: RedisConnectionInfo },
+    Cluster(RedisClusterSettings),
+}
+
+/// An open connection, of either kind (both multiplexed and cheap to clone).
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    async fn invoke<T: FromRedisValue>(&mut self, invocation: &ScriptInvocation<'_>) -> RedisResult<T> {
+        match self {
+            Connection::Single(connection) => invocation.invoke_async(connection).await,
+            Connection::Cluster(connection) => invocation.invoke_async(connection).await,
+        }
+    }
+}
+
 pub struct RedisCounters {
-    addr: ConnectionAddr,
-    redis: RedisConnectionInfo,
+    server: Server,
     timeout: Duration,
-    connection: OnceCell<ConnectionManager>,
+    connection: OnceCell<Connection>,
     reserve: Script,
     settle: Script,
 }
@@ -67,32 +100,65 @@ impl RedisCounters {
         if let Some(password) = &settings.password {
             redis = redis.set_password(password);
         }
+        Self::serving(Server::Single { addr, redis }, settings.timeout)
+    }
+
+    /// As [`RedisCounters::new`], for a Redis Cluster.
+    pub fn cluster(settings: &RedisClusterSettings) -> Self {
+        Self::serving(Server::Cluster(settings.clone()), settings.timeout)
+    }
+
+    fn serving(server: Server, timeout: Duration) -> Self {
         Self {
-            addr,
-            redis,
-            timeout: settings.timeout,
+            server,
+            timeout,
             connection: OnceCell::new(),
             reserve: Script::new(RESERVE),
             settle: Script::new(SETTLE),
         }
     }
 
+    /// Opens a connection to the server, or to the cluster (its topology read from the nodes).
+    async fn connect(&self) -> RedisResult<Connection> {
+        match &self.server {
+            Server::Single { addr, redis } => {
+                let info = IntoConnectionInfo::into_connection_info(addr.clone())
+                    .map(|info: ConnectionInfo| info.set_redis_settings(redis.clone()))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1);
+                let client = redis::Client::open(info)?;
+                Ok(Connection::Single(ConnectionManager::new_with_config(client, config).await?))
+            }
+            Server::Cluster(settings) => {
+                let scheme = if settings.ssl { "rediss" } else { "redis" };
+                let nodes = settings.nodes.iter().map(|node| format!("{scheme}://{node}"));
+                let mut builder = ClusterClientBuilder::new(nodes)
+                    .connection_timeout(self.timeout)
+                    .response_timeout(self.timeout)
+                    .retries(1);
+                if settings.ssl {
+                    builder = builder.tls(if settings.ssl_verify { TlsMode::Secure } else { TlsMode::Insecure });
+                }
+                if let Some(username) = &settings.username {
+                    builder = builder.username(username);
+                }
+                if let Some(password) = &settings.password {
+                    builder = builder.password(password);
+                }
+                Ok(Connection::Cluster(builder.build()?.get_async_connection().await?))
+            }
+        }
+    }
+
     /// The shared connection, opened on first use (again after a failed first try).
-    async fn connection(&self) -> Result<ConnectionManager, CounterError> {
+    async fn connection(&self) -> Result<Connection, CounterError> {
         let connect = async {
-            let info = IntoConnectionInfo::into_connection_info(self.addr.clone())
-                .map(|info: ConnectionInfo| info.set_redis_settings(self.redis.clone()));
-            let client = info.and_then(redis::Client::open).map_err(|e| CounterError(e.to_string()))?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(self.timeout))
-                .set_response_timeout(Some(self.timeout))
-                .set_number_of_retries(1);
-            ConnectionManager::new_with_config(client, config).await.map_err(|e| CounterError(e.to_string()))
-        };
-        let connect = async {
-            tokio::time::timeout(self.timeout, connect)
+            tokio::time::timeout(self.timeout, self.connect())
                 .await
                 .map_err(|_| CounterError("timed out connecting to Redis".into()))?
+                .map_err(|e| CounterError(e.to_string()))
         };
         self.connection.get_or_try_init(|| connect).await.cloned()
     }
@@ -105,11 +171,12 @@ impl CounterStore for RedisCounters {
         let keyed: Vec<(String, Duration)> = counters.iter().map(|c| windowed(&c.key, c.window, now_ms)).collect();
         let mut invocation = self.reserve.prepare_invoke();
         for (counter, (key, left)) in counters.iter().zip(&keyed) {
-            invocation.key(key).arg(counter.limit).arg(left.as_millis().max(1) as u64).arg(counter.cost);
+            let gauge = u8::from(counter.window.is_none());
+            invocation.key(key).arg(counter.limit).arg(left.as_millis().max(1) as u64).arg(counter.cost).arg(gauge);
         }
         let answer = async {
             let mut connection = self.connection().await?;
-            invocation.invoke_async::<Vec<i64>>(&mut connection).await.map_err(|e| CounterError(e.to_string()))
+            connection.invoke::<Vec<i64>>(&invocation).await.map_err(|e| CounterError(e.to_string()))
         };
         let answer = tokio::time::timeout(self.timeout, answer)
             .await
@@ -137,14 +204,16 @@ impl CounterStore for RedisCounters {
         if adjustments.is_empty() {
             return;
         }
+        // A request dropped outside the runtime (at shutdown) has nobody left to settle for.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let Some(mut connection) = self.connection.get().cloned() else { return };
         let (script, timeout) = (self.settle.clone(), self.timeout);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let mut invocation = script.prepare_invoke();
             for (key, delta) in &adjustments {
                 invocation.key(key).arg(*delta);
             }
-            let settled = tokio::time::timeout(timeout, invocation.invoke_async::<i64>(&mut connection)).await;
+            let settled = tokio::time::timeout(timeout, connection.invoke::<i64>(&invocation)).await;
             if !matches!(settled, Ok(Ok(_))) {
                 tracing::debug!("a rate limit settlement did not reach Redis");
             }

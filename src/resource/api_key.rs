@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use switchyard_builtin::model_api::quota::RateLimit;
 use switchyard_sdk::{parse_config, ConfigError};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -11,6 +12,9 @@ pub struct ApiKeySpec {
     pub key_hash: String,
     /// Aliases this key may use, or `"*"` (also `["*"]`) for all.
     pub allowed_models: AllowedModels,
+    /// Limits on everything this key calls, with every model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -31,6 +35,9 @@ impl ApiKeySpec {
             if all != "*" {
                 return Err(ConfigError::new("allowed_models", "must be a list of model aliases or \"*\""));
             }
+        }
+        if let Some(rate_limit) = &spec.rate_limit {
+            rate_limit.check().map_err(|e| e.within("rate_limit"))?;
         }
         Ok(spec)
     }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_builtin::model_api::cooldown::Cooldown;
+use switchyard_builtin::model_api::quota::RateLimit;
 use switchyard_builtin::model_api::routing::{OnAllFiltered, RoutingStrategy};
 use switchyard_sdk::{parse_config, ConfigError};
 
@@ -36,6 +37,10 @@ pub struct ModelSpec {
     /// Routing: the aliases requests go to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingSpec>,
+    /// Limits on this model, whoever calls it (a routing model: on requests to it; its targets'
+    /// own limits apply to each attempt on them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// USD per 1,000 tokens. Stored for accounting; not enforced at request time.
@@ -117,6 +122,9 @@ impl ModelSpec {
         }
         if let Some(cooldown) = &spec.cooldown {
             cooldown.check().map_err(|e| e.within("cooldown"))?;
+        }
+        if let Some(rate_limit) = &spec.rate_limit {
+            rate_limit.check().map_err(|e| e.within("rate_limit"))?;
         }
         if let Some(cost) = spec.cost {
             for (field, value) in [("cost.input_per_1k", cost.input_per_1k), ("cost.output_per_1k", cost.output_per_1k)]

@@ -15,6 +15,7 @@ mod nginx;
 mod node;
 mod plan;
 mod process;
+mod redis;
 mod relay;
 mod report;
 mod routes;
@@ -130,6 +131,9 @@ async fn run(plan: Plan) -> Result<bool> {
     }
     if bench.plan.runs(&[10]) {
         rows::scale::measure_vars(&mut bench).await?;
+    }
+    if bench.plan.runs(&[11]) {
+        rows::quota::measure(&mut bench, &main).await?;
     }
     main.stop();
 

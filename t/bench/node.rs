@@ -114,17 +114,23 @@ impl Node {
 
     /// PUTs a route and returns the store revision of the write (not yet waited for).
     pub async fn put_route(&self, id: &str, route: &Value) -> Result<u64> {
+        self.put(&format!("routes/{id}"), route).await
+    }
+
+    /// PUTs `/apisix/admin/<path>` (a route, a consumer, ...) and returns the store revision of
+    /// the write (not yet waited for).
+    pub async fn put(&self, path: &str, body: &Value) -> Result<u64> {
         let response = self
             .http
-            .put(format!("http://{}/apisix/admin/routes/{id}", self.admin))
+            .put(format!("http://{}/apisix/admin/{path}", self.admin))
             .header("x-api-key", ADMIN_KEY)
-            .body(route.to_string())
+            .body(body.to_string())
             .send()
             .await?;
         let status = response.status();
         let revision = revision_of(&response);
         if !status.is_success() {
-            return Err(format!("PUT route {id}: {status} {}", response.text().await.unwrap_or_default()).into());
+            return Err(format!("PUT {path}: {status} {}", response.text().await.unwrap_or_default()).into());
         }
         revision.ok_or_else(|| "a write answered without x-switchyard-revision".into())
     }

@@ -15,7 +15,9 @@ use async_trait::async_trait;
 /// One counter to reserve on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counter {
-    /// Names the counter; the store adds the window it falls in.
+    /// Names the counter; the store adds the window it falls in. Counters reserved together
+    /// (and so settled together) must share a Redis hash tag (the part of the key in `{...}`):
+    /// a Redis Cluster runs one admission's script on one node, which holds a slot whole.
     pub key: String,
     /// What the counter may hold. A reservation is admitted while the counter is below it, so the
     /// most a counter can reach is `limit` plus one reservation's cost.
@@ -60,6 +62,8 @@ pub enum CounterPolicy {
     Local,
     /// A Redis server shared by every node.
     Redis(RedisSettings),
+    /// A Redis Cluster shared by every node.
+    RedisCluster(RedisClusterSettings),
 }
 
 /// How to reach a Redis server.
@@ -82,6 +86,32 @@ impl std::fmt::Debug for RedisSettings {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("database", &self.database)
+            .field("ssl", &self.ssl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to reach a Redis Cluster: any of its nodes, the others are found from them.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RedisClusterSettings {
+    /// `host:port` of one or more nodes.
+    pub nodes: Vec<String>,
+    /// The cluster's name (APISIX's `redis_cluster_name`): configs naming the same name and
+    /// nodes share one client.
+    pub name: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The longest wait for a connection or an answer; then the store reports unavailable.
+    pub timeout: Duration,
+    pub ssl: bool,
+    pub ssl_verify: bool,
+}
+
+impl std::fmt::Debug for RedisClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisClusterSettings")
+            .field("nodes", &self.nodes)
+            .field("name", &self.name)
             .field("ssl", &self.ssl)
             .finish_non_exhaustive()
     }

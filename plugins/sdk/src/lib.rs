@@ -29,7 +29,9 @@ pub mod transport;
 pub mod vars;
 
 pub use consumer::{Consumer, Consumers};
-pub use counters::{Admission, Counter, CounterError, CounterPolicy, CounterState, CounterStore, RedisSettings};
+pub use counters::{
+    Admission, Counter, CounterError, CounterPolicy, CounterState, CounterStore, RedisClusterSettings, RedisSettings,
+};
 pub use credentials::{CredentialError, Credentials};
 pub use ctx::{Ctx, ErrorStyle, LogRecord, ModelLabels, Usage};
 pub use error::{parse_config, ConfigError, PluginError};

@@ -5,6 +5,7 @@ pub mod etcd;
 pub mod memory;
 pub mod metrics;
 pub mod model_api;
+pub mod quota;
 pub mod scale;
 pub mod soak;
 pub mod stream;

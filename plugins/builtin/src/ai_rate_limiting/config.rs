@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use switchyard_sdk::{ConfigError, CounterPolicy, RedisSettings};
+use switchyard_sdk::{ConfigError, CounterPolicy, RedisClusterSettings, RedisSettings};
 
 use super::cost_expr::Expr;
 
@@ -49,11 +49,14 @@ pub struct RawConfig {
     #[serde(default)]
     #[expect(dead_code, reason = "accepted for APISIX compatibility")]
     pub redis_keepalive_pool: Option<u64>,
+    /// `policy: redis-cluster`: `host:port` of one or more of the cluster's nodes.
     #[serde(default)]
-    #[expect(dead_code, reason = "accepted for APISIX compatibility")]
     pub redis_cluster_nodes: Vec<String>,
-    #[expect(dead_code, reason = "accepted for APISIX compatibility")]
     pub redis_cluster_name: Option<String>,
+    #[serde(default)]
+    pub redis_cluster_ssl: bool,
+    #[serde(default)]
+    pub redis_cluster_ssl_verify: bool,
     /// Beyond APISIX: the completion tokens reserved for a request that sets no `max_tokens`.
     #[serde(default = "default_completion_tokens")]
     pub default_completion_tokens: u64,
@@ -158,30 +161,58 @@ impl RawConfig {
         })
     }
 
+    fn timeout(&self) -> Result<Duration, ConfigError> {
+        if self.redis_timeout == 0 {
+            return Err(ConfigError::new("redis_timeout", "must be a positive number of milliseconds"));
+        }
+        Ok(Duration::from_millis(self.redis_timeout))
+    }
+
     pub fn policy(&self) -> Result<CounterPolicy, ConfigError> {
         match self.policy.as_str() {
             "local" => Ok(CounterPolicy::Local),
             "redis" => {
                 let host = self.redis_host.clone().filter(|h| !h.is_empty());
                 let host = host.ok_or_else(|| ConfigError::new("redis_host", "is required for policy redis"))?;
-                if self.redis_timeout == 0 {
-                    return Err(ConfigError::new("redis_timeout", "must be a positive number of milliseconds"));
-                }
                 Ok(CounterPolicy::Redis(RedisSettings {
                     host,
                     port: self.redis_port,
                     username: self.redis_username.clone(),
                     password: self.redis_password.clone(),
                     database: self.redis_database,
-                    timeout: Duration::from_millis(self.redis_timeout),
+                    timeout: self.timeout()?,
                     ssl: self.redis_ssl,
                     ssl_verify: self.redis_ssl_verify,
                 }))
             }
-            "redis-cluster" | "redis-sentinel" => {
-                Err(ConfigError::new("policy", "is not supported by this build: use local or redis"))
+            "redis-cluster" => {
+                if self.redis_cluster_nodes.is_empty() {
+                    return Err(ConfigError::new("redis_cluster_nodes", "is required for policy redis-cluster"));
+                }
+                for (i, node) in self.redis_cluster_nodes.iter().enumerate() {
+                    let port = node.rsplit_once(':').filter(|(host, _)| !host.is_empty()).map(|(_, port)| port);
+                    if port.and_then(|p| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
+                        return Err(ConfigError::new(format!("redis_cluster_nodes[{i}]"), "must be host:port"));
+                    }
+                }
+                let name = self.redis_cluster_name.clone().filter(|n| !n.is_empty());
+                let name =
+                    name.ok_or_else(|| ConfigError::new("redis_cluster_name", "is required for policy redis-cluster"))?;
+                Ok(CounterPolicy::RedisCluster(RedisClusterSettings {
+                    nodes: self.redis_cluster_nodes.clone(),
+                    name,
+                    username: self.redis_username.clone(),
+                    password: self.redis_password.clone(),
+                    timeout: self.timeout()?,
+                    ssl: self.redis_cluster_ssl,
+                    ssl_verify: self.redis_cluster_ssl_verify,
+                }))
             }
-            _ => Err(ConfigError::new("policy", "must be one of local, redis")),
+            "redis-sentinel" => Err(ConfigError::new(
+                "policy",
+                "redis-sentinel is not supported by this build: use local, redis or redis-cluster",
+            )),
+            _ => Err(ConfigError::new("policy", "must be one of local, redis, redis-cluster")),
         }
     }
 }

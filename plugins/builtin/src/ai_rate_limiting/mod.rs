@@ -1,35 +1,33 @@
 //! `ai-rate-limiting` (APISIX 3.18, priority 1030): token budgets per route, per consumer, per
-//! `ai-proxy-multi` instance or per rule key, counted in the core's counter store (in process, or
-//! Redis shared by every node).
+//! `ai-proxy-multi` instance or per rule key, counted by the build's one limiter
+//! ([`crate::limits`]) in the core's counter store (in process, or Redis shared by every node).
 //!
 //! Beyond APISIX, it reserves at admission: an estimate of the request's cost is reserved
-//! atomically before the request goes upstream ([`estimate`]), and settled to the real usage when
+//! atomically before the request goes upstream ([`Estimate`]), and settled to the real usage when
 //! the response ends (a refund, or a further charge); an attempt that fails upstream refunds its
 //! reservation. So concurrent requests cannot all pass a nearly spent limit: a counter never holds
 //! more than its limit plus one request's estimate.
 
 mod config;
 mod cost_expr;
-mod estimate;
 mod rule_key;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::header::{HeaderName, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
-    derive_phases, parse_config, Admission, BuildContext, ConfigError, Counter, CounterState, CounterStore, Ctx, Flow,
-    Outcome, Plugin, PluginError, PluginFactory, Request, Response, UpstreamRequest, Usage,
+    derive_phases, parse_config, BuildContext, ConfigError, Counter, CounterState, CounterStore, Ctx, Flow, Outcome,
+    Plugin, PluginError, PluginFactory, Request, Response, UpstreamRequest, Usage,
 };
 
 use self::config::{positive, Quota, RawConfig, Strategy};
-use self::estimate::Estimate;
 use self::rule_key::RuleKey;
 use crate::ai_proxy_multi::RateLimitFallback;
+use crate::limits::{admit, seconds, settled_cost, Admit, Charge, Degraded, Estimate, Hold};
 
 pub struct AiRateLimitingFactory;
 
@@ -94,7 +92,7 @@ impl PluginFactory for AiRateLimitingFactory {
             rejected_msg: raw.rejected_msg,
             allow_degradation: raw.allow_degradation,
             default_completion_tokens: raw.default_completion_tokens,
-            last_warning: AtomicU64::new(0),
+            degraded: Degraded::default(),
         }))
     }
 }
@@ -139,27 +137,23 @@ struct AiRateLimiting {
     rejected_msg: Option<String>,
     allow_degradation: bool,
     default_completion_tokens: u64,
-    /// When the last "counter store unreachable" warning was logged (Unix seconds).
-    last_warning: AtomicU64,
+    /// Warns that the counter store is unreachable, at most once per 10 s.
+    degraded: Degraded,
 }
 
 /// What this request reserved, in its slot of `ctx.extensions`.
 #[derive(Clone, Default)]
 struct Reserved {
     estimate: Estimate,
-    /// The reservation of the instance being tried: (stored key, cost).
-    instance: Option<(String, u64)>,
+    /// The reservation on the instance being tried.
+    instance: Option<Arc<Hold>>,
     /// The rules' reservations.
-    rules: Vec<(String, u64)>,
-}
-
-/// Whole seconds, rounded up (a reset 0.2 s away is 1 s).
-fn seconds(duration: Duration) -> u64 {
-    duration.as_millis().div_ceil(1000) as u64
+    rules: Option<Arc<Hold>>,
 }
 
 enum Checked {
-    Admitted(Vec<String>),
+    /// `None`: served without limits (the store is down and `allow_degradation` is on).
+    Admitted(Option<Arc<Hold>>),
     Rejected(Response),
     Unavailable(Response),
 }
@@ -180,23 +174,26 @@ impl AiRateLimiting {
     }
 
     /// The counter key of `scope` for this request: per route, per consumer when one is known.
+    /// Route and consumer are the key's Redis hash tag (`{...}`): the counters one admission
+    /// reserves together share them, so a Redis cluster keeps them in one slot.
     fn key(ctx: &Ctx, scope: &str) -> String {
         let consumer = ctx.consumer.as_ref().map_or("", |c| &c.username);
-        format!("ai-rate-limiting:{}:{consumer}:{scope}", ctx.route_id)
+        format!("ai-rate-limiting:{{{}:{consumer}}}:{scope}", ctx.route_id)
     }
 
     /// Reserves `cost` on `counters` (one quota each), writing the quota headers.
     async fn check(&self, ctx: &mut Ctx, counters: Vec<Counter>, headers: &[&QuotaHeaders]) -> Checked {
-        match self.store.reserve(&counters).await {
-            Ok(Admission::Admitted { keys, states }) => {
+        let charges = vec![Charge::Usage; counters.len()];
+        match admit(&self.store, &counters, &charges).await {
+            Admit::Admitted { hold, states } => {
                 if self.show_headers {
                     for (headers, state) in headers.iter().zip(&states) {
                         headers.write(&mut ctx.response_headers, state);
                     }
                 }
-                Checked::Admitted(keys)
+                Checked::Admitted(Some(hold))
             }
-            Ok(Admission::Rejected { index, state, retry_after }) => {
+            Admit::Rejected { index, state, retry_after } => {
                 let mut response = self.rejection();
                 if self.show_headers {
                     if let Some(headers) = headers.get(index) {
@@ -206,12 +203,12 @@ impl AiRateLimiting {
                 response.headers_mut().insert(RETRY_AFTER, seconds(retry_after).max(1).into());
                 Checked::Rejected(response)
             }
-            Err(err) => {
+            Admit::Unavailable(err) => {
                 if self.allow_degradation {
-                    self.warn_degraded(&err.to_string());
-                    return Checked::Admitted(Vec::new());
+                    self.degraded.warn("ai-rate-limiting", &ctx.route_id, &err, "served without limits");
+                    return Checked::Admitted(None);
                 }
-                tracing::warn!(route = %ctx.route_id, error = %err, "ai-rate-limiting: counter store unavailable");
+                self.degraded.warn("ai-rate-limiting", &ctx.route_id, &err, "rejected with 503");
                 Checked::Unavailable(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     ctx.error_style,
@@ -231,20 +228,6 @@ impl AiRateLimiting {
                 "AI rate limit exceeded",
                 "rate_limit_exceeded",
             ),
-        }
-    }
-
-    /// Logs that requests are served without limits, at most once per 10 s.
-    fn warn_degraded(&self, error: &str) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let last = self.last_warning.load(Ordering::Relaxed);
-        if now >= last + 10
-            && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
-            tracing::warn!(
-                error,
-                "ai-rate-limiting: counter store unavailable; serving without limits (allow_degradation)"
-            );
         }
     }
 }
@@ -271,7 +254,7 @@ impl Plugin for AiRateLimiting {
                 .collect();
             let headers: Vec<&QuotaHeaders> = self.rules.iter().map(|r| &r.headers).collect();
             match self.check(ctx, counters, &headers).await {
-                Checked::Admitted(keys) => reserved.rules = keys.into_iter().map(|k| (k, cost)).collect(),
+                Checked::Admitted(hold) => reserved.rules = hold,
                 Checked::Rejected(response) | Checked::Unavailable(response) => return Ok(Flow::Respond(response)),
             }
         }
@@ -286,8 +269,8 @@ impl Plugin for AiRateLimiting {
         let Some(mut reserved) = ctx.extensions.get_mut::<Reserved>().map(std::mem::take) else {
             return Ok(Flow::Continue);
         };
-        if let Some((key, cost)) = reserved.instance.take() {
-            self.store.settle(vec![(key, -(cost as i64))]);
+        if let Some(earlier) = reserved.instance.take() {
+            earlier.settle(Some(0));
         }
         let name: &str = &upstream.label;
         let quota = self.instances.iter().find(|(n, _)| n == name).map(|(_, q)| *q).or(self.quota);
@@ -305,8 +288,8 @@ impl Plugin for AiRateLimiting {
         let headers = QuotaHeaders::new(&format!("-{name}")).ok();
         let headers: Vec<&QuotaHeaders> = headers.iter().collect();
         let flow = match self.check(ctx, vec![counter], &headers).await {
-            Checked::Admitted(keys) => {
-                reserved.instance = keys.into_iter().next().map(|k| (k, cost));
+            Checked::Admitted(hold) => {
+                reserved.instance = hold;
                 Flow::Continue
             }
             Checked::Rejected(response) if ctx.extensions.get::<RateLimitFallback>().is_some() => Flow::Skip(response),
@@ -319,23 +302,9 @@ impl Plugin for AiRateLimiting {
     /// Settles every reservation to the real usage, or refunds it when the request failed.
     fn log(&self, ctx: &Ctx, outcome: &Outcome) {
         let Some(reserved) = ctx.extensions.get::<Reserved>() else { return };
-        let served = outcome.status < 400 && outcome.reason.is_none();
-        let actual = match (served, ctx.log.usage.as_ref()) {
-            (false, _) => Some(0),
-            (true, Some(usage)) => Some(self.cost(usage)),
-            // Served, but the provider reported no usage: the estimate stands.
-            (true, None) => None,
-        };
-        let Some(actual) = actual else { return };
-        let adjustments: Vec<(String, i64)> = reserved
-            .rules
-            .iter()
-            .chain(reserved.instance.iter())
-            .map(|(key, cost)| (key.clone(), actual as i64 - *cost as i64))
-            .filter(|(_, delta)| *delta != 0)
-            .collect();
-        if !adjustments.is_empty() {
-            self.store.settle(adjustments);
+        let cost = settled_cost(ctx, outcome, |usage| self.cost(usage));
+        for hold in reserved.rules.iter().chain(reserved.instance.iter()) {
+            hold.settle(cost);
         }
     }
 }

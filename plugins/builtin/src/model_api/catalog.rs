@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::adapter::{Adapter, AZURE_DEFAULT_API_VERSION};
 use super::cooldown::Cooldown;
+use super::quota::{Quota, RateLimit};
 use super::routing::{Routing, RoutingAlias};
 use crate::ai_proxy_multi::config::takes_prefill_by_default;
 use crate::health::Health;
@@ -98,6 +99,7 @@ pub struct ModelDef<'a> {
     /// Streams: the longest wait for the first event and between two events.
     pub stream_timeout: Option<Duration>,
     pub cooldown: &'a Cooldown,
+    pub rate_limit: Option<&'a RateLimit>,
 }
 
 /// An alias and everything needed to call its upstream model.
@@ -122,6 +124,18 @@ pub struct Model {
     pub accepts_prefill: bool,
     /// The alias and the upstream model name, as metric labels (both come from config).
     pub labels: ModelLabels,
+    /// Its `rate_limit`, shared by every caller (`None`: unlimited).
+    pub quota: Option<Arc<Quota>>,
+}
+
+/// The limits of the model `alias`: its counters are the model's, whoever calls it.
+pub fn model_quota(alias: &str, rate_limit: Option<&RateLimit>) -> Option<Arc<Quota>> {
+    Quota::compile(rate_limit?, &format!("model-api:model:{alias}"), format!("model `{alias}`"))
+}
+
+/// The limits of the API key resource `id`.
+pub fn key_quota(id: &str, rate_limit: Option<&RateLimit>) -> Option<Arc<Quota>> {
+    Quota::compile(rate_limit?, &format!("model-api:key:{id}"), "this API key".into())
 }
 
 impl Model {
@@ -168,6 +182,7 @@ impl Model {
             stream_timeout: def.stream_timeout,
             health: Arc::new(def.cooldown.health()),
             labels: ModelLabels { requested: Some(Arc::from(def.alias)), upstream: Some(Arc::from(def.model_name)) },
+            quota: model_quota(def.alias, def.rate_limit),
             accepts_prefill: match adapter {
                 Adapter::Anthropic => true,
                 Adapter::AzureOpenAi => false,
@@ -183,6 +198,8 @@ pub struct CallerKey {
     pub id: Arc<str>,
     pub hash: [u8; 32],
     pub allowed: Option<HashSet<String>>,
+    /// Its `rate_limit` (`None`: unlimited).
+    pub quota: Option<Arc<Quota>>,
 }
 
 impl CallerKey {
@@ -301,6 +318,7 @@ mod tests {
             timeout: None,
             stream_timeout: None,
             cooldown: &cooldown,
+            rate_limit: None,
         };
         let url = |instance: &Option<Arc<Instance>>, protocol| {
             instance.as_ref().unwrap().endpoint.uri_for(protocol).map(|u| u.to_string())
@@ -346,6 +364,7 @@ mod tests {
             timeout: None,
             stream_timeout: None,
             cooldown: &cooldown,
+            rate_limit: None,
         };
         assert_eq!(Model::compile(&def, &azure).err().unwrap().path, "model_name");
     }

@@ -12,6 +12,7 @@
 pub mod adapter;
 pub mod catalog;
 pub mod cooldown;
+pub mod quota;
 pub mod routing;
 
 use std::collections::HashMap;
@@ -24,9 +25,11 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use self::catalog::{Catalog, Model};
+use self::quota::{quota_headers, Limiter, LimiterSettings, Quota, Reserved};
 use crate::ai_proxy_multi::engine::Engine;
 use crate::ai_proxy_multi::target::MultiTarget;
 use crate::ai_proxy_multi::{ATTEMPTS_HEADER, INSTANCE_HEADER};
+use crate::limits::{settled_cost, Estimate};
 use http::HeaderValue;
 use serde::Deserialize;
 use switchyard_llm::body::{parse_body, record_payload};
@@ -37,8 +40,8 @@ use switchyard_llm::protocol::{Plan, Protocol};
 use switchyard_sdk::raw_body::RawBody;
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
-    derive_phases, AttemptResult, BuildContext, ConfigError, Ctx, ErrorStyle, Flow, GiveUp, Next, Plugin, PluginError,
-    PluginFactory, Request, Response, Target, UpstreamRequest, Verdict,
+    derive_phases, AttemptResult, BuildContext, ConfigError, CounterPolicy, Ctx, ErrorStyle, Flow, GiveUp, Next,
+    Outcome, Plugin, PluginError, PluginFactory, Request, Response, Target, UpstreamRequest, Verdict,
 };
 
 /// Which endpoint of the model API a built-in route serves.
@@ -102,7 +105,11 @@ struct ModelApiConfig {
     surface: Surface,
 }
 
-pub struct ModelApiFactory;
+/// Compiles the model API's built-in routes; `limits` is the node config's `rate_limit`.
+#[derive(Default)]
+pub struct ModelApiFactory {
+    pub limits: LimiterSettings,
+}
 
 impl PluginFactory for ModelApiFactory {
     fn name(&self) -> &'static str {
@@ -127,7 +134,12 @@ impl PluginFactory for ModelApiFactory {
             for (alias, routed) in catalog.routing_aliases() {
                 match routed.engine(Arc::clone(&settings)) {
                     Ok(engine) => {
-                        engines.insert(alias.to_string(), Arc::new(engine));
+                        let targets_limited = routed.targets.iter().any(|t| t.quota.is_some());
+                        let quota = routed.routing.quota.clone();
+                        engines.insert(
+                            alias.to_string(),
+                            RoutedAlias { engine: Arc::new(engine), quota, targets_limited },
+                        );
                     }
                     Err(err) => {
                         tracing::error!(model = alias, %err, "a routing model failed to compile; it is not served")
@@ -135,8 +147,24 @@ impl PluginFactory for ModelApiFactory {
                 }
             }
         }
-        Ok(Arc::new(ModelApi { catalog, surface: config.surface, settings, style, engines }))
+        let store = ctx.counters(&self.limits.policy).map_err(|e| ConfigError::new("", e))?;
+        let fallback = match self.limits.policy {
+            CounterPolicy::Local => None,
+            _ => Some(ctx.counters(&CounterPolicy::Local).map_err(|e| ConfigError::new("", e))?),
+        };
+        let limiter = Limiter::new(store, fallback, self.limits.default_completion_tokens);
+        Ok(Arc::new(ModelApi { catalog, surface: config.surface, settings, style, engines, limiter }))
     }
+}
+
+/// A routing alias as this endpoint serves it.
+struct RoutedAlias {
+    /// Compiled to the engine `ai-proxy-multi` runs.
+    engine: Arc<Engine>,
+    /// The routing model's own `rate_limit`.
+    quota: Option<Arc<Quota>>,
+    /// Some target has a `rate_limit`, reserved on each attempt to it.
+    targets_limited: bool,
 }
 
 pub struct ModelApi {
@@ -147,7 +175,9 @@ pub struct ModelApi {
     style: ErrorStyle,
     /// Routing aliases, each compiled to the engine `ai-proxy-multi` runs (chat, Responses and
     /// Messages surfaces).
-    engines: HashMap<String, Arc<Engine>>,
+    engines: HashMap<String, RoutedAlias>,
+    /// Counts the `rate_limit`s of API keys and models.
+    limiter: Limiter,
 }
 
 /// Marks a request to a routing alias: its answer names the target and the attempts.
@@ -169,6 +199,36 @@ impl ModelApi {
             Surface::CountTokens => "count_tokens is available for the `anthropic` adapter only".to_string(),
             _ => "this adapter is not available".to_string(),
         })
+    }
+
+    /// Runs at admission, once the caller may use the model: reserves the caller key's and the
+    /// model's limits at once. `Err` is the 429 to answer. `limited_targets`: a routing alias
+    /// whose targets reserve on their own limits per attempt, with the same estimate.
+    async fn reserve(
+        &self,
+        ctx: &mut Ctx,
+        layers: [Option<&Arc<Quota>>; 2],
+        body: &RawBody,
+        limited_targets: bool,
+    ) -> Result<(), Response> {
+        let layers: Vec<&Arc<Quota>> = layers.into_iter().flatten().collect();
+        if layers.is_empty() && !limited_targets {
+            return Ok(());
+        }
+        let estimate = if limited_targets || layers.iter().any(|q| q.counts_tokens()) {
+            self.limiter.estimate(body, self.surface != Surface::Embeddings)
+        } else {
+            Estimate::default()
+        };
+        let mut reserved = Reserved { hold: None, headers: http::HeaderMap::new(), estimate, target: None };
+        if !layers.is_empty() {
+            if let Some((hold, states)) = self.limiter.admit(&layers, estimate, self.style).await? {
+                reserved.headers = quota_headers(&layers, &states);
+                reserved.hold = Some(hold);
+            }
+        }
+        ctx.extensions.insert(reserved);
+        Ok(())
     }
 
     /// A request to the routing alias `alias`, run on its engine: its targets are picked, tried
@@ -240,7 +300,7 @@ impl Plugin for ModelApi {
         // A direct model, else a routing alias served on this surface.
         let model = match (self.catalog.model(&alias), self.engines.get(&alias)) {
             (Some(model), _) => Ok(model),
-            (None, Some(engine)) => Err(engine),
+            (None, Some(routed)) => Err(routed),
             (None, None) => {
                 let message = format!("model `{alias}` does not exist");
                 return self.error(StatusCode::NOT_FOUND, &message, "model_not_found");
@@ -249,15 +309,26 @@ impl Plugin for ModelApi {
         ctx.log.operation = Some(if self.surface == Surface::Embeddings { "embeddings" } else { "chat" });
         ctx.log.model_labels = match &model {
             Ok(model) => model.labels.clone(),
-            Err(engine) => engine.models.labels(&body, None),
+            Err(routed) => routed.engine.models.labels(&body, None),
         };
         if !caller.may_use(&alias) {
             let message = format!("this API key may not use model `{alias}`");
             return self.error(StatusCode::FORBIDDEN, &message, "permission_denied");
         }
+        // A token count generates nothing: it is not limited.
+        if self.surface != Surface::CountTokens {
+            let (model_quota, limited_targets) = match &model {
+                Ok(model) => (model.quota.as_ref(), false),
+                Err(routed) => (routed.quota.as_ref(), routed.targets_limited),
+            };
+            if let Err(response) = self.reserve(ctx, [caller.quota.as_ref(), model_quota], &body, limited_targets).await
+            {
+                return Ok(Flow::Respond(response));
+            }
+        }
         let model = match model {
             Ok(model) => model,
-            Err(engine) => return self.route(ctx, engine, alias, protocol, body),
+            Err(routed) => return self.route(ctx, &routed.engine, alias, protocol, body),
         };
         let instance = match self.instance_of(model) {
             Ok(instance) => instance,
@@ -295,7 +366,37 @@ impl Plugin for ModelApi {
         Ok(Flow::Continue)
     }
 
+    /// Reserves on the limits of the routing target this attempt goes to (giving back what an
+    /// earlier attempt reserved); a target whose limit is spent is skipped for the next one.
+    async fn before_proxy(&self, ctx: &mut Ctx, upstream: &mut UpstreamRequest) -> Result<Flow, PluginError> {
+        if ctx.extensions.get::<Routed>().is_none() {
+            return Ok(Flow::Continue);
+        }
+        let Some(reserved) = ctx.extensions.get_mut::<Reserved>() else { return Ok(Flow::Continue) };
+        if let Some(earlier) = reserved.target.take() {
+            earlier.settle(Some(0));
+        }
+        let estimate = reserved.estimate;
+        let Some(quota) = self.catalog.model(&upstream.label).and_then(|m| m.quota.as_ref()) else {
+            return Ok(Flow::Continue);
+        };
+        match self.limiter.admit(&[quota], estimate, self.style).await {
+            Ok(hold) => {
+                if let Some(reserved) = ctx.extensions.get_mut::<Reserved>() {
+                    reserved.target = hold.map(|(hold, _)| hold);
+                }
+                Ok(Flow::Continue)
+            }
+            Err(response) => Ok(Flow::Skip(response)),
+        }
+    }
+
     fn header_filter(&self, ctx: &mut Ctx, head: &mut http::response::Parts) {
+        if head.status.is_success() {
+            if let Some(reserved) = ctx.extensions.get::<Reserved>() {
+                head.headers.extend(reserved.headers.clone());
+            }
+        }
         if ctx.extensions.get::<Routed>().is_some() {
             if let Some(target) = ctx.log.instance.as_deref().and_then(|i| HeaderValue::from_str(i).ok()) {
                 head.headers.insert(INSTANCE_HEADER, target);
@@ -307,6 +408,16 @@ impl Plugin for ModelApi {
 
     fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, end_of_stream: bool) {
         rewrite::on_body(ctx, chunk, end_of_stream);
+    }
+
+    /// Settles the request's reservations: tokens to the usage it reported (refunded when it
+    /// failed), its place in flight given back.
+    fn log(&self, ctx: &Ctx, outcome: &Outcome) {
+        let Some(reserved) = ctx.extensions.get::<Reserved>() else { return };
+        let cost = settled_cost(ctx, outcome, |usage| usage.total_tokens);
+        for hold in reserved.hold.iter().chain(reserved.target.iter()) {
+            hold.settle(cost);
+        }
     }
 }
 

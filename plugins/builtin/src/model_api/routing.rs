@@ -12,7 +12,8 @@ use switchyard_llm::instance::CallSettings;
 use switchyard_llm::protocol::rewrite::Stage;
 use switchyard_sdk::{ConfigError, Ctx};
 
-use super::catalog::Model;
+use super::catalog::{model_quota, Model};
+use super::quota::{Quota, RateLimit};
 use crate::ai_proxy_multi::config::BalancerConfig;
 use crate::ai_proxy_multi::engine::{check_fallback_codes, AttemptSetup, Engine, Member, Strategy};
 use crate::ai_proxy_multi::select::Selector;
@@ -55,6 +56,7 @@ pub struct RoutingDef<'a> {
     pub stream_resume: bool,
     pub retry_after_max_wait: Duration,
     pub fallback_error_codes: &'a [String],
+    pub rate_limit: Option<&'a RateLimit>,
 }
 
 /// A routing model, compiled: its targets are named, and found when the catalog is assembled.
@@ -69,6 +71,8 @@ pub struct Routing {
     stream_resume: bool,
     retry_after_max_wait: Duration,
     fallback_codes: Vec<String>,
+    /// The routing model's own `rate_limit` (its targets' apply to each attempt on them).
+    pub quota: Option<Arc<Quota>>,
 }
 
 impl Routing {
@@ -100,6 +104,7 @@ impl Routing {
             stream_resume: def.stream_resume,
             retry_after_max_wait: def.retry_after_max_wait,
             fallback_codes: def.fallback_error_codes.to_vec(),
+            quota: model_quota(alias, def.rate_limit),
         })
     }
 
