@@ -490,7 +490,7 @@ fn openai_instance(mock: &MockUpstream, priority: i64) -> Value {
         "override": {"endpoint": mock.base_url()}})
 }
 
-fn bedrock_instance(mock: &BedrockMock, priority: i64) -> Value {
+pub fn bedrock_instance(mock: &BedrockMock, priority: i64) -> Value {
     json!({"name": "bedrock", "provider": "bedrock", "weight": 1, "priority": priority,
         "auth": {"aws": aws(&CREDENTIALS)}, "provider_conf": {"region": "us-east-1"},
         "options": {"model": MODEL}, "override": {"endpoint": mock.base_url()}})

@@ -22,6 +22,7 @@ mod model_api;
 mod model_api_protocols;
 mod model_api_rate_limits;
 mod model_resources;
+mod native_fallback;
 mod observe;
 mod plugin_errors;
 mod process;
