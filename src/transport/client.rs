@@ -61,7 +61,8 @@ impl UpstreamClient {
                 Err(Failure::Sent(err)) => return Err(ExchangeError::Broken(err)),
             }
         }
-        let conn = self.connect(&origin).await?;
+        // Boxed: the connect and handshake state is large, and most requests never need it.
+        let conn = Box::pin(self.connect(&origin)).await?;
         match exchange(conn, request).await {
             Ok((response, conn)) => Ok(self.wrap(response, conn, origin)),
             Err(Failure::Sent(err)) => Err(ExchangeError::Broken(err)),
@@ -71,12 +72,12 @@ impl UpstreamClient {
         }
     }
 
-    fn wrap(&self, response: Response<Incoming>, conn: Option<Conn>, origin: Origin) -> Response<UpstreamBody> {
+    fn wrap(&self, response: Response<Incoming>, conn: Option<Box<Conn>>, origin: Origin) -> Response<UpstreamBody> {
         response.map(|body| UpstreamBody { body, conn, home: Some((Arc::clone(&self.idle), origin)) })
     }
 
     /// Opens a connection (TCP, then TLS for `https`) and does the HTTP/1.1 handshake.
-    async fn connect(&self, origin: &Origin) -> Result<Conn, ExchangeError> {
+    async fn connect(&self, origin: &Origin) -> Result<Box<Conn>, ExchangeError> {
         let uri = Uri::builder()
             .scheme(origin.scheme.clone())
             .authority(origin.authority.clone())
@@ -85,7 +86,7 @@ impl UpstreamClient {
             .map_err(|_| ExchangeError::BadUri("cannot build the connection address"))?;
         let stream = self.connector.clone().call(uri).await.map_err(ExchangeError::Connect)?;
         let (sender, driver) = http1::handshake(stream).await.map_err(|err| ExchangeError::Connect(err.into()))?;
-        Ok(Conn { sender, driver })
+        Ok(Box::new(Conn { sender, driver }))
     }
 }
 
@@ -96,37 +97,43 @@ enum Failure {
 }
 
 /// Sends one request on `conn`, driving the connection until the response head arrives. The
-/// connection comes back with the response unless it ended meanwhile.
-async fn exchange(conn: Conn, request: Request<Full<Bytes>>) -> Result<(Response<Incoming>, Option<Conn>), Failure> {
-    let Conn { mut sender, driver } = conn;
-    let mut driver = Some(driver);
+/// connection comes back with the response unless it ended meanwhile. A connection stays boxed
+/// from its handshake to its close: with its buffers and TLS state it is kilobytes, and every
+/// future it would sit in inline (this one, the request's, the response body) would be that much
+/// bigger and costlier to move.
+async fn exchange(
+    conn: Box<Conn>,
+    request: Request<Full<Bytes>>,
+) -> Result<(Response<Incoming>, Option<Box<Conn>>), Failure> {
+    let mut conn = Some(conn);
     // A connection that ends is dropped at once: that is what answers a request queued on it.
-    let drive = |driver: &mut Option<http1::Connection<_, _>>, cx: &mut Context<'_>| {
-        if driver.as_mut().is_some_and(|running| Pin::new(running).poll(cx).is_ready()) {
-            *driver = None;
+    let drive = |conn: &mut Option<Box<Conn>>, cx: &mut Context<'_>| {
+        if conn.as_mut().is_some_and(|open| Pin::new(&mut open.driver).poll(cx).is_ready()) {
+            *conn = None;
         }
     };
     // Ready to send: a reused connection must first be polled back to idle.
     let ready = std::future::poll_fn(|cx| {
-        drive(&mut driver, cx);
-        match sender.poll_ready(cx) {
-            Poll::Ready(result) => Poll::Ready(result.is_ok()),
-            Poll::Pending if driver.is_none() => Poll::Ready(false),
-            Poll::Pending => Poll::Pending,
+        drive(&mut conn, cx);
+        match conn.as_mut().map(|open| open.sender.poll_ready(cx)) {
+            None => Poll::Ready(false),
+            Some(Poll::Ready(result)) => Poll::Ready(result.is_ok()),
+            Some(Poll::Pending) => Poll::Pending,
         }
     })
     .await;
-    if !ready {
-        return Err(Failure::Unsent(Box::new(request)));
-    }
-    let mut answer = std::pin::pin!(sender.try_send_request(request));
+    let answer = match conn.as_mut() {
+        Some(open) if ready => open.sender.try_send_request(request),
+        _ => return Err(Failure::Unsent(Box::new(request))),
+    };
+    let mut answer = std::pin::pin!(answer);
     let result = std::future::poll_fn(|cx| {
-        drive(&mut driver, cx);
+        drive(&mut conn, cx);
         answer.as_mut().poll(cx)
     })
     .await;
     match result {
-        Ok(response) => Ok((response, driver.map(|driver| Conn { sender, driver }))),
+        Ok(response) => Ok((response, conn)),
         Err(mut err) => match err.take_message() {
             Some(message) => Err(Failure::Unsent(Box::new(message))),
             None => Err(Failure::Sent(err.into_error())),
@@ -164,7 +171,7 @@ fn is_default_port(scheme: &Scheme, port: &Port<&str>) -> bool {
 /// half-read HTTP/1.1 connection cannot carry another request).
 pub struct UpstreamBody {
     body: Incoming,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     home: Option<(Arc<IdlePool>, Origin)>,
 }
 

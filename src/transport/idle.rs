@@ -47,7 +47,7 @@ impl Conn {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -76,7 +76,7 @@ impl IdlePool {
 
     /// The most recently used idle connection to `origin` that is still open and not past the
     /// timeout, if any; closed and expired ones met on the way are dropped.
-    pub fn take(&self, origin: &Origin) -> Option<Conn> {
+    pub fn take(&self, origin: &Origin) -> Option<Box<Conn>> {
         let mut by_origin = self.lock();
         let idle = by_origin.get_mut(origin)?;
         while let Some(mut entry) = idle.pop_back() {
@@ -89,7 +89,7 @@ impl IdlePool {
 
     /// Called when a response has been read to its end: keeps the connection for the next
     /// request to `origin`, unless keep-alive is off or the connection cannot take another.
-    pub fn put(self: &Arc<Self>, origin: Origin, mut conn: Conn) {
+    pub fn put(self: &Arc<Self>, origin: Origin, mut conn: Box<Conn>) {
         if self.max_per_origin == 0 || !conn.still_open() {
             return;
         }
