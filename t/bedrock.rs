@@ -241,6 +241,15 @@ async fn bedrock_converse_clients_pass_through_whole_and_streamed() {
     assert_eq!(sent(&mock), converse, "`model` and `stream` steer the call and are taken out");
     assert_eq!(mock.last().verdict, Ok(()));
 
+    // An AWS SDK's ConverseStream names the stream in its path, not in the body.
+    let response = post(&gw, "/aws/model/amazon.nova-lite-v1%3A0/converse-stream", converse.clone(), &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/vnd.amazon.eventstream");
+    let frames = frames_of(&response.bytes().await.unwrap());
+    assert_eq!(frames.last().map(|(kind, _)| kind.as_str()), Some("metadata"));
+    assert_eq!(mock.last().path, "/model/amazon.nova-lite-v1%3A0/converse-stream");
+    assert_eq!(sent(&mock), converse, "the client's body, untouched");
+
     // No model anywhere: the gateway says so, as APISIX does.
     let response = post(&gw, "/aws/converse", converse, &[]).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);

@@ -509,3 +509,37 @@ async fn models_list_embeddings_reasoning_field_and_hot_reload() {
     let sent: Value = serde_json::from_slice(&mock.last().body).unwrap();
     assert_eq!(sent["model"], "v2-model", "the change is live without a restart");
 }
+
+#[tokio::test]
+async fn every_model_api_call_logs_its_model_and_tokens() {
+    crate::harness::logs::capture();
+    let mock = MockUpstream::llm("deepseek-usage-log").await;
+    let gw = TestGateway::start_in(tempfile::tempdir().unwrap(), |config| config.log.access_log = true).await;
+    deepseek_setup(&gw, &mock, "sk-usage-log").await;
+    let response = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .header("Authorization", "Bearer sk-usage-log")
+        .header("X-Request-Id", "model-api-usage-log")
+        .body(json!({"model": "deepseek-flash-prod", "messages": [{"role": "user", "content": "Hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.bytes().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let line = loop {
+        let all = crate::harness::logs::all();
+        if let Some(line) = all.lines().find(|l| l.contains("request_id=model-api-usage-log")) {
+            break line.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no access line for the call");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // The alias is the line's upstream; `model` is the model the provider answered with.
+    assert!(line.contains("upstream=deepseek-flash-prod") && line.contains("model=deepseek-v4-flash"), "{line}");
+    for field in ["prompt_tokens=", "completion_tokens=", "total_tokens="] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    assert!(!line.contains("total_tokens=0 "), "{line}");
+}

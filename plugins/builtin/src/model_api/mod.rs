@@ -307,6 +307,9 @@ impl Plugin for ModelApi {
             }
         };
         ctx.log.operation = Some(if self.surface == Surface::Embeddings { "embeddings" } else { "chat" });
+        // Model API calls are metered per caller: their lines always carry model and tokens
+        // (on routes, `logging.summaries` asks for them).
+        ctx.log.log_summaries = true;
         ctx.log.model_labels = match &model {
             Ok(model) => model.labels.clone(),
             Err(routed) => routed.engine.models.labels(&body, None),

@@ -84,7 +84,8 @@ impl Protocol {
     pub fn detect(path: &str, body: &RawBody) -> Option<Protocol> {
         let messages = body.raw("messages").map(|raw| raw.get().trim_start().as_bytes().first().copied());
         let messages_is = |open: u8| messages == Some(Some(open));
-        if path.ends_with("/converse") && messages_is(b'[') {
+        // APISIX knows `/converse`; an AWS SDK's `ConverseStream` calls `/converse-stream`.
+        if (path.ends_with("/converse") || path.ends_with("/converse-stream")) && messages_is(b'[') {
             return Some(Protocol::BedrockConverse);
         }
         if path.ends_with("/v1/messages") {
@@ -266,6 +267,7 @@ mod tests {
     #[test]
     fn detection_follows_apisix_first_match_order() {
         assert_eq!(detect("/model/x/converse", r#"{"messages":[]}"#), Some(Protocol::BedrockConverse));
+        assert_eq!(detect("/model/x/converse-stream", r#"{"messages":[]}"#), Some(Protocol::BedrockConverse));
         assert_eq!(detect("/converse", r#"{"messages":{}}"#), Some(Protocol::OpenAiChat));
         assert_eq!(detect("/a/v1/messages", r#"{"messages":[]}"#), Some(Protocol::AnthropicMessages));
         assert_eq!(detect("/a/v1/messages", r#"{"x":1}"#), Some(Protocol::AnthropicMessages));

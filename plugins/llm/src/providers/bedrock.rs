@@ -187,7 +187,9 @@ impl Bedrock {
     /// attempt.
     pub fn call(&self, body: &Bytes, client_path: &str) -> Option<(Uri, Bytes)> {
         let parsed = RawBody::parse(body.clone()).ok()?;
-        let stream = parsed.get::<Value>("stream") == Some(Value::Bool(true));
+        // An AWS SDK streams by its path; other clients say `"stream": true`.
+        let stream =
+            parsed.get::<Value>("stream") == Some(Value::Bool(true)) || client_path.ends_with("/converse-stream");
         let model = parsed.str_field("model").or_else(|| model_in_path(client_path));
         let path = match (&self.fixed_path, model) {
             (Some(path), _) => path.clone(),
