@@ -189,13 +189,19 @@ impl Body for UpstreamBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let Some(conn) = this.conn.as_mut() {
-            // Reads the socket into the body; an ended connection still lets the body say how.
-            if Pin::new(&mut conn.driver).poll(cx).is_ready() {
-                this.conn = None;
+        // The body first: asking it for data is what lets the connection read more. Only when
+        // it has none is the connection driven (reading the socket into the body), and the body
+        // asked again in the same poll, so a chunk never waits for another turn of the task.
+        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        if frame.is_pending() {
+            if let Some(conn) = this.conn.as_mut() {
+                // An ended connection still lets the body say how it ended.
+                if Pin::new(&mut conn.driver).poll(cx).is_ready() {
+                    this.conn = None;
+                }
             }
+            frame = Pin::new(&mut this.body).poll_frame(cx);
         }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
         match &frame {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Err(_))) => this.conn = None,
