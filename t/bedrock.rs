@@ -655,3 +655,22 @@ async fn bedrock_provider_keys_need_json_credentials_and_a_region() {
     assert!(reply["error_msg"].as_str().unwrap().contains("secret: must be the JSON credentials"), "{reply}");
     assert!(!reply.to_string().contains("very-secret-key"));
 }
+
+#[tokio::test]
+async fn ai_proxy_multi_without_a_model_anywhere_is_a_400_not_a_provider_failure() {
+    let bedrock = BedrockMock::start(CREDENTIALS).await;
+    let gw = gateway().await;
+    let mut unpinned = bedrock_instance(&bedrock, 1);
+    unpinned["options"] = json!({});
+    gw.put_route(json!({"id": "multi-no-model", "paths": ["/multi-no-model"],
+        "plugins": {"ai-proxy-multi": {"instances": [unpinned]}}}))
+        .await;
+    let response = post(&gw, "/multi-no-model", json!({"messages": [{"role": "user", "content": "Hi"}]}), &[]).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = json_of(response).await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("could not resolve upstream path"), "{body}");
+    assert!(bedrock.seen().is_empty(), "nothing is sent");
+    // Naming the model makes the same route work.
+    let named = json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]});
+    assert_eq!(post(&gw, "/multi-no-model", named, &[]).await.status(), StatusCode::OK);
+}

@@ -217,6 +217,21 @@ impl Plugin for AiProxyMulti {
                 "unsupported_protocol",
             )));
         }
+        // No instance can be called (each needs a model in its URL that nothing names): the
+        // client's request is at fault, as with `ai-proxy`, not the providers.
+        let path = req.head.uri.path();
+        let why_not =
+            |m: &Member| m.instance.plan(protocol).and_then(|plan| m.instance.unreachable(&plan, &body, path));
+        if members.iter().all(|m| m.instance.plan(protocol).is_none() || why_not(m).is_some()) {
+            if let Some(message) = members.iter().find_map(why_not) {
+                return Ok(Flow::Respond(error_response(
+                    StatusCode::BAD_REQUEST,
+                    ctx.error_style,
+                    message,
+                    "model_required",
+                )));
+            }
+        }
         let prepared = match Prepared::new(protocol, body, plans) {
             Ok(prepared) => prepared,
             Err(err) => {
