@@ -28,6 +28,7 @@ mod plugin_errors;
 mod process;
 mod protocols;
 mod proxying;
+mod redis_batching;
 mod redis_policies;
 mod reload;
 mod request_id;

@@ -1,6 +1,8 @@
 //! Row 11: what caller keys and token quotas cost. A route with `key-auth` and `ai-rate-limiting`
 //! (policy `redis`, on a Redis of the bench's own: one script round trip to reserve, one to
 //! settle) against the same `ai-proxy` route without them, same node, same load, interleaved.
+//! The same plugins with policy `local` run beside them, so the table shows what the plugins
+//! cost apart from Redis.
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use crate::{Bench, Result};
 
 const SCENARIO: &str = "key-auth + ai-rate-limiting on Redis (gateway column) vs the same ai-proxy route without \
                         (direct column)";
+const LOCAL: &str = "reference: the same with policy local (gateway column) vs without (direct column)";
 const CALLER_KEY: &str = "bench-caller-key-0001";
 
 pub async fn measure(bench: &mut Bench, main: &Node) -> Result<()> {
@@ -31,12 +34,19 @@ pub async fn measure(bench: &mut Bench, main: &Node) -> Result<()> {
         "redis_host": "127.0.0.1", "redis_port": redis.port});
     let route = json!({"paths": ["/bench/quota"], "plugins": {"ai-proxy": routes::ai_proxy(bench.mock.ok),
         "key-auth": {}, "ai-rate-limiting": limiting}});
-    let revision = main.put_route("quota", &route).await?;
+    main.put_route("quota", &route).await?;
+    let local = json!({"limit": 1_000_000_000_000_u64, "time_window": 3600});
+    let route = json!({"paths": ["/bench/quota-local"], "plugins": {"ai-proxy": routes::ai_proxy(bench.mock.ok),
+        "key-auth": {}, "ai-rate-limiting": local}});
+    let revision = main.put_route("quota-local", &route).await?;
     main.wait_revision(revision).await?;
     let quota = Target::post("key-auth + ai-rate-limiting (redis)", main.proxy, "/bench/quota", CHAT)
         .header("apikey", CALLER_KEY)?
         .cpu_of(vec![main.pid(), redis.pid()]);
-    let targets = [chat::ai_proxy(main), Arc::new(quota)];
+    let local = Target::post("key-auth + ai-rate-limiting (local)", main.proxy, "/bench/quota-local", CHAT)
+        .header("apikey", CALLER_KEY)?
+        .cpu_of(vec![main.pid()]);
+    let targets = [chat::ai_proxy(main), Arc::new(quota), Arc::new(local)];
     for target in &targets {
         let (status, body) = load::once(target).await?;
         if status != 200 {
@@ -60,11 +70,20 @@ pub async fn measure(bench: &mut Bench, main: &Node) -> Result<()> {
     bench.report.push(Line::throughput(11, SCENARIO, "req/s, 64 conns", plain.rps(), limited.rps(), Some(0.9)));
     let (plain1, limited1) = (&narrow[0], &narrow[1]);
     bench.report.push(Line::latency(11, SCENARIO, "p50, 1 conn", plain1.micros(0.5), limited1.micros(0.5), None));
+    let local = &wide[2];
+    bench.report.push(Line::throughput(11, LOCAL, "req/s, 64 conns", plain.rps(), local.rps(), None));
+    bench.report.push(Line::latency(11, LOCAL, "p50, 1 conn", plain1.micros(0.5), narrow[2].micros(0.5), None));
     bench.report.push(Line {
         direct: format!("{:.1} µs", plain.cpu_micros_per_request()),
         gateway: format!("{:.1} µs", limited.cpu_micros_per_request()),
         verdict: Verdict::Info,
         ..Line::new(11, SCENARIO, "CPU per request, 64 conns (gateway column: with Redis's)")
+    });
+    bench.report.push(Line {
+        direct: format!("{:.1} µs", plain.cpu_micros_per_request()),
+        gateway: format!("{:.1} µs", local.cpu_micros_per_request()),
+        verdict: Verdict::Info,
+        ..Line::new(11, LOCAL, "CPU per request, 64 conns")
     });
     Ok(())
 }

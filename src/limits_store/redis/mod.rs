@@ -1,10 +1,15 @@
-//! Counters in Redis, shared by every node: one server-side script per admission and one per
-//! settlement (a single round trip each), with `timeout` on connecting and on every answer. A
-//! single server is reached over one multiplexed, self-reconnecting connection
-//! (`redis::aio::ConnectionManager`); a Redis Cluster through the `redis` crate's cluster client,
-//! which routes each script to the node holding its keys' slot (the keys of one admission share
-//! a hash tag, see `switchyard_sdk::Counter::key`) and follows the cluster's topology.
+//! Counters in Redis, shared by every node: one server-side script call admits a request (all of
+//! its counters or none) and one settles it, with `timeout` on connecting and on every answer.
+//! A single server is reached over one multiplexed, self-reconnecting connection
+//! (`redis::aio::ConnectionManager`), and the calls of concurrent requests share round trips
+//! ([`batch`]). A Redis Cluster is reached through the `redis` crate's cluster client, which
+//! routes each call to the node holding its keys' slot (the keys of one admission share a hash
+//! tag, see `switchyard_sdk::Counter::key`) and follows the cluster's topology; there each
+//! request makes its own calls, since concurrent requests' keys live on different nodes.
 
+mod batch;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,43 +17,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo, RedisResult, Script,
+    ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo, RedisResult,
     ScriptInvocation, TlsMode,
 };
 use switchyard_sdk::{Admission, Counter, CounterError, CounterStore, RedisClusterSettings, RedisSettings};
 use tokio::sync::OnceCell;
 
+use self::batch::{Batch, Reservation};
 use super::{now_ms, state, windowed};
-
-/// KEYS: the counters; ARGV: per counter `limit, ttl_ms, cost, gauge`. All are checked before
-/// any is charged: `{0, i, value}` names the first spent counter, `{1, v1, v2, ...}` the new
-/// values. A window's counter expires with its window; a gauge's time to live restarts with each
-/// admission, so it lapses only once no node has touched it for that long.
-const RESERVE: &str = r"
-for i = 1, #KEYS do
-  local value = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if value >= tonumber(ARGV[4 * i - 3]) then return {0, i, value} end
-end
-local out = {1}
-for i = 1, #KEYS do
-  local value = redis.call('INCRBY', KEYS[i], ARGV[4 * i - 1])
-  if ARGV[4 * i] == '1' or redis.call('PTTL', KEYS[i]) < 0 then
-    redis.call('PEXPIRE', KEYS[i], ARGV[4 * i - 2])
-  end
-  out[#out + 1] = value
-end
-return out
-";
-
-/// KEYS: the counters; ARGV: a delta per counter. A counter whose window expired is left alone.
-const SETTLE: &str = r"
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    if redis.call('INCRBY', KEYS[i], ARGV[i]) < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
-  end
-end
-return 1
-";
 
 /// Where the counters live.
 enum Server {
@@ -76,8 +52,7 @@ pub struct RedisCounters {
     server: Server,
     timeout: Duration,
     connection: OnceCell<Connection>,
-    reserve: Script,
-    settle: Script,
+    batch: Arc<Batch>,
 }
 
 impl RedisCounters {
@@ -109,13 +84,7 @@ impl RedisCounters {
     }
 
     fn serving(server: Server, timeout: Duration) -> Self {
-        Self {
-            server,
-            timeout,
-            connection: OnceCell::new(),
-            reserve: Script::new(RESERVE),
-            settle: Script::new(SETTLE),
-        }
+        Self { server, timeout, connection: OnceCell::new(), batch: Batch::new(timeout) }
     }
 
     /// Opens a connection to the server, or to the cluster (its topology read from the nodes).
@@ -169,14 +138,26 @@ impl CounterStore for RedisCounters {
     async fn reserve(&self, counters: &[Counter]) -> Result<Admission, CounterError> {
         let now_ms = now_ms();
         let keyed: Vec<(String, Duration)> = counters.iter().map(|c| windowed(&c.key, c.window, now_ms)).collect();
-        let mut invocation = self.reserve.prepare_invoke();
-        for (counter, (key, left)) in counters.iter().zip(&keyed) {
-            let gauge = u8::from(counter.window.is_none());
-            invocation.key(key).arg(counter.limit).arg(left.as_millis().max(1) as u64).arg(counter.cost).arg(gauge);
-        }
+        let reservations = counters
+            .iter()
+            .zip(&keyed)
+            .map(|(counter, (key, left))| Reservation {
+                key: key.clone(),
+                limit: counter.limit,
+                ttl_ms: left.as_millis().max(1) as u64,
+                cost: counter.cost,
+                gauge: counter.window.is_none(),
+            })
+            .collect();
         let answer = async {
             let mut connection = self.connection().await?;
-            connection.invoke::<Vec<i64>>(&invocation).await.map_err(|e| CounterError(e.to_string()))
+            match &connection {
+                Connection::Single(_) => self.batch.admit(&connection, reservations).await,
+                Connection::Cluster(_) => {
+                    let mut answers = self.batch.round_trip(&mut connection, &[], &[&reservations]).await?;
+                    Ok(answers.pop().unwrap_or_default())
+                }
+            }
         };
         let answer = tokio::time::timeout(self.timeout, answer)
             .await
@@ -204,19 +185,19 @@ impl CounterStore for RedisCounters {
         if adjustments.is_empty() {
             return;
         }
-        // A request dropped outside the runtime (at shutdown) has nobody left to settle for.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let Some(mut connection) = self.connection.get().cloned() else { return };
-        let (script, timeout) = (self.settle.clone(), self.timeout);
-        runtime.spawn(async move {
-            let mut invocation = script.prepare_invoke();
-            for (key, delta) in &adjustments {
-                invocation.key(key).arg(*delta);
+        let Some(connection) = self.connection.get() else { return };
+        match connection {
+            Connection::Single(_) => self.batch.settle(connection, adjustments),
+            Connection::Cluster(_) => {
+                // A request dropped outside the runtime (at shutdown) has nobody left to settle for.
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+                let (batch, mut connection) = (Arc::clone(&self.batch), connection.clone());
+                runtime.spawn(async move {
+                    if batch.round_trip(&mut connection, &adjustments, &[]).await.is_err() {
+                        tracing::debug!("a rate limit settlement did not reach Redis");
+                    }
+                });
             }
-            let settled = tokio::time::timeout(timeout, connection.invoke::<i64>(&invocation)).await;
-            if !matches!(settled, Ok(Ok(_))) {
-                tracing::debug!("a rate limit settlement did not reach Redis");
-            }
-        });
+        }
     }
 }
