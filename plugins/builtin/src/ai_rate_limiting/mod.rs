@@ -12,7 +12,8 @@ mod config;
 mod cost_expr;
 mod rule_key;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -93,6 +94,7 @@ impl PluginFactory for AiRateLimitingFactory {
             allow_degradation: raw.allow_degradation,
             default_completion_tokens: raw.default_completion_tokens,
             degraded: Degraded::default(),
+            instance_headers: RwLock::default(),
         }))
     }
 }
@@ -139,7 +141,14 @@ struct AiRateLimiting {
     default_completion_tokens: u64,
     /// Warns that the counter store is unreachable, at most once per 10 s.
     degraded: Degraded,
+    /// The quota headers of each instance label seen (`None`: the label makes no valid header
+    /// name), made on its first request rather than on every one.
+    instance_headers: RwLock<HashMap<String, Option<Arc<QuotaHeaders>>>>,
 }
+
+/// At most this many instance labels keep their headers made (a route has a handful of
+/// instances; the bound only guards against an unbounded set of labels).
+const MOST_INSTANCE_HEADERS: usize = 256;
 
 /// What this request reserved, in its slot of `ctx.extensions`.
 #[derive(Clone, Default)]
@@ -176,7 +185,7 @@ impl AiRateLimiting {
     /// The counter key of `scope` for this request: per route, per consumer when one is known.
     /// Route and consumer are the key's Redis hash tag (`{...}`): the counters one admission
     /// reserves together share them, so a Redis cluster keeps them in one slot.
-    fn key(ctx: &Ctx, scope: &str) -> String {
+    fn key(ctx: &Ctx, scope: std::fmt::Arguments<'_>) -> String {
         let consumer = ctx.consumer.as_ref().map_or("", |c| &c.username);
         format!("ai-rate-limiting:{{{}:{consumer}}}:{scope}", ctx.route_id)
     }
@@ -219,6 +228,20 @@ impl AiRateLimiting {
         }
     }
 
+    /// The quota headers of instance `name`, made once per label.
+    fn instance_headers(&self, name: &str) -> Option<Arc<QuotaHeaders>> {
+        let known = self.instance_headers.read().unwrap_or_else(PoisonError::into_inner).get(name).cloned();
+        if let Some(headers) = known {
+            return headers;
+        }
+        let headers = QuotaHeaders::new(&format!("-{name}")).ok().map(Arc::new);
+        let mut known = self.instance_headers.write().unwrap_or_else(PoisonError::into_inner);
+        if known.len() < MOST_INSTANCE_HEADERS {
+            known.insert(name.to_string(), headers.clone());
+        }
+        headers
+    }
+
     fn rejection(&self) -> Response {
         match &self.rejected_msg {
             Some(message) => json_response(self.rejected_code, &serde_json::json!({ "error_msg": message })),
@@ -246,7 +269,7 @@ impl Plugin for AiRateLimiting {
                 .iter()
                 .enumerate()
                 .map(|(i, rule)| Counter {
-                    key: Self::key(ctx, &format!("rule{i}:{}", rule.key.value(ctx, req))),
+                    key: Self::key(ctx, format_args!("rule{i}:{}", rule.key.value(ctx, req))),
                     limit: rule.quota.limit,
                     window: Some(rule.quota.window),
                     cost,
@@ -280,13 +303,13 @@ impl Plugin for AiRateLimiting {
         };
         let cost = self.estimated_cost(&reserved.estimate);
         let counter = Counter {
-            key: Self::key(ctx, &format!("instance:{name}")),
+            key: Self::key(ctx, format_args!("instance:{name}")),
             limit: quota.limit,
             window: Some(quota.window),
             cost,
         };
-        let headers = QuotaHeaders::new(&format!("-{name}")).ok();
-        let headers: Vec<&QuotaHeaders> = headers.iter().collect();
+        let headers = self.instance_headers(name);
+        let headers: Vec<&QuotaHeaders> = headers.as_deref().into_iter().collect();
         let flow = match self.check(ctx, vec![counter], &headers).await {
             Checked::Admitted(hold) => {
                 reserved.instance = hold;

@@ -33,9 +33,14 @@ impl Limits {
 }
 
 impl Estimate {
-    /// Runs once per request at admission, on the raw body (read as JSON for its bounds).
+    /// Runs once per request at admission, on the raw body (read as JSON for its bounds). A body
+    /// without the bytes `max_` names no bound and is not parsed at all: a search costs a tenth
+    /// of a parse. (A key spelled with JSON escapes, `"\u006dax_tokens"`, is then missed and the
+    /// default stands; the reservation is settled to the real usage either way.)
     pub fn of(body: &[u8], default_completion_tokens: u64) -> Estimate {
-        let bound = serde_json::from_slice::<Limits>(body).ok().and_then(|l| l.completion());
+        let bound = memchr::memmem::find(body, b"max_")
+            .and_then(|_| serde_json::from_slice::<Limits>(body).ok())
+            .and_then(|l| l.completion());
         Self::from_parts(body.len(), bound, default_completion_tokens)
     }
 
