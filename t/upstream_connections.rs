@@ -1,7 +1,7 @@
 //! Upstream connections as the core's client keeps them: reused while kept alive, replaced
 //! without an error when the upstream closed one while it sat idle, closed after the keep-alive
-//! timeout, and kept after a response without a body. The upstream is a raw HTTP/1.1 server whose
-//! every connection and close the test sees.
+//! timeout or after `keepalive_pool.requests` requests, and kept after a response without a
+//! body. The upstream is a raw HTTP/1.1 server whose every connection and close the test sees.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -170,4 +170,31 @@ async fn idle_connections_are_closed_after_the_keepalive_timeout() {
     let (status, _) = gw.get("/up").await;
     assert_eq!(status.as_u16(), 200);
     assert_eq!(upstream.accepted(), 2);
+}
+
+#[tokio::test]
+async fn a_connection_is_closed_after_keepalive_pool_requests() {
+    let upstream = RawUpstream::start(Answer::Json).await;
+    let pool = json!({"size": 8, "idle_timeout": 60, "requests": 3});
+    let gw = gateway_to(&upstream, "worn-out", Some(pool)).await;
+    for _ in 0..7 {
+        let (status, _) = gw.get("/up").await;
+        assert_eq!(status.as_u16(), 200);
+    }
+    assert_eq!(upstream.accepted(), 3, "seven requests, three per connection");
+    let started = Instant::now();
+    while upstream.closed_by_peer.load(Ordering::SeqCst) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(5), "a worn-out connection was kept open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn keepalive_pool_requests_must_be_at_least_one() {
+    let gw = TestGateway::start().await;
+    let route = json!({"paths": ["/up"], "upstream": {"nodes": {"127.0.0.1:9": 1},
+        "keepalive_pool": {"size": 8, "idle_timeout": 60, "requests": 0}}});
+    let (status, body) = gw.admin(reqwest::Method::PUT, "/apisix/admin/routes/zero", Some(route)).await;
+    assert_eq!(status.as_u16(), 400, "{body}");
+    assert!(body.to_string().contains("keepalive_pool.requests"), "{body}");
 }

@@ -60,10 +60,10 @@ pub struct KeepalivePoolSpec {
     /// Seconds an idle connection is kept (APISIX default 60).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: f64,
-    /// APISIX closes a connection after this many requests; accepted for compatibility, not
-    /// enforced (a connection is reused until it idles out or the peer closes it).
-    #[serde(default)]
-    pub requests: Option<u32>,
+    /// Requests one connection carries before it is closed (APISIX default 1000). An upstream
+    /// without `keepalive_pool` sets no such limit.
+    #[serde(default = "default_requests_per_connection")]
+    pub requests: u32,
 }
 
 fn default_pool_size() -> u32 {
@@ -72,6 +72,10 @@ fn default_pool_size() -> u32 {
 
 fn default_idle_timeout() -> f64 {
     60.0
+}
+
+fn default_requests_per_connection() -> u32 {
+    1000
 }
 
 /// `{"host:port": weight}` or `[{"host", "port", "weight"}]`.
@@ -132,6 +136,9 @@ impl UpstreamSpec {
         if let Some(pool) = self.keepalive_pool {
             if pool.size == 0 {
                 return Err(ConfigError::new("keepalive_pool.size", "must be at least 1"));
+            }
+            if pool.requests == 0 {
+                return Err(ConfigError::new("keepalive_pool.requests", "must be at least 1"));
             }
             if !(pool.idle_timeout >= 0.0 && pool.idle_timeout.is_finite()) {
                 return Err(ConfigError::new(

@@ -86,7 +86,7 @@ impl UpstreamClient {
             .map_err(|_| ExchangeError::BadUri("cannot build the connection address"))?;
         let stream = self.connector.clone().call(uri).await.map_err(ExchangeError::Connect)?;
         let (sender, driver) = http1::handshake(stream).await.map_err(|err| ExchangeError::Connect(err.into()))?;
-        Ok(Box::new(Conn { sender, driver }))
+        Ok(Box::new(Conn { sender, driver, served: 0 }))
     }
 }
 

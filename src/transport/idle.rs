@@ -35,6 +35,8 @@ pub struct Origin {
 pub struct Conn {
     pub sender: SendRequest<Full<Bytes>>,
     pub driver: Connection<Stream, Full<Bytes>>,
+    /// Requests answered on it so far.
+    pub served: u32,
 }
 
 impl Conn {
@@ -57,15 +59,18 @@ pub struct IdlePool {
     /// Kept per origin; the oldest goes when one more comes back.
     max_per_origin: usize,
     timeout: Duration,
+    /// A connection that has carried this many requests is closed instead of kept (0: never).
+    max_requests: u32,
     sweeper_started: std::sync::Once,
 }
 
 impl IdlePool {
-    pub fn new(max_per_origin: usize, timeout: Duration) -> Arc<IdlePool> {
+    pub fn new(max_per_origin: usize, timeout: Duration, max_requests: u32) -> Arc<IdlePool> {
         Arc::new(IdlePool {
             by_origin: Mutex::new(HashMap::new()),
             max_per_origin,
             timeout,
+            max_requests,
             sweeper_started: std::sync::Once::new(),
         })
     }
@@ -90,7 +95,9 @@ impl IdlePool {
     /// Called when a response has been read to its end: keeps the connection for the next
     /// request to `origin`, unless keep-alive is off or the connection cannot take another.
     pub fn put(self: &Arc<Self>, origin: Origin, mut conn: Box<Conn>) {
-        if self.max_per_origin == 0 || !conn.still_open() {
+        conn.served = conn.served.saturating_add(1);
+        let worn_out = self.max_requests > 0 && conn.served >= self.max_requests;
+        if self.max_per_origin == 0 || worn_out || !conn.still_open() {
             return;
         }
         self.start_sweeper();

@@ -60,7 +60,11 @@ fn build(settings: ClientSettings) -> Result<UpstreamClient, String> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    let idle = IdlePool::new(idle_per_host(settings), Duration::from_millis(settings.keepalive_timeout_ms));
+    let idle = IdlePool::new(
+        idle_per_host(settings),
+        Duration::from_millis(settings.keepalive_timeout_ms),
+        settings.max_requests_per_connection,
+    );
     Ok(UpstreamClient::new(https, idle))
 }
 

@@ -98,6 +98,7 @@ impl Upstream {
                 keepalive: true,
                 keepalive_timeout_ms: pool.map_or(UPSTREAM_KEEPALIVE_TIMEOUT_MS, |p| (p.idle_timeout * 1000.0) as u64),
                 keepalive_pool: pool.map_or(UPSTREAM_KEEPALIVE_POOL, |p| p.size),
+                max_requests_per_connection: pool.map_or(0, |p| p.requests),
                 ssl_verify: true,
             })
             .map_err(|err| ConfigError::new(if path.is_empty() { "nodes" } else { path }, err))?;

@@ -356,6 +356,7 @@ impl CallSettings {
                 keepalive: common.keepalive,
                 keepalive_timeout_ms: common.keepalive_timeout,
                 keepalive_pool: common.keepalive_pool,
+                max_requests_per_connection: 0,
                 ssl_verify: common.ssl_verify,
             })
             .map_err(|err| ConfigError::new("ssl_verify", err))?;

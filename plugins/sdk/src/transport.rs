@@ -24,6 +24,9 @@ pub struct ClientSettings {
     pub keepalive_timeout_ms: u64,
     /// Idle connections kept per host.
     pub keepalive_pool: u32,
+    /// Requests one connection carries before it is closed (APISIX's `keepalive_pool.requests`);
+    /// 0: no limit.
+    pub max_requests_per_connection: u32,
     pub ssl_verify: bool,
 }
 

@@ -66,6 +66,7 @@ impl Tracer {
             keepalive: true,
             keepalive_timeout_ms: 60_000,
             keepalive_pool: 2,
+            max_requests_per_connection: 0,
             ssl_verify: true,
         })?;
         let (tx, rx) = mpsc::channel(config.batch.max_queue_size);
