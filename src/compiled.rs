@@ -43,6 +43,9 @@ pub struct CompiledRoute {
     pub service_id: Option<String>,
     /// The route's metric series, found per request without a lock.
     pub metrics: RouteMetrics,
+    /// Stands for "no route matched": the global rules run, then the request is answered 404
+    /// (as APISIX runs its global rules on requests no route matches).
+    pub unmatched: bool,
 }
 
 impl CompiledRoute {
@@ -62,6 +65,7 @@ impl CompiledRoute {
             upstream: None,
             service_id: None,
             metrics: RouteMetrics::default(),
+            unmatched: false,
         }
     }
 

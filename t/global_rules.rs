@@ -1,7 +1,7 @@
 //! Global rules as APISIX runs them: their rewrite and access phases before the route's rewrite,
 //! their plugins first in every later phase and never merged with a consumer's, and on the model
 //! API's built-in `/v1` routes too (all but authentication plugins: those routes have their own
-//! keys).
+//! keys), and on requests no route matches, which they may refuse before the 404.
 
 use std::sync::{Arc, Mutex};
 
@@ -194,6 +194,36 @@ async fn a_global_access_refusal_comes_before_the_routes_rewrite() {
     let (status, phases) = phases_of(&log, gw.http.get(gw.url("/r"))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(phases, strings(&["rewrite:global", "access:global", "log:global", "log:route"]));
+    assert_eq!(mock.hits(), 0);
+}
+
+#[tokio::test]
+async fn global_rules_run_on_a_request_no_route_matches_then_it_is_answered_404() {
+    let (gw, log) = recording_gateway().await;
+    put_consumer(&gw, json!({"username": "jack", "plugins": {"key-auth": {"key": "jack-key"}}})).await;
+    // Without global rules a stray request is answered 404 at once.
+    let (status, phases) = phases_of(&log, gw.http.get(gw.url("/nowhere"))).await;
+    assert_eq!((status, phases), (StatusCode::NOT_FOUND, Vec::new()));
+
+    gw.admin(
+        Method::PUT,
+        "/apisix/admin/global_rules/g",
+        Some(json!({"plugins": {"key-auth": {}, "record-low": {"label": "global"}}})),
+    )
+    .await;
+    // A route elsewhere: `put_route` returns once the snapshot holding both is live.
+    let mock = MockUpstream::start("m").await;
+    gw.put_route(json!({"id": "r", "uri": "/r", "upstream": {"nodes": {mock.node(): 1}}})).await;
+    // The global key-auth runs first: no key is a 401, not a 404.
+    let (status, phases) = phases_of(&log, gw.http.get(gw.url("/nowhere"))).await;
+    assert_eq!((status, phases), (StatusCode::UNAUTHORIZED, strings(&["log:global"])));
+    // With the key they let it through, and it gets the same 404 as without global rules.
+    let response = gw.http.get(gw.url("/nowhere")).header("apikey", "jack-key").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body, json!({"error_msg": "404 Route Not Found"}));
+    let (_, phases) = phases_of(&log, gw.http.get(gw.url("/nowhere")).header("apikey", "jack-key")).await;
+    assert_eq!(phases, strings(&["rewrite:global", "access:global", "log:global"]));
     assert_eq!(mock.hits(), 0);
 }
 

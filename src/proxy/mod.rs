@@ -69,7 +69,7 @@ pub async fn handle(
             (Err(NeedsBody), None) => break None,
         }
     };
-    let Some(route) = found else {
+    let Some(route) = found.or_else(|| snapshot.unmatched.clone()) else {
         return local(ProxyError::RouteNotFound.to_response(ErrorStyle::Apisix), &id);
     };
     let matched = Matched::of(&route, host.as_deref(), head.uri.path());

@@ -119,7 +119,8 @@ async fn serve(
     }
     let target = ctx.target.take().or_else(|| route.upstream.as_ref().map(|u| u.target()));
     let Some(mut target) = target else {
-        return fail(finisher, ctx, ProxyError::NoUpstream);
+        let error = if route.unmatched { ProxyError::RouteNotFound } else { ProxyError::NoUpstream };
+        return fail(finisher, ctx, error);
     };
     let mut last_failure: Option<Failure> = None;
     let error_bodies = target.reads_error_bodies();

@@ -74,6 +74,7 @@ impl Snapshot {
         let global_rules = snapshot.load(&global_rules, of(Kind::GlobalRules), prev.map(|p| &p.global_rules), compiler);
         snapshot.global_rules = snapshot.keep(global_rules);
         snapshot.global_chain = global::chain(&snapshot.global_rules);
+        snapshot.unmatched = global::unmatched(&snapshot.global_chain);
         let services = Loader::new(Kind::Services, routes::service);
         let services = snapshot.load(&services, of(Kind::Services), prev.map(|p| &p.services), compiler);
         snapshot.services = snapshot.keep(services);

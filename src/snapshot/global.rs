@@ -25,6 +25,18 @@ pub fn for_model_api(global: &Chain, registry: &Registry) -> Chain {
     global.without(|entry| registry.get(entry.name).is_some_and(|factory| factory.authenticates()))
 }
 
+/// The stand-in route of requests no route matches, while there are global rules: it runs their
+/// plugins (all of them, authentication included, as APISIX does), then answers 404.
+pub fn unmatched(global: &Chain) -> Option<Arc<CompiledRoute>> {
+    if global.is_empty() {
+        return None;
+    }
+    let mut route = CompiledRoute::bare("");
+    route.global = global.clone();
+    route.unmatched = true;
+    Some(Arc::new(route))
+}
+
 /// The route as the router serves it: with the global plugins to run before its own. Without
 /// global rules it is the compiled route itself (the same `Arc`); with them, a copy sharing every
 /// compiled plugin, so plugin state survives either way.

@@ -68,6 +68,9 @@ pub struct Snapshot {
     pub global_rules: HashMap<String, Entry<GlobalRuleEntry>>,
     /// Every global rule's plugins (rules in id order), run before each route's own.
     pub global_chain: Chain,
+    /// What a request no route matches runs while there are global rules: their plugins, then
+    /// a 404. `None` without global rules (the 404 is answered at once).
+    pub unmatched: Option<Arc<CompiledRoute>>,
     pub provider_keys: HashMap<String, Entry<ProviderKeyEntry>>,
     pub models: HashMap<String, Entry<ModelEntry>>,
     pub api_keys: HashMap<String, Entry<ApiKeyEntry>>,
