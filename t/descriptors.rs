@@ -27,7 +27,7 @@ async fn a_flood_of_idle_connections_under_a_low_descriptor_limit_leaves_the_nod
     let mock = MockUpstream::start("fd").await;
     let mut node = Node::start("", Some("ulimit -Sn 128 && ulimit -Hn 256")).await;
     node.put_route(json!({"id": "fd", "paths": ["/fd"], "upstream": {"nodes": {mock.node(): 1}}})).await;
-    let log = node.log();
+    let log = node.log_when(|log| log.contains("client connection caps")).await;
     assert!(log.contains("raised the open file limit") && log.contains("from=128 to=256"), "{log}");
     // 256 descriptors: 64 in reserve, 16 of them for admin connections, half of the rest for proxy
     // connections (each may need an upstream connection too).
@@ -62,7 +62,7 @@ async fn a_flood_of_idle_connections_under_a_low_descriptor_limit_leaves_the_nod
         closed += usize::from(closed_by_peer(socket).await);
     }
     assert!(closed >= FLOOD - 96 - 32, "only {closed} of {FLOOD} idle connections were closed");
-    let log = node.log();
+    let log = node.log_when(|log| log.contains("connection cap reached")).await;
     assert!(!log.contains("accept failed"), "the node ran out of descriptors: {log}");
     let warnings = log.matches("connection cap reached").count();
     assert!((1..=2).contains(&warnings), "{warnings} cap warnings: one per interval expected");

@@ -144,6 +144,20 @@ impl Node {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The log once `wanted` holds for it, or as it is after 5 s: the node writes its log in
+    /// batches (every 20 ms, later when the machine is busy), so a line logged a moment ago may
+    /// not be in the file yet.
+    pub async fn log_when(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if wanted(&log) || std::time::Instant::now() >= deadline {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Node {
