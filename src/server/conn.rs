@@ -100,7 +100,7 @@ pub async fn serve<F, Fut>(
         service_fn(move |req: hyper::Request<Incoming>| {
             conn.request_began();
             let response = match oversized_field(&req, settings.max_header_field_bytes) {
-                None => Either::Left(handle(req, peer)),
+                None => Either::Left(Box::pin(handle(req, peer))),
                 Some(refused) => Either::Right(std::future::ready(refuse_oversized(&req, peer, &settings, refused))),
             };
             let conn = Arc::clone(&conn);
