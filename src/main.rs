@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use switchyard::observe::access_format::AccessFormat;
 use switchyard::observe::log_writer;
 use switchyard::{Config, Gateway};
 
@@ -89,9 +90,9 @@ fn config_path(mut args: impl Iterator<Item = String>) -> Result<PathBuf, String
 
 /// Logs go to stdout through a batching writer thread ([`log_writer`]), so a request never waits
 /// on a `write` system call for its access log line. The writer blocks rather than drops lines
-/// when it falls behind; the returned guard flushes what is queued when `main` ends. With
-/// `access_log_format: json`, access events are printed bare (their message is the JSON object),
-/// so those lines are pure JSON. `Err`: the writer thread could not start.
+/// when it falls behind; the returned guard flushes what is queued when `main` ends. Access
+/// events are printed by [`AccessFormat`]: as other lines in text mode, bare with
+/// `access_log_format: json` (their message is the JSON object), so those lines are pure JSON. `Err`: the writer thread could not start.
 fn init_tracing(log: &switchyard::config::LogConfig) -> std::io::Result<log_writer::FlushGuard> {
     use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::layer::SubscriberExt;
@@ -109,15 +110,13 @@ fn init_tracing(log: &switchyard::config::LogConfig) -> std::io::Result<log_writ
         .with_target(true)
         .with_ansi(colours)
         .with_writer(writer.clone())
-        .with_filter(filter_fn(move |meta| !(json && is_access(meta))));
-    let bare = tracing_subscriber::fmt::layer()
-        .without_time()
-        .with_level(false)
-        .with_target(false)
-        .with_ansi(false)
+        .with_filter(filter_fn(move |meta| !is_access(meta)));
+    let access = tracing_subscriber::fmt::layer()
+        .event_format(AccessFormat { json })
+        .with_ansi(colours && !json)
         .with_writer(writer)
-        .with_filter(filter_fn(move |meta| json && is_access(meta)));
-    tracing_subscriber::registry().with(filter).with(text).with(bare).init();
+        .with_filter(filter_fn(is_access));
+    tracing_subscriber::registry().with(filter).with(text).with(access).init();
     Ok(guard)
 }
 

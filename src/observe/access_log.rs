@@ -8,6 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::observe::config::AccessLogFormat;
+use crate::observe::text_line::TextLine;
 use crate::proxy::Finisher;
 
 /// What one JSON access log line holds. Fields that do not apply are `null`, so every line has
@@ -96,38 +97,44 @@ pub fn finished(format: AccessLogFormat, finisher: &Finisher, ctx: &Ctx, outcome
         write_json(&line);
         return;
     }
+    if !access_enabled() {
+        return;
+    }
     // Summary fields are recorded only when `logging.summaries` asked for them (a `None` field
     // is left out of the line).
     let summary = ai.log_summaries.then_some(ai);
     let usage = summary.map(|ai| ai.usage.unwrap_or_default());
-    tracing::info!(
-        target: "access",
-        request_id = %request_id,
-        client = %ctx.client_addr.ip(),
-        method = %finisher.method,
-        path = %finisher.uri.path(),
-        route = %ctx.route_id,
-        consumer = ctx.consumer.as_ref().map(|c| display(&c.username)),
-        status = outcome.status,
-        bytes = outcome.body_bytes,
-        duration_ms = ms(ctx.started.elapsed()),
-        upstream = %ai.instance.as_deref().unwrap_or("-"),
-        attempts = summary.map(|ai| ai.attempts),
-        model = summary.map(|ai| display(ai.model.as_deref().unwrap_or("-"))),
-        ttft_ms = summary.and_then(|ai| ai.time_to_first_token).map(ms),
-        prompt_tokens = usage.map(|u| u.prompt_tokens),
-        completion_tokens = usage.map(|u| u.completion_tokens),
-        total_tokens = usage.map(|u| u.total_tokens),
-        cached_tokens = usage.map(|u| u.cached_tokens),
-        cache_creation_tokens = usage.map(|u| u.cache_creation_tokens),
-        reasoning_tokens = usage.map(|u| u.reasoning_tokens),
-        request_payload = summary.and_then(|ai| ai.request_payload.as_deref()),
-        response_text = summary.and_then(|ai| ai.response_text.as_deref()),
-        trace_id,
-        aborted = outcome.aborted,
-        reason = outcome.reason,
-        error = outcome.error.as_deref(),
-    );
+    let mut line = TextLine::new();
+    line.text("request_id", &request_id)
+        .ip("client", ctx.client_addr.ip())
+        .text("method", finisher.method.as_str())
+        .text("path", finisher.uri.path())
+        .text("route", &ctx.route_id);
+    if let Some(consumer) = &ctx.consumer {
+        line.text("consumer", &consumer.username);
+    }
+    line.int("status", Some(outcome.status))
+        .int("bytes", Some(outcome.body_bytes))
+        .debug("duration_ms", Some(ms(ctx.started.elapsed())))
+        .text("upstream", ai.instance.as_deref().unwrap_or("-"))
+        .int("attempts", summary.map(|ai| ai.attempts));
+    if let Some(ai) = summary {
+        line.text("model", ai.model.as_deref().unwrap_or("-"));
+    }
+    line.debug("ttft_ms", summary.and_then(|ai| ai.time_to_first_token).map(ms))
+        .int("prompt_tokens", usage.map(|u| u.prompt_tokens))
+        .int("completion_tokens", usage.map(|u| u.completion_tokens))
+        .int("total_tokens", usage.map(|u| u.total_tokens))
+        .int("cached_tokens", usage.map(|u| u.cached_tokens))
+        .int("cache_creation_tokens", usage.map(|u| u.cache_creation_tokens))
+        .int("reasoning_tokens", usage.map(|u| u.reasoning_tokens))
+        .quoted("request_payload", summary.and_then(|ai| ai.request_payload.as_deref()))
+        .quoted("response_text", summary.and_then(|ai| ai.response_text.as_deref()))
+        .quoted("trace_id", trace_id)
+        .debug("aborted", Some(outcome.aborted))
+        .quoted("reason", outcome.reason)
+        .quoted("error", outcome.error.as_deref());
+    write_text(line);
 }
 
 /// Writes the line of a request that ended before its response head: its client left (499) or
@@ -151,17 +158,19 @@ pub fn abandoned(format: AccessLogFormat, finisher: &Finisher, started: std::tim
         write_json(&line);
         return;
     }
-    tracing::info!(
-        target: "access",
-        request_id = %request_id,
-        method = %finisher.method,
-        path = %finisher.uri.path(),
-        route = %finisher.route.id,
-        status,
-        duration_ms = ms(started.elapsed()),
-        aborted = true,
-        error,
-    );
+    if !access_enabled() {
+        return;
+    }
+    let mut line = TextLine::new();
+    line.text("request_id", &request_id)
+        .text("method", finisher.method.as_str())
+        .text("path", finisher.uri.path())
+        .text("route", &finisher.route.id)
+        .int("status", Some(status))
+        .debug("duration_ms", Some(ms(started.elapsed())))
+        .debug("aborted", Some(true))
+        .quoted("error", Some(error));
+    write_text(line);
 }
 
 /// Writes the line of a request the listener refused before any route saw it (a head too large:
@@ -187,8 +196,27 @@ pub fn refused(
         write_json(&line);
         return;
     }
-    let (method, path) = (method.map(tracing::field::display), path.map(tracing::field::display));
-    tracing::info!(target: "access", %client, method, path, status, error = %error);
+    if !access_enabled() {
+        return;
+    }
+    let mut line = TextLine::new();
+    line.ip("client", client);
+    if let (Some(method), Some(path)) = (method, path) {
+        line.text("method", method).text("path", path);
+    }
+    line.int("status", Some(status)).text("error", error);
+    write_text(line);
+}
+
+/// Whether the log filter lets access lines through (checked before a line is written).
+fn access_enabled() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
+}
+
+/// A text line goes out as the event's only content, after the subscriber's time, level and
+/// target, as any other event.
+fn write_text(line: TextLine) {
+    tracing::info!(target: "access", "{}", line.finish());
 }
 
 /// A JSON line goes out as the event's only content; the binary's log setup prints such events

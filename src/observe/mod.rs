@@ -5,11 +5,13 @@
 //! feature is off. Metrics take no lock and allocate nothing per request once a route's series
 //! exist; traces (when an endpoint is set) are queued for a task of their own.
 
+pub mod access_format;
 pub mod access_log;
 pub mod config;
 pub mod log_writer;
 pub mod metrics;
 pub mod status;
+mod text_line;
 pub mod trace;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,126 @@
+//! The `key=value` text of an access log line, written by the gateway itself and handed to
+//! `tracing` as the event's one message.
+//!
+//! Before, each field was a `tracing` field, and the subscriber's formatter visited twenty of
+//! them through `dyn Debug` and `core::fmt` with padding and style checks: about 17,000
+//! instructions a request, a seventh of the whole proxy path. Writing the line into one buffer
+//! (integers with `itoa`) costs a fraction of that and prints the same text: a value of a
+//! `Display` field as it displays, a text value quoted and escaped as `Debug` does, a float as
+//! `Debug` prints it, and a field whose value is `None` left out.
+
+use std::fmt::{Debug, Display, Write};
+
+/// One line being written; [`TextLine::finish`] gives the text.
+pub struct TextLine {
+    text: String,
+}
+
+impl TextLine {
+    pub fn new() -> TextLine {
+        TextLine { text: String::with_capacity(256) }
+    }
+
+    fn key(&mut self, name: &str) {
+        if !self.text.is_empty() {
+            self.text.push(' ');
+        }
+        self.text.push_str(name);
+        self.text.push('=');
+    }
+
+    /// `name=value`, the value as it displays (a path, an address, a name).
+    pub fn display(&mut self, name: &str, value: impl Display) -> &mut Self {
+        self.key(name);
+        let _ = write!(self.text, "{value}");
+        self
+    }
+
+    /// `name=address`. An IPv4 address is written octet by octet: `Display` pads and checks
+    /// widths, and cost as much as the rest of the line's fields together.
+    pub fn ip(&mut self, name: &str, ip: std::net::IpAddr) -> &mut Self {
+        let std::net::IpAddr::V4(v4) = ip else { return self.display(name, ip) };
+        self.key(name);
+        let mut digits = itoa::Buffer::new();
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.text.push('.');
+            }
+            self.text.push_str(digits.format(octet));
+        }
+        self
+    }
+
+    /// `name=value` for a name or path; quoted and escaped as [`TextLine::quoted`] when it holds a
+    /// control character (a model name from a provider's answer could), so a value can never
+    /// end the line or carry a terminal escape sequence.
+    pub fn text(&mut self, name: &str, value: &str) -> &mut Self {
+        if value.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return self.quoted(name, Some(value));
+        }
+        self.key(name);
+        self.text.push_str(value);
+        self
+    }
+
+    /// `name="value"`, quoted and escaped (free text: errors, payloads); nothing when `None`.
+    pub fn quoted(&mut self, name: &str, value: Option<&str>) -> &mut Self {
+        if let Some(value) = value {
+            self.key(name);
+            let _ = write!(self.text, "{value:?}");
+        }
+        self
+    }
+
+    /// `name=N`; nothing when `None`.
+    pub fn int(&mut self, name: &str, value: Option<impl itoa::Integer>) -> &mut Self {
+        if let Some(value) = value {
+            self.key(name);
+            self.text.push_str(itoa::Buffer::new().format(value));
+        }
+        self
+    }
+
+    /// `name=value` as `Debug` prints it (floats, booleans); nothing when `None`.
+    pub fn debug(&mut self, name: &str, value: Option<impl Debug>) -> &mut Self {
+        if let Some(value) = value {
+            self.key(name);
+            let _ = write!(self.text, "{value:?}");
+        }
+        self
+    }
+
+    pub fn finish(self) -> String {
+        self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_print_as_the_tracing_formatter_printed_them() {
+        let mut line = TextLine::new();
+        line.text("request_id", "abc")
+            .ip("client", std::net::Ipv4Addr::LOCALHOST.into())
+            .ip("peer", "::1".parse().unwrap())
+            .int("status", Some(200u16))
+            .int("attempts", None::<u32>)
+            .debug("duration_ms", Some(1.0f64))
+            .debug("ttft_ms", Some(0.000001f64))
+            .quoted("error", Some("bad \"thing\"\n"))
+            .quoted("reason", None)
+            .debug("aborted", Some(false));
+        assert_eq!(
+            line.finish(),
+            r#"request_id=abc client=127.0.0.1 peer=::1 status=200 duration_ms=1.0 ttft_ms=1e-6 error="bad \"thing\"\n" aborted=false"#
+        );
+    }
+
+    #[test]
+    fn a_control_character_in_plain_text_is_quoted() {
+        let mut line = TextLine::new();
+        line.text("model", "evil\n\u{1b}[31m").text("path", "/chat");
+        assert_eq!(line.finish(), r#"model="evil\n\u{1b}[31m" path=/chat"#);
+    }
+}
