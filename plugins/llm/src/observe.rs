@@ -10,7 +10,7 @@ use crate::body_window::BodyWindow;
 use crate::json_scan::{first_member, last_member};
 use crate::protocol::usage::{self, UpstreamWire};
 use crate::protocol::Protocol;
-use crate::providers::openai::{self, Summary, UsageWire};
+use crate::providers::openai::{self, UsageWire};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use switchyard_sdk::sse::event_data;
@@ -86,10 +86,17 @@ fn record_ends(ctx: &mut Ctx, body: &BodyWindow) {
     {
         return usage::record_ends(ctx, protocol, body.head(), body.tail());
     }
-    if let Some(usage) = last_member::<Option<UsageWire>>(body.tail(), "usage").flatten() {
+    record_members(ctx, body.head(), body.tail());
+}
+
+/// Usage from the top-level `usage` member nearest the end of `tail`, and the model from the
+/// `model` member nearest the start of `head` (else nearest the end of `tail`). Only those two
+/// members are parsed: the scan passes over the rest (choices, messages) without building it.
+fn record_members(ctx: &mut Ctx, head: &[u8], tail: &[u8]) {
+    if let Some(usage) = last_member::<Option<UsageWire>>(tail, "usage").flatten() {
         ctx.log.usage = Some(usage.usage());
     }
-    let model = first_member::<String>(body.head(), "model").or_else(|| last_member(body.tail(), "model"));
+    let model = first_member::<String>(head, "model").or_else(|| last_member(tail, "model"));
     if model.is_some() {
         ctx.log.model = model;
     }
@@ -103,15 +110,9 @@ fn record(ctx: &mut Ctx, json: &[u8]) {
         Some(UpstreamWire(Protocol::VertexPredict)) => return crate::protocol::predict::record_usage(ctx, json),
         _ => {}
     }
-    let Some(summary) = Summary::parse(json) else { return };
-    if let Some(usage) = summary.usage() {
-        ctx.log.usage = Some(usage);
-    }
-    if let Some(model) = summary.model.as_deref() {
-        if ctx.log.model.as_deref() != Some(model) {
-            ctx.log.model = Some(model.to_string());
-        }
-    }
+    // A completion keeps `usage` at its end and `model` at its start: scanning for the two
+    // members costs a fifth of deserializing the whole answer.
+    record_members(ctx, json, json);
     if let Some(text) = logged_text(ctx) {
         // Only with `logging.payloads`: the full tree is needed for the text.
         if let Ok(response) = serde_json::from_slice::<serde_json::Value>(json) {
