@@ -301,6 +301,9 @@ fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &Ctx, streamed
     if streamed {
         headers.remove(CONTENT_LENGTH);
     }
+    // The upstream's map was made for exactly its own fields: room for the plugins' fields and
+    // the request id now, rather than a regrowth per insert.
+    headers.reserve(ctx.response_headers.len() + 2);
     for (name, value) in &ctx.response_headers {
         headers.insert(name.clone(), value.clone());
     }

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::BuildHasherDefault;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Waker};
@@ -53,9 +54,13 @@ struct Idle {
     since: Instant,
 }
 
+/// Idle connections by origin. FNV rather than the default SipHash: an origin is a short key
+/// hashed twice per request (take and put), and nothing an attacker sends chooses it.
+type ByOrigin = HashMap<Origin, VecDeque<Idle>, BuildHasherDefault<fnv::FnvHasher>>;
+
 /// The idle connections of one client.
 pub struct IdlePool {
-    by_origin: Mutex<HashMap<Origin, VecDeque<Idle>>>,
+    by_origin: Mutex<ByOrigin>,
     /// Kept per origin; the oldest goes when one more comes back.
     max_per_origin: usize,
     timeout: Duration,
@@ -67,7 +72,7 @@ pub struct IdlePool {
 impl IdlePool {
     pub fn new(max_per_origin: usize, timeout: Duration, max_requests: u32) -> Arc<IdlePool> {
         Arc::new(IdlePool {
-            by_origin: Mutex::new(HashMap::new()),
+            by_origin: Mutex::new(ByOrigin::default()),
             max_per_origin,
             timeout,
             max_requests,
@@ -75,7 +80,7 @@ impl IdlePool {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Origin, VecDeque<Idle>>> {
+    fn lock(&self) -> MutexGuard<'_, ByOrigin> {
         self.by_origin.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
