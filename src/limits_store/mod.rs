@@ -55,7 +55,13 @@ fn windowed(key: &str, window: Option<Duration>, now_ms: u64) -> (String, Durati
         Some(window) => {
             let length = (window.as_millis() as u64).max(1);
             let start = now_ms - now_ms % length;
-            (format!("{key}:{start}"), Duration::from_millis(start + length - now_ms))
+            let mut digits = itoa::Buffer::new();
+            let start_text = digits.format(start);
+            let mut windowed = String::with_capacity(key.len() + 1 + start_text.len());
+            windowed.push_str(key);
+            windowed.push(':');
+            windowed.push_str(start_text);
+            (windowed, Duration::from_millis(start + length - now_ms))
         }
         None => (key.to_string(), GAUGE_TTL),
     }
