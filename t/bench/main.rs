@@ -88,6 +88,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The gateway binary the rows run: this tree's release build, or `SWITCHYARD_BENCH_BIN` (another
+/// build, say an earlier commit's, measured with this bench in the same conditions).
+fn gateway_binary() -> PathBuf {
+    std::env::var_os("SWITCHYARD_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchyard")))
+}
+
 /// Runs every row, prints the table and saves it; `false` when a row saw wrong answers.
 async fn run(plan: Plan) -> Result<bool> {
     let out = results_dir(plan.full)?;
@@ -98,7 +106,7 @@ async fn run(plan: Plan) -> Result<bool> {
         mock: MockProcess::spawn(plan.sse)?,
         report: Report::new(plan.full),
         plan,
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_switchyard")),
+        bin: gateway_binary(),
         work,
         problems: Vec::new(),
     };
