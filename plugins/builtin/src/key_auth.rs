@@ -119,9 +119,10 @@ fn reject(style: ErrorStyle, message: &str) -> switchyard_sdk::Response {
     }
 }
 
-/// The first value of query parameter `name`, percent-decoded.
+/// The first value of query parameter `name`, decoded as a form (`%XX`, `+` as a space; an
+/// invalid escape stays as it is).
 fn query_value(uri: &Uri, name: &str) -> Option<String> {
-    uri.query()?.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| decode(v))
+    form_urlencoded::parse(uri.query()?.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
 }
 
 /// `uri` without any `name=` parameter; `None` when it has none.
@@ -139,39 +140,6 @@ fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-/// Percent-decoding (and `+` as a space) of a query value; invalid escapes are kept as they are.
-fn decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(&bytes[i + 1..(i + 3).min(bytes.len())]).ok();
-                match hex.filter(|h| h.len() == 2).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,7 +152,8 @@ mod tests {
         let only: Uri = "/x?apikey=k".parse().unwrap();
         assert_eq!(without_query_param(&only, "apikey").unwrap().to_string(), "/x");
         assert!(without_query_param(&"/x?a=1".parse().unwrap(), "apikey").is_none());
-        assert_eq!(decode("%zz%4"), "%zz%4");
+        let invalid: Uri = "/x?apikey=%zz%4".parse().unwrap();
+        assert_eq!(query_value(&invalid, "apikey").as_deref(), Some("%zz%4"));
     }
 
     #[test]
