@@ -107,3 +107,57 @@ async fn an_admission_whose_request_left_before_its_answer_is_given_back() {
     .await
     .expect("the reservation was admitted in Redis, then given back");
 }
+
+async fn pttl(redis: &Redis, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(&mut connection(redis).await).await.unwrap()
+}
+
+/// How many times the server ran command `name` (`cmdstat_<name>` of `INFO commandstats`).
+async fn command_calls(redis: &Redis, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut connection(redis).await).await.unwrap();
+    let prefix = format!("cmdstat_{name}:calls=");
+    info.lines().find_map(|line| line.strip_prefix(&prefix)?.split(',').next()?.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Inside one round trip each counter is read and written once, whatever the number of
+/// admissions on it, and the stored result is what the admissions one by one would leave:
+/// exact integers past Lua's 14 printed digits, a window's expiry set once, a gauge's restarted,
+/// and a settlement never taking a counter below zero.
+#[tokio::test]
+async fn a_round_trip_reads_and_writes_each_counter_once_with_exact_values_and_expiries() {
+    let redis = Redis::start().await;
+    let store = store(&redis);
+    store.reserve(&[gauge("warm", 10)]).await.unwrap();
+    let big = 123_456_789_012_345u64;
+    let windowed =
+        Counter { key: "{w}:tokens".into(), limit: u64::MAX / 4, window: Some(Duration::from_secs(60)), cost: big };
+    let (gets, sets) = (command_calls(&redis, "get").await, command_calls(&redis, "set").await);
+    let answers = join_all((0..20).map(|_| store.reserve(std::slice::from_ref(&windowed)))).await;
+    assert!(answers.iter().all(|a| matches!(a, Ok(Admission::Admitted { .. }))), "{answers:?}");
+    let Ok(Admission::Admitted { keys, .. }) = &answers[0] else { unreachable!() };
+    let stored = keys[0].clone();
+    assert_eq!(value(&redis, &stored).await, Some(20 * big as i64), "the stored counter is an exact integer");
+    let calls = script_calls(&redis).await;
+    let (read, written) = (command_calls(&redis, "get").await - gets, command_calls(&redis, "set").await - sets);
+    assert!(read <= calls && written <= calls, "{read} reads and {written} writes for at most {calls} round trips");
+    let ttl = pttl(&redis, &stored).await;
+    assert!((1..=60_000).contains(&ttl), "the window's counter expires with its window: {ttl}");
+
+    // A refund larger than what is left stops at zero and keeps the window's expiry.
+    store.settle(vec![(stored.clone(), -(21 * big as i64))]);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while value(&redis, &stored).await != Some(0) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the refund reaches Redis");
+    assert!(pttl(&redis, &stored).await > 0, "settling keeps the expiry");
+
+    // A gauge's time to live restarts with each admission.
+    store.reserve(&[gauge("g", 10)]).await.unwrap();
+    redis::cmd("PEXPIRE").arg("g").arg(1_000).query_async::<()>(&mut connection(&redis).await).await.unwrap();
+    store.reserve(&[gauge("g", 10)]).await.unwrap();
+    assert!(pttl(&redis, "g").await > 1_000, "the gauge's expiry restarted");
+    assert_eq!(value(&redis, "g").await, Some(2));
+}

@@ -19,17 +19,47 @@ use super::Connection;
 /// KEYS: the settled counters, then each admission's counters in turn. ARGV: the number of
 /// settlements and a delta for each, then per admission its number of counters `n` and, per
 /// counter, `limit, ttl_ms, cost, gauge`. Settlements go first (a refund frees room for the
-/// admissions behind it); a counter whose window expired is not settled. An admission checks all
-/// of its counters before it charges any: its answer is `{0, i, value}` naming the first spent
-/// counter, or `{1, v1, v2, ...}` with the new values. A window's counter expires with its window;
-/// a gauge's time to live restarts with each admission, so it lapses only once no node has touched
-/// it for that long. Returns one answer per admission.
+/// admissions behind it); a counter whose window expired is not settled, and none goes below 0.
+/// An admission checks all of its counters before it charges any: its answer is `{0, i, value}`
+/// naming the first spent counter, or `{1, v1, v2, ...}` with the new values. A window's counter
+/// expires with its window; a gauge's time to live restarts with each admission, so it lapses only
+/// once no node has touched it for that long. Returns one answer per admission.
+///
+/// The requests of one batch mostly share their counters (one route, one consumer), so each
+/// counter is read once, worked on in `value`, and written once at the end (with its expiry):
+/// three `redis.call`s per distinct counter rather than about five per request. The result is
+/// the one the calls in arrival order would give; nothing else runs while a script does. Values
+/// are written with `%d`: Lua would print a number past 14 digits in exponent form, which Redis
+/// then refuses as an integer.
 const ROUND_TRIP: &str = r"
+local value, touched, order = {}, {}, {}
+local function read(key)
+  if value[key] == nil then
+    local stored = redis.call('GET', key)
+    value[key] = stored and tonumber(stored) or false
+  end
+  return value[key]
+end
+local function write(key, v, ttl, gauge)
+  value[key] = v
+  local t = touched[key]
+  if not t then
+    t = {}
+    touched[key] = t
+    order[#order + 1] = key
+  end
+  if ttl then
+    t.ttl = ttl
+    t.gauge = t.gauge or gauge
+  end
+end
 local a, k = 2, 0
 for s = 1, tonumber(ARGV[1]) do
   k = k + 1
-  if redis.call('EXISTS', KEYS[k]) == 1 then
-    if redis.call('INCRBY', KEYS[k], ARGV[a]) < 0 then redis.call('SET', KEYS[k], 0, 'KEEPTTL') end
+  local v = read(KEYS[k])
+  if v then
+    v = v + tonumber(ARGV[a])
+    write(KEYS[k], v < 0 and 0 or v)
   end
   a = a + 1
 end
@@ -39,9 +69,9 @@ while a <= #ARGV do
   a = a + 1
   local answer = nil
   for i = 1, n do
-    local value = tonumber(redis.call('GET', KEYS[k + i]) or '0')
-    if value >= tonumber(ARGV[a + 4 * i - 4]) then
-      answer = {0, i, value}
+    local v = read(KEYS[k + i]) or 0
+    if v >= tonumber(ARGV[a + 4 * i - 4]) then
+      answer = {0, i, v}
       break
     end
   end
@@ -49,14 +79,19 @@ while a <= #ARGV do
     answer = {1}
     for i = 1, n do
       local key, at = KEYS[k + i], a + 4 * i - 4
-      local value = redis.call('INCRBY', key, ARGV[at + 2])
-      if ARGV[at + 3] == '1' or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[at + 1]) end
-      answer[#answer + 1] = value
+      local v = (read(key) or 0) + tonumber(ARGV[at + 2])
+      write(key, v, ARGV[at + 1], ARGV[at + 3] == '1')
+      answer[#answer + 1] = v
     end
   end
   out[#out + 1] = answer
   k = k + n
   a = a + 4 * n
+end
+for _, key in ipairs(order) do
+  local t = touched[key]
+  redis.call('SET', key, string.format('%d', value[key]), 'KEEPTTL')
+  if t.ttl and (t.gauge or redis.call('PTTL', key) < 0) then redis.call('PEXPIRE', key, t.ttl) end
 end
 return out
 ";
