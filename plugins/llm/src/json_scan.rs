@@ -99,6 +99,83 @@ pub fn last_member<'a, T: Deserialize<'a>>(tail: &'a [u8], key: &str) -> Option<
     None
 }
 
+/// Where one top-level member of an object sits: its key's text (between the quotes) and its
+/// value's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSpan {
+    pub key: std::ops::Range<usize>,
+    pub value: std::ops::Range<usize>,
+}
+
+/// Every top-level member of the object `json` holds, in order, found without parsing any value;
+/// `None` when `json` is not one whole object (bytes after its end other than whitespace, a
+/// member cut off, a key that is not a string).
+pub fn top_level_members(json: &[u8]) -> Option<Vec<MemberSpan>> {
+    let mut i = skip_whitespace(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_whitespace(json, i + 1);
+    let mut members = Vec::new();
+    if json.get(i) == Some(&b'}') {
+        return (skip_whitespace(json, i + 1) == json.len()).then_some(members);
+    }
+    loop {
+        if json.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(json, i)?;
+        let key = i + 1..key_end - 1;
+        i = skip_whitespace(json, key_end);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = skip_whitespace(json, i + 1);
+        let end = value_end(json, start)?;
+        members.push(MemberSpan { key, value: start..end });
+        i = skip_whitespace(json, end);
+        match json.get(i)? {
+            b',' => i = skip_whitespace(json, i + 1),
+            b'}' => return (skip_whitespace(json, i + 1) == json.len()).then_some(members),
+            _ => return None,
+        }
+    }
+}
+
+/// Just past the value that starts at `start`: a string, an object or array (nesting counted,
+/// strings skipped), or a bare literal (number, `true`, `false`, `null`).
+fn value_end(json: &[u8], start: usize) -> Option<usize> {
+    match *json.get(start)? {
+        b'"' => string_end(json, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            loop {
+                match *json.get(i)? {
+                    b'"' => {
+                        i = string_end(json, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let len = json[start..].iter().position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace());
+            let end = start + len.unwrap_or(json.len() - start);
+            (end > start).then_some(end)
+        }
+    }
+}
+
 fn skip_whitespace(json: &[u8], mut i: usize) -> usize {
     while json.get(i).is_some_and(u8::is_ascii_whitespace) {
         i += 1;
@@ -111,10 +188,10 @@ fn skip_whitespace(json: &[u8], mut i: usize) -> usize {
 fn string_end(json: &[u8], open: usize) -> Option<usize> {
     let mut i = open + 1;
     loop {
-        match *json.get(i)? {
+        i += memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        match json[i] {
             b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+            _ => return Some(i + 1),
         }
     }
 }
@@ -172,6 +249,24 @@ mod tests {
         assert_eq!(first_member::<serde_json::Value>(b"{\"id\":-10", "id"), None);
         assert_eq!(first_member::<serde_json::Value>(b"{\"id\":-10}", "id"), Some(serde_json::json!(-10)));
         assert_eq!(first_member::<u64>(b"{\"n\": 12 ,", "n"), Some(12));
+    }
+
+    #[test]
+    fn top_level_members_are_found_with_their_spans() {
+        let body = BODY.as_bytes();
+        let members = top_level_members(body).unwrap();
+        let keys: Vec<&str> = members.iter().map(|m| std::str::from_utf8(&body[m.key.clone()]).unwrap()).collect();
+        assert_eq!(keys, ["id", "model", "choices", "usage"]);
+        assert_eq!(&body[members[1].value.clone()], br#""m-1""#);
+        assert_eq!(&body[members[3].value.clone()], br#"{"prompt_tokens":3}"#);
+        let literals = top_level_members(br#" { "a" : -1.5e3 , "b":true,"c":null,"d":[1,{"e":"]"}] } "#).unwrap();
+        assert_eq!(literals.len(), 4);
+        assert_eq!(top_level_members(b"{}"), Some(Vec::new()));
+        for junk in
+            [&b""[..], b"[]", b"{", b"{\"a\"}", b"{\"a\":}", b"{\"a\":1,}", b"{\"a\":1} x", b"{1:2}", b"{\"a\":\"b"]
+        {
+            assert_eq!(top_level_members(junk), None, "{}", String::from_utf8_lossy(junk));
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ use super::predict::PredictToEmbeddings;
 use super::responses_response::ChatToResponses;
 use super::usage::{self, UpstreamWire};
 use super::{Conversion, Plan, Protocol};
+use crate::json_scan;
 use crate::observe;
 
 /// One step of a response rewrite; the provider's answer goes through each in order.
@@ -124,6 +125,11 @@ fn rename_in_choices(choices: &mut Value, field: &str) -> bool {
 /// A JSON object (a whole answer, or an event's data) with renaming stages applied member by
 /// member; `None` when none changes anything (or it is not a JSON object, or a stage converts).
 fn renamed(stages: &[Stage], json: Bytes) -> Option<Bytes> {
+    if let [Stage::Alias(alias)] = stages {
+        if let Some(decided) = alias_in_place(alias, &json) {
+            return decided;
+        }
+    }
     let body = RawBody::parse(json).ok()?;
     let mut edit = body.edit();
     for stage in stages {
@@ -154,6 +160,34 @@ fn renamed(stages: &[Stage], json: Bytes) -> Option<Bytes> {
         }
     }
     (!edit.is_unchanged()).then(|| edit.into_bytes())
+}
+
+/// The alias echo of an answer or chunk whose top level names its `model` (OpenAI chat and
+/// embeddings, most events): the value's bytes are replaced in place, the rest copied as it came,
+/// where parsing every member and writing the object again cost as much as the rest of the
+/// model API's request path. `Some(result)` when that decides (`None` inside: nothing to
+/// change); `None` when the general path must (not one object, a key written with escapes or
+/// twice, or a nested `message` / `response` whose `model` the alias also replaces).
+fn alias_in_place(alias: &str, json: &Bytes) -> Option<Option<Bytes>> {
+    let members = json_scan::top_level_members(json)?;
+    let key = |member: &json_scan::MemberSpan| &json[member.key.clone()];
+    if members.iter().any(|m| key(m).contains(&b'\\') || matches!(key(m), b"message" | b"response")) {
+        return None;
+    }
+    let mut models = members.iter().filter(|m| key(m) == b"model");
+    let Some(model) = models.next() else { return Some(None) };
+    if models.next().is_some() {
+        return None;
+    }
+    let quoted = serde_json::to_vec(alias).ok()?;
+    if json[model.value.clone()] == quoted[..] {
+        return Some(None);
+    }
+    let mut out = Vec::with_capacity(json.len() + quoted.len());
+    out.extend_from_slice(&json[..model.value.start]);
+    out.extend_from_slice(&quoted);
+    out.extend_from_slice(&json[model.value.end..]);
+    Some(Some(Bytes::from(out)))
 }
 
 /// One event with renaming stages applied to its data; `None` when it goes out as it came
@@ -450,5 +484,27 @@ mod tests {
             error,
             json!({"type": "error", "error": {"type": "api_error", "message": "<html>bad gateway</html>"}})
         );
+    }
+
+    #[test]
+    fn the_alias_replaces_the_model_bytes_in_place_and_keeps_the_rest_as_sent() {
+        let alias = vec![Stage::Alias("my-alias".into())];
+        let body = Bytes::from_static(br#"{"id":"c1", "model" : "gpt-4o-2024","choices":[{"message":{"model":"x"}}],"n":1}"#);
+        let out = renamed(&alias, body).unwrap();
+        assert_eq!(&out[..], br#"{"id":"c1", "model" : "my-alias","choices":[{"message":{"model":"x"}}],"n":1}"#);
+        // Already the alias, or no model at all: nothing to change.
+        assert!(renamed(&alias, Bytes::from_static(br#"{"model":"my-alias"}"#)).is_none());
+        assert!(renamed(&alias, Bytes::from_static(br#"{"object":"list"}"#)).is_none());
+        // A quote in the alias is escaped; a non-string model is replaced too.
+        let quoting = vec![Stage::Alias("a\"b".into())];
+        assert_eq!(&renamed(&quoting, Bytes::from_static(br#"{"model":null}"#)).unwrap()[..], br#"{"model":"a\"b"}"#);
+        // A nested Messages answer takes the general path, which replaces its model too.
+        let start = Bytes::from_static(br#"{"type":"message_start","message":{"model":"claude"}}"#);
+        let out: Value = serde_json::from_slice(&renamed(&alias, start).unwrap()).unwrap();
+        assert_eq!(out["message"]["model"], "my-alias");
+        // A key written with escapes is still found (by the general path).
+        let escaped = Bytes::from_static(br#"{"mod\u0065l":"gpt"}"#);
+        let out: Value = serde_json::from_slice(&renamed(&alias, escaped).unwrap()).unwrap();
+        assert_eq!(out["model"], "my-alias");
     }
 }
