@@ -489,7 +489,8 @@ mod tests {
     #[test]
     fn the_alias_replaces_the_model_bytes_in_place_and_keeps_the_rest_as_sent() {
         let alias = vec![Stage::Alias("my-alias".into())];
-        let body = Bytes::from_static(br#"{"id":"c1", "model" : "gpt-4o-2024","choices":[{"message":{"model":"x"}}],"n":1}"#);
+        let body =
+            Bytes::from_static(br#"{"id":"c1", "model" : "gpt-4o-2024","choices":[{"message":{"model":"x"}}],"n":1}"#);
         let out = renamed(&alias, body).unwrap();
         assert_eq!(&out[..], br#"{"id":"c1", "model" : "my-alias","choices":[{"message":{"model":"x"}}],"n":1}"#);
         // Already the alias, or no model at all: nothing to change.
