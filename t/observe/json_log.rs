@@ -97,16 +97,17 @@ async fn the_binary_writes_each_json_access_line_alone() {
         .unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let route = json!({"paths": ["/plain"], "upstream": {"nodes": {mock.node(): 1}}}).to_string();
-    let mut created = false;
+    let mut answer = None;
     for _ in 0..400 {
         let put = http.put(format!("http://127.0.0.1:{admin}/apisix/admin/routes/plain")).header("x-api-key", "k");
         if let Ok(response) = put.body(route.clone()).send().await {
-            created = response.status().is_success();
+            answer = Some((response.status(), response.text().await.unwrap_or_default()));
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(created);
+    let (status, body) = answer.expect("the admin listener never answered");
+    assert!(status.is_success(), "the route write answered {status}: {body}");
     let mut served = false;
     for _ in 0..100 {
         let response = http.get(format!("http://127.0.0.1:{proxy}/plain")).send().await.unwrap();
