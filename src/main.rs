@@ -92,7 +92,8 @@ fn config_path(mut args: impl Iterator<Item = String>) -> Result<PathBuf, String
 /// on a `write` system call for its access log line. The writer blocks rather than drops lines
 /// when it falls behind; the returned guard flushes what is queued when `main` ends. Access
 /// events are printed by [`AccessFormat`]: as other lines in text mode, bare with
-/// `access_log_format: json` (their message is the JSON object), so those lines are pure JSON. `Err`: the writer thread could not start.
+/// `access_log_format: json` (their message is the JSON object), so those lines are pure JSON.
+/// `Err`: the writer thread could not start.
 fn init_tracing(log: &switchyard::config::LogConfig) -> std::io::Result<log_writer::FlushGuard> {
     use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::layer::SubscriberExt;

@@ -1,6 +1,8 @@
 //! Finds a top-level member of a JSON object in a piece of it: its first bytes (scanning forward)
-//! or its last bytes (scanning backward), without parsing or keeping the rest. Used to read
-//! `model` and `usage` from an answer too large to hold whole.
+//! or its last bytes (scanning backward), without parsing or keeping the rest; or where every
+//! top-level member of a whole object sits ([`top_level_members`]). Used to read `model` and
+//! `usage` from an answer (whole, or too large to hold whole), and to find the `model` value the
+//! model API's alias echo replaces in place.
 //!
 //! Inside a JSON string every `"` is escaped, so outside strings a quote always opens or closes
 //! one: both scans skip strings (and what looks like JSON in them) and count nesting, so a member

@@ -111,7 +111,8 @@ fn record(ctx: &mut Ctx, json: &[u8]) {
         _ => {}
     }
     // A completion keeps `usage` at its end and `model` at its start: scanning for the two
-    // members costs a fifth of deserializing the whole answer.
+    // members passes over `choices` instead of deserializing it (about a quarter fewer
+    // instructions on a 600-byte answer).
     record_members(ctx, json, json);
     if let Some(text) = logged_text(ctx) {
         // Only with `logging.payloads`: the full tree is needed for the text.

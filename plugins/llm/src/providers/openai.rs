@@ -1,7 +1,5 @@
 //! The OpenAI chat-completions wire family: what the gateway reads from and adds to it.
 
-use std::borrow::Cow;
-
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -20,16 +18,6 @@ pub fn request_usage_in_stream(edit: &mut BodyEdit<'_>) {
     }
     options.insert("include_usage".into(), Value::Bool(true));
     edit.set("stream_options", Value::Object(options));
-}
-
-/// What the access log needs from a completion or stream chunk, read without building a JSON
-/// tree of the rest (choices, messages).
-#[derive(Debug, Default, Deserialize)]
-pub struct Summary<'a> {
-    #[serde(borrow, default)]
-    pub model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    usage: Option<UsageWire>,
 }
 
 /// A `usage` object as OpenAI sends it; [`UsageWire::usage`] reads it.
@@ -60,17 +48,6 @@ struct CachedWire {
 struct ReasoningWire {
     #[serde(default)]
     reasoning_tokens: Option<u64>,
-}
-
-impl Summary<'_> {
-    /// Reads a completion or chunk; `None` when it is not a JSON object.
-    pub fn parse(json: &[u8]) -> Option<Summary<'_>> {
-        serde_json::from_slice(json).ok()
-    }
-
-    pub fn usage(&self) -> Option<Usage> {
-        self.usage.as_ref().map(UsageWire::usage)
-    }
 }
 
 impl UsageWire {
@@ -125,6 +102,8 @@ mod tests {
     use bytes::Bytes;
     use serde_json::json;
 
+    use crate::json_scan::last_member;
+
     #[test]
     fn reads_every_usage_field() {
         let response = json!({"usage": {"prompt_tokens": 10, "completion_tokens": 48, "total_tokens": 58,
@@ -142,8 +121,9 @@ mod tests {
         );
         assert_eq!(usage(&json!({"usage": null})), None);
         let bytes = response.to_string();
-        assert_eq!(Summary::parse(bytes.as_bytes()).unwrap().usage(), usage(&response));
-        assert_eq!(Summary::parse(b"{\"usage\":null,\"model\":\"m\"}").unwrap().usage(), None);
+        let wire = |json: &[u8]| last_member::<Option<UsageWire>>(json, "usage").flatten().map(|u| u.usage());
+        assert_eq!(wire(bytes.as_bytes()), usage(&response));
+        assert_eq!(wire(b"{\"usage\":null,\"model\":\"m\"}"), None);
     }
 
     #[test]
