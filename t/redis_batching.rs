@@ -161,3 +161,58 @@ async fn a_round_trip_reads_and_writes_each_counter_once_with_exact_values_and_e
     assert!(pttl(&redis, "g").await > 1_000, "the gauge's expiry restarted");
     assert_eq!(value(&redis, "g").await, Some(2));
 }
+
+/// A counter with a window, as token limits use (its stored key gets the window's start).
+fn tokens(key: &str, limit: u64, cost: u64) -> Counter {
+    Counter { key: key.into(), limit, window: Some(Duration::from_secs(3600)), cost }
+}
+
+/// A busy counter is mostly admitted from the node's lease: a script call per growing batch of
+/// requests, and on one node the remaining it reports is exactly what is left.
+#[tokio::test]
+async fn a_busy_counter_is_admitted_from_a_lease_with_exact_states_on_one_node() {
+    let redis = Redis::start().await;
+    let store = store(&redis);
+    store.reserve(&[gauge("warm", 10)]).await.unwrap();
+    let before = script_calls(&redis).await;
+    let counter = tokens("{lease}:tokens", 1_000_000, 10);
+    let mut last = None;
+    for _ in 0..200 {
+        let answer = store.reserve(std::slice::from_ref(&counter)).await;
+        let Ok(Admission::Admitted { keys, states }) = answer else { panic!("refused: {answer:?}") };
+        last = Some((keys, states));
+    }
+    let calls = script_calls(&redis).await - before;
+    assert!(calls <= 12, "200 admissions made {calls} script calls");
+    let (keys, states) = last.expect("admitted");
+    assert_eq!(states[0].remaining, 1_000_000 - 2_000, "what this node admitted, exactly");
+    let stored = value(&redis, &keys[0]).await.expect("stored");
+    assert!((2_000..=2_000 + 64 * 10).contains(&stored), "Redis holds what was admitted and the lease: {stored}");
+
+    // A refund stays in the lease (no script call); the next admission uses it.
+    let calls = script_calls(&redis).await;
+    store.settle(vec![(keys[0].clone(), -10)]);
+    assert!(matches!(store.reserve(std::slice::from_ref(&counter)).await, Ok(Admission::Admitted { .. })));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(script_calls(&redis).await, calls, "a refund the lease can hold stays in it");
+}
+
+/// Two nodes leasing one counter: together they never admit past the limit plus one
+/// reservation, and the leases they still hold when refused strand almost nothing.
+#[tokio::test]
+async fn two_nodes_leasing_one_counter_admit_up_to_the_limit_and_never_past_it() {
+    let redis = Redis::start().await;
+    let nodes = [store(&redis), store(&redis)];
+    let counter = tokens("{two}:tokens", 10_000, 10);
+    let (mut admitted, mut open) = (0u64, [true, true]);
+    while open.contains(&true) {
+        for (node, open) in nodes.iter().zip(open.iter_mut()).filter(|(_, open)| **open) {
+            match node.reserve(std::slice::from_ref(&counter)).await.expect("Redis answers") {
+                Admission::Admitted { .. } => admitted += 1,
+                Admission::Rejected { .. } => *open = false,
+            }
+        }
+    }
+    assert!(admitted * 10 <= 10_000 + 10, "{admitted} admitted");
+    assert!(admitted * 10 >= 9_800, "only {admitted} admitted: leases stranded too much");
+}

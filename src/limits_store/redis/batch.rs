@@ -18,10 +18,13 @@ use super::Connection;
 
 /// KEYS: the settled counters, then each admission's counters in turn. ARGV: the number of
 /// settlements and a delta for each, then per admission its number of counters `n` and, per
-/// counter, `limit, ttl_ms, cost, gauge`. Settlements go first (a refund frees room for the
+/// counter, `limit, ttl_ms, cost, gauge, ask`. Settlements go first (a refund frees room for the
 /// admissions behind it); a counter whose window expired is not settled, and none goes below 0.
 /// An admission checks all of its counters before it charges any: its answer is `{0, i, value}`
-/// naming the first spent counter, or `{1, v1, v2, ...}` with the new values. A window's counter
+/// naming the first spent counter, or `{1, v1, ..., vn, g1, ..., gn}` with the new values and
+/// the grants. A counter charged `cost` and still below its limit also grants its node a lease
+/// ([`super::lease`]) of `ask`, at most a sixteenth of what is left, never past the limit.
+/// A window's counter
 /// expires with its window; a gauge's time to live restarts with each admission, so it lapses only
 /// once no node has touched it for that long. Returns one answer per admission.
 ///
@@ -70,23 +73,34 @@ while a <= #ARGV do
   local answer = nil
   for i = 1, n do
     local v = read(KEYS[k + i]) or 0
-    if v >= tonumber(ARGV[a + 4 * i - 4]) then
+    if v >= tonumber(ARGV[a + 5 * i - 5]) then
       answer = {0, i, v}
       break
     end
   end
   if not answer then
     answer = {1}
+    local grants = {}
     for i = 1, n do
-      local key, at = KEYS[k + i], a + 4 * i - 4
+      local key, at = KEYS[k + i], a + 5 * i - 5
+      local limit = tonumber(ARGV[at])
       local v = (read(key) or 0) + tonumber(ARGV[at + 2])
+      local grant = 0
+      if v < limit then
+        grant = math.min(tonumber(ARGV[at + 4]), math.floor((limit - v) / 16))
+        v = v + grant
+      end
       write(key, v, ARGV[at + 1], ARGV[at + 3] == '1')
       answer[#answer + 1] = v
+      grants[i] = grant
+    end
+    for i = 1, n do
+      answer[#answer + 1] = grants[i]
     end
   end
   out[#out + 1] = answer
   k = k + n
-  a = a + 4 * n
+  a = a + 5 * n
 end
 for _, key in ipairs(order) do
   local t = touched[key]
@@ -109,9 +123,11 @@ pub struct Reservation {
     pub ttl_ms: u64,
     pub cost: u64,
     pub gauge: bool,
+    /// A lease asked beyond `cost` (zero for none).
+    pub ask: u64,
 }
 
-/// The script's answer to one admission: `[1, values...]` or `[0, index, value]`.
+/// The script's answer to one admission: `[1, values..., grants...]` or `[0, index, value]`.
 pub type Answer = Vec<i64>;
 
 struct Waiting {
@@ -215,7 +231,9 @@ impl Batch {
     fn answer(&self, waiting: Waiting, answer: Result<Answer, CounterError>) {
         let Err(Ok(answer)) = waiting.answer.send(answer) else { return };
         if answer.first() == Some(&1) {
-            let refund = waiting.reservations.into_iter().map(|r| (r.key, -(r.cost as i64)));
+            let grants = answer.iter().skip(1 + waiting.reservations.len()).chain(std::iter::repeat(&0));
+            let refund =
+                waiting.reservations.into_iter().zip(grants).map(|(r, grant)| (r.key, -(r.cost as i64) - grant));
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             // The flush task running this takes them on its next turn.
             queue.settlements.extend(refund);
@@ -237,7 +255,7 @@ impl Batch {
         for reservations in admissions {
             invocation.arg(reservations.len());
             for r in *reservations {
-                invocation.key(&r.key).arg(r.limit).arg(r.ttl_ms).arg(r.cost).arg(u8::from(r.gauge));
+                invocation.key(&r.key).arg(r.limit).arg(r.ttl_ms).arg(r.cost).arg(u8::from(r.gauge)).arg(r.ask);
             }
         }
         let call = connection.invoke::<Vec<Answer>>(&invocation);

@@ -1,5 +1,7 @@
 //! Counters in Redis, shared by every node: one server-side script call admits a request (all of
 //! its counters or none) and one settles it, with `timeout` on connecting and on every answer.
+//! Each call also draws a lease on a busy windowed counter, so that most admissions are then
+//! answered in process ([`lease`]).
 //! A single server is reached over one multiplexed, self-reconnecting connection
 //! (`redis::aio::ConnectionManager`), and the calls of concurrent requests share round trips
 //! ([`batch`]). A Redis Cluster is reached through the `redis` crate's cluster client, which
@@ -8,6 +10,7 @@
 //! request makes its own calls, since concurrent requests' keys live on different nodes.
 
 mod batch;
+mod lease;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,7 @@ use switchyard_sdk::{Admission, Counter, CounterError, CounterStore, RedisCluste
 use tokio::sync::OnceCell;
 
 use self::batch::{Batch, Reservation};
+use self::lease::{Leases, Part, Taken};
 use super::{now_ms, state, windowed};
 
 /// Where the counters live.
@@ -53,6 +57,7 @@ pub struct RedisCounters {
     timeout: Duration,
     connection: OnceCell<Connection>,
     batch: Arc<Batch>,
+    leases: Leases,
 }
 
 impl RedisCounters {
@@ -84,7 +89,7 @@ impl RedisCounters {
     }
 
     fn serving(server: Server, timeout: Duration) -> Self {
-        Self { server, timeout, connection: OnceCell::new(), batch: Batch::new(timeout) }
+        Self { server, timeout, connection: OnceCell::new(), batch: Batch::new(timeout), leases: Leases::default() }
     }
 
     /// Opens a connection to the server, or to the cluster (its topology read from the nodes).
@@ -133,20 +138,46 @@ impl RedisCounters {
     }
 }
 
+/// Gives back what an admission took from its leases unless it was admitted: also when the
+/// request is dropped while it waits for Redis.
+struct Pending<'a> {
+    leases: &'a Leases,
+    keyed: &'a [(String, Duration)],
+    parts: &'a [Part],
+    admitted: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.admitted {
+            self.leases.give_back(self.keyed, self.parts);
+        }
+    }
+}
+
 #[async_trait]
 impl CounterStore for RedisCounters {
     async fn reserve(&self, counters: &[Counter]) -> Result<Admission, CounterError> {
         let now_ms = now_ms();
         let keyed: Vec<(String, Duration)> = counters.iter().map(|c| windowed(&c.key, c.window, now_ms)).collect();
-        let reservations = counters
+        let parts = match self.leases.take(counters, &keyed) {
+            Taken::Admitted(states) => {
+                return Ok(Admission::Admitted { keys: keyed.into_iter().map(|(key, _)| key).collect(), states })
+            }
+            Taken::Draw(parts) => parts,
+        };
+        let mut pending = Pending { leases: &self.leases, keyed: &keyed, parts: &parts, admitted: false };
+        // Which counter each sent one is.
+        let sent: Vec<usize> = (0..counters.len()).filter(|&i| parts[i].sent).collect();
+        let reservations = sent
             .iter()
-            .zip(&keyed)
-            .map(|(counter, (key, left))| Reservation {
-                key: key.clone(),
-                limit: counter.limit,
-                ttl_ms: left.as_millis().max(1) as u64,
-                cost: counter.cost,
-                gauge: counter.window.is_none(),
+            .map(|&i| Reservation {
+                key: keyed[i].0.clone(),
+                limit: counters[i].limit,
+                ttl_ms: keyed[i].1.as_millis().max(1) as u64,
+                cost: parts[i].charge,
+                gauge: counters[i].window.is_none(),
+                ask: parts[i].ask,
             })
             .collect();
         let answer = async {
@@ -164,24 +195,28 @@ impl CounterStore for RedisCounters {
             .map_err(|_| CounterError("timed out waiting for Redis".into()))??;
         let number = |i: usize| answer.get(i).copied().unwrap_or(0).max(0) as u64;
         if number(0) == 0 {
-            let index = (number(1) as usize).saturating_sub(1).min(counters.len().saturating_sub(1));
-            let counter = counters.get(index).ok_or_else(|| CounterError("no counter".into()))?;
+            let spent = (number(1) as usize).saturating_sub(1).min(sent.len().saturating_sub(1));
+            let index = *sent.get(spent).ok_or_else(|| CounterError("no counter".into()))?;
+            let counter = &counters[index];
             let gauge = counter.window.is_none();
             let left = keyed[index].1;
             let state = state(counter.limit, number(2), left, gauge);
             return Ok(Admission::Rejected { index, state, retry_after: if gauge { Duration::ZERO } else { left } });
         }
-        let states = counters
-            .iter()
-            .zip(&keyed)
-            .enumerate()
-            .map(|(i, (counter, (_, left)))| state(counter.limit, number(i + 1), *left, counter.window.is_none()))
-            .collect();
+        let values: Vec<u64> = (0..sent.len()).map(|i| number(1 + i)).collect();
+        let grants: Vec<u64> = (0..sent.len()).map(|i| number(1 + sent.len() + i)).collect();
+        let states = self.leases.admitted(counters, &keyed, &parts, &values, &grants);
+        pending.admitted = true;
+        drop(pending);
         Ok(Admission::Admitted { keys: keyed.into_iter().map(|(key, _)| key).collect(), states })
     }
 
     fn settle(&self, adjustments: Vec<(String, i64)>) {
         let adjustments: Vec<_> = adjustments.into_iter().filter(|(_, delta)| *delta != 0).collect();
+        if adjustments.is_empty() {
+            return;
+        }
+        let adjustments = self.leases.settle(adjustments);
         if adjustments.is_empty() {
             return;
         }
