@@ -52,10 +52,14 @@ pub fn consumer(
 }
 
 /// Every consumer of a snapshot by credential: what authentication plugins look callers up in.
+/// foldhash rather than SipHash: this lookup runs on every authenticated request, and only
+/// admins insert keys (a caller can look up, never add, so it cannot flood a bucket).
 #[derive(Default)]
 pub struct ConsumerDirectory {
-    by_plugin: HashMap<&'static str, HashMap<Box<str>, Arc<Consumer>>>,
+    by_plugin: HashMap<&'static str, HashMap<Box<str>, Arc<Consumer>, Fold>, Fold>,
 }
+
+type Fold = foldhash::fast::RandomState;
 
 impl ConsumerDirectory {
     /// Indexes `entry`'s credentials. A credential another consumer already holds is refused with

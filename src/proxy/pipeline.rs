@@ -254,7 +254,7 @@ async fn respond_upstream(
             Err(err) => fail(finisher, ctx, err),
         };
     }
-    let mut head = response_head(status, headers, &ctx, true);
+    let mut head = response_head(status, headers, &mut ctx, true);
     run_header_filters(finisher, &mut ctx, &mut head);
     let rest = response.into_body().into_data_stream();
     let stream: UpstreamBody = if started.is_empty() {
@@ -281,7 +281,7 @@ fn respond_buffered(
     headers: HeaderMap,
     mut body: Bytes,
 ) -> hyper::Response<ResponseBody> {
-    let mut head = response_head(status, headers, &ctx, false);
+    let mut head = response_head(status, headers, &mut ctx, false);
     run_header_filters(finisher, &mut ctx, &mut head);
     for entry in finisher.chain(&ctx).with_phase(Phases::BODY_FILTER) {
         entry.plugin.body_filter(&mut ctx, &mut body, true);
@@ -294,7 +294,7 @@ fn respond_buffered(
 
 /// The head relayed to the client: the upstream's headers less hop-by-hop ones (taken over,
 /// not copied), plus the headers plugins added to the context.
-fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &Ctx, streamed: bool) -> http::response::Parts {
+fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &mut Ctx, streamed: bool) -> http::response::Parts {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
@@ -303,9 +303,23 @@ fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &Ctx, streamed
     }
     // The upstream's map was made for exactly its own fields: room for the plugins' fields and
     // the request id now, rather than a regrowth per insert.
-    headers.reserve(ctx.response_headers.len() + 2);
-    for (name, value) in &ctx.response_headers {
-        headers.insert(name.clone(), value.clone());
+    let added = std::mem::take(&mut ctx.response_headers);
+    headers.reserve(added.len() + 2);
+    // Moved, not cloned: a clone of a freshly made value would allocate to share it. A plugin's
+    // field replaces the upstream's of that name; further values a plugin gave it are kept.
+    let mut last = None;
+    for (name, value) in added {
+        match name {
+            Some(name) => {
+                headers.insert(name.clone(), value);
+                last = Some(name);
+            }
+            None => {
+                if let Some(name) = &last {
+                    headers.append(name, value);
+                }
+            }
+        }
     }
     request_id::stamp(&mut headers, &ctx.request_id);
     let (mut head, ()) = hyper::Response::new(()).into_parts();

@@ -7,6 +7,7 @@
 //! shape on AI routes). The key is removed from the request when `hide_credentials` is on, and
 //! always on AI routes, so a caller's key never reaches a provider.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -87,12 +88,13 @@ struct KeyAuth {
 #[async_trait]
 impl Plugin for KeyAuth {
     async fn rewrite(&self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, PluginError> {
-        let from_header = req.head.headers.get(&self.header).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let key = from_header.or_else(|| query_value(&req.head.uri, &self.query));
+        let from_header = req.head.headers.get(&self.header).and_then(|v| v.to_str().ok()).map(Cow::Borrowed);
+        let key = from_header.or_else(|| query_value(&req.head.uri, &self.query).map(Cow::Owned));
         let Some(key) = key.filter(|k| !k.is_empty()) else {
             return Ok(Flow::Respond(reject(ctx.error_style, "Missing API key in request")));
         };
         let consumer = ctx.consumers.as_ref().and_then(|c| c.by_credential(NAME, &key));
+        drop(key);
         let Some(consumer) = consumer else {
             return Ok(Flow::Respond(reject(ctx.error_style, "Invalid API key in request")));
         };

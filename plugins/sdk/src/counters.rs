@@ -4,9 +4,10 @@
 //! core implements it in process or with a pooled Redis client.
 //!
 //! The protocol is reserve, then settle: at admission a request reserves an estimate of its cost on
-//! every counter that applies, atomically (all or none, one round trip); when it ends it settles
-//! each reservation to the real cost (a refund or a further charge, one round trip). Concurrent
-//! requests therefore cannot all pass a nearly spent limit.
+//! every counter that applies, atomically (all or none, at most one round trip: the Redis store
+//! admits from a node's lease when it can); when it ends it settles each reservation to the real
+//! cost (a refund or a further charge). Concurrent requests therefore cannot all pass a nearly
+//! spent limit.
 
 use std::time::Duration;
 

@@ -17,8 +17,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::header::{HeaderName, RETRY_AFTER};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
     derive_phases, parse_config, BuildContext, ConfigError, Counter, CounterState, CounterStore, Ctx, Flow, Outcome,
@@ -68,7 +69,7 @@ impl PluginFactory for AiRateLimitingFactory {
                 label: format!("rule{i}:"),
                 key: RuleKey::parse(&rule.key).map_err(|e| ConfigError::new(format!("{here}.key"), e))?,
                 quota: Quota { limit, window: Duration::from_secs(window) },
-                headers: QuotaHeaders::new(&suffix)
+                headers: QuotaHeaders::new(&suffix, limit)
                     .map_err(|e| ConfigError::new(format!("{here}.header_prefix"), e))?,
             });
         }
@@ -108,26 +109,42 @@ struct Rule {
     headers: QuotaHeaders,
 }
 
-/// `X-AI-RateLimit-{Limit,Remaining,Reset}<suffix>`, made once per config.
+/// `X-AI-RateLimit-{Limit,Remaining,Reset}<suffix>`, made once per config, with the value of
+/// the limit they report (the quota's, fixed by the config): only the other two are formatted
+/// per request.
 struct QuotaHeaders {
     limit: HeaderName,
     remaining: HeaderName,
     reset: HeaderName,
+    limit_value: (u64, HeaderValue),
 }
 
 impl QuotaHeaders {
-    fn new(suffix: &str) -> Result<Self, String> {
+    fn new(suffix: &str, limit: u64) -> Result<Self, String> {
         let name = |what: &str| {
             HeaderName::from_bytes(format!("x-ai-ratelimit-{what}{suffix}").to_ascii_lowercase().as_bytes())
                 .map_err(|_| "must make a valid header name".to_string())
         };
-        Ok(Self { limit: name("limit")?, remaining: name("remaining")?, reset: name("reset")? })
+        // Shared once here, so that each request's copy only counts a reference.
+        let limit_value = HeaderValue::from_maybe_shared(Bytes::from(limit.to_string()))
+            .map_err(|_| "must make a valid header value".to_string())?;
+        Ok(Self {
+            limit: name("limit")?,
+            remaining: name("remaining")?,
+            reset: name("reset")?,
+            limit_value: (limit, limit_value),
+        })
     }
 
     fn write(&self, headers: &mut HeaderMap, state: &CounterState) {
-        headers.insert(&self.limit, state.limit.into());
-        headers.insert(&self.remaining, state.remaining.into());
-        headers.insert(&self.reset, seconds(state.reset).into());
+        let limit = match &self.limit_value {
+            (limit, value) if *limit == state.limit => value.clone(),
+            _ => state.limit.into(),
+        };
+        headers.reserve(3);
+        headers.insert(self.limit.clone(), limit);
+        headers.insert(self.remaining.clone(), state.remaining.into());
+        headers.insert(self.reset.clone(), seconds(state.reset).into());
     }
 }
 
@@ -146,7 +163,8 @@ struct AiRateLimiting {
     degraded: Degraded,
     /// The quota headers of each instance label seen (`None`: the label makes no valid header
     /// name), made on its first request rather than on every one.
-    instance_headers: RwLock<HashMap<String, Option<Arc<QuotaHeaders>>>>,
+    /// foldhash: looked up on every request; labels come from the config, not from callers.
+    instance_headers: RwLock<HashMap<String, Option<Arc<QuotaHeaders>>, foldhash::fast::RandomState>>,
 }
 
 /// At most this many instance labels keep their headers made (a route has a handful of
@@ -241,13 +259,13 @@ impl AiRateLimiting {
         }
     }
 
-    /// The quota headers of instance `name`, made once per label.
-    fn instance_headers(&self, name: &str) -> Option<Arc<QuotaHeaders>> {
+    /// The quota headers of instance `name` (whose quota is `quota`), made once per label.
+    fn instance_headers(&self, name: &str, quota: &Quota) -> Option<Arc<QuotaHeaders>> {
         let known = self.instance_headers.read().unwrap_or_else(PoisonError::into_inner).get(name).cloned();
         if let Some(headers) = known {
             return headers;
         }
-        let headers = QuotaHeaders::new(&format!("-{name}")).ok().map(Arc::new);
+        let headers = QuotaHeaders::new(&format!("-{name}"), quota.limit).ok().map(Arc::new);
         let mut known = self.instance_headers.write().unwrap_or_else(PoisonError::into_inner);
         if known.len() < MOST_INSTANCE_HEADERS {
             known.insert(name.to_string(), headers.clone());
@@ -316,7 +334,7 @@ impl Plugin for AiRateLimiting {
         let cost = self.estimated_cost(&reserved.estimate);
         let counter =
             Counter { key: Self::key(ctx, &["instance:", name]), limit: quota.limit, window: Some(quota.window), cost };
-        let headers = self.instance_headers(name);
+        let headers = self.instance_headers(name, &quota);
         let headers: Vec<&QuotaHeaders> = headers.as_deref().into_iter().collect();
         let flow = match self.check(ctx, vec![counter], &headers).await {
             Checked::Admitted(hold) => {
