@@ -273,6 +273,14 @@ impl AiRateLimiting {
         headers
     }
 
+    /// Puts `reserved` back in the slot `before_proxy` took it from (left in place, so no new
+    /// extension is allocated).
+    fn put_back(ctx: &mut Ctx, reserved: Reserved) {
+        if let Some(slot) = ctx.extensions.get_mut::<Reserved>() {
+            *slot = reserved;
+        }
+    }
+
     fn rejection(&self) -> Response {
         match &self.rejected_msg {
             Some(message) => json_response(self.rejected_code, &serde_json::json!({ "error_msg": message })),
@@ -328,7 +336,7 @@ impl Plugin for AiRateLimiting {
         let name: &str = &upstream.label;
         let quota = self.instances.iter().find(|(n, _)| n == name).map(|(_, q)| *q).or(self.quota);
         let Some(quota) = quota else {
-            ctx.extensions.insert(reserved);
+            Self::put_back(ctx, reserved);
             return Ok(Flow::Continue);
         };
         let cost = self.estimated_cost(&reserved.estimate);
@@ -344,7 +352,7 @@ impl Plugin for AiRateLimiting {
             Checked::Rejected(response) if ctx.extensions.get::<RateLimitFallback>().is_some() => Flow::Skip(response),
             Checked::Rejected(response) | Checked::Unavailable(response) => Flow::Respond(response),
         };
-        ctx.extensions.insert(reserved);
+        Self::put_back(ctx, reserved);
         Ok(flow)
     }
 
