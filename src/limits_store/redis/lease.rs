@@ -25,7 +25,7 @@ use switchyard_sdk::{Counter, CounterState};
 use super::super::state;
 
 /// A draw asks for at most this many of the drawing request's reservations beyond its own.
-pub const MOST_REQUESTS_PER_DRAW: u64 = 64;
+pub const MOST_REQUESTS_PER_DRAW: u64 = 256;
 
 /// Sweep expired leases once per this many admissions.
 const SWEEP_EVERY: u64 = 4096;
@@ -131,7 +131,7 @@ impl Leases {
                 }
                 let taken = lease.available.min(counter.cost);
                 lease.available -= taken;
-                let requests = (1u64 << lease.draws.min(7)) - 1;
+                let requests = (1u64 << lease.draws.min(9)) - 1;
                 let ask = counter.cost.saturating_mul(requests.min(MOST_REQUESTS_PER_DRAW));
                 Part { taken, charge: counter.cost - taken, ask, sent: true }
             })
