@@ -115,13 +115,13 @@ pub fn finished(format: AccessLogFormat, finisher: &Finisher, ctx: &Ctx, outcome
     }
     line.int("status", Some(outcome.status))
         .int("bytes", Some(outcome.body_bytes))
-        .debug("duration_ms", Some(ms(ctx.started.elapsed())))
+        .millis("duration_ms", Some(ctx.started.elapsed()))
         .text("upstream", ai.instance.as_deref().unwrap_or("-"))
         .int("attempts", summary.map(|ai| ai.attempts));
     if let Some(ai) = summary {
         line.text("model", ai.model.as_deref().unwrap_or("-"));
     }
-    line.debug("ttft_ms", summary.and_then(|ai| ai.time_to_first_token).map(ms))
+    line.millis("ttft_ms", summary.and_then(|ai| ai.time_to_first_token))
         .int("prompt_tokens", usage.map(|u| u.prompt_tokens))
         .int("completion_tokens", usage.map(|u| u.completion_tokens))
         .int("total_tokens", usage.map(|u| u.total_tokens))
@@ -131,7 +131,7 @@ pub fn finished(format: AccessLogFormat, finisher: &Finisher, ctx: &Ctx, outcome
         .quoted("request_payload", summary.and_then(|ai| ai.request_payload.as_deref()))
         .quoted("response_text", summary.and_then(|ai| ai.response_text.as_deref()))
         .quoted("trace_id", trace_id)
-        .debug("aborted", Some(outcome.aborted))
+        .boolean("aborted", Some(outcome.aborted))
         .quoted("reason", outcome.reason)
         .quoted("error", outcome.error.as_deref());
     write_text(line);
@@ -167,8 +167,8 @@ pub fn abandoned(format: AccessLogFormat, finisher: &Finisher, started: std::tim
         .text("path", finisher.uri.path())
         .text("route", &finisher.route.id)
         .int("status", Some(status))
-        .debug("duration_ms", Some(ms(started.elapsed())))
-        .debug("aborted", Some(true))
+        .millis("duration_ms", Some(started.elapsed()))
+        .boolean("aborted", Some(true))
         .quoted("error", Some(error));
     write_text(line);
 }

@@ -220,6 +220,39 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
+    /// The end of a string, one byte at a time: what `string_end`'s search must agree with.
+    fn plain_string_end(json: &[u8], open: usize) -> Option<usize> {
+        let mut i = open + 1;
+        while i < json.len() {
+            match json[i] {
+                b'\\' => i += 2,
+                b'"' => return Some(i + 1),
+                _ => i += 1,
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn string_ends_agree_with_a_byte_by_byte_scan() {
+        for length in 0..40 {
+            for escape_at in (0..length).map(Some).chain([None]) {
+                let mut body: Vec<u8> = (0..length).map(|i| b'a' + (i % 26) as u8).collect();
+                if let Some(at) = escape_at {
+                    body[at] = b'\\';
+                    if at + 1 < length {
+                        body[at + 1] = b'"';
+                    }
+                }
+                let closed = [&b"\""[..], &body, b"\" , 1"].concat();
+                let open = [&b"\""[..], &body].concat();
+                for json in [closed, open] {
+                    assert_eq!(string_end(&json, 0), plain_string_end(&json, 0), "{}", String::from_utf8_lossy(&json));
+                }
+            }
+        }
+    }
+
     const BODY: &str = r#"{"id":"x","model":"m-1","choices":[{"message":{"content":"a \"model\":\"no\" \\","usage":{"n":1}}}],"usage":{"prompt_tokens":3} }"#;
 
     #[test]

@@ -209,13 +209,16 @@ impl CallerKey {
 }
 
 /// The model API's tables in one snapshot: caller keys by hash, models and routing aliases by
-/// alias.
+/// alias. Hashed with foldhash (seeded per process) rather than SipHash: every call looks up
+/// two of them, and only admins add entries, so callers cannot flood a bucket.
 #[derive(Default)]
 pub struct Catalog {
-    keys: HashMap<[u8; 32], Arc<CallerKey>>,
-    models: HashMap<String, Arc<Model>>,
-    routing: HashMap<String, RoutingAlias>,
+    keys: HashMap<[u8; 32], Arc<CallerKey>, Fold>,
+    models: HashMap<String, Arc<Model>, Fold>,
+    routing: HashMap<String, RoutingAlias, Fold>,
 }
+
+pub type Fold = foldhash::fast::RandomState;
 
 impl Catalog {
     /// Adds a caller key; `Err` with the id of the key already holding the same hash.

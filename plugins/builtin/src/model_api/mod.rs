@@ -129,7 +129,7 @@ impl PluginFactory for ModelApiFactory {
         let (config, settings) = CallSettings::parse_plugin::<ModelApiConfig>(config, ctx)?;
         let style = config.surface.protocol().map_or(ErrorStyle::OpenAi, Protocol::error_style);
         let settings = Arc::new(settings);
-        let mut engines = HashMap::new();
+        let mut engines = HashMap::default();
         if config.surface.routes() {
             for (alias, routed) in catalog.routing_aliases() {
                 match routed.engine(Arc::clone(&settings)) {
@@ -175,7 +175,7 @@ pub struct ModelApi {
     style: ErrorStyle,
     /// Routing aliases, each compiled to the engine `ai-proxy-multi` runs (chat, Responses and
     /// Messages surfaces).
-    engines: HashMap<String, RoutedAlias>,
+    engines: HashMap<String, RoutedAlias, catalog::Fold>,
     /// Counts the `rate_limit`s of API keys and models.
     limiter: Limiter,
 }
