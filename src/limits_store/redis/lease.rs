@@ -109,10 +109,12 @@ impl Leases {
             let states = counters
                 .iter()
                 .zip(keyed)
-                .map(|(counter, (key, left))| {
-                    let lease = inner.leases.get_mut(key.as_str()).expect("checked above");
-                    lease.available -= counter.cost;
-                    lease.state(counter.limit, *left)
+                .map(|(counter, (key, left))| match inner.leases.get_mut(key.as_str()) {
+                    Some(lease) => {
+                        lease.available -= counter.cost;
+                        lease.state(counter.limit, *left)
+                    }
+                    None => state(counter.limit, 0, *left, false),
                 })
                 .collect();
             return Taken::Admitted(states);
@@ -163,14 +165,12 @@ impl Leases {
                 states.push(state(counter.limit, reply.map_or(0, |(value, _)| value), *left, true));
                 continue;
             }
-            let lease = match inner.leases.get_mut(key.as_str()) {
-                Some(lease) if lease.expires > now => lease,
-                _ => {
-                    let fresh = Lease { available: 0, seen: 0, draws: 0, asked: 0, expires: now + *left };
-                    inner.leases.insert(key.clone(), fresh);
-                    inner.leases.get_mut(key.as_str()).expect("just inserted")
-                }
-            };
+            // Only a draw gets here, so the key's copy is rare.
+            let fresh = || Lease { available: 0, seen: 0, draws: 0, asked: 0, expires: now + *left };
+            let lease = inner.leases.entry(key.clone()).or_insert_with(fresh);
+            if lease.expires <= now {
+                *lease = fresh();
+            }
             if let Some((value, grant)) = reply {
                 lease.available += grant;
                 lease.seen = value;
