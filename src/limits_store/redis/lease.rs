@@ -41,10 +41,17 @@ struct Lease {
     draws: u32,
     /// The largest grant asked in this window: refunds beyond twice this go back to Redis.
     asked: u64,
+    /// The limit the lease was drawn under. A config that changes it leaves the lease unused:
+    /// a lower limit must not be overrun by tokens drawn under a higher one.
+    limit: u64,
     expires: Instant,
 }
 
 impl Lease {
+    fn fresh(expires: Instant) -> Lease {
+        Lease { available: 0, seen: 0, draws: 0, asked: 0, limit: 0, expires }
+    }
+
     /// Where the counter stands as this node knows it: its limit, less what Redis held at the
     /// last draw, plus what this node holds unspent.
     fn state(&self, limit: u64, left: Duration) -> CounterState {
@@ -101,9 +108,11 @@ impl Leases {
         if inner.admissions.is_multiple_of(SWEEP_EVERY) {
             inner.leases.retain(|_, lease| lease.expires > now);
         }
-        let covers = |lease: &Lease, cost: u64| lease.expires > now && lease.available >= cost.max(1);
+        let covers = |lease: &Lease, counter: &Counter| {
+            lease.expires > now && lease.limit == counter.limit && lease.available >= counter.cost.max(1)
+        };
         let covered = counters.iter().zip(keyed).all(|(counter, (key, _))| {
-            counter.window.is_some() && inner.leases.get(key.as_str()).is_some_and(|lease| covers(lease, counter.cost))
+            counter.window.is_some() && inner.leases.get(key.as_str()).is_some_and(|lease| covers(lease, counter))
         });
         if covered {
             let states = counters
@@ -127,9 +136,14 @@ impl Leases {
                     Some(lease) if counter.window.is_some() && lease.expires > now => lease,
                     _ => return Part { taken: 0, charge: counter.cost, ask: 0, sent: true },
                 };
-                if covers(lease, counter.cost) {
+                if covers(lease, counter) {
                     lease.available -= counter.cost;
                     return Part { taken: counter.cost, charge: 0, ask: 0, sent: false };
+                }
+                if lease.limit != counter.limit {
+                    // Drawn under another limit: what it holds stays spent until the window
+                    // ends (fewer admissions, never more), and drawing starts over.
+                    *lease = Lease { limit: counter.limit, ..Lease::fresh(lease.expires) };
                 }
                 let taken = lease.available.min(counter.cost);
                 lease.available -= taken;
@@ -166,11 +180,11 @@ impl Leases {
                 continue;
             }
             // Only a draw gets here, so the key's copy is rare.
-            let fresh = || Lease { available: 0, seen: 0, draws: 0, asked: 0, expires: now + *left };
-            let lease = inner.leases.entry(key.clone()).or_insert_with(fresh);
+            let lease = inner.leases.entry(key.clone()).or_insert_with(|| Lease::fresh(now + *left));
             if lease.expires <= now {
-                *lease = fresh();
+                *lease = Lease::fresh(now + *left);
             }
+            lease.limit = counter.limit;
             if let Some((value, grant)) = reply {
                 lease.available += grant;
                 lease.seen = value;
@@ -296,6 +310,18 @@ mod tests {
         assert_eq!((parts[0].taken, parts[0].charge), (10, 5));
         leases.give_back(&keyed(), &parts);
         assert!(matches!(leases.take(&[counter], &keyed()), Taken::Admitted(_)), "the 10 are back");
+    }
+
+    #[test]
+    fn a_changed_limit_leaves_the_lease_unused_and_draws_again() {
+        let (leases, counter, mut value) = (Leases::default(), tokens(1_000_000, 10), 0);
+        draw(&leases, &counter, &mut value);
+        draw(&leases, &counter, &mut value); // holds one more reservation
+        let lowered = tokens(100, 10);
+        let Taken::Draw(parts) = leases.take(std::slice::from_ref(&lowered), &keyed()) else {
+            panic!("a lease drawn under another limit admitted")
+        };
+        assert_eq!(parts[0], Part { taken: 0, charge: 10, ask: 0, sent: true }, "drawing starts over");
     }
 
     #[test]
