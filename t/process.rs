@@ -114,6 +114,7 @@ async fn a_one_gib_unbuffered_answer_is_relayed_in_bounded_memory_with_its_usage
         &config,
         format!(
             "proxy:\n  listen: [\"127.0.0.1:{proxy}\"]\nadmin:\n  listen: [\"127.0.0.1:{admin}\"]\n  keys: [k]\n\
+             metrics:\n  listen: \"127.0.0.1:0\"\nstatus:\n  listen: \"127.0.0.1:0\"\n\
              store:\n  path: \"{}\"\nlog:\n  access_log: true\n",
             dir.path().join("data").display()
         ),
