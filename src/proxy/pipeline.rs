@@ -301,24 +301,17 @@ fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &mut Ctx, stre
     if streamed {
         headers.remove(CONTENT_LENGTH);
     }
-    // The upstream's map was made for exactly its own fields: room for the plugins' fields and
-    // the request id now, rather than a regrowth per insert.
+    // Room for the plugins' fields and the request id, unless the map has it already (a
+    // forwarded request's map is made with room for the response: `headers::forwardable`).
     let added = std::mem::take(&mut ctx.response_headers);
     headers.reserve(added.len() + 2);
     // Moved, not cloned: a clone of a freshly made value would allocate to share it. A plugin's
-    // field replaces the upstream's of that name; further values a plugin gave it are kept.
+    // field replaces the upstream's of that name (of several values, the last).
     let mut last = None;
     for (name, value) in added {
-        match name {
-            Some(name) => {
-                headers.insert(name.clone(), value);
-                last = Some(name);
-            }
-            None => {
-                if let Some(name) = &last {
-                    headers.append(name, value);
-                }
-            }
+        if let Some(name) = name.or_else(|| last.take()) {
+            headers.insert(name.clone(), value);
+            last = Some(name);
         }
     }
     request_id::stamp(&mut headers, &ctx.request_id);

@@ -23,10 +23,10 @@ use super::Connection;
 /// An admission checks all of its counters before it charges any: its answer is `{0, i, value}`
 /// naming the first spent counter, or `{1, v1, ..., vn, g1, ..., gn}` with the new values and
 /// the grants. A counter charged `cost` and still below its limit also grants its node a lease
-/// ([`super::lease`]) of `ask`, at most a sixteenth of what is left, never past the limit.
-/// A window's counter
-/// expires with its window; a gauge's time to live restarts with each admission, so it lapses only
-/// once no node has touched it for that long. Returns one answer per admission.
+/// ([`super::lease`]) of `ask`, at most a sixteenth of what is left, never past the limit. A
+/// window's counter expires with its window; a gauge's time to live restarts with each
+/// admission, so it lapses only once no node has touched it for that long. Returns one answer
+/// per admission.
 ///
 /// The requests of one batch mostly share their counters (one route, one consumer), so each
 /// counter is read once, worked on in `value`, and written once at the end (with its expiry):
