@@ -5,8 +5,9 @@
 //! them through `dyn Debug` and `core::fmt` with padding and style checks: about 17,000
 //! instructions a request, a seventh of the whole proxy path. Writing the line into one buffer
 //! (integers with `itoa`) costs a fraction of that and prints the same text: a value of a
-//! `Display` field as it displays, a text value quoted and escaped as `Debug` does, a float as
-//! `Debug` prints it, and a field whose value is `None` left out.
+//! `Display` field as it displays, a text value quoted and escaped as `Debug` does, and a field
+//! whose value is `None` left out. Durations are milliseconds with three decimals, written with
+//! integer digits rather than `Debug` of an `f64`.
 
 use std::fmt::{Display, Write};
 use std::time::Duration;

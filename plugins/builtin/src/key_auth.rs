@@ -94,6 +94,7 @@ impl Plugin for KeyAuth {
             return Ok(Flow::Respond(reject(ctx.error_style, "Missing API key in request")));
         };
         let consumer = ctx.consumers.as_ref().and_then(|c| c.by_credential(NAME, &key));
+        // The key may borrow the request's headers, which are edited below.
         drop(key);
         let Some(consumer) = consumer else {
             return Ok(Flow::Respond(reject(ctx.error_style, "Invalid API key in request")));
