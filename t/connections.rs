@@ -183,6 +183,48 @@ async fn expect_100_continue_over_the_body_limit_gets_413_at_once_not_100_contin
     }
 }
 
+/// The client sends its head, waits for the 413, and only then sends its body: the gateway
+/// must not have closed for good in between (a close with nothing unread yet was immediate, and
+/// the client's writes then met a reset).
+#[tokio::test]
+async fn a_client_sending_its_body_only_after_the_413_is_not_reset() {
+    let mock = MockUpstream::start("linger-late").await;
+    let gw = gateway(&mock, |_| {}).await;
+    let stream = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = "POST /echo HTTP/1.1\r\nHost: gateway\r\nContent-Length: 100000000\r\n\r\n";
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the answer: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&answer));
+    // Give the gateway time to close its side before the body starts.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let chunk = vec![b'z'; 64 * 1024];
+    for i in 0..32 {
+        tokio::time::timeout(Duration::from_secs(5), writer.write_all(&chunk))
+            .await
+            .expect("the gateway stopped reading")
+            .unwrap_or_else(|err| panic!("chunk {i}: the connection was reset: {err}"));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    writer.shutdown().await.unwrap();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf))
+            .await
+            .expect("no end of response")
+            .expect("the response was reset");
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(mock.hits(), 0);
+}
+
 #[tokio::test]
 async fn a_client_still_sending_a_body_over_the_limit_reads_the_413_without_a_reset() {
     let mock = MockUpstream::start("linger").await;

@@ -41,6 +41,9 @@ pub struct TrackedBody {
 impl TrackedBody {
     fn wrap(response: hyper::Response<ResponseBody>, conn: Arc<ConnState>) -> hyper::Response<TrackedBody> {
         conn.response_began();
+        if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            conn.body_refused();
+        }
         response.map(|inner| TrackedBody { inner, conn, cut: false })
     }
 }

@@ -150,7 +150,8 @@ impl AsyncWrite for TimedIo {
     /// client reads it (a 413 sent while the client is still sending its body, say). So, as
     /// nginx's lingering close: send FIN, then read and drop what the client still sends, until
     /// it stops for [`LINGERING_TIMEOUT`] or [`LINGERING_TIME`] has passed. A client that sends
-    /// nothing more is closed at once.
+    /// nothing more is closed at once, unless a 413 refused its body: the rest of that body may
+    /// not have arrived yet, so the close waits for it up to [`LINGERING_TIMEOUT`] too.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.lingering.is_none() {
@@ -175,7 +176,14 @@ impl AsyncWrite for TimedIo {
                 }
                 // End of stream or an error: the client is done.
                 Poll::Ready(_) => return Poll::Ready(Ok(())),
-                Poll::Pending if !lingering.draining => return Poll::Ready(Ok(())),
+                Poll::Pending if !lingering.draining => {
+                    if !this.conn.expects_refused_body() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Nothing has come yet, but the rest of a refused body is on its way.
+                    lingering.draining = true;
+                    this.timer.as_mut().reset(Instant::now() + LINGERING_TIMEOUT);
+                }
                 Poll::Pending => {
                     return match this.timer.as_mut().poll(cx) {
                         Poll::Ready(()) => Poll::Ready(Ok(())),

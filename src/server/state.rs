@@ -4,7 +4,7 @@
 //! Everything here is atomics: a request costs a counter increment, a compare-and-swap and three
 //! stores (plus a reference count for its response body), never a lock or an allocation.
 
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::OwnedSemaphorePermit;
@@ -41,6 +41,9 @@ pub struct ConnState {
     /// response ended and a new wait for a head began.
     requests: AtomicU32,
     signals: AtomicU8,
+    /// A response refused a request body (413) before it was read: the client may still be
+    /// sending it when the connection closes.
+    body_refused: AtomicBool,
     /// The connection task, woken when a signal is raised.
     waker: AtomicWaker,
     /// The connection's place under its listener's cap, given back when the connection ends.
@@ -53,6 +56,7 @@ impl ConnState {
             phase: AtomicU8::new(IDLE),
             requests: AtomicU32::new(0),
             signals: AtomicU8::new(0),
+            body_refused: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             _permit: permit,
         }
@@ -74,12 +78,23 @@ impl ConnState {
     /// Runs when hyper hands a parsed request head to the service.
     pub fn request_began(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.body_refused.store(false, Ordering::Relaxed);
         self.phase.store(HANDLING, Ordering::Release);
     }
 
     /// Runs when the handler returned its response.
     pub fn response_began(&self) {
         self.phase.store(RESPONDING, Ordering::Release);
+    }
+
+    /// Runs when the handler answered 413: the request body was refused unread.
+    pub fn body_refused(&self) {
+        self.body_refused.store(true, Ordering::Relaxed);
+    }
+
+    /// True when a response refused its request body, whose rest the client may still send.
+    pub fn expects_refused_body(&self) -> bool {
+        self.body_refused.load(Ordering::Relaxed)
     }
 
     /// Runs when hyper has written the response body (or dropped it).
