@@ -36,7 +36,7 @@ pub const BODY: &str = r#"{"messages":[{"role":"user","content":"hi there"}],"ma
 async fn a_spent_limit_rejects_with_headers_retry_after_and_the_configured_answer() {
     let mock = MockUpstream::llm("openai").await;
     let gw = with_jack(&mock).await;
-    let config = json!({"limit": 100, "time_window": 60, "rejected_code": 429, "rejected_msg": "slow down"});
+    let config = json!({"limit": 100, "time_window": 86400, "rejected_code": 429, "rejected_msg": "slow down"});
     gw.put_route(ai_route("rl", "/rl", json!({}), limiting(config))).await;
 
     let first = post(&gw, "/rl", BODY).await;
@@ -45,7 +45,7 @@ async fn a_spent_limit_rejects_with_headers_retry_after_and_the_configured_answe
     let remaining: u64 = first.headers()["x-ai-ratelimit-remaining-openai"].to_str().unwrap().parse().unwrap();
     assert_eq!(remaining, 100 - (BODY.len() as u64).div_ceil(4) - 48, "the estimate is reserved at admission");
     let reset: u64 = first.headers()["x-ai-ratelimit-reset-openai"].to_str().unwrap().parse().unwrap();
-    assert!((1..=60).contains(&reset));
+    assert!((1..=86400).contains(&reset));
     first.text().await.unwrap();
     // Settled to 58 real tokens: 42 left, so one more is admitted, then the limit is spent.
     assert_eq!(post(&gw, "/rl", BODY).await.status(), StatusCode::OK);
@@ -53,7 +53,7 @@ async fn a_spent_limit_rejects_with_headers_retry_after_and_the_configured_answe
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(refused.headers()["x-ai-ratelimit-remaining-openai"], "0");
     let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=60).contains(&retry));
+    assert!((1..=86400).contains(&retry));
     assert_eq!(json_of(refused).await, json!({"error_msg": "slow down"}));
     assert_eq!(mock.hits(), 2);
 
@@ -75,7 +75,7 @@ async fn strategies_count_what_they_say() {
         (json!({"limit_strategy": "expression", "cost_expr": "input_tokens + 2 * output_tokens"}), 200, 2),
     ];
     for (i, (strategy, limit, admitted)) in cases.into_iter().enumerate() {
-        let mut config = json!({"limit": limit, "time_window": 60});
+        let mut config = json!({"limit": limit, "time_window": 86400});
         config.as_object_mut().unwrap().extend(strategy.as_object().unwrap().clone());
         let path = format!("/s{i}");
         gw.put_route(ai_route(&format!("s{i}"), &path, json!({}), limiting(config))).await;
@@ -100,7 +100,8 @@ async fn strategies_count_what_they_say() {
 async fn rules_key_counters_by_variable() {
     let mock = MockUpstream::llm("openai").await;
     let gw = with_jack(&mock).await;
-    let config = json!({"rules": [{"count": 60, "time_window": 60, "key": "$http_x_team", "header_prefix": "team"}]});
+    let config =
+        json!({"rules": [{"count": 60, "time_window": 86400, "key": "$http_x_team", "header_prefix": "team"}]});
     gw.put_route(ai_route("rules", "/rules", json!({}), limiting(config))).await;
     let team = |name: &'static str| {
         gw.http.post(gw.url("/rules")).header("apikey", "jack-key").header("x-team", name).body(BODY).send()
@@ -173,7 +174,7 @@ async fn redis_down_serves_with_degradation_and_rejects_promptly_without() {
     let mock = MockUpstream::llm("openai").await;
     let gw = with_jack(&mock).await;
     let config = |degrade: bool| {
-        json!({"limit": 1000, "time_window": 60, "policy": "redis", "redis_host": "127.0.0.1", "redis_port": port,
+        json!({"limit": 1000, "time_window": 86400, "policy": "redis", "redis_host": "127.0.0.1", "redis_port": port,
             "redis_timeout": 300, "allow_degradation": degrade})
     };
     gw.put_route(ai_route("degrade", "/degrade", json!({}), limiting(config(true)))).await;
@@ -191,7 +192,7 @@ async fn a_stream_is_charged_with_the_usage_it_reports_at_its_end() {
     let mock = MockUpstream::llm("openai").await;
     let gw = with_jack(&mock).await;
     // The stream reports 17 tokens; the estimate is 16 + 10. Limit 40: 17 and 34 stay under it.
-    gw.put_route(ai_route("stream", "/stream", json!({}), limiting(json!({"limit": 40, "time_window": 60})))).await;
+    gw.put_route(ai_route("stream", "/stream", json!({}), limiting(json!({"limit": 40, "time_window": 86400})))).await;
     let body = r#"{"messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":10}"#;
     for expected in [StatusCode::OK, StatusCode::OK, StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE] {
         let response = post(&gw, "/stream", body).await;
@@ -219,8 +220,8 @@ async fn ai_proxy_multi_moves_past_a_spent_instance_only_when_its_strategy_says_
             multi["fallback_strategy"] = json!(strategy);
         }
         json!({"id": id, "paths": [format!("/{id}")], "plugins": {"key-auth": {}, "ai-proxy-multi": multi,
-            "ai-rate-limiting": {"instances": [{"name": "high", "limit": 50, "time_window": 60}],
-                "limit": 100000, "time_window": 60}}})
+            "ai-rate-limiting": {"instances": [{"name": "high", "limit": 50, "time_window": 86400}],
+                "limit": 100000, "time_window": 86400}}})
     };
     gw.put_route(route("spill", Some("rate_limiting"))).await;
     gw.put_route(route("stay", None)).await;

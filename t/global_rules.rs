@@ -323,7 +323,7 @@ async fn a_global_rate_limit_counts_the_model_apis_requests() {
         .admin(
             Method::PUT,
             "/apisix/admin/global_rules/limits",
-            Some(json!({"plugins": {"ai-rate-limiting": {"limit": 100, "time_window": 60, "rejected_code": 429}}})),
+            Some(json!({"plugins": {"ai-rate-limiting": {"limit": 100, "time_window": 86400, "rejected_code": 429}}})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{reply}");

@@ -13,7 +13,7 @@ use crate::harness::{logs, MockUpstream, TestGateway};
 /// A limit of 100 tokens on Redis at `port`, with `extra` Redis fields: the first two requests
 /// (settled to 58 tokens each) pass, then the limit is spent.
 fn on_redis(port: u16, extra: Value) -> Value {
-    let mut config = json!({"limit": 100, "time_window": 60, "rejected_code": 429, "policy": "redis",
+    let mut config = json!({"limit": 100, "time_window": 86400, "rejected_code": 429, "policy": "redis",
         "redis_host": "127.0.0.1", "redis_port": port, "redis_timeout": 500});
     config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     limiting(config)
@@ -88,8 +88,8 @@ async fn policy_redis_cluster_shares_the_reservation_bound_across_two_nodes() {
     assert!(cluster.key_counts().iter().sum::<u64>() >= 1, "the counters live in the cluster");
 
     // Rules reserve several counters per admission: their hash tag keeps them in one slot.
-    let rules = json!({"rules": [{"count": 100, "time_window": 60, "key": "$http_x_team"},
-            {"count": 1000, "time_window": 60, "key": "$remote_addr"}], "rejected_code": 429,
+    let rules = json!({"rules": [{"count": 100, "time_window": 86400, "key": "$http_x_team"},
+            {"count": 1000, "time_window": 86400, "key": "$remote_addr"}], "rejected_code": 429,
         "policy": "redis-cluster", "redis_cluster_nodes": cluster.addresses(), "redis_cluster_name": "limits"});
     a.put_route(ai_route("rules", "/rules", json!({}), limiting(rules))).await;
     let team = |name: &'static str| {
@@ -110,7 +110,7 @@ async fn redis_cluster_fields_are_checked() {
         (json!({"redis_cluster_nodes": ["127.0.0.1:7000"]}), "redis_cluster_name"),
     ];
     for (fields, named) in cases {
-        let mut config = json!({"limit": 10, "time_window": 60, "policy": "redis-cluster"});
+        let mut config = json!({"limit": 10, "time_window": 86400, "policy": "redis-cluster"});
         config.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
         let route = json!({"id": "c", "paths": ["/c"], "plugins": limiting(config)});
         let (status, reply) = gw.admin(Method::PUT, "/apisix/admin/routes", Some(route)).await;
