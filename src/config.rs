@@ -76,6 +76,9 @@ pub struct ProxyConfig {
     /// The most client connections the proxy listeners hold at once, lowered at start to what the
     /// open file limit allows (see `crate::limits`).
     pub max_connections: usize,
+    /// Threads serving client connections, each with its own single-threaded runtime (see
+    /// `crate::server`); 0: one per core.
+    pub workers: usize,
 }
 
 impl Default for ProxyConfig {
@@ -88,6 +91,7 @@ impl Default for ProxyConfig {
             max_header_field_bytes: 32 * 1024,
             max_request_head_bytes: 64 * 1024,
             max_connections: 10240,
+            workers: 0,
         }
     }
 }
@@ -125,9 +129,23 @@ impl ProxyConfig {
         if self.max_connections == 0 {
             return invalid("max_connections must be at least 1");
         }
+        if self.workers > MAX_WORKERS {
+            return invalid(&format!("workers must be at most {MAX_WORKERS} (0: one per core)"));
+        }
         Ok(())
     }
+
+    /// How many proxy workers to start: `workers`, or one per core when it is 0.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
+
+/// The most proxy workers a node starts: beyond a few per core they only add threads.
+const MAX_WORKERS: usize = 1024;
 
 /// Bounds of `proxy.max_request_head_bytes`: a head must hold a request line, and the whole head
 /// is buffered in memory.

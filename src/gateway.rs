@@ -31,6 +31,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigFileError),
     #[error("observability: {0}")]
     Observe(String),
+    #[error("cannot start the proxy workers: {0}")]
+    Workers(std::io::Error),
     #[error("{reason}, and there is no local snapshot cache at {} to serve meanwhile; start the node once etcd is reachable", cache.display())]
     NoCache { reason: StoreError, cache: std::path::PathBuf },
 }
@@ -65,7 +67,7 @@ impl Gateway {
     /// [`Gateway::start`] with another set of plugin types: the built-in ones plus an embedder's
     /// own, or a test's.
     pub async fn start_with(config: Config, registry: switchyard_sdk::Registry) -> Result<Gateway, StartError> {
-        let compiler = Arc::new(Compiler::new(registry, Transport::new()));
+        let compiler = Arc::new(Compiler::new(registry, Transport::for_workers(config.proxy.worker_count())));
         let proxy_listen = config.proxy_addrs()?;
         let admin_listen = config.admin_addrs()?;
         let metrics_listen = config.metrics.addr()?;
@@ -74,7 +76,7 @@ impl Gateway {
         let observe = Arc::new(observe);
         let open_files = crate::limits::open_file_limit();
         let caps = crate::limits::ConnectionCaps::plan(open_files, config.proxy.max_connections);
-        let mut servers = Servers::new(&config, caps, open_files);
+        let mut servers = Servers::new(&config, caps, open_files).map_err(StartError::Workers)?;
         if let Some(metrics) = &observe.metrics {
             servers.count_proxy_connections(Arc::clone(&metrics.connections));
         }
@@ -115,6 +117,7 @@ impl Gateway {
             compiler: Arc::clone(&compiler),
             store_root: config.store.root(),
             status: Arc::clone(&status),
+            workers: servers.workers(),
         });
         let reload = ReloadState {
             store: Arc::clone(&store),

@@ -121,6 +121,8 @@ pub struct AdminState {
     /// `/switchyard` embedded. Never ends with `/`.
     pub store_root: String,
     pub status: Arc<NodeStatus>,
+    /// The proxy workers, for the connections and tasks each holds.
+    pub workers: Arc<crate::server::Workers>,
 }
 
 /// What the reload task needs: the store to follow, the compiler, and both outputs.

@@ -1,7 +1,8 @@
 //! Upstream connections as the core's client keeps them: reused while kept alive, replaced
 //! without an error when the upstream closed one while it sat idle, closed after the keep-alive
 //! timeout or after `keepalive_pool.requests` requests, and kept after a response without a
-//! body. The upstream is a raw HTTP/1.1 server whose every connection and close the test sees.
+//! body, and per proxy worker. The upstream is a raw HTTP/1.1 server whose every connection and
+//! close the test sees.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -186,6 +187,30 @@ async fn a_connection_is_closed_after_keepalive_pool_requests() {
     while upstream.closed_by_peer.load(Ordering::SeqCst) < 2 {
         assert!(started.elapsed() < Duration::from_secs(5), "a worn-out connection was kept open");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two clients, each on a connection of its own, take turns. With two proxy workers each client
+/// connection goes to a worker of its own, and each worker keeps its own upstream connection
+/// (driven by the reactor it was opened on); with one worker both share one.
+#[tokio::test]
+async fn each_proxy_worker_keeps_its_own_upstream_connections() {
+    for (workers, upstream_connections, per_worker) in [(2, 2, json!([1, 1])), (1, 1, json!([2]))] {
+        let upstream = RawUpstream::start(Answer::Json).await;
+        let gw = TestGateway::start_in(tempfile::tempdir().unwrap(), |config| config.proxy.workers = workers).await;
+        gw.put_route(json!({"id": "workers", "paths": ["/up"], "upstream": {"nodes": {upstream.node(): 1}}})).await;
+        let clients: Vec<_> = (0..2).map(|_| reqwest::Client::builder().no_proxy().build().unwrap()).collect();
+        for round in 0..6 {
+            for client in &clients {
+                let response = client.get(gw.url("/up")).send().await.unwrap();
+                assert_eq!(response.status().as_u16(), 200, "round {round}, {workers} workers");
+                assert_eq!(response.text().await.unwrap(), "{\"ok\":true}");
+            }
+        }
+        assert_eq!(upstream.accepted(), upstream_connections, "{workers} workers");
+        let status = gw.status().await;
+        assert_eq!(status["proxy_workers"], per_worker, "client connections per worker: {status}");
+        assert!(status["tasks"].as_u64().unwrap() >= 2, "the two connections' tasks are counted: {status}");
     }
 }
 

@@ -28,9 +28,11 @@ pub fn status(state: &AdminState) -> AdminResult {
             "running": status.background.running.load(Ordering::Relaxed),
             "started": status.background.started.load(Ordering::Relaxed),
         },
-        // Every task alive on the node's runtime (connections, requests, background work): the
+        // Every task alive on the node's runtimes (connections, requests, background work): the
         // soak in `make bench` checks that it stays flat.
-        "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+        "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks() + state.workers.alive_tasks(),
+        // Client connections per proxy worker: how evenly the load is spread.
+        "proxy_workers": state.workers.connections(),
     })))
 }
 

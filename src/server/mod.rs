@@ -11,6 +11,7 @@ mod conn;
 mod group;
 mod io;
 mod state;
+mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -28,10 +29,12 @@ use tokio::time::Instant;
 use accept::{AcceptBackoff, AfterFailure};
 use group::ConnGroup;
 use state::Signal;
+pub use workers::current as current_worker;
+pub use workers::Workers;
 
 use crate::config::Config;
 use crate::limits::ConnectionCaps;
-use crate::observe::metrics::Connections;
+use crate::observe::metrics::{ConnectionGuard, Connections};
 use crate::proxy::ResponseBody;
 
 /// The listen backlog: clients the kernel holds while the gateway is at its connection cap or
@@ -108,12 +111,15 @@ pub struct Servers {
     accept_loops: JoinSet<()>,
     /// Counts the proxy listeners' connections for metrics, when they are on.
     proxy_counter: Option<Arc<Connections>>,
+    /// Where proxy connections are served; admin ones stay on the main runtime.
+    workers: Arc<Workers>,
 }
 
 impl Servers {
     /// Runs when a node starts, before its listeners are bound; logs the connection caps, with a
     /// warning when the open file limit leaves room for fewer than [`FEW_CONNECTIONS`].
-    pub fn new(config: &Config, caps: ConnectionCaps, open_files: Option<u64>) -> Servers {
+    /// `Err`: the proxy workers could not start.
+    pub fn new(config: &Config, caps: ConnectionCaps, open_files: Option<u64>) -> std::io::Result<Servers> {
         let files = open_files.map_or_else(|| "unknown".to_string(), |n| n.to_string());
         let wanted = config.proxy.max_connections;
         if caps.proxy < wanted && caps.proxy < FEW_CONNECTIONS {
@@ -123,14 +129,22 @@ impl Servers {
         }
         tracing::info!(proxy = caps.proxy, admin = caps.admin, max_connections = wanted, open_files = %files,
             reserve = caps.reserve, "client connection caps");
-        Servers {
+        let workers = Workers::start(config.proxy.worker_count())?;
+        tracing::debug!(workers = workers.count(), "proxy workers started");
+        Ok(Servers {
             settings: Arc::new(Settings::from_config(config)),
             proxy: Arc::new(ConnGroup::new("proxy", caps.proxy)),
             admin: Arc::new(ConnGroup::new("admin", caps.admin)),
             phase: watch::channel(Phase::Serving).0,
             accept_loops: JoinSet::new(),
             proxy_counter: None,
-        }
+            workers: Arc::new(workers),
+        })
+    }
+
+    /// The workers proxy connections are served on.
+    pub fn workers(&self) -> Arc<Workers> {
+        Arc::clone(&self.workers)
     }
 
     /// Counts the connections of proxy listeners served from now on in `counter` (metrics).
@@ -146,7 +160,8 @@ impl Servers {
     {
         let group = Arc::clone(&self.proxy);
         let counter = self.proxy_counter.clone();
-        self.serve(listener, group, counter, handle);
+        let workers = Some(Arc::clone(&self.workers));
+        self.serve(listener, group, counter, workers, handle);
     }
 
     /// Serves an admin listener with `handle` until shutdown.
@@ -156,7 +171,7 @@ impl Servers {
         Fut: Future<Output = hyper::Response<ResponseBody>> + Send + 'static,
     {
         let group = Arc::clone(&self.admin);
-        self.serve(listener, group, None, handle);
+        self.serve(listener, group, None, None, handle);
     }
 
     fn serve<F, Fut>(
@@ -164,12 +179,14 @@ impl Servers {
         listener: TcpListener,
         group: Arc<ConnGroup>,
         counter: Option<Arc<Connections>>,
+        workers: Option<Arc<Workers>>,
         handle: F,
     ) where
         F: Fn(hyper::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = hyper::Response<ResponseBody>> + Send + 'static,
     {
-        let accept = accept_loop(listener, group, Arc::clone(&self.settings), self.phase.subscribe(), counter, handle);
+        let phase = self.phase.subscribe();
+        let accept = accept_loop(listener, group, Arc::clone(&self.settings), phase, counter, workers, handle);
         self.accept_loops.spawn(accept);
     }
 
@@ -205,13 +222,15 @@ impl Servers {
 }
 
 /// Accepts connections on `listener` under `group`'s cap until shutdown begins, then waits for
-/// them (see [`drain`]).
+/// them (see [`drain`]). Each connection is served by one of `workers`, or on this runtime
+/// without them.
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     group: Arc<ConnGroup>,
     settings: Arc<Settings>,
     mut phase: watch::Receiver<Phase>,
     counter: Option<Arc<Connections>>,
+    workers: Option<Arc<Workers>>,
     handle: F,
 ) where
     F: Fn(hyper::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
@@ -249,12 +268,10 @@ async fn accept_loop<F, Fut>(
                 Ok((stream, peer)) => {
                     backoff.accepted();
                     let conn = group.admit(permit);
-                    let task = conn::serve(stream, peer, conn, Arc::clone(&settings), http.clone(), handle.clone());
                     let counted = counter.as_ref().map(Connections::opened);
-                    connections.spawn(async move {
-                        let _counted = counted;
-                        task.await
-                    });
+                    let (settings, http, handle) = (Arc::clone(&settings), http.clone(), handle.clone());
+                    let serve = move |stream| conn::serve(stream, peer, conn, settings, http, handle);
+                    spawn_connection(&mut connections, workers.as_deref(), (stream, peer), serve, counted);
                 }
                 Err(err) => {
                     drop(permit);
@@ -278,6 +295,41 @@ async fn accept_loop<F, Fut>(
     }
     drop(listener);
     drain(connections, &group, phase).await;
+}
+
+/// Starts a connection's task `serve` (made from its socket): on the least loaded of `workers`,
+/// whose reactor the socket moves to, or on this runtime without them. `counted` lives as long
+/// as the task.
+fn spawn_connection<S, Fut>(
+    connections: &mut JoinSet<()>,
+    workers: Option<&Workers>,
+    (stream, peer): (TcpStream, SocketAddr),
+    serve: S,
+    counted: Option<ConnectionGuard>,
+) where
+    S: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(workers) = workers else {
+        connections.spawn(async move {
+            let _counted = counted;
+            serve(stream).await
+        });
+        return;
+    };
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(err) => return tracing::debug!(error = %err, %peer, "cannot hand a connection to a worker"),
+    };
+    let (worker, assigned) = workers.pick();
+    let task = async move {
+        let _counted = (counted, assigned);
+        match TcpStream::from_std(stream) {
+            Ok(stream) => serve(stream).await,
+            Err(err) => tracing::debug!(error = %err, %peer, "cannot hand a connection to its worker"),
+        }
+    };
+    connections.spawn_on(task, worker);
 }
 
 /// Waits for a listener's connections once it stopped accepting: each finishes the request in

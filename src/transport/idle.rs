@@ -4,6 +4,11 @@
 //! [`super::client`]). So a connection the upstream closed while it sat idle is found out when it
 //! is taken (polling it reports the end), and a sweeper closes those idle longer than the
 //! keep-alive timeout.
+//!
+//! The pool is sharded by proxy worker (`crate::server::current_worker`): a connection goes back
+//! to the shard of the worker that used it, and each worker takes from its own shard, so a
+//! connection is driven by the reactor it was registered with and no lock is shared between
+//! workers. Threads that are no worker (health checks, the main runtime) share shard 0.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -60,8 +65,9 @@ type ByOrigin = HashMap<Origin, VecDeque<Idle>, BuildHasherDefault<fnv::FnvHashe
 
 /// The idle connections of one client.
 pub struct IdlePool {
-    by_origin: Mutex<ByOrigin>,
-    /// Kept per origin; the oldest goes when one more comes back.
+    /// One per worker, and shard 0 for other threads.
+    shards: Box<[Mutex<ByOrigin>]>,
+    /// Kept per origin in each shard; the oldest goes when one more comes back.
     max_per_origin: usize,
     timeout: Duration,
     /// A connection that has carried this many requests is closed instead of kept (0: never).
@@ -70,9 +76,11 @@ pub struct IdlePool {
 }
 
 impl IdlePool {
-    pub fn new(max_per_origin: usize, timeout: Duration, max_requests: u32) -> Arc<IdlePool> {
+    /// A pool with `shards` shards (the most workers it is shared by, plus one; fewer only makes
+    /// workers share a shard) keeping `max_per_origin` connections per origin in each.
+    pub fn new(shards: usize, max_per_origin: usize, timeout: Duration, max_requests: u32) -> Arc<IdlePool> {
         Arc::new(IdlePool {
-            by_origin: Mutex::new(ByOrigin::default()),
+            shards: (0..shards.max(1)).map(|_| Mutex::new(ByOrigin::default())).collect(),
             max_per_origin,
             timeout,
             max_requests,
@@ -80,8 +88,10 @@ impl IdlePool {
         })
     }
 
+    /// The calling worker's shard.
     fn lock(&self) -> MutexGuard<'_, ByOrigin> {
-        self.by_origin.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        let shard = &self.shards[crate::server::current_worker() % self.shards.len()];
+        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The most recently used idle connection to `origin` that is still open and not past the
@@ -114,15 +124,19 @@ impl IdlePool {
         idle.push_back(Idle { conn, since: Instant::now() });
     }
 
-    /// Closes connections idle past the timeout or closed by the upstream; returns how many
-    /// remain.
+    /// Closes connections idle past the timeout or closed by the upstream, in every shard;
+    /// returns how many remain.
     fn sweep(&self) -> usize {
-        let mut by_origin = self.lock();
-        by_origin.retain(|_, idle| {
-            idle.retain_mut(|entry| entry.since.elapsed() < self.timeout && entry.conn.still_open());
-            !idle.is_empty()
-        });
-        by_origin.values().map(VecDeque::len).sum()
+        let mut remaining = 0;
+        for shard in self.shards.iter() {
+            let mut by_origin = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            by_origin.retain(|_, idle| {
+                idle.retain_mut(|entry| entry.since.elapsed() < self.timeout && entry.conn.still_open());
+                !idle.is_empty()
+            });
+            remaining += by_origin.values().map(VecDeque::len).sum::<usize>();
+        }
+        remaining
     }
 
     /// One sweeper task per pool, started with its first idle connection (inside the runtime)

@@ -24,8 +24,14 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// A transport for a node with one proxy worker per core.
     pub fn new() -> Arc<Transport> {
         Arc::new(Transport::default())
+    }
+
+    /// A transport for a node with `workers` proxy workers: idle connections are kept per worker.
+    pub fn for_workers(workers: usize) -> Arc<Transport> {
+        Arc::new(Transport { pools: pool::ClientPools::for_workers(workers) })
     }
 }
 

@@ -20,37 +20,50 @@ use super::idle::IdlePool;
 /// One node's upstream clients, one per distinct [`ClientSettings`], made on first use and kept
 /// for the life of the node. Compiling a config takes its clients from here (through
 /// [`switchyard_sdk::BuildContext`]); no connection is opened until a request is sent.
-#[derive(Default)]
 pub struct ClientPools {
     clients: Mutex<HashMap<ClientSettings, ClientHandle>>,
+    /// The node's proxy workers: each keeps its own idle connections.
+    workers: usize,
+}
+
+impl Default for ClientPools {
+    /// Pools for one proxy worker per core.
+    fn default() -> Self {
+        ClientPools::for_workers(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
 }
 
 impl ClientPools {
+    pub fn for_workers(workers: usize) -> ClientPools {
+        ClientPools { clients: Mutex::default(), workers: workers.max(1) }
+    }
+
     /// The client for `settings`, wrapped for plugins.
     pub fn handle(&self, settings: ClientSettings) -> Result<ClientHandle, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(client) = clients.get(&settings) {
             return Ok(client.clone());
         }
-        let client = ClientHandle::new(build(settings)?);
+        let client = ClientHandle::new(build(settings, self.workers)?);
         clients.insert(settings, client.clone());
         Ok(client)
     }
 }
 
-/// Idle connections kept per provider host: `keepalive_pool` per worker thread, as APISIX keeps
-/// `keepalive_pool` per nginx worker process. A pool smaller than the concurrency closes
+/// Idle connections kept per provider host in each worker's shard: `keepalive_pool`, as APISIX
+/// keeps `keepalive_pool` per nginx worker process. A pool smaller than the concurrency closes
 /// connections only to open new ones a moment later: at 64 concurrent requests and a pool of 30,
 /// one request in 60 paid for a TCP connect.
 fn idle_per_host(settings: ClientSettings) -> usize {
     if !settings.keepalive {
         return 0;
     }
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (settings.keepalive_pool as usize).saturating_mul(workers)
+    settings.keepalive_pool as usize
 }
 
-fn build(settings: ClientSettings) -> Result<UpstreamClient, String> {
+/// A client for `settings`, its idle pool sharded for `workers` proxy workers (and the threads
+/// that are none).
+fn build(settings: ClientSettings, workers: usize) -> Result<UpstreamClient, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
@@ -61,6 +74,7 @@ fn build(settings: ClientSettings) -> Result<UpstreamClient, String> {
         .enable_http1()
         .wrap_connector(http);
     let idle = IdlePool::new(
+        workers + 1,
         idle_per_host(settings),
         Duration::from_millis(settings.keepalive_timeout_ms),
         settings.max_requests_per_connection,
