@@ -1,8 +1,8 @@
 //! The bar to clear: nginx (Debian's package) as a plain keep-alive reverse proxy to the same mock,
-//! started with a generated config (`worker_processes auto`, access log off, keep-alive on both
-//! sides with no per-connection request cap (nginx's default of 1,000 would close a load
-//! connection mid-run), buffering off so streams are relayed as they come), measured in the same
-//! run as the gateway.
+//! started with a generated config (one worker process per core, as the gateway has one proxy
+//! worker per core; access log off; keep-alive on both sides with no per-connection request cap,
+//! since nginx's default of 1,000 would close a load connection mid-run; buffering off so streams
+//! are relayed as they come), measured in the same run as the gateway.
 //! `make bench` installs nginx when it is missing; a smoke run without it says so in the report.
 
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ pub struct NginxProcess {
 
 impl NginxProcess {
     /// Starts nginx in `dir` proxying every path to `upstream`; returns once it accepts
-    /// connections. `Err` says why it could not (not installed, failed to start).
+    /// connections and its workers run. `Err` says why it could not (not installed, failed to start).
     pub fn spawn(upstream: SocketAddr, dir: &Path) -> Result<NginxProcess> {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
@@ -28,8 +28,9 @@ impl NginxProcess {
             .ok_or("nginx is not installed (make bench installs Debian's nginx-light)")?;
         std::fs::create_dir_all(dir.join("logs"))?;
         let port = free_port()?;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let config = format!(
-            "worker_processes auto;\n\
+            "worker_processes {workers};\n\
              pid {dir}/nginx.pid;\n\
              error_log {dir}/logs/error.log warn;\n\
              events {{ worker_connections 4096; }}\n\
@@ -71,6 +72,14 @@ impl NginxProcess {
             }
             if Instant::now() > deadline {
                 return Err("nginx did not start listening within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The master listens before it forks its workers: until they exist, `pids` would miss
+        // the processes that do the work (and nginx's CPU would read as zero).
+        while crate::process::children(nginx.master.id()).len() < workers {
+            if Instant::now() > deadline {
+                return Err(format!("nginx did not start its {workers} workers within 10 s").into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
