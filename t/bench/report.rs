@@ -122,6 +122,19 @@ impl Line {
         }
     }
 
+    /// A latency of ours against a reference proxy's in the same run, both in microseconds, held
+    /// to at most the reference's.
+    pub fn latency_against(row: u8, scenario: &str, metric: &str, reference_us: f64, ours_us: f64) -> Line {
+        Line {
+            direct: micros(reference_us),
+            gateway: micros(ours_us),
+            versus: format!("{:+.0} µs ({:.2}×)", ours_us - reference_us, ours_us / reference_us.max(1e-9)),
+            target: "≤ the reference's".into(),
+            verdict: Verdict::of(ours_us <= reference_us),
+            ..Line::new(row, scenario, metric)
+        }
+    }
+
     /// CPU per request of ours against a reference proxy (lower is better).
     pub fn cpu_against(row: u8, scenario: &str, reference: &crate::load::Outcome, ours: &crate::load::Outcome) -> Line {
         let (r, o) = (reference.cpu_micros_per_request(), ours.cpu_micros_per_request());
