@@ -1,5 +1,6 @@
-//! Where log lines go: a shared buffer that one writer thread empties into stdout every
-//! [`FLUSH_EVERY`], or as soon as it holds [`EAGER_BYTES`].
+//! Where log lines go: a shared buffer that one writer thread empties into stdout
+//! [`FLUSH_EVERY`] after its first line, or as soon as it holds [`EAGER_BYTES`]. An empty buffer
+//! keeps the thread asleep: an idle gateway does not wake it.
 //!
 //! Hand-written rather than `tracing_appender::non_blocking`, because that writer hands every
 //! line to its thread through a channel, and waking the parked thread costs a futex call and two
@@ -28,10 +29,14 @@ struct Queue {
 
 struct Shared {
     queue: Mutex<Queue>,
-    /// Wakes the writer thread early: the buffer passed [`EAGER_BYTES`], or the log is closing.
+    /// Wakes the writer thread: a line came into the empty buffer, the buffer passed
+    /// [`EAGER_BYTES`], or the log is closing.
     wake_writer: Condvar,
     /// Wakes requests waiting for room once the writer has taken the buffer.
     drained: Condvar,
+    /// Times the writer thread took the buffer (tests count its wake-ups).
+    #[cfg(test)]
+    rounds: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -61,25 +66,34 @@ pub fn start(out: impl Write + Send + 'static) -> std::io::Result<(BatchedLog, F
         queue: Mutex::new(Queue { lines: Vec::with_capacity(EAGER_BYTES), closing: false }),
         wake_writer: Condvar::new(),
         drained: Condvar::new(),
+        #[cfg(test)]
+        rounds: std::sync::atomic::AtomicUsize::new(0),
     });
     let writer = Arc::clone(&shared);
     let thread = std::thread::Builder::new().name("log-writer".into()).spawn(move || write_out(&writer, out))?;
     Ok((BatchedLog { shared: Arc::clone(&shared) }, FlushGuard { shared, thread: Some(thread) }))
 }
 
-/// The writer thread: takes the whole buffer each tick (or when woken) and writes it with one
-/// call, outside the lock. Ends once the log is closing and everything is written.
+/// The writer thread: sleeps while the buffer is empty; once a line arrives, lets more gather
+/// for [`FLUSH_EVERY`] (less when the buffer passes [`EAGER_BYTES`]), then takes the whole
+/// buffer and writes it with one call, outside the lock. Ends once the log is closing and
+/// everything is written.
 fn write_out(shared: &Shared, mut out: impl Write) {
     let mut spare = Vec::with_capacity(EAGER_BYTES);
     loop {
         let closing = {
             let mut queue = shared.lock();
+            while queue.lines.is_empty() && !queue.closing {
+                queue = shared.wake_writer.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
             if queue.lines.len() < EAGER_BYTES && !queue.closing {
                 queue = shared.wake_writer.wait_timeout(queue, FLUSH_EVERY).map_or_else(|p| p.into_inner().0, |r| r.0);
             }
             std::mem::swap(&mut queue.lines, &mut spare);
             queue.closing
         };
+        #[cfg(test)]
+        shared.rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.drained.notify_all();
         if !spare.is_empty() {
             // A log that cannot be written has nowhere to report it; the lines are dropped.
@@ -124,8 +138,9 @@ impl Write for LineSink<'_> {
         }
         let before = queue.lines.len();
         queue.lines.extend_from_slice(bytes);
-        // Only the write that crosses the mark wakes the writer: a notify is a system call.
-        if before < EAGER_BYTES && queue.lines.len() >= EAGER_BYTES {
+        // Only the first line of a batch (the writer sleeps on an empty buffer) and the write
+        // that crosses the mark wake the writer: a notify is a system call.
+        if before == 0 || (before < EAGER_BYTES && queue.lines.len() >= EAGER_BYTES) {
             self.shared.wake_writer.notify_one();
         }
         Ok(bytes.len())
@@ -184,6 +199,22 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the line was not written");
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    #[test]
+    fn an_idle_log_leaves_its_thread_asleep_and_a_late_line_is_still_written() {
+        let out = Recorder::default();
+        let (log, _guard) = start(out.clone()).unwrap();
+        std::thread::sleep(FLUSH_EVERY * 10);
+        assert_eq!(log.shared.rounds.load(std::sync::atomic::Ordering::Relaxed), 0, "woke with nothing to write");
+        log.make_writer().write_all(b"late line\n").unwrap();
+        let deadline = std::time::Instant::now() + FLUSH_EVERY * 50;
+        while out.0.lock().unwrap().0.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the line was not written");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(FLUSH_EVERY * 10);
+        assert_eq!(log.shared.rounds.load(std::sync::atomic::Ordering::Relaxed), 1, "one line, one round");
     }
 
     #[test]
