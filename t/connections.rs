@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use switchyard::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::harness::gateway::ADMIN_KEY;
 use crate::harness::raw::{self, RawClient};
@@ -183,17 +184,39 @@ async fn expect_100_continue_over_the_body_limit_gets_413_at_once_not_100_contin
     }
 }
 
+/// A gateway and a connection to it that has sent the head of a POST declaring a 100 MB body,
+/// over the proxy's limit: the answer is a 413 that does not wait for the body.
+async fn over_the_limit_head(mock: &'static str) -> (MockUpstream, TestGateway, OwnedReadHalf, OwnedWriteHalf) {
+    let mock = MockUpstream::start(mock).await;
+    let gw = gateway(&mock, |_| {}).await;
+    let stream = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    let (reader, mut writer) = stream.into_split();
+    let head = "POST /echo HTTP/1.1\r\nHost: gateway\r\nContent-Length: 100000000\r\n\r\n";
+    writer.write_all(head.as_bytes()).await.unwrap();
+    (mock, gw, reader, writer)
+}
+
+/// Reads what the gateway sends until it closes; a reset or a 10 s stall fails the test.
+async fn read_until_closed(reader: &mut OwnedReadHalf, answer: &mut Vec<u8>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf))
+            .await
+            .expect("no end of response")
+            .expect("the response was reset");
+        if n == 0 {
+            return;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// The client sends its head, waits for the 413, and only then sends its body: the gateway
 /// must not have closed for good in between (a close with nothing unread yet was immediate, and
 /// the client's writes then met a reset).
 #[tokio::test]
 async fn a_client_sending_its_body_only_after_the_413_is_not_reset() {
-    let mock = MockUpstream::start("linger-late").await;
-    let gw = gateway(&mock, |_| {}).await;
-    let stream = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
-    let (mut reader, mut writer) = stream.into_split();
-    let head = "POST /echo HTTP/1.1\r\nHost: gateway\r\nContent-Length: 100000000\r\n\r\n";
-    writer.write_all(head.as_bytes()).await.unwrap();
+    let (mock, _gw, mut reader, mut writer) = over_the_limit_head("linger-late").await;
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -213,26 +236,13 @@ async fn a_client_sending_its_body_only_after_the_413_is_not_reset() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     writer.shutdown().await.unwrap();
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf))
-            .await
-            .expect("no end of response")
-            .expect("the response was reset");
-        if n == 0 {
-            break;
-        }
-    }
+    read_until_closed(&mut reader, &mut answer).await;
     assert_eq!(mock.hits(), 0);
 }
 
 #[tokio::test]
 async fn a_client_still_sending_a_body_over_the_limit_reads_the_413_without_a_reset() {
-    let mock = MockUpstream::start("linger").await;
-    let gw = gateway(&mock, |_| {}).await;
-    let stream = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
-    let (mut reader, mut writer) = stream.into_split();
-    let head = "POST /echo HTTP/1.1\r\nHost: gateway\r\nContent-Length: 100000000\r\n\r\n";
-    writer.write_all(head.as_bytes()).await.unwrap();
+    let (mock, _gw, mut reader, mut writer) = over_the_limit_head("linger").await;
     let chunk = vec![b'z'; 64 * 1024];
     // The client goes on sending while the answer comes back: every write must succeed (a
     // server that closes with unread data resets the connection, and the writes fail).
@@ -247,17 +257,7 @@ async fn a_client_still_sending_a_body_over_the_limit_reads_the_413_without_a_re
         writer.shutdown().await.unwrap();
     });
     let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf))
-            .await
-            .expect("no end of response")
-            .expect("the response was reset");
-        if n == 0 {
-            break;
-        }
-        answer.extend_from_slice(&buf[..n]);
-    }
+    read_until_closed(&mut reader, &mut answer).await;
     sending.await.unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
