@@ -472,6 +472,18 @@ mod tests {
     }
 
     #[test]
+    fn proxy_workers_default_to_one_per_core_and_are_bounded() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(Config::default().proxy.worker_count(), cores);
+        let three: Config = serde_norway::from_str("proxy:\n  workers: 3\n").unwrap();
+        assert!(three.validate().is_ok());
+        assert_eq!(three.proxy.worker_count(), 3);
+        let absurd: Config = serde_norway::from_str("proxy:\n  workers: 100000\n").unwrap();
+        assert!(absurd.validate().unwrap_err().to_string().contains("proxy.workers must be at most 1024"));
+        assert!(serde_norway::from_str::<Config>("proxy:\n  workers: -1\n").is_err());
+    }
+
+    #[test]
     fn the_rate_limit_redis_is_checked_and_its_password_never_printed() {
         let yaml = "rate_limit:\n  redis:\n    host: redis.internal\n    password: hunter2\n";
         let config: Config = serde_norway::from_str(yaml).unwrap();
