@@ -34,6 +34,9 @@ pub fn current() -> usize {
     NUMBER.get()
 }
 
+/// How long a stopping worker waits for its blocking tasks (DNS lookups) before leaving them.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The proxy workers of one node, stopped (their remaining tasks dropped) when it is dropped.
 pub struct Workers {
     workers: Box<[Worker]>,
@@ -73,6 +76,8 @@ impl Workers {
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
+                // A blocking task still running (a DNS lookup) must not hold up the node's exit.
+                runtime.shutdown_timeout(BLOCKING_GRACE);
             })?;
             workers.push(Worker {
                 handle,
