@@ -90,8 +90,7 @@ impl IdlePool {
 
     /// The calling worker's shard.
     fn lock(&self) -> MutexGuard<'_, ByOrigin> {
-        let shard = &self.shards[crate::server::current_worker() % self.shards.len()];
-        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shards[crate::server::current_worker() % self.shards.len()])
     }
 
     /// The most recently used idle connection to `origin` that is still open and not past the
@@ -129,7 +128,7 @@ impl IdlePool {
     fn sweep(&self) -> usize {
         let mut remaining = 0;
         for shard in self.shards.iter() {
-            let mut by_origin = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut by_origin = lock(shard);
             by_origin.retain(|_, idle| {
                 idle.retain_mut(|entry| entry.since.elapsed() < self.timeout && entry.conn.still_open());
                 !idle.is_empty()
@@ -157,6 +156,12 @@ impl IdlePool {
             });
         });
     }
+}
+
+/// Locks `shard`, recovering from a panic elsewhere (the map stays consistent: no entry is left
+/// half-made).
+fn lock(shard: &Mutex<ByOrigin>) -> MutexGuard<'_, ByOrigin> {
+    shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub struct ClientPools {
 impl Default for ClientPools {
     /// Pools for one proxy worker per core.
     fn default() -> Self {
-        ClientPools::for_workers(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        ClientPools::for_workers(crate::config::ProxyConfig::default().worker_count())
     }
 }
 
