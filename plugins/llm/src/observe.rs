@@ -6,6 +6,8 @@
 //! ([`BodyWindow`]), from which `model` and `usage` are read, so an answer of any size costs a
 //! bounded amount of memory. Its text is logged only when the body fit in the window.
 
+use std::sync::LazyLock;
+
 use crate::body_window::BodyWindow;
 use crate::json_scan::{first_member, last_member};
 use crate::protocol::usage::{self, UpstreamWire};
@@ -54,7 +56,7 @@ pub fn on_body(ctx: &mut Ctx, chunk: &Bytes, end_of_stream: bool) {
     match reading {
         Some(reading) if reading.event_stream => {
             if let Some(data) = event_data(chunk) {
-                if data != b"[DONE]" {
+                if &*data != b"[DONE]" {
                     record(ctx, &data);
                 }
             }
@@ -92,13 +94,26 @@ fn record_ends(ctx: &mut Ctx, body: &BodyWindow) {
 /// Usage from the top-level `usage` member nearest the end of `tail`, and the model from the
 /// `model` member nearest the start of `head` (else nearest the end of `tail`). Only those two
 /// members are parsed: the scan passes over the rest (choices, messages) without building it.
+///
+/// Runs on every event of a stream, where usage comes once, at the end, and every event names the
+/// same model: an event without the text `"usage"` is not scanned for it (a vectorised search
+/// instead of a byte-by-byte walk), and a model equal to the one recorded is not copied again.
 fn record_members(ctx: &mut Ctx, head: &[u8], tail: &[u8]) {
-    if let Some(usage) = last_member::<Option<UsageWire>>(tail, "usage").flatten() {
-        ctx.log.usage = Some(usage.usage());
+    /// Built once: a searcher made per call costs more than the search of a short event.
+    static USAGE_KEY: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    if USAGE_KEY.find(tail).is_some() {
+        if let Some(usage) = last_member::<Option<UsageWire>>(tail, "usage").flatten() {
+            ctx.log.usage = Some(usage.usage());
+        }
     }
-    let model = first_member::<String>(head, "model").or_else(|| last_member(tail, "model"));
-    if model.is_some() {
-        ctx.log.model = model;
+    // Borrowed when the name has no escapes (always, in practice); else copied as it is decoded.
+    if let Some(model) = first_member::<&str>(head, "model") {
+        if ctx.log.model.as_deref() != Some(model) {
+            ctx.log.model = Some(model.to_owned());
+        }
+    } else if let Some(model) = first_member::<String>(head, "model").or_else(|| last_member(tail, "model")) {
+        ctx.log.model = Some(model);
     }
 }
 
@@ -230,6 +245,28 @@ mod tests {
         let text = ctx.log.response_text.unwrap();
         assert!(text.starts_with("héllo héllo") && text.ends_with('…'), "{}", &text[..20]);
         assert!(text.len() <= MAX_LOGGED_TEXT + '…'.len_utf8());
+    }
+
+    #[test]
+    fn a_stream_keeps_the_latest_model_and_the_usage_however_it_is_written() {
+        let mut ctx = ctx();
+        let head = http::Response::builder().header("content-type", "text/event-stream").body(()).unwrap();
+        on_head(&mut ctx, &head.into_parts().0);
+        let events: [&[u8]; 5] = [
+            b"data: {\"model\":\"first\",\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":1\"}}]}\n\n",
+            b"data: {\"model\":\"first\",\"choices\":[]}\n\n",
+            b"data: {\"model\":\"sec\\u006fnd\",\"choices\":[]}\n\n",
+            b"data: {\"model\":\"second\",\"choices\":[],\"usage\" : {\"prompt_tokens\":4,\"completion_tokens\":1}}\n\n",
+            b"data: [DONE]\n\n",
+        ];
+        let mut seen = Vec::new();
+        for event in events {
+            on_body(&mut ctx, &Bytes::from_static(event), false);
+            seen.push((ctx.log.model.clone().unwrap_or_default(), ctx.log.usage.map(|u| u.total_tokens)));
+        }
+        let expected = [("first", None), ("first", None), ("second", None), ("second", Some(5)), ("second", Some(5))];
+        let expected: Vec<(String, Option<u64>)> = expected.iter().map(|(m, u)| (m.to_string(), *u)).collect();
+        assert_eq!(seen, expected);
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Sent {
     pub fn observe(&mut self, chunk: &[u8]) {
         for event in split_events(chunk) {
             let Some(data) = event_data(event) else { continue };
-            if data == b"[DONE]" {
+            if &*data == b"[DONE]" {
                 self.complete = true;
                 continue;
             }
@@ -221,7 +221,7 @@ impl Splice {
         let mut usage = None;
         for event in split_events(chunk) {
             let parsed = event_data(event)
-                .filter(|data| data != b"[DONE]")
+                .filter(|data| &**data != b"[DONE]")
                 .and_then(|data| serde_json::from_slice::<Value>(&data).ok())
                 .filter(Value::is_object);
             let Some(mut chunk) = parsed else {

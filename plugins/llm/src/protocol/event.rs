@@ -48,7 +48,7 @@ impl Event {
     pub fn parse(raw: &Bytes) -> Event {
         let name = Event::name_of(raw);
         let data = match event_data(raw) {
-            Some(data) if data == b"[DONE]" => Data::Done,
+            Some(data) if &*data == b"[DONE]" => Data::Done,
             Some(data) => match serde_json::from_slice(&data) {
                 Ok(json) => Data::Json(json),
                 Err(_) => Data::Other(raw.clone()),

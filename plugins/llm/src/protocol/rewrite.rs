@@ -12,6 +12,8 @@
 //! field ([`RawBody`]): only a member that changes is written anew, the rest keep the provider's
 //! bytes, and an answer that needs no change goes out exactly as it came.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::Value;
@@ -193,8 +195,12 @@ fn alias_in_place(alias: &str, json: &Bytes) -> Option<Option<Bytes>> {
 /// One event with renaming stages applied to its data; `None` when it goes out as it came
 /// (comments, `[DONE]`, data that needs no change).
 fn renamed_event(stages: &[Stage], raw: &Bytes) -> Option<Bytes> {
-    let data = event_data(raw).filter(|data| data != b"[DONE]")?;
-    let json = renamed(stages, Bytes::from(data))?;
+    let data = event_data(raw).filter(|data| &**data != b"[DONE]")?;
+    let data = match data {
+        Cow::Borrowed(data) => raw.slice_ref(data),
+        Cow::Owned(data) => Bytes::from(data),
+    };
+    let json = renamed(stages, data)?;
     let mut out = Vec::with_capacity(json.len() + 48);
     if let Some(name) = Event::name_of(raw) {
         out.extend_from_slice(b"event: ");
