@@ -306,13 +306,9 @@ fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &mut Ctx, stre
     let added = std::mem::take(&mut ctx.response_headers);
     headers.reserve(added.len() + 2);
     // Moved, not cloned: a clone of a freshly made value would allocate to share it. A plugin's
-    // field replaces the upstream's of that name (of several values, the last).
-    let mut last = None;
+    // field replaces the upstream's of that name.
     for (name, value) in added {
-        if let Some(name) = name.or_else(|| last.take()) {
-            headers.insert(name.clone(), value);
-            last = Some(name);
-        }
+        headers.insert(name, value);
     }
     request_id::stamp(&mut headers, &ctx.request_id);
     let (mut head, ()) = hyper::Response::new(()).into_parts();
@@ -342,7 +338,7 @@ pub(super) fn fail(finisher: &Finisher, ctx: Ctx, err: ProxyError) -> hyper::Res
         tracing::error!(route = %ctx.route_id, error = %err.detail(), "request failed inside the gateway");
     }
     let mut response = err.to_response(ctx.error_style);
-    for (name, value) in &ctx.response_headers {
+    for (name, value) in ctx.response_headers.iter() {
         response.headers_mut().insert(name.clone(), value.clone());
     }
     request_id::stamp(response.headers_mut(), &ctx.request_id);

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 
-use crate::{Consumer, Consumers, Target};
+use crate::{Consumer, Consumers, ResponseHeaders, Target};
 
 /// How the gateway renders the errors it makes for this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,8 +88,8 @@ pub struct Ctx {
     pub buffer_response: bool,
     /// Where the request goes; set by an AI plugin in `access`, else the route's upstream is used.
     pub target: Option<Box<dyn Target>>,
-    /// Headers added to the response sent to the client.
-    pub response_headers: HeaderMap,
+    /// Header fields added to the response sent to the client, whoever makes it.
+    pub response_headers: ResponseHeaders,
     /// What the access log line says beyond the request and response heads.
     pub log: LogRecord,
     /// Each plugin's private per-request state, one slot per type.
@@ -111,7 +111,7 @@ impl Ctx {
             error_style: ErrorStyle::Apisix,
             buffer_response: true,
             target: None,
-            response_headers: HeaderMap::new(),
+            response_headers: ResponseHeaders::default(),
             log: LogRecord::default(),
             extensions: http::Extensions::new(),
             consumers: None,

@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod raw_body;
 pub mod registry;
 pub mod respond;
+pub mod response_headers;
 pub mod sse;
 pub mod target;
 #[cfg(any(test, feature = "testing"))]
@@ -37,6 +38,7 @@ pub use ctx::{Ctx, ErrorStyle, LogRecord, ModelLabels, Usage};
 pub use error::{parse_config, ConfigError, PluginError};
 pub use plugin::{Flow, InstanceHealth, InstanceState, Outcome, Phases, Plugin, PluginFactory, Request, Response};
 pub use registry::{Chain, ChainEntry, Registry};
+pub use response_headers::ResponseHeaders;
 pub use switchyard_sdk_macros::derive_phases;
 pub use target::{
     AttemptResult, AttemptTiming, GiveUp, Next, ResumeMode, Resumption, Target, UpstreamRequest, Verdict,

@@ -19,11 +19,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderName, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use switchyard_sdk::respond::{error_response, json_response};
 use switchyard_sdk::{
     derive_phases, parse_config, BuildContext, ConfigError, Counter, CounterState, CounterStore, Ctx, Flow, Outcome,
-    Plugin, PluginError, PluginFactory, Request, Response, UpstreamRequest, Usage,
+    Plugin, PluginError, PluginFactory, Request, Response, ResponseHeaders, UpstreamRequest, Usage,
 };
 
 use self::config::{positive, Quota, RawConfig, Strategy};
@@ -136,7 +136,7 @@ impl QuotaHeaders {
         })
     }
 
-    fn write(&self, headers: &mut HeaderMap, state: &CounterState) {
+    fn write(&self, headers: &mut ResponseHeaders, state: &CounterState) {
         let limit = match &self.limit_value {
             (limit, value) if *limit == state.limit => value.clone(),
             _ => state.limit.into(),
@@ -237,7 +237,11 @@ impl AiRateLimiting {
                 let mut response = self.rejection();
                 if self.show_headers {
                     if let Some(headers) = headers.get(index) {
-                        headers.write(response.headers_mut(), &state);
+                        let mut fields = ResponseHeaders::default();
+                        headers.write(&mut fields, &state);
+                        for (name, value) in fields {
+                            response.headers_mut().insert(name, value);
+                        }
                     }
                 }
                 response.headers_mut().insert(RETRY_AFTER, seconds(retry_after).max(1).into());
