@@ -224,7 +224,7 @@ pub fn saturating_nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX).clamp(1_000, 60_000_000_000)
 }
 
-/// Measures several targets with the same shape, interleaved round by round (A B C, A B C, ...)
+/// Measures several targets with the same shape, interleaved round by round (A B C, C B A, ...)
 /// so that a neighbour's burst of CPU use on this shared machine hits them all alike. Each
 /// round measures `shape.measure / rounds`.
 pub async fn interleaved(targets: &[Arc<Target>], shape: Shape, rounds: u32) -> Result<Vec<Outcome>> {
@@ -233,12 +233,21 @@ pub async fn interleaved(targets: &[Arc<Target>], shape: Shape, rounds: u32) -> 
         outcomes.push(Outcome::new()?);
     }
     let round = Shape { measure: shape.measure / rounds.max(1), ..shape };
-    for _ in 0..rounds.max(1) {
-        for (target, outcome) in targets.iter().zip(outcomes.iter_mut()) {
-            outcome.merge(&run(target, round).await?)?;
+    for number in 0..rounds.max(1) {
+        for index in round_order(targets.len(), number) {
+            outcomes[index].merge(&run(&targets[index], round).await?)?;
         }
     }
     Ok(outcomes)
+}
+
+/// The order round `round` measures `count` targets in: forwards in even rounds, backwards in odd
+/// ones, so that over an even number of rounds every target's mean place is the same (a target
+/// measured right after another meets the state that one left: its connections closing, the
+/// machine's clock speed).
+pub fn round_order(count: usize, round: u32) -> impl Iterator<Item = usize> {
+    let backwards = round % 2 == 1;
+    (0..count).map(move |i| if backwards { count - 1 - i } else { i })
 }
 
 /// Sends one request on a fresh connection: its status and body.

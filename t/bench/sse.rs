@@ -87,7 +87,8 @@ pub async fn run(target: &Arc<Target>, connections: usize, measure: Duration, ev
     Ok(total)
 }
 
-/// Direct and gateway streams alternately, `rounds` times, each round `measure / rounds`.
+/// Direct and gateway streams alternately, `rounds` times, each round `measure / rounds`, in
+/// [`crate::load::round_order`].
 pub async fn interleaved(
     targets: &[Arc<Target>],
     connections: usize,
@@ -99,9 +100,9 @@ pub async fn interleaved(
     for _ in targets {
         outcomes.push(StreamOutcome::new()?);
     }
-    for _ in 0..rounds.max(1) {
-        for (target, outcome) in targets.iter().zip(outcomes.iter_mut()) {
-            outcome.merge(&run(target, connections, measure / rounds.max(1), events).await?)?;
+    for number in 0..rounds.max(1) {
+        for index in crate::load::round_order(targets.len(), number) {
+            outcomes[index].merge(&run(&targets[index], connections, measure / rounds.max(1), events).await?)?;
         }
     }
     Ok(outcomes)
