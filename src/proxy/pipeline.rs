@@ -303,13 +303,8 @@ fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &mut Ctx, stre
     }
     // Room for the plugins' fields and the request id, unless the map has it already (a
     // forwarded request's map is made with room for the response: `headers::forwardable`).
-    let added = std::mem::take(&mut ctx.response_headers);
-    headers.reserve(added.len() + 2);
-    // Moved, not cloned: a clone of a freshly made value would allocate to share it. A plugin's
-    // field replaces the upstream's of that name.
-    for (name, value) in added {
-        headers.insert(name, value);
-    }
+    headers.reserve(ctx.response_headers.len() + 2);
+    std::mem::take(&mut ctx.response_headers).apply_to(&mut headers);
     request_id::stamp(&mut headers, &ctx.request_id);
     let (mut head, ()) = hyper::Response::new(()).into_parts();
     head.status = status;
@@ -333,14 +328,12 @@ fn respond_local(finisher: &Finisher, ctx: Ctx, mut response: Response) -> hyper
 }
 
 /// Answers with a gateway error in the route's error style.
-pub(super) fn fail(finisher: &Finisher, ctx: Ctx, err: ProxyError) -> hyper::Response<ResponseBody> {
+pub(super) fn fail(finisher: &Finisher, mut ctx: Ctx, err: ProxyError) -> hyper::Response<ResponseBody> {
     if err.status() == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(route = %ctx.route_id, error = %err.detail(), "request failed inside the gateway");
     }
     let mut response = err.to_response(ctx.error_style);
-    for (name, value) in ctx.response_headers.iter() {
-        response.headers_mut().insert(name.clone(), value.clone());
-    }
+    std::mem::take(&mut ctx.response_headers).apply_to(response.headers_mut());
     request_id::stamp(response.headers_mut(), &ctx.request_id);
     let outcome = Outcome {
         status: response.status().as_u16(),

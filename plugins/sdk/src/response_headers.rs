@@ -1,6 +1,6 @@
 //! The header fields plugins add to the client's response.
 
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Fields plugins add to the client's response, in the order they were first set; setting a name
 /// again replaces its value. The core merges them into the response's own map (the upstream's
@@ -33,16 +33,29 @@ impl ResponseHeaders {
         self.0.iter().find(|(held, _)| held == name).map(|(_, value)| value)
     }
 
+    /// How many fields are set.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether no field is set.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The fields, in the order they were first set.
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         self.0.iter().map(|(name, value)| (name, value))
+    }
+
+    /// Runs when a response is about to go out: moves the fields into its map, each replacing
+    /// the fields of its name there. Moved, not cloned: a clone of a freshly made value would
+    /// allocate to share it.
+    pub fn apply_to(self, headers: &mut HeaderMap) {
+        headers.reserve(self.0.len());
+        for (name, value) in self.0 {
+            headers.insert(name, value);
+        }
     }
 }
 
@@ -69,7 +82,17 @@ mod tests {
         headers.insert(quota.clone(), HeaderValue::from(9u64));
         assert_eq!(headers.len(), 2);
         assert_eq!(headers.get(&quota), Some(&HeaderValue::from(9u64)));
-        let fields: Vec<(HeaderName, HeaderValue)> = headers.into_iter().collect();
-        assert_eq!(fields, [(quota, HeaderValue::from(9u64)), (RETRY_AFTER, HeaderValue::from(3u64))]);
+        let fields: Vec<(HeaderName, HeaderValue)> = headers.clone().into_iter().collect();
+        assert_eq!(fields, [(quota.clone(), HeaderValue::from(9u64)), (RETRY_AFTER, HeaderValue::from(3u64))]);
+
+        let mut response = HeaderMap::new();
+        response.append(quota.clone(), HeaderValue::from(1u64));
+        response.append(quota.clone(), HeaderValue::from(2u64));
+        response.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.apply_to(&mut response);
+        let quotas: Vec<&HeaderValue> = response.get_all(&quota).iter().collect();
+        assert_eq!(quotas, [&HeaderValue::from(9u64)], "replaces every field of its name");
+        assert_eq!(response[RETRY_AFTER], "3");
+        assert_eq!(response[http::header::CONTENT_TYPE], "application/json", "others stay");
     }
 }

@@ -239,9 +239,7 @@ impl AiRateLimiting {
                     if let Some(headers) = headers.get(index) {
                         let mut fields = ResponseHeaders::default();
                         headers.write(&mut fields, &state);
-                        for (name, value) in fields {
-                            response.headers_mut().insert(name, value);
-                        }
+                        fields.apply_to(response.headers_mut());
                     }
                 }
                 response.headers_mut().insert(RETRY_AFTER, seconds(retry_after).max(1).into());
