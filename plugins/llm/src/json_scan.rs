@@ -57,6 +57,13 @@ pub fn first_member<'a, T: Deserialize<'a>>(head: &'a [u8], key: &str) -> Option
 /// The value of the last top-level member `key` of the object that `tail` ends, parsed as `T`.
 /// `None` when the member is not within `tail`, or is not a `T`.
 pub fn last_member<'a, T: Deserialize<'a>>(tail: &'a [u8], key: &str) -> Option<T> {
+    serde_json::from_slice(last_member_raw(tail, key)?).ok()
+}
+
+/// The bytes of the last top-level member `key`'s value (between its `:` and the `,` or `}`
+/// after it, whitespace included) in the object that `tail` ends, unparsed; `None` when the member
+/// is not within `tail`.
+pub fn last_member_raw<'a>(tail: &'a [u8], key: &str) -> Option<&'a [u8]> {
     let mut depth = 0usize;
     // At depth 1: where the member being passed over ends (its `,` or the object's `}`), and the
     // `:` seen since, which makes the next string to the left that member's key.
@@ -71,7 +78,7 @@ pub fn last_member<'a, T: Deserialize<'a>>(tail: &'a [u8], key: &str) -> Option<
                 if depth == 1 {
                     if let (Some(colon), Some(end)) = (colon, member_end) {
                         if &tail[start + 1..i] == key.as_bytes() {
-                            return serde_json::from_slice(&tail[colon + 1..end]).ok();
+                            return Some(&tail[colon + 1..end]);
                         }
                     }
                     colon = None;

@@ -18,3 +18,4 @@ pub mod observe;
 pub mod protocol;
 pub mod providers;
 pub mod resume;
+pub mod usage_scan;

@@ -9,10 +9,11 @@
 use std::sync::LazyLock;
 
 use crate::body_window::BodyWindow;
-use crate::json_scan::{first_member, last_member};
+use crate::json_scan::{first_member, last_member, last_member_raw};
 use crate::protocol::usage::{self, UpstreamWire};
 use crate::protocol::Protocol;
-use crate::providers::openai::{self, UsageWire};
+use crate::providers::openai;
+use crate::usage_scan::openai_usage;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use switchyard_sdk::sse::event_data;
@@ -103,8 +104,8 @@ fn record_members(ctx: &mut Ctx, head: &[u8], tail: &[u8]) {
     static USAGE_KEY: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
     if USAGE_KEY.find(tail).is_some() {
-        if let Some(usage) = last_member::<Option<UsageWire>>(tail, "usage").flatten() {
-            ctx.log.usage = Some(usage.usage());
+        if let Some(usage) = last_member_raw(tail, "usage").and_then(openai_usage) {
+            ctx.log.usage = Some(usage);
         }
     }
     // Borrowed when the name has no escapes (always, in practice); else copied as it is decoded.
