@@ -1,9 +1,11 @@
 //! Reads an OpenAI `usage` value (every chat completion carries one, and a stream's last chunk)
 //! with a scanner for the JSON it checks completely, and leaves everything else to serde.
 //!
-//! Written by hand because serde's derive is the dearest part of reading an answer: on the
-//! 150-byte `usage` of a completion it costs about 3,500 instructions (keys decoded and checked
-//! as UTF-8, fields matched as strings, nested structs), against about 500 here. Exactness comes
+//! Written by hand because serde's derive was the dearest part of reading an answer: on the
+//! 150-byte `usage` of a completion it cost about 3,500 instructions (keys decoded and checked
+//! as UTF-8, fields matched as strings, nested structs), this scanner about 2,400 (callgrind, LTO
+//! build: 1.4 % fewer instructions per request on an `ai-proxy` route and on the model API).
+//! Exactness comes
 //! first: the scanner decides only for the JSON it fully validates (plain keys, integers, `null`,
 //! `true`, `false`), gives up on anything else (escapes, floats, strings, arrays, a field written
 //! twice, bytes after the value), and [`openai_usage`] then asks serde. So its answer is always
@@ -66,17 +68,17 @@ impl Fields {
                 reader.optional_object(|reader, key| match key {
                     b"cached_tokens" => once(&mut self.cached, reader.optional_integer()?),
                     b"cache_creation_input_tokens" => once(&mut self.cache_creation, reader.optional_integer()?),
-                    _ => reader.ignored(),
+                    _ => reader.ignored(key),
                 })
             }
             b"completion_tokens_details" => {
                 once(&mut self.completion_details, ())?;
                 reader.optional_object(|reader, key| match key {
                     b"reasoning_tokens" => once(&mut self.reasoning, reader.optional_integer()?),
-                    _ => reader.ignored(),
+                    _ => reader.ignored(key),
                 })
             }
-            _ => reader.ignored(),
+            _ => reader.ignored(key),
         }
     }
 
@@ -163,15 +165,15 @@ impl<'a> Reader<'a> {
         self.object(member)
     }
 
-    /// A key made of printable ASCII without escapes (so its bytes are its text); `None` for any
-    /// other, which serde would decode or check first.
+    /// A key without escapes, as its bytes (a known field's name is then its text; an unknown
+    /// one is checked by [`Reader::ignored`]); `None` for one with escapes, which serde decodes.
     fn key(&mut self) -> Option<&'a [u8]> {
         let json = self.json;
         if json.get(self.at) != Some(&b'"') {
             return None;
         }
         let start = self.at + 1;
-        let len = json[start..].iter().position(|&b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))?;
+        let len = json[start..].iter().position(|&b| b == b'"' || b == b'\\')?;
         if json[start + len] != b'"' {
             return None;
         }
@@ -196,19 +198,25 @@ impl<'a> Reader<'a> {
 
     /// `null` or an integer, for an `Option<u64>` field.
     fn optional_integer(&mut self) -> Option<Option<u64>> {
-        if self.literal(b"null") {
-            return Some(None);
+        if self.json.get(self.at) == Some(&b'n') {
+            return self.literal(b"null").then_some(None);
         }
         self.integer().map(Some)
     }
 
-    /// The value of a member serde ignores: passed over when it is an integer, `null`, `true` or
-    /// `false` (what providers put there); anything else is left to serde, which checks it.
-    fn ignored(&mut self) -> Option<()> {
-        if self.literal(b"null") || self.literal(b"true") || self.literal(b"false") {
-            return Some(());
+    /// The member `key` that serde ignores: passed over when its key is printable ASCII (which
+    /// serde takes as it is) and its value an integer, `null`, `true` or `false` (what providers
+    /// put there); anything else is left to serde, which checks it.
+    fn ignored(&mut self, key: &[u8]) -> Option<()> {
+        if !key.iter().all(|b| (0x20..0x7f).contains(b)) {
+            return None;
         }
-        self.integer().map(|_| ())
+        match self.json.get(self.at)? {
+            b'n' => self.literal(b"null").then_some(()),
+            b't' => self.literal(b"true").then_some(()),
+            b'f' => self.literal(b"false").then_some(()),
+            _ => self.integer().map(|_| ()),
+        }
     }
 }
 
@@ -267,6 +275,7 @@ mod tests {
             r#"{"prompt_tokens":99999999999999999999}"#,
             r#"{"prompt_tokens":1} x"#,
             r#"{"prompt_tokens":1"#,
+            "{\"raw\ttab\":1}",
         ] {
             assert_eq!(scan(json.as_bytes()), None, "{json}");
             assert_eq!(openai_usage(json.as_bytes()), serde(json.as_bytes()), "{json}");
@@ -313,6 +322,7 @@ mod tests {
             2 => Just("audio_tokens"),
             1 => Just("prompt\\u005ftokens"),
             1 => Just("caf\u{e9}"),
+            1 => Just("raw\ttab"),
         ]
         .prop_map(str::to_string)
     }
