@@ -2,14 +2,14 @@
 //! with a scanner for the JSON it checks completely, and leaves everything else to serde.
 //!
 //! Written by hand because serde's derive was the dearest part of reading an answer: on the
-//! 150-byte `usage` of a completion it cost about 3,500 instructions (keys decoded and checked
-//! as UTF-8, fields matched as strings, nested structs), this scanner about 2,400 (callgrind, LTO
+//! 150-byte `usage` of a completion it cost about 3,500 instructions (keys decoded and checked as
+//! UTF-8, fields matched as strings, nested structs), this scanner about 2,400 (callgrind, LTO
 //! build: 1.4 % fewer instructions per request on an `ai-proxy` route and on the model API).
-//! Exactness comes
-//! first: the scanner decides only for the JSON it fully validates (plain keys, integers, `null`,
-//! `true`, `false`), gives up on anything else (escapes, floats, strings, arrays, a field written
-//! twice, bytes after the value), and [`openai_usage`] then asks serde. So its answer is always
-//! the one `Option<UsageWire>` gives; a proptest holds it to that.
+//!
+//! Exactness comes first: the scanner decides only for the JSON it fully validates (plain keys,
+//! integers, `null`, `true`, `false`), gives up on anything else (escapes, floats, strings,
+//! arrays, a field written twice, bytes after the value), and [`openai_usage`] then asks serde.
+//! So its answer is always the one `Option<UsageWire>` gives; a proptest holds it to that.
 
 use switchyard_sdk::Usage;
 
