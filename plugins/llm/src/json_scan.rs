@@ -120,33 +120,80 @@ pub struct MemberSpan {
 /// `None` when `json` is not one whole object (bytes after its end other than whitespace, a
 /// member cut off, a key that is not a string).
 pub fn top_level_members(json: &[u8]) -> Option<Vec<MemberSpan>> {
-    let mut i = skip_whitespace(json, 0);
-    if json.get(i) != Some(&b'{') {
-        return None;
-    }
-    i = skip_whitespace(json, i + 1);
-    let mut members = Vec::new();
-    if json.get(i) == Some(&b'}') {
-        return (skip_whitespace(json, i + 1) == json.len()).then_some(members);
-    }
-    loop {
+    members(json).collect()
+}
+
+/// [`top_level_members`] one at a time, for a caller that needs no list: each item is a member,
+/// or `None` (and then nothing more) where `json` turns out not to be one whole object.
+pub fn members(json: &[u8]) -> Members<'_> {
+    Members { json, at: None, done: false }
+}
+
+/// The iterator [`members`] returns.
+pub struct Members<'a> {
+    json: &'a [u8],
+    /// Where the next key starts (after the object's `{` or a member's `,`); `None` before the
+    /// object's opening brace was read.
+    at: Option<usize>,
+    done: bool,
+}
+
+impl Members<'_> {
+    /// The next member, `Ok(None)` after the last one, `Err(())` when `json` is not one whole object.
+    fn step(&mut self) -> Result<Option<MemberSpan>, ()> {
+        let json = self.json;
+        let mut i = match self.at {
+            Some(at) => at,
+            None => {
+                let open = skip_whitespace(json, 0);
+                if json.get(open) != Some(&b'{') {
+                    return Err(());
+                }
+                let first = skip_whitespace(json, open + 1);
+                if json.get(first) == Some(&b'}') {
+                    return if skip_whitespace(json, first + 1) == json.len() { Ok(None) } else { Err(()) };
+                }
+                first
+            }
+        };
         if json.get(i) != Some(&b'"') {
-            return None;
+            return Err(());
         }
-        let key_end = string_end(json, i)?;
+        let key_end = string_end(json, i).ok_or(())?;
         let key = i + 1..key_end - 1;
         i = skip_whitespace(json, key_end);
         if json.get(i) != Some(&b':') {
-            return None;
+            return Err(());
         }
         let start = skip_whitespace(json, i + 1);
-        let end = value_end(json, start)?;
-        members.push(MemberSpan { key, value: start..end });
+        let end = value_end(json, start).ok_or(())?;
         i = skip_whitespace(json, end);
-        match json.get(i)? {
-            b',' => i = skip_whitespace(json, i + 1),
-            b'}' => return (skip_whitespace(json, i + 1) == json.len()).then_some(members),
-            _ => return None,
+        match json.get(i) {
+            Some(b',') => self.at = Some(skip_whitespace(json, i + 1)),
+            Some(b'}') if skip_whitespace(json, i + 1) == json.len() => self.done = true,
+            _ => return Err(()),
+        }
+        Ok(Some(MemberSpan { key, value: start..end }))
+    }
+}
+
+impl Iterator for Members<'_> {
+    type Item = Option<MemberSpan>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(member)) => Some(Some(member)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(()) => {
+                self.done = true;
+                Some(None)
+            }
         }
     }
 }

@@ -171,24 +171,27 @@ fn renamed(stages: &[Stage], json: Bytes) -> Option<Bytes> {
 /// change); `None` when the general path must (not one object, a key written with escapes or
 /// twice, or a nested `message` / `response` whose `model` the alias also replaces).
 fn alias_in_place(alias: &str, json: &Bytes) -> Option<Option<Bytes>> {
-    let members = json_scan::top_level_members(json)?;
-    let key = |member: &json_scan::MemberSpan| &json[member.key.clone()];
-    if members.iter().any(|m| key(m).contains(&b'\\') || matches!(key(m), b"message" | b"response")) {
-        return None;
+    let mut model = None;
+    for member in json_scan::members(json) {
+        let member = member?;
+        match &json[member.key.clone()] {
+            // A second `model`, or one nested in `message` / `response`: the general path decides.
+            b"model" if model.is_some() => return None,
+            b"model" => model = Some(member.value),
+            b"message" | b"response" => return None,
+            key if key.contains(&b'\\') => return None,
+            _ => {}
+        }
     }
-    let mut models = members.iter().filter(|m| key(m) == b"model");
-    let Some(model) = models.next() else { return Some(None) };
-    if models.next().is_some() {
-        return None;
-    }
+    let Some(model) = model else { return Some(None) };
     let quoted = serde_json::to_vec(alias).ok()?;
-    if json[model.value.clone()] == quoted[..] {
+    if json[model.clone()] == quoted[..] {
         return Some(None);
     }
     let mut out = Vec::with_capacity(json.len() + quoted.len());
-    out.extend_from_slice(&json[..model.value.start]);
+    out.extend_from_slice(&json[..model.start]);
     out.extend_from_slice(&quoted);
-    out.extend_from_slice(&json[model.value.end..]);
+    out.extend_from_slice(&json[model.end..]);
     Some(Some(Bytes::from(out)))
 }
 
@@ -513,5 +516,23 @@ mod tests {
         let escaped = Bytes::from_static(br#"{"mod\u0065l":"gpt"}"#);
         let out: Value = serde_json::from_slice(&renamed(&alias, escaped).unwrap()).unwrap();
         assert_eq!(out["model"], "my-alias");
+        // What the in-place path leaves to the general one: a model named twice, a nested
+        // answer, an escaped key, and bytes that are not one whole object.
+        for json in [
+            &br#"{"model":"a","n":1,"model":"b"}"#[..],
+            br#"{"model":"a","response":{"model":"b"}}"#,
+            br#"{"model":"a","mod\u0065l":"b"}"#,
+            br#"{"model":"a""#,
+            br#"{"model":"a"} {}"#,
+            br#"["model"]"#,
+        ] {
+            assert_eq!(
+                alias_in_place("my-alias", &Bytes::from_static(json)),
+                None,
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+        assert_eq!(alias_in_place("my-alias", &Bytes::from_static(b" { } ")), Some(None));
     }
 }
