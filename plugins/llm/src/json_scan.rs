@@ -1,6 +1,6 @@
 //! Finds a top-level member of a JSON object in a piece of it: its first bytes (scanning forward)
 //! or its last bytes (scanning backward), without parsing or keeping the rest; or where every
-//! top-level member of a whole object sits ([`top_level_members`]). Used to read `model` and
+//! top-level member of a whole object sits ([`members`]). Used to read `model` and
 //! `usage` from an answer (whole, or too large to hold whole), and to find the `model` value the
 //! model API's alias echo replaces in place.
 //!
@@ -116,15 +116,10 @@ pub struct MemberSpan {
     pub value: std::ops::Range<usize>,
 }
 
-/// Every top-level member of the object `json` holds, in order, found without parsing any value;
-/// `None` when `json` is not one whole object (bytes after its end other than whitespace, a
-/// member cut off, a key that is not a string).
-pub fn top_level_members(json: &[u8]) -> Option<Vec<MemberSpan>> {
-    members(json).collect()
-}
-
-/// [`top_level_members`] one at a time, for a caller that needs no list: each item is a member,
-/// or `None` (and then nothing more) where `json` turns out not to be one whole object.
+/// Every top-level member of the object `json` holds, in order, found without parsing any value,
+/// one at a time: each item is a member, or `None` (and then nothing more) where `json` turns out
+/// not to be one whole object (bytes after its end other than whitespace, a member cut off, a key
+/// that is not a string). Collected into an `Option<Vec<_>>`, it is the list or `None`.
 pub fn members(json: &[u8]) -> Members<'_> {
     Members { json, at: None, done: false }
 }
@@ -273,6 +268,10 @@ fn string_start(json: &[u8], close: usize) -> Option<usize> {
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    fn top_level_members(json: &[u8]) -> Option<Vec<MemberSpan>> {
+        members(json).collect()
+    }
 
     /// The end of a string, one byte at a time: what `string_end`'s search must agree with.
     fn plain_string_end(json: &[u8], open: usize) -> Option<usize> {

@@ -13,7 +13,7 @@
 
 use switchyard_sdk::Usage;
 
-use crate::providers::openai::UsageWire;
+use crate::providers::openai::{CachedWire, ReasoningWire, UsageWire};
 
 /// The usage an OpenAI `usage` value holds (the bytes after its member's `:`, up to its end),
 /// exactly as deserializing `Option<UsageWire>` reads it: `None` for `null` or for a value serde
@@ -82,17 +82,21 @@ impl Fields {
         }
     }
 
-    /// The usage the fields make, as [`UsageWire::usage`] computes it.
+    /// The usage the fields make, computed by [`UsageWire::usage`] (which fills in a missing
+    /// total) from the wire form serde would have built. An absent details object and one
+    /// written as `null` read the same there, so both become one without counts.
     fn usage(self) -> Usage {
-        let (prompt, completion) = (self.prompt.unwrap_or(0), self.completion.unwrap_or(0));
-        Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: self.total.flatten().unwrap_or(prompt.saturating_add(completion)),
-            cached_tokens: self.cached.flatten().unwrap_or(0),
-            cache_creation_tokens: self.cache_creation.flatten().unwrap_or(0),
-            reasoning_tokens: self.reasoning.flatten().unwrap_or(0),
+        UsageWire {
+            prompt_tokens: self.prompt.unwrap_or(0),
+            completion_tokens: self.completion.unwrap_or(0),
+            total_tokens: self.total.flatten(),
+            prompt_tokens_details: Some(CachedWire {
+                cached_tokens: self.cached.flatten(),
+                cache_creation_input_tokens: self.cache_creation.flatten(),
+            }),
+            completion_tokens_details: Some(ReasoningWire { reasoning_tokens: self.reasoning.flatten() }),
         }
+        .usage()
     }
 }
 

@@ -24,30 +24,30 @@ pub fn request_usage_in_stream(edit: &mut BodyEdit<'_>) {
 #[derive(Debug, Default, Deserialize)]
 pub struct UsageWire {
     #[serde(default)]
-    prompt_tokens: u64,
+    pub(crate) prompt_tokens: u64,
     #[serde(default)]
-    completion_tokens: u64,
+    pub(crate) completion_tokens: u64,
     #[serde(default)]
-    total_tokens: Option<u64>,
+    pub(crate) total_tokens: Option<u64>,
     #[serde(default)]
-    prompt_tokens_details: Option<CachedWire>,
+    pub(crate) prompt_tokens_details: Option<CachedWire>,
     #[serde(default)]
-    completion_tokens_details: Option<ReasoningWire>,
+    pub(crate) completion_tokens_details: Option<ReasoningWire>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct CachedWire {
+pub(crate) struct CachedWire {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    pub(crate) cached_tokens: Option<u64>,
     /// Set by OpenAI-compatible fronts of Anthropic models.
     #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
+    pub(crate) cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct ReasoningWire {
+pub(crate) struct ReasoningWire {
     #[serde(default)]
-    reasoning_tokens: Option<u64>,
+    pub(crate) reasoning_tokens: Option<u64>,
 }
 
 impl UsageWire {
