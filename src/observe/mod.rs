@@ -43,7 +43,7 @@ impl Observe {
     /// Builds what `config` turns on. The exporter, when tracing is on, is for the caller to run.
     pub fn new(config: &Config, transport: &Transport) -> Result<(Observe, Option<Exporter>), String> {
         let metrics = match config.metrics.enabled {
-            true => Some(Metrics::new().map_err(|e| format!("metrics: {e}"))?),
+            true => Some(Metrics::new(config.proxy.worker_count()).map_err(|e| format!("metrics: {e}"))?),
             false => None,
         };
         let (tracer, exporter) = match Tracer::new(&config.tracing, transport)? {

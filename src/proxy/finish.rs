@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::observe::metrics::sharded::Gauge;
 use http::{Method, Uri};
-use prometheus::IntGauge;
 use switchyard_sdk::{Chain, ChainEntry, Ctx, Outcome, Phases};
 
 use crate::compiled::CompiledRoute;
@@ -48,7 +48,7 @@ pub struct Finisher {
     pub request_bytes: u64,
     /// `apisix_llm_active_connections` of the LLM answer being relayed, taken down when the
     /// request ends.
-    pub llm_active: OnceLock<IntGauge>,
+    pub llm_active: OnceLock<Gauge>,
 }
 
 /// A request's chain when its consumer has plugins of its own: the route's with the consumer's

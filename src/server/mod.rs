@@ -30,6 +30,8 @@ use accept::{AcceptBackoff, AfterFailure};
 use group::ConnGroup;
 use state::Signal;
 pub use workers::current as current_worker;
+#[cfg(test)]
+pub use workers::pretend_to_be;
 pub use workers::Workers;
 
 use crate::config::Config;

@@ -34,6 +34,12 @@ pub fn current() -> usize {
     NUMBER.get()
 }
 
+/// Makes the calling thread count as worker `number`, for tests of what is sharded by worker.
+#[cfg(test)]
+pub fn pretend_to_be(number: usize) {
+    NUMBER.set(number);
+}
+
 /// How long a stopping worker waits for its blocking tasks (DNS lookups) before leaving them.
 const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 

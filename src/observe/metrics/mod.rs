@@ -6,6 +6,7 @@ pub mod families;
 pub mod route;
 pub mod scrape;
 pub mod series;
+pub mod sharded;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,9 +54,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Result<Metrics, prometheus::Error> {
+    /// A node's metrics, its per-request series sharded for `workers` proxy workers.
+    pub fn new(workers: usize) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let families = Families::register(&registry)?;
+        let families = Families::register(&registry, sharded::shards_for(workers))?;
         let modify_indexes = IntGaugeVec::new(
             Opts::new("apisix_etcd_modify_indexes", "Latest modify index of each kind of resource in the config store"),
             &["key"],

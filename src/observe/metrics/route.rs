@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use prometheus::{Histogram, IntCounter, IntGauge};
+use super::sharded::{Counter, Gauge, Histogram};
 use switchyard_sdk::{AttemptResult, LogRecord};
 
 use super::families::Families;
@@ -80,33 +80,33 @@ struct NodeSeries {
     request: Histogram,
     upstream: Histogram,
     apisix: Histogram,
-    ingress: IntCounter,
-    egress: IntCounter,
+    ingress: Counter,
+    egress: Counter,
 }
 
 struct LlmSeries {
     total: Histogram,
     ttft: Histogram,
-    prompt: IntCounter,
-    completion: IntCounter,
+    prompt: Counter,
+    completion: Counter,
     prompt_dist: Histogram,
     completion_dist: Histogram,
-    active: IntGauge,
+    active: Gauge,
 }
 
 struct ModelApiSeries {
-    requests: IntCounter,
-    prompt: IntCounter,
-    completion: IntCounter,
+    requests: Counter,
+    prompt: Counter,
+    completion: Counter,
 }
 
 struct AttemptSeries {
-    attempts: IntCounter,
-    fallbacks: IntCounter,
+    attempts: Counter,
+    fallbacks: Counter,
 }
 
 struct Tables {
-    status: SeriesCache<IntCounter>,
+    status: SeriesCache<Counter>,
     node: SeriesCache<NodeSeries>,
     llm: SeriesCache<LlmSeries>,
     attempts: SeriesCache<AttemptSeries>,
@@ -177,7 +177,7 @@ impl RouteMetrics {
 
     /// An LLM answer starts to flow to the client: `apisix_llm_active_connections` goes up. The
     /// gauge is returned for the request to take down when it ends (however it ends).
-    pub fn llm_started(&self, families: &Families, route: &CompiledRoute, log: &LogRecord) -> Option<IntGauge> {
+    pub fn llm_started(&self, families: &Families, route: &CompiledRoute, log: &LogRecord) -> Option<Gauge> {
         log.provider?;
         let active = self.llm(families, route, log).active.clone();
         active.inc();
