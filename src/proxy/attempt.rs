@@ -68,7 +68,11 @@ pub enum Stopped {
 
 /// Runs every plugin's `before_proxy` on one attempt; `chain` is the request's (the route's,
 /// with an identified consumer's plugins merged over it).
-pub async fn before_proxy(chain: &RequestChain, ctx: &mut Ctx, upstream: &mut UpstreamRequest) -> Result<(), Stopped> {
+pub async fn before_proxy(
+    chain: &RequestChain<'_>,
+    ctx: &mut Ctx,
+    upstream: &mut UpstreamRequest,
+) -> Result<(), Stopped> {
     for entry in chain.with_phase(Phases::BEFORE_PROXY) {
         match entry.plugin.before_proxy(ctx, upstream).await {
             Ok(Flow::Continue) => {}

@@ -126,7 +126,7 @@ pub struct RelayBody {
     ctx: Ctx,
     finisher: Finisher,
     /// The request's chain (its consumer's plugins merged in), for the body filters.
-    chain: RequestChain,
+    chain: RequestChain<'static>,
     outcome: Outcome,
     limits: RelayLimits,
     stall: Pin<Box<Sleep>>,
@@ -160,7 +160,7 @@ impl RelayBody {
             upstream,
             sse: event_stream.then(SseSplitter::new),
             client_event_stream: event_stream,
-            chain: finisher.chain(&ctx),
+            chain: finisher.chain(&ctx).into_owned(),
             ctx,
             finisher,
             outcome: Outcome { status, ..Outcome::default() },

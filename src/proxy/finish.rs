@@ -1,5 +1,6 @@
 //! The end of a request: every plugin's `log` phase, then metrics, spans and the access log line.
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use crate::observe::metrics::sharded::Gauge;
@@ -12,18 +13,29 @@ use crate::observe::Observe;
 
 /// The plugins a request runs: the group's global rules', then its route's own, or its route's
 /// with an identified consumer's plugins merged over them (the global rules' are never merged).
-/// Cloning it is two reference counts.
-#[derive(Clone)]
-pub struct RequestChain {
-    pub global: Chain,
-    pub own: Chain,
+///
+/// Borrowed from the route where it can be: a route's chains are shared by every worker, and
+/// taking a reference count on them per phase made both workers' cores pass the counts' cache
+/// lines back and forth.
+pub struct RequestChain<'a> {
+    pub global: Cow<'a, Chain>,
+    pub own: Cow<'a, Chain>,
 }
 
-impl RequestChain {
-    /// The chain `route`'s request runs now (its consumer, once identified, counts).
-    pub fn of(route: &CompiledRoute, ctx: &Ctx) -> RequestChain {
-        let own = ctx.extensions.get::<ConsumerChain>().map_or_else(|| route.chain.clone(), |merged| merged.0.clone());
-        RequestChain { global: route.global.clone(), own }
+impl<'a> RequestChain<'a> {
+    /// The chain `route`'s request runs now (its consumer, once identified, counts: that chain is
+    /// the context's, so it is cloned, two reference counts).
+    pub fn of(route: &'a CompiledRoute, ctx: &Ctx) -> RequestChain<'a> {
+        let own = match ctx.extensions.get::<ConsumerChain>() {
+            Some(merged) => Cow::Owned(merged.0.clone()),
+            None => Cow::Borrowed(&route.chain),
+        };
+        RequestChain { global: Cow::Borrowed(&route.global), own }
+    }
+
+    /// The same chain, owned: for a response body, which outlives the route it was borrowed from.
+    pub fn into_owned(self) -> RequestChain<'static> {
+        RequestChain { global: Cow::Owned(self.global.into_owned()), own: Cow::Owned(self.own.into_owned()) }
     }
 
     /// The plugins implementing `phase`, in run order: the global rules' first. For the phases
@@ -59,7 +71,7 @@ pub struct ConsumerChain(pub Chain);
 impl Finisher {
     /// The plugins this request runs: the global rules', then its route's, or the route's merged
     /// with its consumer's.
-    pub fn chain(&self, ctx: &Ctx) -> RequestChain {
+    pub fn chain(&self, ctx: &Ctx) -> RequestChain<'_> {
         RequestChain::of(&self.route, ctx)
     }
 

@@ -80,7 +80,7 @@ pub async fn run(
     ctx.consumers = Some(consumers);
     state.observe.request_started(&mut ctx, &req.head);
     let finisher = Finisher {
-        route: Arc::clone(&route),
+        route,
         method: req.head.method.clone(),
         uri: req.head.uri.clone(),
         request_id: ctx.request_id.clone(),
@@ -92,23 +92,19 @@ pub async fn run(
     // hyper drops this future when the client goes away before the response head; the guard then
     // logs the request (the drop also cancels any upstream call in flight).
     let mut abandoned = finisher.abandon_guard(ctx.started);
-    let response = serve(&finisher, route, req, ctx).await;
+    let response = serve(&finisher, req, ctx).await;
     abandoned.disarm();
     response
 }
 
-async fn serve(
-    finisher: &Finisher,
-    route: Arc<CompiledRoute>,
-    mut req: Request,
-    mut ctx: Ctx,
-) -> hyper::Response<ResponseBody> {
+async fn serve(finisher: &Finisher, mut req: Request, mut ctx: Ctx) -> hyper::Response<ResponseBody> {
+    let route = &*finisher.route;
     let stopped = async {
         let global = &route.global;
         request_phase(global, Phases::REWRITE, &mut ctx, &mut req).await?;
         request_phase(global, Phases::ACCESS, &mut ctx, &mut req).await?;
         request_phase(&route.chain, Phases::REWRITE, &mut ctx, &mut req).await?;
-        adopt_consumer_plugins(&route, &mut ctx, &mut req).await?;
+        adopt_consumer_plugins(route, &mut ctx, &mut req).await?;
         request_phase(&finisher.chain(&ctx).own, Phases::ACCESS, &mut ctx, &mut req).await
     }
     .await;
@@ -159,7 +155,7 @@ async fn serve(
             max_bytes: upstream.max_response_bytes,
             flush_interval: upstream.flush_interval,
         };
-        let watch = Watch { observe: &finisher.observe, route: &route };
+        let watch = Watch { observe: &finisher.observe, route };
         match attempt::attempt(upstream, target.as_mut(), &mut ctx, attempt, error_bodies, watch).await {
             Step::Accepted(answer) => {
                 let resume = if target.resumable() { Some(Resumer::new(target, req, attempt)) } else { None };

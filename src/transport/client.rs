@@ -144,8 +144,10 @@ async fn exchange(
 /// Turns an absolute request URI into origin form (`/path?query`), as HTTP/1.1 sends it to a
 /// server, and sets `Host` when the request has none. Returns the origin to connect to.
 fn to_origin_form(request: &mut Request<Full<Bytes>>) -> Result<Origin, ExchangeError> {
-    let uri = request.uri().clone();
-    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
+    // Moved out, not cloned: the URI's bytes are usually the route config's, shared by every
+    // worker, and a clone and its drop are two reference count changes on them.
+    let uri = std::mem::take(request.uri_mut()).into_parts();
+    let (Some(scheme), Some(authority)) = (uri.scheme, uri.authority) else {
         return Err(ExchangeError::BadUri("an upstream URI must be absolute"));
     };
     if !request.headers().contains_key(HOST) {
@@ -157,7 +159,7 @@ fn to_origin_form(request: &mut Request<Full<Bytes>>) -> Result<Origin, Exchange
             request.headers_mut().insert(HOST, host);
         }
     }
-    let path = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = uri.path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/"));
     *request.uri_mut() = Uri::from(path);
     Ok(Origin { scheme, authority })
 }
