@@ -1,7 +1,8 @@
 //! Upstream connections as the core's client keeps them: reused while kept alive, replaced
 //! without an error when the upstream closed one while it sat idle, closed after the keep-alive
 //! timeout or after `keepalive_pool.requests` requests, and kept after a response without a
-//! body, and per proxy worker. The upstream is a raw HTTP/1.1 server whose every connection and
+//! body, and per proxy worker; and HTTP/1.1 framing as the client reads it (a close announced or
+//! implied, informational answers, chunks). The upstream is a raw HTTP/1.1 server whose every connection and
 //! close the test sees.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +25,42 @@ enum Answer {
     /// `200`, then, a moment later, the upstream closes the connection without having said so
     /// in the head: the next request finds a pooled connection that looks kept alive but is not.
     JsonThenSilentClose,
+    /// `200` with `Connection: close`, though the upstream then keeps the connection open: the
+    /// gateway must close it, not reuse it.
+    JsonSayingClose,
+    /// An HTTP/1.0 `200` with no length: the body ends when the upstream closes.
+    BodyUntilClose,
+    /// `100 Continue`, then a chunked `200` split mid-field, keep-alive.
+    ContinueThenChunked,
+    /// A chunked `200` that also carries a `Content-Length`: framed by the chunks, and the
+    /// connection not trusted with another request.
+    ChunkedWithLength,
+}
+
+impl Answer {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Answer::Json | Answer::JsonThenSilentClose => {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
+            }
+            Answer::NoContent => b"HTTP/1.1 204 No Content\r\n\r\n",
+            Answer::JsonSayingClose => {
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
+            }
+            Answer::BodyUntilClose => b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{\"ok\":true}",
+            Answer::ContinueThenChunked => {
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{\"ok\"\r\n6;x=y\r\n:true}\r\n0\r\n\r\n"
+            }
+            Answer::ChunkedWithLength => {
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\nb\r\n{\"ok\":true}\r\n0\r\n\r\n"
+            }
+        }
+    }
+
+    /// Whether the upstream closes the connection right after answering.
+    fn closes(self) -> bool {
+        matches!(self, Answer::BodyUntilClose)
+    }
 }
 
 struct RawUpstream {
@@ -68,13 +105,10 @@ async fn serve(mut socket: TcpStream, answer: Answer) -> bool {
     loop {
         let Some(end) = read_request(&mut socket, &mut buffer).await else { return true };
         buffer.drain(..end);
-        let response: &[u8] = match answer {
-            Answer::Json | Answer::JsonThenSilentClose => {
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
-            }
-            Answer::NoContent => b"HTTP/1.1 204 No Content\r\n\r\n",
-        };
-        if socket.write_all(response).await.is_err() {
+        if socket.write_all(answer.bytes()).await.is_err() {
+            return false;
+        }
+        if answer.closes() {
             return false;
         }
         if matches!(answer, Answer::JsonThenSilentClose) {
@@ -151,6 +185,38 @@ async fn a_response_without_a_body_keeps_its_connection() {
         assert_eq!(status.as_u16(), 204);
     }
     assert_eq!(upstream.accepted(), 1);
+}
+
+/// Five requests to an upstream answering `answer`: every one must relay `{"ok":true}`; returns
+/// the connections the upstream accepted.
+async fn connections_for_five(answer: Answer, route: &str) -> usize {
+    let upstream = RawUpstream::start(answer).await;
+    let gw = gateway_to(&upstream, route, None).await;
+    for round in 0..5 {
+        let (status, body) = gw.get("/up").await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "{\"ok\":true}"), "round {round}");
+    }
+    upstream.accepted()
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_says_it_closes_is_not_reused() {
+    assert_eq!(connections_for_five(Answer::JsonSayingClose, "says-close").await, 5);
+}
+
+#[tokio::test]
+async fn a_body_that_ends_at_the_close_is_relayed_whole() {
+    assert_eq!(connections_for_five(Answer::BodyUntilClose, "until-close").await, 5);
+}
+
+#[tokio::test]
+async fn a_chunked_answer_after_an_informational_one_keeps_its_connection() {
+    assert_eq!(connections_for_five(Answer::ContinueThenChunked, "continue-chunked").await, 1);
+}
+
+#[tokio::test]
+async fn a_chunked_answer_with_a_length_too_is_framed_by_its_chunks_on_a_connection_used_once() {
+    assert_eq!(connections_for_five(Answer::ChunkedWithLength, "chunked-length").await, 5);
 }
 
 #[tokio::test]

@@ -118,7 +118,7 @@ impl Cut {
 /// Relays an upstream body. Dropping it (the client went away) drops the upstream stream, which
 /// cancels the upstream request; the log phase runs exactly once either way.
 pub struct RelayBody {
-    upstream: BoxStream<'static, Result<Bytes, hyper::Error>>,
+    upstream: BoxStream<'static, Result<Bytes, crate::transport::wire::WireError>>,
     sse: Option<SseSplitter>,
     /// The client gets an event stream though the upstream sent another framing (a converted
     /// AWS event stream): a cut ends it with an SSE error event too.
@@ -147,7 +147,7 @@ pub struct RelayBody {
 
 impl RelayBody {
     pub fn new(
-        upstream: BoxStream<'static, Result<Bytes, hyper::Error>>,
+        upstream: BoxStream<'static, Result<Bytes, crate::transport::wire::WireError>>,
         event_stream: bool,
         ctx: Ctx,
         finisher: Finisher,

@@ -23,7 +23,7 @@ use crate::compiled::CompiledRoute;
 use crate::observe::Observe;
 
 /// An upstream body as the relay reads it.
-pub type UpstreamBody = BoxStream<'static, Result<Bytes, hyper::Error>>;
+pub type UpstreamBody = BoxStream<'static, Result<Bytes, crate::transport::wire::WireError>>;
 
 /// What the relay does next, after [`Resumer::poll`].
 pub enum Taking {

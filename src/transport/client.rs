@@ -1,15 +1,23 @@
-//! The upstream HTTP client: each request drives its own connection, inside its own task.
+//! The upstream HTTP client: each request drives its own connection, inside its own task, and
+//! speaks HTTP/1.1 on it itself ([`super::conn`]; heads parsed by `httparse`).
 //!
-//! Hand-written over hyper's `client::conn` rather than hyper-util's pooled client, because that
-//! client runs every connection in a task of its own: a request and its response each cross
-//! from the request's task to the connection's and back, and on a multi-threaded runtime those
-//! wake-ups often land on the other thread (a futex call and a context switch each). Here the
-//! task serving the client connection also polls the upstream connection, as an nginx worker
-//! handles both sockets in one event loop: the request is written, the response head and every
-//! body chunk read, with no hand-off at all. A connection goes back to the pool
-//! ([`super::idle`]) when its response has been read to the end.
+//! Why not hyper's clients, though hyper serves the client side:
+//! - hyper-util's pooled client runs every connection in a task of its own: a request and its
+//!   response each cross from the request's task to the connection's and back, and on a
+//!   multi-threaded runtime those wake-ups often land on the other thread (a futex call and a
+//!   context switch each).
+//! - hyper's `client::conn`, even driven in the request's own task (as this client did until
+//!   session 11), passes every request and every body chunk through channels between its
+//!   `SendRequest` handle and its connection: a queue for the request, a one-shot for the
+//!   answer, a "want" signal, a channel per body. Each is atomics on every request, and each
+//!   send wakes the very task that is running, which then polls its whole connection again.
+//!   README "Performance" (session 11) has the measured difference.
+//!
+//! Here the task serving the client connection writes the request, reads the response head and
+//! reads every body chunk straight from the socket, as an nginx worker handles both sockets in
+//! one event loop. A connection goes back to the pool ([`super::idle`]) when its response has
+//! been read to the end.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,20 +27,21 @@ use http::header::HOST;
 use http::uri::{PathAndQuery, Port, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
-use super::idle::{Conn, IdlePool, Origin};
+use super::conn::{Conn, Failure, Stream};
+use super::framing::Framing;
+use super::head::Head;
+use super::idle::{IdlePool, Origin};
+use super::wire::WireError;
 
 /// Why an exchange failed: before a connection existed, or on one.
 #[derive(Debug)]
 pub enum ExchangeError {
     Connect(Box<dyn std::error::Error + Send + Sync>),
-    Broken(hyper::Error),
+    Broken(WireError),
     BadUri(&'static str),
 }
 
@@ -49,34 +58,34 @@ impl UpstreamClient {
     }
 
     /// Sends `request` (its URI absolute) on an idle connection to its origin, or a new one, and
-    /// waits for the response head. The returned body keeps driving the connection while it is
-    /// read, and returns it to the pool at its end.
-    pub async fn request(&self, mut request: Request<Full<Bytes>>) -> Result<Response<UpstreamBody>, ExchangeError> {
+    /// waits for the response head. The returned body reads the rest from the connection as it
+    /// is polled, and returns the connection to the pool at its end.
+    pub async fn request(&self, mut request: Request<Bytes>) -> Result<Response<UpstreamBody>, ExchangeError> {
         let origin = to_origin_form(&mut request)?;
-        while let Some(conn) = self.idle.take(&origin) {
-            match exchange(conn, request).await {
-                Ok((response, conn)) => return Ok(self.wrap(response, conn, origin)),
+        while let Some(mut conn) = self.idle.take(&origin) {
+            match conn.exchange(&request).await {
+                Ok(head) => return Ok(self.wrap(head, conn, origin)),
                 // The upstream closed the connection before the request went out: try the next.
-                Err(Failure::Unsent(again)) => request = *again,
+                Err(Failure::Unsent(_)) => {}
                 Err(Failure::Sent(err)) => return Err(ExchangeError::Broken(err)),
             }
         }
         // Boxed: the connect and handshake state is large, and most requests never need it.
-        let conn = Box::pin(self.connect(&origin)).await?;
-        match exchange(conn, request).await {
-            Ok((response, conn)) => Ok(self.wrap(response, conn, origin)),
+        let mut conn = Box::pin(self.connect(&origin)).await?;
+        match conn.exchange(&request).await {
+            Ok(head) => Ok(self.wrap(head, conn, origin)),
             Err(Failure::Sent(err)) => Err(ExchangeError::Broken(err)),
-            Err(Failure::Unsent(_)) => {
-                Err(ExchangeError::Connect("the new connection closed before the request was sent".into()))
-            }
+            Err(Failure::Unsent(err)) => Err(ExchangeError::Connect(err.into())),
         }
     }
 
-    fn wrap(&self, response: Response<Incoming>, conn: Option<Box<Conn>>, origin: Origin) -> Response<UpstreamBody> {
-        response.map(|body| UpstreamBody { body, conn, home: Some((Arc::clone(&self.idle), origin)) })
+    fn wrap(&self, head: Head, conn: Box<Conn>, origin: Origin) -> Response<UpstreamBody> {
+        let Head { response, framing, reusable } = head;
+        let home = reusable.then(|| (Arc::clone(&self.idle), origin));
+        response.map(|()| UpstreamBody { conn: Some(conn), framing, home })
     }
 
-    /// Opens a connection (TCP, then TLS for `https`) and does the HTTP/1.1 handshake.
+    /// Opens a connection (TCP, then TLS for `https`).
     async fn connect(&self, origin: &Origin) -> Result<Box<Conn>, ExchangeError> {
         let uri = Uri::builder()
             .scheme(origin.scheme.clone())
@@ -85,65 +94,13 @@ impl UpstreamClient {
             .build()
             .map_err(|_| ExchangeError::BadUri("cannot build the connection address"))?;
         let stream = self.connector.clone().call(uri).await.map_err(ExchangeError::Connect)?;
-        let (sender, driver) = http1::handshake(stream).await.map_err(|err| ExchangeError::Connect(err.into()))?;
-        Ok(Box::new(Conn { sender, driver, served: 0 }))
-    }
-}
-
-enum Failure {
-    /// The request was not written: it can go on another connection.
-    Unsent(Box<Request<Full<Bytes>>>),
-    Sent(hyper::Error),
-}
-
-/// Sends one request on `conn`, driving the connection until the response head arrives. The
-/// connection comes back with the response unless it ended meanwhile. A connection stays boxed
-/// from its handshake to its close: with its buffers and TLS state it is kilobytes, and every
-/// future it would sit in inline (this one, the request's, the response body) would be that much
-/// bigger and costlier to move.
-async fn exchange(
-    conn: Box<Conn>,
-    request: Request<Full<Bytes>>,
-) -> Result<(Response<Incoming>, Option<Box<Conn>>), Failure> {
-    let mut conn = Some(conn);
-    // A connection that ends is dropped at once: that is what answers a request queued on it.
-    let drive = |conn: &mut Option<Box<Conn>>, cx: &mut Context<'_>| {
-        if conn.as_mut().is_some_and(|open| Pin::new(&mut open.driver).poll(cx).is_ready()) {
-            *conn = None;
-        }
-    };
-    // Ready to send: a reused connection must first be polled back to idle.
-    let ready = std::future::poll_fn(|cx| {
-        drive(&mut conn, cx);
-        match conn.as_mut().map(|open| open.sender.poll_ready(cx)) {
-            None => Poll::Ready(false),
-            Some(Poll::Ready(result)) => Poll::Ready(result.is_ok()),
-            Some(Poll::Pending) => Poll::Pending,
-        }
-    })
-    .await;
-    let answer = match conn.as_mut() {
-        Some(open) if ready => open.sender.try_send_request(request),
-        _ => return Err(Failure::Unsent(Box::new(request))),
-    };
-    let mut answer = std::pin::pin!(answer);
-    let result = std::future::poll_fn(|cx| {
-        drive(&mut conn, cx);
-        answer.as_mut().poll(cx)
-    })
-    .await;
-    match result {
-        Ok(response) => Ok((response, conn)),
-        Err(mut err) => match err.take_message() {
-            Some(message) => Err(Failure::Unsent(Box::new(message))),
-            None => Err(Failure::Sent(err.into_error())),
-        },
+        Ok(Conn::new(Stream::from_connector(stream)))
     }
 }
 
 /// Turns an absolute request URI into origin form (`/path?query`), as HTTP/1.1 sends it to a
 /// server, and sets `Host` when the request has none. Returns the origin to connect to.
-fn to_origin_form(request: &mut Request<Full<Bytes>>) -> Result<Origin, ExchangeError> {
+fn to_origin_form(request: &mut Request<Bytes>) -> Result<Origin, ExchangeError> {
     // Moved out, not cloned: the URI's bytes are usually the route config's, shared by every
     // worker, and a clone and its drop are two reference count changes on them.
     let uri = std::mem::take(request.uri_mut()).into_parts();
@@ -168,64 +125,58 @@ fn is_default_port(scheme: &Scheme, port: &Port<&str>) -> bool {
     (*scheme == Scheme::HTTP && port.as_u16() == 80) || (*scheme == Scheme::HTTPS && port.as_u16() == 443)
 }
 
-/// An upstream response body that drives its connection while it is read, and gives the
-/// connection back to the pool when the body has ended (dropping it earlier closes it: a
-/// half-read HTTP/1.1 connection cannot carry another request).
+/// An upstream response body, read from its connection as it is polled. The connection goes
+/// back to the pool when the body has ended (dropping it earlier closes it: a half-read HTTP/1.1
+/// connection cannot carry another request).
 pub struct UpstreamBody {
-    body: Incoming,
+    /// `None` once the body has ended or failed.
     conn: Option<Box<Conn>>,
+    framing: Framing,
+    /// Where the connection goes when the body ends; `None`: it is closed instead (the upstream
+    /// said so, or the body ran to the connection's close).
     home: Option<(Arc<IdlePool>, Origin)>,
 }
 
 impl UpstreamBody {
     fn release(&mut self) {
         if let (Some(conn), Some((pool, origin))) = (self.conn.take(), self.home.take()) {
-            pool.put(origin, conn);
+            if conn.is_drained() {
+                pool.put(origin, conn);
+            }
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = WireError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, WireError>>> {
         let this = &mut *self;
-        // The body first: asking it for data is what lets the connection read more. Only when
-        // it has none is the connection driven (reading the socket into the body), and the body
-        // asked again in the same poll, so a chunk never waits for another turn of the task.
-        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
-        if frame.is_pending() {
-            if let Some(conn) = this.conn.as_mut() {
-                // An ended connection still lets the body say how it ended.
-                if Pin::new(&mut conn.driver).poll(cx).is_ready() {
-                    this.conn = None;
-                }
-            }
-            frame = Pin::new(&mut this.body).poll_frame(cx);
+        let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+        let piece = std::task::ready!(conn.poll_body(cx, &mut this.framing));
+        match &piece {
+            None if this.framing.is_end() => this.release(),
+            None | Some(Err(_)) => this.conn = None,
+            Some(Ok(_)) => {}
         }
-        match &frame {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            _ => {}
-        }
-        frame
+        Poll::Ready(piece.map(|data| data.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.framing.is_end()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.framing.remaining().map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 
 impl Drop for UpstreamBody {
-    /// A body with nothing to read (a `204`, a `HEAD`) may never be polled: its connection is
-    /// still fit for reuse.
+    /// A body read to its last byte may never be polled for its end (a `204`, a `HEAD`, a
+    /// length reached): its connection is still fit for reuse.
     fn drop(&mut self) {
-        if self.body.is_end_stream() {
+        if self.framing.is_end() {
             self.release();
         }
     }

@@ -1,9 +1,9 @@
 //! Idle upstream connections of one client, by origin, ready for the next request.
 //!
-//! A connection here is not driven by any task: the request that takes it drives it (see
-//! [`super::client`]). So a connection the upstream closed while it sat idle is found out when it
-//! is taken (polling it reports the end), and a sweeper closes those idle longer than the
-//! keep-alive timeout.
+//! A connection here is not driven by any task: the request that takes it reads and writes it
+//! (see [`super::client`]). So a connection the upstream closed while it sat idle is found out
+//! when it is taken (a read without waiting reports the end), and a sweeper closes those idle
+//! longer than the keep-alive timeout.
 //!
 //! The pool is sharded by proxy worker (`crate::server::current_worker`): a connection goes back
 //! to the shard of the worker that used it, and each worker takes from its own shard, so a
@@ -11,47 +11,19 @@
 //! workers. Threads that are no worker (health checks, the main runtime) share shard 0.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::hash::BuildHasherDefault;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http_body_util::Full;
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper_rustls::MaybeHttpsStream;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
-/// The byte stream of an upstream connection, plain or TLS.
-pub type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
+use super::conn::Conn;
 
 /// Where a connection goes: requests to one origin share connections.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Origin {
     pub scheme: Scheme,
     pub authority: Authority,
-}
-
-/// One HTTP/1.1 connection: the handle requests are sent on, and the connection state machine
-/// whoever holds it must poll.
-pub struct Conn {
-    pub sender: SendRequest<Full<Bytes>>,
-    pub driver: Connection<Stream, Full<Bytes>>,
-    /// Requests answered on it so far.
-    pub served: u32,
-}
-
-impl Conn {
-    /// Polls the connection once without waiting: `false` when it has ended (the upstream closed
-    /// it, or it failed), so it must not be reused.
-    pub fn still_open(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        Pin::new(&mut self.driver).poll(&mut cx).is_pending() && !self.sender.is_closed()
-    }
 }
 
 struct Idle {

@@ -4,9 +4,13 @@
 //! an upstream request carries).
 
 pub mod client;
+pub mod conn;
+pub mod framing;
+pub mod head;
 pub mod idle;
 pub mod pool;
 pub mod send;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

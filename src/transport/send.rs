@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use switchyard_sdk::{AttemptResult, UpstreamRequest};
 
 use super::client::{ExchangeError, UpstreamBody, UpstreamClient};
@@ -26,7 +26,7 @@ pub async fn send(mut up: UpstreamRequest) -> Result<UpstreamResponse, ProxyErro
     let Some(client) = up.client.get::<UpstreamClient>() else {
         return Err(ProxyError::Internal("an upstream request carries a client this core did not make".into()));
     };
-    let mut request = hyper::Request::new(Full::new(up.body));
+    let mut request = hyper::Request::new(up.body);
     *request.method_mut() = up.method;
     *request.uri_mut() = up.url;
     *request.headers_mut() = up.headers;
