@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::framing::{Decoded, Framing};
-use super::head::{self, Head};
+use super::head::{self, FieldSpan, Head};
 use super::wire::WireError;
 
 /// The first read buffer of a connection, and the least room a read is given.
@@ -57,6 +57,8 @@ pub struct Conn {
     read_size: usize,
     /// The request head being written; kept to write the next one without allocating.
     head: Vec<u8>,
+    /// Where a response head's fields are while it is parsed; kept for the same reason.
+    spans: Vec<FieldSpan>,
     /// Requests answered on it so far.
     pub served: u32,
 }
@@ -68,6 +70,7 @@ impl Conn {
             read: BytesMut::with_capacity(READ_SIZE),
             read_size: READ_SIZE,
             head: Vec::with_capacity(512),
+            spans: Vec::new(),
             served: 0,
         })
     }
@@ -121,7 +124,7 @@ impl Conn {
     /// Reads until the response head is complete.
     fn poll_head(&mut self, cx: &mut Context<'_>, head_request: bool) -> Poll<Result<Head, WireError>> {
         loop {
-            if let Some(head) = head::parse(&mut self.read, head_request)? {
+            if let Some(head) = head::parse(&mut self.read, head_request, &mut self.spans)? {
                 return Poll::Ready(Ok(head));
             }
             if ready!(self.poll_fill(cx))? == 0 {
