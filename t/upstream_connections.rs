@@ -35,6 +35,12 @@ enum Answer {
     /// A chunked `200` that also carries a `Content-Length`: framed by the chunks, and the
     /// connection not trusted with another request.
     ChunkedWithLength,
+    /// `413` with `Connection: close` as soon as the request head is in, then the upstream closes
+    /// without reading the body (so the gateway's write of it fails).
+    RefusesTheBody,
+    /// The same `413`, but the upstream then neither reads nor closes (so the gateway's write
+    /// of the body waits for ever).
+    RefusesTheBodyAndStalls,
 }
 
 impl Answer {
@@ -50,6 +56,9 @@ impl Answer {
             Answer::BodyUntilClose => b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{\"ok\":true}",
             Answer::ContinueThenChunked => {
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{\"ok\"\r\n6;x=y\r\n:true}\r\n0\r\n\r\n"
+            }
+            Answer::RefusesTheBody | Answer::RefusesTheBodyAndStalls => {
+                b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: 9\r\n\r\ntoo large"
             }
             Answer::ChunkedWithLength => {
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\nb\r\n{\"ok\":true}\r\n0\r\n\r\n"
@@ -102,6 +111,20 @@ impl RawUpstream {
 /// Serves requests on one connection; `true` when the gateway closed it.
 async fn serve(mut socket: TcpStream, answer: Answer) -> bool {
     let mut buffer = Vec::new();
+    if matches!(answer, Answer::RefusesTheBody | Answer::RefusesTheBodyAndStalls) {
+        while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 4096];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return true,
+                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+            }
+        }
+        let _ = socket.write_all(answer.bytes()).await;
+        if matches!(answer, Answer::RefusesTheBodyAndStalls) {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        return false;
+    }
     loop {
         let Some(end) = read_request(&mut socket, &mut buffer).await else { return true };
         buffer.drain(..end);
@@ -217,6 +240,24 @@ async fn a_chunked_answer_after_an_informational_one_keeps_its_connection() {
 #[tokio::test]
 async fn a_chunked_answer_with_a_length_too_is_framed_by_its_chunks_on_a_connection_used_once() {
     assert_eq!(connections_for_five(Answer::ChunkedWithLength, "chunked-length").await, 5);
+}
+
+#[tokio::test]
+async fn an_answer_sent_before_the_upstream_read_the_body_reaches_the_client() {
+    for (answer, route) in
+        [(Answer::RefusesTheBody, "refuses-body"), (Answer::RefusesTheBodyAndStalls, "refuses-stalls")]
+    {
+        let upstream = RawUpstream::start(answer).await;
+        let gw = gateway_to(&upstream, route, None).await;
+        // Far more than the socket buffers hold: the upstream's close cuts the write short, or
+        // its stall leaves it waiting.
+        let body = vec![b'x'; 32 << 20];
+        let started = Instant::now();
+        let response = reqwest::Client::new().post(gw.url("/up")).body(body).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 413, "{route}");
+        assert_eq!(response.text().await.unwrap(), "too large", "{route}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{route}: answered only after {:?}", started.elapsed());
+    }
 }
 
 #[tokio::test]

@@ -86,39 +86,58 @@ impl Conn {
     /// request on this connection; the body's bytes are then read through [`Conn::poll_body`].
     pub async fn exchange(&mut self, request: &Request<Bytes>) -> Result<Head, Failure> {
         encode_head(&mut self.head, request);
-        let written = self.write_all(request.body()).await;
-        match written {
-            Ok(()) => {}
-            Err((0, err)) => return Err(Failure::Unsent(err.into())),
-            Err((_, err)) => return Err(Failure::Sent(err.into())),
-        }
         let head_request = request.method() == Method::HEAD;
+        let mut written = 0;
+        let sent = std::future::poll_fn(|cx| self.poll_send(cx, request.body(), &mut written, head_request)).await;
+        match sent {
+            Ok(None) => {}
+            Ok(Some(early)) => return Ok(early),
+            Err(err) if written == 0 => return Err(Failure::Unsent(err.into())),
+            // The upstream may have answered before it stopped reading (a `413` for a body it
+            // will not take, then a close): that answer, when it is in, is the response.
+            Err(err) => return self.answer_already_in(head_request).await.ok_or(Failure::Sent(err.into())),
+        }
         std::future::poll_fn(|cx| self.poll_head(cx, head_request)).await.map_err(Failure::Sent)
     }
 
     /// Writes the encoded head and `body` (one vectored write when the socket takes both), then
-    /// flushes (TLS). `Err` carries how many bytes went out before the failure.
-    async fn write_all(&mut self, body: &Bytes) -> Result<(), (usize, io::Error)> {
+    /// flushes (TLS); `written` counts the bytes that went out. While the upstream takes no more,
+    /// its answer is read: one that comes before the whole request went out ends the sending
+    /// (`Some`), and the connection is not reused.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &Bytes,
+        written: &mut usize,
+        head_request: bool,
+    ) -> Poll<Result<Option<Head>, io::Error>> {
         let total = self.head.len() + body.len();
-        let mut written = 0;
-        while written < total {
-            let step = std::future::poll_fn(|cx| {
-                let (head, body) = if written < self.head.len() {
-                    (&self.head[written..], &body[..])
-                } else {
-                    (&[][..], &body[written - self.head.len()..])
-                };
-                let slices = [IoSlice::new(head), IoSlice::new(body)];
-                Pin::new(&mut self.stream).poll_write_vectored(cx, &slices)
-            })
-            .await;
-            match step {
-                Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
-                Ok(n) => written += n,
-                Err(err) => return Err((written, err)),
+        while *written < total {
+            let (head, rest) = match self.head.get(*written..) {
+                Some(head) => (head, &body[..]),
+                None => (&[][..], &body[*written - self.head.len()..]),
+            };
+            match Pin::new(&mut self.stream).poll_write_vectored(cx, &[IoSlice::new(head), IoSlice::new(rest)]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => match self.poll_head(cx, head_request) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(early)) => return Poll::Ready(Ok(Some(Head { reusable: false, ..early }))),
+                    Poll::Ready(Err(WireError::Io(err))) => return Poll::Ready(Err(err)),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into())),
+                },
             }
         }
-        std::future::poll_fn(|cx| Pin::new(&mut self.stream).poll_flush(cx)).await.map_err(|err| (written, err))
+        Pin::new(&mut self.stream).poll_flush(cx).map_ok(|()| None)
+    }
+
+    /// The response head the upstream sent before the request could be sent whole, if it did;
+    /// never reused. A connection whose write failed is readable at once (its data, or the
+    /// error), so this does not wait on the upstream.
+    async fn answer_already_in(&mut self, head_request: bool) -> Option<Head> {
+        let head = std::future::poll_fn(|cx| self.poll_head(cx, head_request)).await;
+        head.ok().map(|early| Head { reusable: false, ..early })
     }
 
     /// Reads until the response head is complete.
