@@ -13,7 +13,7 @@
 //! observation its buckets already hold (or the other way round) until the next scrape; its
 //! count is always the sum of its buckets.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use prometheus::core::{Describer, Metric, MetricVec, MetricVecBuilder};
@@ -43,32 +43,57 @@ pub fn shards_for(workers: usize) -> usize {
     (workers + 1).clamp(1, MAX_SHARDS)
 }
 
-/// A monotonic count (`TYPE counter`).
-#[derive(Clone)]
-pub struct Counter(Arc<CounterCells>);
-
-struct CounterCells {
+/// One value kept as a cell per worker, with its series' labels: what a counter and a gauge
+/// share. Adds wrap, so a gauge's decrement is the two's-complement add of its negative and the
+/// cells' wrapping sum, read as signed, is the gauge's value.
+struct Cells {
     labels: Vec<LabelPair>,
     shards: Box<[Line<AtomicU64>]>,
 }
 
+impl Cells {
+    fn new(labels: Vec<LabelPair>, shards: usize) -> Arc<Cells> {
+        Arc::new(Cells { labels, shards: (0..shards.max(1)).map(|_| Line::default()).collect() })
+    }
+
+    /// Adds `by` to the calling worker's cell.
+    fn add(&self, by: u64) {
+        self.shards[shard(self.shards.len())].0.fetch_add(by, Relaxed);
+    }
+
+    /// The sum over every worker.
+    fn sum(&self) -> u64 {
+        self.shards.iter().map(|cell| cell.0.load(Relaxed)).fold(0, u64::wrapping_add)
+    }
+
+    /// The series as the registry gathers it, its value set by `set`.
+    fn metric(&self, set: impl FnOnce(&mut proto::Metric)) -> proto::Metric {
+        let mut metric = proto::Metric::from_label(self.labels.clone());
+        set(&mut metric);
+        metric
+    }
+}
+
+/// A monotonic count (`TYPE counter`).
+#[derive(Clone)]
+pub struct Counter(Arc<Cells>);
+
 impl Counter {
     fn new(labels: Vec<LabelPair>, shards: usize) -> Counter {
-        Counter(Arc::new(CounterCells { labels, shards: (0..shards.max(1)).map(|_| Line::default()).collect() }))
+        Counter(Cells::new(labels, shards))
     }
 
     pub fn inc(&self) {
-        self.inc_by(1);
+        self.0.add(1);
     }
 
     pub fn inc_by(&self, by: u64) {
-        let cells = &self.0.shards;
-        cells[shard(cells.len())].0.fetch_add(by, Relaxed);
+        self.0.add(by);
     }
 
     /// The total over every worker.
     pub fn get(&self) -> u64 {
-        self.0.shards.iter().map(|cell| cell.0.load(Relaxed)).fold(0, u64::wrapping_add)
+        self.0.sum()
     }
 }
 
@@ -76,43 +101,31 @@ impl Metric for Counter {
     fn metric(&self) -> proto::Metric {
         let mut counter = proto::Counter::default();
         counter.set_value(self.get() as f64);
-        let mut metric = proto::Metric::from_label(self.0.labels.clone());
-        metric.set_counter(counter);
-        metric
+        self.0.metric(|metric| metric.set_counter(counter))
     }
 }
 
 /// A value that goes up and down (`TYPE gauge`). A worker may take down what another put up: the
 /// cells' sum is what counts.
 #[derive(Clone)]
-pub struct Gauge(Arc<GaugeCells>);
-
-struct GaugeCells {
-    labels: Vec<LabelPair>,
-    shards: Box<[Line<AtomicI64>]>,
-}
+pub struct Gauge(Arc<Cells>);
 
 impl Gauge {
     fn new(labels: Vec<LabelPair>, shards: usize) -> Gauge {
-        Gauge(Arc::new(GaugeCells { labels, shards: (0..shards.max(1)).map(|_| Line::default()).collect() }))
+        Gauge(Cells::new(labels, shards))
     }
 
     pub fn inc(&self) {
-        self.add(1);
+        self.0.add(1);
     }
 
     pub fn dec(&self) {
-        self.add(-1);
-    }
-
-    fn add(&self, by: i64) {
-        let cells = &self.0.shards;
-        cells[shard(cells.len())].0.fetch_add(by, Relaxed);
+        self.0.add(1u64.wrapping_neg());
     }
 
     /// The sum over every worker.
     pub fn get(&self) -> i64 {
-        self.0.shards.iter().map(|cell| cell.0.load(Relaxed)).fold(0, i64::wrapping_add)
+        self.0.sum() as i64
     }
 }
 
@@ -120,9 +133,7 @@ impl Metric for Gauge {
     fn metric(&self) -> proto::Metric {
         let mut gauge = proto::Gauge::default();
         gauge.set_value(self.get() as f64);
-        let mut metric = proto::Metric::from_label(self.0.labels.clone());
-        metric.set_gauge(gauge);
-        metric
+        self.0.metric(|metric| metric.set_gauge(gauge))
     }
 }
 
@@ -369,9 +380,10 @@ mod tests {
                 counter.inc();
                 gauge.inc();
             }
-            // Taken down by another worker than the one that put it up.
+            // Taken down by another worker than the one that put it up: that worker's own cell
+            // goes below zero.
             if number == 2 {
-                for _ in 0..500 {
+                for _ in 0..4000 {
                     gauge.dec();
                 }
             }
@@ -379,7 +391,7 @@ mod tests {
         let cells: Vec<u64> = counter.0.shards.iter().map(|cell| cell.0.load(Relaxed)).collect();
         assert_eq!(cells, [1000, 2000, 3000]);
         assert_eq!(counter.get(), 6000);
-        assert_eq!(gauge.get(), 5500);
+        assert_eq!(gauge.get(), 2000);
         // Found again by its labels: the same cells.
         assert_eq!(family.with_label_values(&["r1"]).get(), 6000);
     }
