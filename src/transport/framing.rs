@@ -235,6 +235,54 @@ mod tests {
         assert_eq!(joined(&data), b"all of it");
     }
 
+    /// `data` cut into chunks of `sizes` (cycled; the last chunk takes what is left), in
+    /// chunked coding with size lines in either case and with or without extensions.
+    fn chunked(data: &[u8], sizes: &[usize], upper: bool, extension: bool) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut rest = data;
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, after) = rest.split_at((*size).clamp(1, rest.len()));
+            let line = if upper { format!("{:X}", chunk.len()) } else { format!("{:x}", chunk.len()) };
+            wire.extend_from_slice(line.as_bytes());
+            if extension {
+                wire.extend_from_slice(b" ;name=\"value\"");
+            }
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(chunk);
+            wire.extend_from_slice(b"\r\n");
+            rest = after;
+        }
+        wire.extend_from_slice(b"0\r\ntrailer: yes\r\n\r\n");
+        wire
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Whatever the chunk sizes and however the reads cut the wire, the data comes out whole
+        /// and in order, no piece spans two chunks, and the bytes after the body stay buffered.
+        #[test]
+        fn any_chunking_read_in_any_pieces_gives_the_data_back(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            sizes in proptest::collection::vec(1usize..80, 1..8),
+            step in 1usize..64,
+            upper in proptest::prelude::any::<bool>(),
+            extension in proptest::prelude::any::<bool>(),
+        ) {
+            let mut wire = chunked(&data, &sizes, upper, extension);
+            wire.extend_from_slice(b"HTTP/1.1 200");
+            let mut framing = Framing::Chunked(Chunk::Size);
+            let (pieces, rest) = decode_in_steps(&mut framing, &wire, step).unwrap();
+            proptest::prop_assert_eq!(joined(&pieces), data);
+            proptest::prop_assert!(pieces.iter().all(|piece| piece.len() <= *sizes.iter().max().unwrap()));
+            proptest::prop_assert!(framing.is_end());
+            proptest::prop_assert!(b"HTTP/1.1 200".starts_with(&rest));
+        }
+    }
+
     #[test]
     fn malformed_chunked_framing_is_refused() {
         for wire in [
