@@ -580,4 +580,12 @@ async fn https_providers_are_verified_unless_ssl_verify_is_off() {
     let response = chat(&gw, "/unverified", r#"{"messages":[]}"#).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.last().headers["authorization"], "Bearer k");
+    // The TLS connection is kept and reused (the session tickets a TLS 1.3 server sends after
+    // the handshake are no reason to drop it).
+    for _ in 0..4 {
+        let response = chat(&gw, "/unverified", r#"{"messages":[]}"#).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.unwrap();
+    }
+    assert_eq!(mock.connections(), 1);
 }

@@ -59,6 +59,8 @@ pub struct MockUpstream {
     behaviour: Arc<Mutex<Behaviour>>,
     /// Bodies whose client went away before the end (the gateway cancelled the upstream call).
     cancelled: Arc<AtomicUsize>,
+    /// Connections served (for HTTPS: whose handshake succeeded).
+    connections: Arc<AtomicUsize>,
 }
 
 /// What a mock does when the request does not say otherwise.
@@ -154,6 +156,7 @@ impl MockUpstream {
             tls: false,
             behaviour: Arc::default(),
             cancelled: Arc::default(),
+            connections: Arc::default(),
         };
         let server = mock.clone();
         tokio::spawn(async move {
@@ -161,6 +164,7 @@ impl MockUpstream {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 let mock = server.clone();
                 let tls = tls.clone();
+                let server_connections = Arc::clone(&server.connections);
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let mock = mock.clone();
@@ -169,11 +173,13 @@ impl MockUpstream {
                     let http = hyper::server::conn::http1::Builder::new();
                     match tls {
                         None => {
+                            server_connections.fetch_add(1, Ordering::SeqCst);
                             let _ = http.serve_connection(TokioIo::new(stream), service).await;
                         }
                         Some(acceptor) => {
                             // A client that refuses the certificate ends the handshake: nothing to serve.
                             if let Ok(stream) = acceptor.accept(stream).await {
+                                server_connections.fetch_add(1, Ordering::SeqCst);
                                 let _ = http.serve_connection(TokioIo::new(stream), service).await;
                             }
                         }
@@ -182,6 +188,11 @@ impl MockUpstream {
             }
         });
         mock
+    }
+
+    /// Connections served so far (for HTTPS: whose handshake succeeded).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// `host:port`, as an upstream node key.
