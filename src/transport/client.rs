@@ -139,8 +139,9 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     fn release(&mut self) {
-        if let (Some(conn), Some((pool, origin))) = (self.conn.take(), self.home.take()) {
+        if let (Some(mut conn), Some((pool, origin))) = (self.conn.take(), self.home.take()) {
             if conn.is_drained() {
+                conn.settle();
                 pool.put(origin, conn);
             }
         }

@@ -181,6 +181,16 @@ impl Conn {
         self.read.is_empty()
     }
 
+    /// Runs when a response has been read to its end and the connection goes back to the pool:
+    /// reads start small again, and a buffer grown for a large body is let go, so an idle
+    /// connection holds 8 KiB rather than what its largest answer needed.
+    pub fn settle(&mut self) {
+        self.read_size = READ_SIZE;
+        if self.read.capacity() > 4 * READ_SIZE {
+            self.read = BytesMut::with_capacity(READ_SIZE);
+        }
+    }
+
     /// Reads once from the socket into the buffer; `Ok(0)`: the upstream closed it.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
@@ -304,6 +314,37 @@ mod tests {
             encoded(request),
             "POST /v1/chat?x=1 HTTP/1.1\r\nhost: api.example\r\nx-multi: a\r\nx-multi: b\r\ncontent-length: 7\r\n\r\n"
         );
+    }
+
+    #[tokio::test]
+    async fn a_large_body_is_read_whole_and_settling_shrinks_the_buffer_back() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let body = vec![b'x'; 600 * 1024];
+        let answer = [format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes(), body].concat();
+        let upstream = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await.unwrap();
+            socket.write_all(&answer).await.unwrap();
+            socket
+        });
+        let mut conn = Conn::new(Stream::Plain(TcpStream::connect(address).await.unwrap()));
+        let request = Request::get("/big").header("host", "up").body(Bytes::new()).unwrap();
+        let Ok(mut head) = conn.exchange(&request).await else { panic!("no response head") };
+        let mut received = 0;
+        while let Some(piece) = std::future::poll_fn(|cx| conn.poll_body(cx, &mut head.framing)).await {
+            received += piece.unwrap().len();
+        }
+        assert_eq!(received, 600 * 1024);
+        // However the reads went, a buffer left large is let go.
+        conn.read.reserve(100 * 1024);
+        conn.settle();
+        assert_eq!(conn.read_size, READ_SIZE);
+        assert!(conn.read.capacity() <= 2 * READ_SIZE);
+        assert!(conn.is_drained());
+        drop(upstream.await.unwrap());
     }
 
     #[test]
