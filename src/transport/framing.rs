@@ -155,17 +155,17 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, WireError> {
 /// The size a chunk-size line gives: hexadecimal digits, then optional whitespace and
 /// extensions (`;name=value`), which carry nothing a proxy needs.
 fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
+    let invalid = || WireError::Protocol("invalid chunk size");
     let digits = line.iter().take_while(|byte| byte.is_ascii_hexdigit()).count();
-    let rest = &line[digits..];
-    let rest_ok = rest.iter().all(|byte| *byte == b' ' || *byte == b'\t') || {
-        let trimmed = rest.iter().position(|byte| *byte != b' ' && *byte != b'\t').map_or(rest, |at| &rest[at..]);
-        trimmed.first() == Some(&b';')
-    };
-    if digits == 0 || digits > 15 || !rest_ok {
-        return Err(WireError::Protocol("invalid chunk size"));
+    let blanks = line[digits..].iter().take_while(|byte| matches!(byte, b' ' | b'\t')).count();
+    let after = &line[digits + blanks..];
+    if digits == 0 || digits > 15 || !(after.is_empty() || after[0] == b';') {
+        return Err(invalid());
     }
-    let text = std::str::from_utf8(&line[..digits]).map_err(|_| WireError::Protocol("invalid chunk size"))?;
-    u64::from_str_radix(text, 16).map_err(|_| WireError::Protocol("invalid chunk size"))
+    line[..digits].iter().try_fold(0u64, |size, digit| {
+        let value = char::from(*digit).to_digit(16).ok_or_else(invalid)?;
+        Ok(size << 4 | u64::from(value))
+    })
 }
 
 #[cfg(test)]
