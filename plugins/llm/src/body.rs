@@ -46,7 +46,7 @@ pub fn parse_body(
 /// protocols that call it so).
 pub fn record_payload(ctx: &mut Ctx, body: &RawBody, protocol: Protocol) {
     if ctx.log.response_text.is_some() {
-        ctx.log.request_payload = body.raw(protocol.payload_field()).map(|m| m.get().to_string());
+        ctx.log.request_payload = body.raw(protocol.payload_field()).map(str::to_string);
     }
 }
 

@@ -33,7 +33,7 @@ impl KnownModels {
     /// The label of the client's requested model: the known name it equals, else `other`. Runs
     /// per request; compares the field's raw JSON with each name's, so it allocates nothing.
     pub fn requested(&self, body: &RawBody) -> Arc<str> {
-        let raw = body.raw("model").map(|raw| raw.get());
+        let raw = body.raw("model");
         let known = raw.and_then(|raw| self.names.iter().find(|(_, json)| json == raw));
         Arc::clone(known.map_or(&self.other, |(name, _)| name))
     }

@@ -5,12 +5,14 @@
 //! Kept rather than parsing into `serde_json::Value`: a `Value` tree allocates every nested
 //! string and object of a long conversation, and writing it back re-encodes all of it (and may
 //! reorder or reformat what the provider's prompt cache keys on). Here only the top level is
-//! split, each field stays `RawValue` bytes, and an edit rewrites just the fields it touches.
+//! split, each field stays the client's bytes, and an edit rewrites just the fields it touches.
 
 use std::fmt;
+use std::ops::Range;
 
 use bytes::Bytes;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use bytestring::ByteString;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -24,11 +26,33 @@ pub enum BodyError {
     Invalid(String),
 }
 
-/// The client's body: the original bytes and its top-level fields in order.
+/// The client's body: the original bytes and where its top-level fields are in them, in order.
+///
+/// Fields are kept as byte ranges of `original`, not copied out: parsing a body then allocates
+/// once (the field list) instead of twice per field, and an edited body copies each untouched
+/// field (its key included) straight from the client's bytes.
 #[derive(Debug, Clone)]
 pub struct RawBody {
-    original: Bytes,
-    fields: Vec<(String, Box<RawValue>)>,
+    /// Checked as UTF-8 once, when parsed: every field is then text without another check.
+    original: ByteString,
+    fields: Vec<Field>,
+}
+
+/// One top-level field of a [`RawBody`].
+#[derive(Debug, Clone)]
+struct Field {
+    key: Key,
+    /// The value's raw JSON in `original`.
+    value: Range<usize>,
+}
+
+/// A field's name.
+#[derive(Debug, Clone)]
+enum Key {
+    /// As written: the text between its quotes in `original`, with no escape in it.
+    At(Range<usize>),
+    /// Decoded, for a name written with escapes (`"mo\u0064el"`).
+    Decoded(Box<str>),
 }
 
 /// A body being rebuilt for one upstream attempt. Untouched fields keep their original bytes.
@@ -45,8 +69,12 @@ impl RawBody {
         if original.iter().all(u8::is_ascii_whitespace) {
             return Err(BodyError::Empty);
         }
-        let mut de = serde_json::Deserializer::from_slice(&original);
-        let fields = (&mut de).deserialize_map(FieldsVisitor).map_err(|e| BodyError::Invalid(e.to_string()))?;
+        // JSON text is UTF-8 (RFC 8259).
+        let original = ByteString::try_from(original).map_err(|e| BodyError::Invalid(e.to_string()))?;
+        let text: &str = &original;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let fields =
+            (&mut de).deserialize_map(FieldsVisitor { text }).map_err(|e| BodyError::Invalid(e.to_string()))?;
         de.end().map_err(|e| BodyError::Invalid(e.to_string()))?;
         Ok(RawBody { original, fields })
     }
@@ -58,18 +86,25 @@ impl RawBody {
         original.push(b'{');
         let mut fields = Vec::with_capacity(object.len());
         for (i, (key, value)) in object.into_iter().enumerate() {
-            // Serialising a `Value` cannot fail: its keys are strings.
-            let Ok(raw) = serde_json::value::to_raw_value(&value) else { continue };
             if i > 0 {
                 original.push(b',');
             }
+            // Serialising into a Vec cannot fail: a `Value`'s keys are strings.
+            let key_start = original.len();
             let _ = serde_json::to_writer(&mut original, &key);
+            let key = if original.len() == key_start + key.len() + 2 {
+                Key::At(key_start + 1..original.len() - 1)
+            } else {
+                Key::Decoded(key.into_boxed_str())
+            };
             original.push(b':');
-            original.extend_from_slice(raw.get().as_bytes());
-            fields.push((key, raw));
+            let value_start = original.len();
+            let _ = serde_json::to_writer(&mut original, &value);
+            fields.push(Field { key, value: value_start..original.len() });
         }
         original.push(b'}');
-        RawBody { original: Bytes::from(original), fields }
+        // serde_json writes UTF-8: the check cannot fail.
+        RawBody { original: ByteString::try_from(original).unwrap_or_default(), fields }
     }
 
     /// Whether the body has no field at all (`{}`).
@@ -78,17 +113,17 @@ impl RawBody {
     }
 
     pub fn original(&self) -> &Bytes {
-        &self.original
+        self.original.as_bytes()
     }
 
-    /// A top-level field's raw JSON.
-    pub fn raw(&self, key: &str) -> Option<&RawValue> {
-        self.fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+    /// A top-level field's raw JSON, as the client wrote it (the last one, if the name repeats).
+    pub fn raw(&self, key: &str) -> Option<&str> {
+        self.fields.iter().rev().find(|field| self.named(field, key)).map(|field| self.text(field.value.clone()))
     }
 
     /// A top-level field parsed as `T`; `None` when absent or of another type.
     pub fn get<'de, T: Deserialize<'de>>(&'de self, key: &str) -> Option<T> {
-        self.raw(key).and_then(|raw| serde_json::from_str(raw.get()).ok())
+        self.raw(key).and_then(|raw| serde_json::from_str(raw).ok())
     }
 
     /// The string value of a top-level field.
@@ -98,6 +133,32 @@ impl RawBody {
 
     pub fn edit(&self) -> BodyEdit<'_> {
         BodyEdit { base: self, changes: Vec::new() }
+    }
+
+    /// Whether `field` is called `key`.
+    fn named(&self, field: &Field, key: &str) -> bool {
+        match &field.key {
+            Key::At(range) => self.original.as_bytes().get(range.clone()) == Some(key.as_bytes()),
+            Key::Decoded(name) => &**name == key,
+        }
+    }
+
+    /// Writes `field`'s name and its colon: as the client wrote the name when it could be kept.
+    fn write_name(&self, out: &mut Vec<u8>, field: &Field) {
+        match &field.key {
+            Key::At(name) => out.extend_from_slice(self.text(name.start - 1..name.end + 1).as_bytes()),
+            // Writing JSON into a Vec cannot fail.
+            Key::Decoded(name) => {
+                let _ = serde_json::to_writer(&mut *out, name);
+            }
+        }
+        out.push(b':');
+    }
+
+    /// Text of `original` at `range`: every range kept borders on ASCII punctuation, so on
+    /// character boundaries, and the lookup cannot fail.
+    fn text(&self, range: Range<usize>) -> &str {
+        self.original.get(range).unwrap_or_default()
     }
 }
 
@@ -117,7 +178,7 @@ impl BodyEdit<'_> {
         if self.changes.iter().any(|(k, _)| k == key) {
             return None;
         }
-        self.base.raw(key).map(RawValue::get)
+        self.base.raw(key)
     }
 
     pub fn set(&mut self, key: &str, value: Value) {
@@ -135,46 +196,45 @@ impl BodyEdit<'_> {
     /// The body to send: the client's own bytes when nothing changed; otherwise the fields in their
     /// original order (changed ones re-serialised, the rest copied raw), new fields at the end.
     pub fn into_bytes(self) -> Bytes {
+        let base = self.base;
         if self.changes.is_empty() {
-            return self.base.original.clone();
+            return base.original.as_bytes().clone();
         }
-        let mut final_changes: Vec<(String, Option<Value>)> = Vec::new();
-        for (key, change) in self.changes {
-            match final_changes.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = change,
-                None => final_changes.push((key, change)),
-            }
-        }
-        let mut out = Vec::with_capacity(self.base.original.len() + 64);
+        // The last change of a key is the one that counts.
+        let latest = |key: &dyn Fn(&str) -> bool| self.changes.iter().rev().find(|(k, _)| key(k)).map(|(_, c)| c);
+        let mut out = Vec::with_capacity(base.original.len() + 64);
         out.push(b'{');
-        let mut first = true;
-        // Keys and values are written straight into `out`: no string per field.
-        let mut push = |out: &mut Vec<u8>, key: &str, value: Field<'_>| {
-            if !first {
+        // Writing JSON into a Vec cannot fail.
+        let separate = |out: &mut Vec<u8>| {
+            if out.len() > 1 {
                 out.push(b',');
             }
-            first = false;
-            // Writing JSON into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, key);
-            out.push(b':');
-            match value {
-                Field::Raw(raw) => out.extend_from_slice(raw.as_bytes()),
-                Field::Value(value) => {
-                    let _ = serde_json::to_writer(&mut *out, value);
+        };
+        for field in &base.fields {
+            let change = latest(&|k| base.named(field, k));
+            match change {
+                Some(None) => {}
+                Some(Some(value)) => {
+                    separate(&mut out);
+                    base.write_name(&mut out, field);
+                    let _ = serde_json::to_writer(&mut out, value);
+                }
+                None => {
+                    separate(&mut out);
+                    base.write_name(&mut out, field);
+                    out.extend_from_slice(base.text(field.value.clone()).as_bytes());
                 }
             }
-        };
-        for (key, raw) in &self.base.fields {
-            match final_changes.iter().find(|(k, _)| k == key) {
-                Some((_, Some(value))) => push(&mut out, key, Field::Value(value)),
-                Some((_, None)) => {}
-                None => push(&mut out, key, Field::Raw(raw.get())),
-            }
         }
-        for (key, change) in &final_changes {
-            if let Some(value) = change {
-                if !self.base.fields.iter().any(|(k, _)| k == key) {
-                    push(&mut out, key, Field::Value(value));
+        // Fields the client did not send, in the order first set.
+        for (i, (key, _)) in self.changes.iter().enumerate() {
+            let first_time = !self.changes[..i].iter().any(|(k, _)| k == key);
+            if let Some(Some(value)) = latest(&|k| k == key).filter(|_| first_time) {
+                if !base.fields.iter().any(|field| base.named(field, key)) {
+                    separate(&mut out);
+                    let _ = serde_json::to_writer(&mut out, key);
+                    out.push(b':');
+                    let _ = serde_json::to_writer(&mut out, value);
                 }
             }
         }
@@ -183,16 +243,21 @@ impl BodyEdit<'_> {
     }
 }
 
-/// A field's value as `into_bytes` writes it.
-enum Field<'a> {
-    Raw(&'a str),
-    Value(&'a Value),
+/// Reads the top-level object of `text` into [`Field`]s: names and values are borrowed from
+/// `text` and kept as their offsets in it.
+struct FieldsVisitor<'t> {
+    text: &'t str,
 }
 
-struct FieldsVisitor;
+impl FieldsVisitor<'_> {
+    /// Where `part`, a slice of `text`, starts in it.
+    fn offset(&self, part: &str) -> usize {
+        part.as_ptr() as usize - self.text.as_ptr() as usize
+    }
+}
 
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Vec<(String, Box<RawValue>)>;
+impl<'de> Visitor<'de> for FieldsVisitor<'_> {
+    type Value = Vec<Field>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
@@ -200,10 +265,52 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
-            fields.push((key, value));
+        while let Some(name) = map.next_key_seed(NameSeed)? {
+            let value: &'de RawValue = map.next_value()?;
+            let key = match name {
+                Name::Borrowed(name) => {
+                    let start = self.offset(name);
+                    Key::At(start..start + name.len())
+                }
+                Name::Decoded(name) => Key::Decoded(name.into_boxed_str()),
+            };
+            let start = self.offset(value.get());
+            fields.push(Field { key, value: start..start + value.get().len() });
         }
         Ok(fields)
+    }
+}
+
+/// A field name as the deserializer gives it: a slice of the input when written without
+/// escapes, else decoded.
+enum Name<'de> {
+    Borrowed(&'de str),
+    Decoded(String),
+}
+
+struct NameSeed;
+
+impl<'de> DeserializeSeed<'de> for NameSeed {
+    type Value = Name<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NameSeed {
+    type Value = Name<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+        Ok(Name::Borrowed(name))
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(Name::Decoded(name.to_owned()))
     }
 }
 
@@ -262,13 +369,43 @@ mod tests {
         let Value::Object(object) = made.clone() else { unreachable!() };
         let body = RawBody::from_object(object);
         assert_eq!(serde_json::from_slice::<Value>(body.original()).unwrap(), made);
-        assert_eq!(body.raw("messages").unwrap().get(), r#"[{"role":"user","content":"hi"}]"#);
+        assert_eq!(body.raw("messages").unwrap(), r#"[{"role":"user","content":"hi"}]"#);
         let mut edit = body.edit();
         edit.set("model", json!("n"));
         assert_eq!(
             edit.into_bytes(),
             Bytes::from_static(br#"{"model":"n","messages":[{"role":"user","content":"hi"}]}"#)
         );
+    }
+
+    #[test]
+    fn a_name_written_with_escapes_is_found_and_written_decoded() {
+        let body = RawBody::parse(Bytes::from_static(br#"{"mo\u0064el":"a", "x" : 1}"#)).unwrap();
+        assert_eq!(body.raw("model"), Some(r#""a""#));
+        assert_eq!(body.raw("x"), Some("1"));
+        let mut edit = body.edit();
+        edit.set("x", json!(2));
+        assert_eq!(edit.into_bytes(), Bytes::from_static(br#"{"model":"a","x":2}"#));
+        let mut edit = body.edit();
+        edit.set("model", json!("b"));
+        assert_eq!(edit.into_bytes(), Bytes::from_static(br#"{"model":"b","x":1}"#));
+    }
+
+    #[test]
+    fn the_last_of_repeated_changes_and_names_counts() {
+        let body = RawBody::parse(Bytes::from_static(br#"{"a":1,"a":2}"#)).unwrap();
+        assert_eq!(body.raw("a"), Some("2"));
+        let mut edit = body.edit();
+        edit.set("b", json!(1));
+        edit.set("c", json!(1));
+        edit.set("b", json!(2));
+        edit.remove("c");
+        assert_eq!(edit.into_bytes(), Bytes::from_static(br#"{"a":1,"a":2,"b":2}"#));
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused() {
+        assert!(matches!(RawBody::parse(Bytes::from_static(b"{\"a\":\"\xff\"}")), Err(BodyError::Invalid(_))));
     }
 
     #[test]
@@ -324,7 +461,7 @@ mod tests {
                 prop_assert_eq!(&got, &expected);
                 let again = RawBody::parse(out).unwrap();
                 for key in object.keys().filter(|k| !changes.iter().any(|(changed, _)| changed == *k)) {
-                    prop_assert_eq!(again.raw(key).map(RawValue::get), body.raw(key).map(RawValue::get));
+                    prop_assert_eq!(again.raw(key), body.raw(key));
                 }
             }
         }

@@ -82,7 +82,7 @@ impl Protocol {
     /// array), `openai-embeddings` (`input` is present), `passthrough` (any other non-empty
     /// object). `None` for `{}`. Reads only the field index `RawBody` already built.
     pub fn detect(path: &str, body: &RawBody) -> Option<Protocol> {
-        let messages = body.raw("messages").map(|raw| raw.get().trim_start().as_bytes().first().copied());
+        let messages = body.raw("messages").map(|raw| raw.trim_start().as_bytes().first().copied());
         let messages_is = |open: u8| messages == Some(Some(open));
         // APISIX knows `/converse`; an AWS SDK's `ConverseStream` calls `/converse-stream`.
         if (path.ends_with("/converse") || path.ends_with("/converse-stream")) && messages_is(b'[') {

@@ -151,7 +151,7 @@ fn renamed(stages: &[Stage], json: Bytes) -> Option<Bytes> {
                 }
             }
             Stage::ReasoningField(field) => {
-                let mentioned = body.raw("choices").is_some_and(|raw| raw.get().contains(field.as_str()));
+                let mentioned = body.raw("choices").is_some_and(|raw| raw.contains(field.as_str()));
                 if let Some(mut choices) = body.get::<Value>("choices").filter(|_| mentioned) {
                     if rename_in_choices(&mut choices, field) {
                         edit.set("choices", choices);
