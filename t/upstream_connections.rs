@@ -35,6 +35,8 @@ enum Answer {
     /// A chunked `200` that also carries a `Content-Length`: framed by the chunks, and the
     /// connection not trusted with another request.
     ChunkedWithLength,
+    /// `200` with every hop-by-hop field a proxy must not pass on, keep-alive.
+    JsonWithHopByHopFields,
     /// `413` with `Connection: close` as soon as the request head is in, then the upstream closes
     /// without reading the body (so the gateway's write of it fails).
     RefusesTheBody,
@@ -59,6 +61,9 @@ impl Answer {
             }
             Answer::RefusesTheBody | Answer::RefusesTheBodyAndStalls => {
                 b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: 9\r\n\r\ntoo large"
+            }
+            Answer::JsonWithHopByHopFields => {
+                b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\nproxy-connection: keep-alive\r\nte: trailers\r\ntrailer: x-sum\r\nupgrade: h2c\r\nx-kept: yes\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
             }
             Answer::ChunkedWithLength => {
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\nb\r\n{\"ok\":true}\r\n0\r\n\r\n"
@@ -184,6 +189,23 @@ async fn sequential_requests_reuse_one_upstream_connection() {
         assert_eq!((status.as_u16(), body.as_str()), (200, "{\"ok\":true}"));
     }
     assert_eq!(upstream.accepted(), 1, "every request after the first should reuse the kept-alive connection");
+}
+
+#[tokio::test]
+async fn hop_by_hop_fields_of_an_answer_stay_with_the_upstream_connection() {
+    let upstream = RawUpstream::start(Answer::JsonWithHopByHopFields).await;
+    let gw = gateway_to(&upstream, "hops", None).await;
+    for _ in 0..2 {
+        let response = gw.http.get(gw.url("/up")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let headers = response.headers().clone();
+        assert_eq!(headers["x-kept"], "yes");
+        for hop in ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+            assert!(!headers.contains_key(hop), "{hop} was relayed: {headers:?}");
+        }
+        assert_eq!(response.text().await.unwrap(), "{\"ok\":true}");
+    }
+    assert_eq!(upstream.accepted(), 1);
 }
 
 #[tokio::test]

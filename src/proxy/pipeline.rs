@@ -36,8 +36,10 @@ const MAX_FAILURE_BODY: u64 = 1 << 20;
 /// (unbuffered and event-stream) answers have no such default: they never sit whole in memory.
 pub const DEFAULT_MAX_BUFFERED_RESPONSE: u64 = 64 << 20;
 
+const HOP_BY_HOP_FIELDS: usize = 7;
+
 /// Response headers never relayed: hop-by-hop, and the framing hyper sets itself.
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_FIELDS] = [
     http::header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     http::header::TRANSFER_ENCODING,
@@ -291,9 +293,7 @@ fn respond_buffered(
 /// The head relayed to the client: the upstream's headers less hop-by-hop ones (taken over,
 /// not copied), plus the headers plugins added to the context.
 fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &mut Ctx, streamed: bool) -> http::response::Parts {
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
+    drop_hop_by_hop(&mut headers);
     if streamed {
         headers.remove(CONTENT_LENGTH);
     }
@@ -306,6 +306,21 @@ fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &mut Ctx, stre
     head.status = status;
     head.headers = headers;
     head
+}
+
+/// Removes the hop-by-hop fields from an upstream's headers. An answer usually has one of them
+/// (`Connection`) or none: finding which are there, by comparing names, costs less than hashing
+/// all seven for removals.
+fn drop_hop_by_hop(headers: &mut HeaderMap) {
+    let mut present = [false; HOP_BY_HOP_FIELDS];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, present)| *present) {
+        headers.remove(name);
+    }
 }
 
 fn run_header_filters(finisher: &Finisher, ctx: &mut Ctx, head: &mut http::response::Parts) {

@@ -39,9 +39,7 @@ fn fresh() -> HeaderValue {
 /// Adds the id to a response's headers. `x-request-id` is left alone when the upstream set one.
 pub fn stamp(headers: &mut HeaderMap, id: &HeaderValue) {
     headers.insert(X_SWITCHYARD_REQUEST_ID, id.clone());
-    if !headers.contains_key(X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID, id.clone());
-    }
+    headers.entry(X_REQUEST_ID).or_insert_with(|| id.clone());
 }
 
 #[cfg(test)]
