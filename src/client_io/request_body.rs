@@ -2,6 +2,7 @@
 //! against `Content-Length` before a byte is read, and the wait between two reads is bounded
 //! (`proxy.client_body_timeout`).
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -35,36 +36,46 @@ pub fn declares_more_than(headers: &HeaderMap, max: usize) -> bool {
 
 /// Reads a body whole: at most `max` bytes, waiting at most `between_reads` for each piece. A
 /// piece that is already there (most bodies arrive with their head) costs no timer.
-pub async fn read_whole(body: Incoming, max: usize, between_reads: Duration) -> Result<Bytes, BodyReadError> {
-    let mut body = Limited::new(body, max);
-    let mut first = Bytes::new();
-    let mut joined: Option<BytesMut> = None;
-    loop {
-        let frame = match body.frame().now_or_never() {
-            Some(frame) => frame,
-            None => tokio::time::timeout(between_reads, body.frame()).await.map_err(|_| BodyReadError::TimedOut)?,
-        };
-        let Some(frame) = frame else { break };
-        let frame = frame.map_err(|err| {
-            if err.downcast_ref::<LengthLimitError>().is_some() {
-                BodyReadError::TooLarge
-            } else {
-                BodyReadError::Broken
-            }
-        })?;
-        let Ok(data) = frame.into_data() else { continue };
-        match joined.as_mut() {
-            Some(joined) => joined.extend_from_slice(&data),
-            None if first.is_empty() => first = data,
-            None => {
-                let mut both = BytesMut::with_capacity(first.len() + data.len());
-                both.extend_from_slice(&first);
-                both.extend_from_slice(&data);
-                joined = Some(both);
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async block keeps its captures in place: see \"Futures on the request path\" in the crate docs"
+)]
+pub fn read_whole(
+    body: Incoming,
+    max: usize,
+    between_reads: Duration,
+) -> impl Future<Output = Result<Bytes, BodyReadError>> {
+    async move {
+        let mut body = Limited::new(body, max);
+        let mut first = Bytes::new();
+        let mut joined: Option<BytesMut> = None;
+        loop {
+            let frame = match body.frame().now_or_never() {
+                Some(frame) => frame,
+                None => tokio::time::timeout(between_reads, body.frame()).await.map_err(|_| BodyReadError::TimedOut)?,
+            };
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|err| {
+                if err.downcast_ref::<LengthLimitError>().is_some() {
+                    BodyReadError::TooLarge
+                } else {
+                    BodyReadError::Broken
+                }
+            })?;
+            let Ok(data) = frame.into_data() else { continue };
+            match joined.as_mut() {
+                Some(joined) => joined.extend_from_slice(&data),
+                None if first.is_empty() => first = data,
+                None => {
+                    let mut both = BytesMut::with_capacity(first.len() + data.len());
+                    both.extend_from_slice(&first);
+                    both.extend_from_slice(&data);
+                    joined = Some(both);
+                }
             }
         }
+        Ok(joined.map_or(first, BytesMut::freeze))
     }
-    Ok(joined.map_or(first, BytesMut::freeze))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! Nothing here reads a body on the common path: a 2xx answer without `first_event` timing goes to
 //! `judge` with its body untouched on the wire.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,77 +109,83 @@ fn judge(
 
 /// Sends attempt number `attempt` and judges it. `error_bodies`: the target reads failed answers'
 /// bodies ([`Target::reads_error_bodies`]).
-pub async fn attempt(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async block keeps its captures in place: see \"Futures on the request path\" in the crate docs"
+)]
+pub fn attempt<'a>(
     mut upstream: UpstreamRequest,
-    target: &mut dyn Target,
-    ctx: &mut Ctx,
+    target: &'a mut dyn Target,
+    ctx: &'a mut Ctx,
     attempt: u32,
     error_bodies: bool,
-    watch: Watch<'_>,
-) -> Step {
-    upstream.headers.insert(request_id::X_REQUEST_ID, ctx.request_id.clone());
-    ctx.log.attempts = attempt;
-    ctx.log.instance = Some(Arc::clone(&upstream.label));
-    watch.observe.attempt_sending(ctx, &mut upstream);
-    let timing = upstream.timing;
-    if !timing.wait_before.is_zero() {
-        tokio::time::sleep(timing.wait_before).await;
-    }
-    let stall = upstream.timeout;
-    let sent_at = Instant::now();
-    let mut response = match send(upstream).await {
-        Ok(response) => response,
-        Err(err) => {
-            return match judge(target, ctx, &attempt_result(&err), watch, sent_at) {
-                Verdict::Accept => Step::Failed(err),
-                Verdict::Retry => {
-                    log_retry(ctx, attempt, &err.detail());
-                    Step::Retry(Err(err))
-                }
-            };
+    watch: Watch<'a>,
+) -> impl Future<Output = Step> + 'a {
+    async move {
+        upstream.headers.insert(request_id::X_REQUEST_ID, ctx.request_id.clone());
+        ctx.log.attempts = attempt;
+        ctx.log.instance = Some(Arc::clone(&upstream.label));
+        watch.observe.attempt_sending(ctx, &mut upstream);
+        let timing = upstream.timing;
+        if !timing.wait_before.is_zero() {
+            tokio::time::sleep(timing.wait_before).await;
         }
-    };
-    let status = response.status();
-    let read = if error_bodies && status.as_u16() >= 400 {
-        read_error_body(&mut response, stall).await
-    } else if let Some(limit) =
-        timing.first_event.filter(|_| status.is_success() && is_event_stream(response.headers()))
-    {
-        match first_event(&mut response, sent_at + limit).await {
-            Ok(chunks) => {
-                ctx.log.time_to_first_token.get_or_insert(ctx.started.elapsed());
-                Read::Started(chunks)
-            }
-            Err(missed) => {
-                let (result, err) = match missed {
-                    Missed::TimedOut => (AttemptResult::FirstEventTimedOut, ProxyError::UpstreamTimeout),
-                    Missed::Broken => (
-                        AttemptResult::Failed,
-                        ProxyError::UpstreamBroken("the stream broke before its first event".into()),
-                    ),
-                };
-                return match judge(target, ctx, &result, watch, sent_at) {
+        let stall = upstream.timeout;
+        let sent_at = Instant::now();
+        let mut response = match send(upstream).await {
+            Ok(response) => response,
+            Err(err) => {
+                return match judge(target, ctx, &attempt_result(&err), watch, sent_at) {
                     Verdict::Accept => Step::Failed(err),
                     Verdict::Retry => {
-                        log_retry(ctx, attempt, "no first event in time");
+                        log_retry(ctx, attempt, &err.detail());
                         Step::Retry(Err(err))
                     }
                 };
             }
-        }
-    } else {
-        Read::Nothing
-    };
-    let body = match &read {
-        Read::Whole(body) => Some(&body[..]),
-        Read::Nothing | Read::Started(_) => None,
-    };
-    let result = AttemptResult::Response { status, headers: response.headers(), body };
-    match judge(target, ctx, &result, watch, sent_at) {
-        Verdict::Accept => Step::Accepted(Answer { response, read }),
-        Verdict::Retry => {
-            log_retry(ctx, attempt, status.as_str());
-            Step::Retry(Ok(Answer { response, read }))
+        };
+        let status = response.status();
+        let read = if error_bodies && status.as_u16() >= 400 {
+            read_error_body(&mut response, stall).await
+        } else if let Some(limit) =
+            timing.first_event.filter(|_| status.is_success() && is_event_stream(response.headers()))
+        {
+            match first_event(&mut response, sent_at + limit).await {
+                Ok(chunks) => {
+                    ctx.log.time_to_first_token.get_or_insert(ctx.started.elapsed());
+                    Read::Started(chunks)
+                }
+                Err(missed) => {
+                    let (result, err) = match missed {
+                        Missed::TimedOut => (AttemptResult::FirstEventTimedOut, ProxyError::UpstreamTimeout),
+                        Missed::Broken => (
+                            AttemptResult::Failed,
+                            ProxyError::UpstreamBroken("the stream broke before its first event".into()),
+                        ),
+                    };
+                    return match judge(target, ctx, &result, watch, sent_at) {
+                        Verdict::Accept => Step::Failed(err),
+                        Verdict::Retry => {
+                            log_retry(ctx, attempt, "no first event in time");
+                            Step::Retry(Err(err))
+                        }
+                    };
+                }
+            }
+        } else {
+            Read::Nothing
+        };
+        let body = match &read {
+            Read::Whole(body) => Some(&body[..]),
+            Read::Nothing | Read::Started(_) => None,
+        };
+        let result = AttemptResult::Response { status, headers: response.headers(), body };
+        match judge(target, ctx, &result, watch, sent_at) {
+            Verdict::Accept => Step::Accepted(Answer { response, read }),
+            Verdict::Retry => {
+                log_retry(ctx, attempt, status.as_str());
+                Step::Retry(Ok(Answer { response, read }))
+            }
         }
     }
 }

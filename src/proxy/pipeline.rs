@@ -4,6 +4,7 @@
 //! first in each later phase. A request phase that answers skips the later request phases; `log`
 //! always runs.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,7 +69,11 @@ pub struct Seen {
 }
 
 /// Serves a matched request through its route's chain and upstream.
-pub async fn run(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async block keeps its captures in place: see \"Futures on the request path\" in the crate docs"
+)]
+pub fn run(
     state: &ProxyState,
     route: Arc<CompiledRoute>,
     req: Request,
@@ -76,110 +81,123 @@ pub async fn run(
     request_id: HeaderValue,
     seen: Seen,
     consumers: Arc<dyn Consumers>,
-) -> hyper::Response<ResponseBody> {
-    let mut ctx = Ctx::new(Arc::clone(&route.id), client, request_id);
-    ctx.error_style = route.error_style();
-    ctx.consumers = Some(consumers);
-    state.observe.request_started(&mut ctx, &req.head);
-    let finisher = Finisher {
-        route,
-        method: req.head.method.clone(),
-        uri: req.head.uri.clone(),
-        request_id: ctx.request_id.clone(),
-        observe: Arc::clone(&state.observe),
-        matched: seen.matched,
-        request_bytes: seen.request_bytes,
-        llm_active: std::sync::OnceLock::new(),
-    };
-    // hyper drops this future when the client goes away before the response head; the guard then
-    // logs the request (the drop also cancels any upstream call in flight).
-    let mut abandoned = finisher.abandon_guard(ctx.started);
-    let response = serve(&finisher, req, ctx).await;
-    abandoned.disarm();
-    response
+) -> impl Future<Output = hyper::Response<ResponseBody>> + '_ {
+    async move {
+        let mut ctx = Ctx::new(Arc::clone(&route.id), client, request_id);
+        ctx.error_style = route.error_style();
+        ctx.consumers = Some(consumers);
+        state.observe.request_started(&mut ctx, &req.head);
+        let finisher = Finisher {
+            route,
+            method: req.head.method.clone(),
+            uri: req.head.uri.clone(),
+            request_id: ctx.request_id.clone(),
+            observe: Arc::clone(&state.observe),
+            matched: seen.matched,
+            request_bytes: seen.request_bytes,
+            llm_active: std::sync::OnceLock::new(),
+        };
+        // hyper drops this future when the client goes away before the response head; the guard then
+        // logs the request (the drop also cancels any upstream call in flight).
+        let mut abandoned = finisher.abandon_guard(ctx.started);
+        let response = serve(&finisher, req, ctx).await;
+        abandoned.disarm();
+        response
+    }
 }
 
-async fn serve(finisher: &Finisher, mut req: Request, mut ctx: Ctx) -> hyper::Response<ResponseBody> {
-    let route = &*finisher.route;
-    let stopped = async {
-        let global = &route.global;
-        request_phase(global, Phases::REWRITE, &mut ctx, &mut req).await?;
-        request_phase(global, Phases::ACCESS, &mut ctx, &mut req).await?;
-        request_phase(&route.chain, Phases::REWRITE, &mut ctx, &mut req).await?;
-        adopt_consumer_plugins(route, &mut ctx, &mut req).await?;
-        request_phase(&finisher.chain(&ctx).own, Phases::ACCESS, &mut ctx, &mut req).await
-    }
-    .await;
-    match stopped {
-        Ok(()) => {}
-        Err(Ok(response)) => return respond_local(finisher, ctx, response),
-        Err(Err(err)) => return fail(finisher, ctx, err),
-    }
-    let target = ctx.target.take().or_else(|| route.upstream.as_ref().map(|u| u.target()));
-    let Some(mut target) = target else {
-        let error = if route.unmatched { ProxyError::RouteNotFound } else { ProxyError::NoUpstream };
-        return fail(finisher, ctx, error);
-    };
-    let mut last_failure: Option<Failure> = None;
-    let error_bodies = target.reads_error_bodies();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut upstream = match target.next(&mut ctx, &req, attempt) {
-            Next::Attempt(upstream) => upstream,
-            Next::Exhausted(give_up) => {
-                return match last_failure {
-                    None => fail(finisher, ctx, ProxyError::NoUpstream),
-                    Some(Failure::Transport(err)) => fail(finisher, ctx, err),
-                    Some(Failure::Skipped(response)) => respond_local(finisher, ctx, response),
-                    Some(Failure::Response { status, headers, body }) => {
-                        let status = if give_up == GiveUp::LastAsBadGateway { StatusCode::BAD_GATEWAY } else { status };
-                        respond_buffered(finisher, ctx, status, headers, body)
-                    }
-                };
-            }
-        };
-        match attempt::before_proxy(&finisher.chain(&ctx), &mut ctx, &mut upstream).await {
-            Ok(()) => {}
-            Err(Stopped::Respond(response)) => return respond_local(finisher, ctx, response),
-            Err(Stopped::Failed(err)) => return fail(finisher, ctx, err),
-            Err(Stopped::Skip(response)) => match target.judge(&mut ctx, &AttemptResult::Skipped) {
-                Verdict::Accept => return respond_local(finisher, ctx, response),
-                Verdict::Retry => {
-                    last_failure = Some(Failure::Skipped(response));
-                    continue;
-                }
-            },
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async block keeps its captures in place: see \"Futures on the request path\" in the crate docs"
+)]
+fn serve(
+    finisher: &Finisher,
+    mut req: Request,
+    mut ctx: Ctx,
+) -> impl Future<Output = hyper::Response<ResponseBody>> + '_ {
+    async move {
+        let route = &*finisher.route;
+        let stopped = async {
+            let global = &route.global;
+            request_phase(global, Phases::REWRITE, &mut ctx, &mut req).await?;
+            request_phase(global, Phases::ACCESS, &mut ctx, &mut req).await?;
+            request_phase(&route.chain, Phases::REWRITE, &mut ctx, &mut req).await?;
+            adopt_consumer_plugins(route, &mut ctx, &mut req).await?;
+            request_phase(&finisher.chain(&ctx).own, Phases::ACCESS, &mut ctx, &mut req).await
         }
-        let limits = RelayLimits {
-            stall: upstream.timing.stream_idle.unwrap_or(upstream.timeout),
-            max_duration: upstream.max_duration,
-            max_bytes: upstream.max_response_bytes,
-            flush_interval: upstream.flush_interval,
+        .await;
+        match stopped {
+            Ok(()) => {}
+            Err(Ok(response)) => return respond_local(finisher, ctx, response),
+            Err(Err(err)) => return fail(finisher, ctx, err),
+        }
+        let target = ctx.target.take().or_else(|| route.upstream.as_ref().map(|u| u.target()));
+        let Some(mut target) = target else {
+            let error = if route.unmatched { ProxyError::RouteNotFound } else { ProxyError::NoUpstream };
+            return fail(finisher, ctx, error);
         };
-        let watch = Watch { observe: &finisher.observe, route };
-        match attempt::attempt(upstream, target.as_mut(), &mut ctx, attempt, error_bodies, watch).await {
-            Step::Accepted(answer) => {
-                let resume = if target.resumable() { Some(Resumer::new(target, req, attempt)) } else { None };
-                return respond_upstream(finisher, ctx, answer, limits, resume).await;
-            }
-            Step::Failed(err) => return fail(finisher, ctx, err),
-            Step::Retry(Ok(Answer { mut response, read })) => {
-                let status = response.status();
-                let headers = std::mem::take(response.headers_mut());
-                let body = match read {
-                    Read::Whole(body) => body,
-                    Read::Started(_) => Bytes::new(),
-                    Read::Nothing => {
-                        let read_at = Instant::now();
-                        let body = read_all(response, limits.stall, MAX_FAILURE_BODY).await.unwrap_or_default();
-                        ctx.log.upstream_time += read_at.elapsed();
-                        body
+        let mut last_failure: Option<Failure> = None;
+        let error_bodies = target.reads_error_bodies();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut upstream = match target.next(&mut ctx, &req, attempt) {
+                Next::Attempt(upstream) => upstream,
+                Next::Exhausted(give_up) => {
+                    return match last_failure {
+                        None => fail(finisher, ctx, ProxyError::NoUpstream),
+                        Some(Failure::Transport(err)) => fail(finisher, ctx, err),
+                        Some(Failure::Skipped(response)) => respond_local(finisher, ctx, response),
+                        Some(Failure::Response { status, headers, body }) => {
+                            let status =
+                                if give_up == GiveUp::LastAsBadGateway { StatusCode::BAD_GATEWAY } else { status };
+                            respond_buffered(finisher, ctx, status, headers, body)
+                        }
+                    };
+                }
+            };
+            match attempt::before_proxy(&finisher.chain(&ctx), &mut ctx, &mut upstream).await {
+                Ok(()) => {}
+                Err(Stopped::Respond(response)) => return respond_local(finisher, ctx, response),
+                Err(Stopped::Failed(err)) => return fail(finisher, ctx, err),
+                Err(Stopped::Skip(response)) => match target.judge(&mut ctx, &AttemptResult::Skipped) {
+                    Verdict::Accept => return respond_local(finisher, ctx, response),
+                    Verdict::Retry => {
+                        last_failure = Some(Failure::Skipped(response));
+                        continue;
                     }
-                };
-                last_failure = Some(Failure::Response { status, headers, body });
+                },
             }
-            Step::Retry(Err(err)) => last_failure = Some(Failure::Transport(err)),
+            let limits = RelayLimits {
+                stall: upstream.timing.stream_idle.unwrap_or(upstream.timeout),
+                max_duration: upstream.max_duration,
+                max_bytes: upstream.max_response_bytes,
+                flush_interval: upstream.flush_interval,
+            };
+            let watch = Watch { observe: &finisher.observe, route };
+            match attempt::attempt(upstream, target.as_mut(), &mut ctx, attempt, error_bodies, watch).await {
+                Step::Accepted(answer) => {
+                    let resume = if target.resumable() { Some(Resumer::new(target, req, attempt)) } else { None };
+                    return respond_upstream(finisher, ctx, answer, limits, resume).await;
+                }
+                Step::Failed(err) => return fail(finisher, ctx, err),
+                Step::Retry(Ok(Answer { mut response, read })) => {
+                    let status = response.status();
+                    let headers = std::mem::take(response.headers_mut());
+                    let body = match read {
+                        Read::Whole(body) => body,
+                        Read::Started(_) => Bytes::new(),
+                        Read::Nothing => {
+                            let read_at = Instant::now();
+                            let body = read_all(response, limits.stall, MAX_FAILURE_BODY).await.unwrap_or_default();
+                            ctx.log.upstream_time += read_at.elapsed();
+                            body
+                        }
+                    };
+                    last_failure = Some(Failure::Response { status, headers, body });
+                }
+                Step::Retry(Err(err)) => last_failure = Some(Failure::Transport(err)),
+            }
         }
     }
 }
@@ -219,56 +237,62 @@ async fn adopt_consumer_plugins(route: &CompiledRoute, ctx: &mut Ctx, req: &mut 
 /// Relays an accepted upstream response: buffered whole, or streamed (always for event streams,
 /// and for a body the core already started reading). `resume`: the target may take up a broken
 /// event stream.
-async fn respond_upstream(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async block keeps its captures in place: see \"Futures on the request path\" in the crate docs"
+)]
+fn respond_upstream(
     finisher: &Finisher,
     mut ctx: Ctx,
     answer: Answer,
     limits: RelayLimits,
     resume: Option<Resumer>,
-) -> hyper::Response<ResponseBody> {
-    let Answer { mut response, read } = answer;
-    let status = response.status();
-    let event_stream = attempt::is_event_stream(response.headers());
-    // A stream in another framing (AWS's binary event stream) is relayed as it arrives too.
-    let streamed = event_stream || attempt::is_binary_event_stream(response.headers());
-    let headers = std::mem::take(response.headers_mut());
-    ctx.log.streamed = Some(streamed);
-    finisher.observe.response_started(finisher, &ctx.log);
-    let started = match read {
-        Read::Nothing => Vec::new(),
-        Read::Whole(body) => return respond_buffered(finisher, ctx, status, headers, body),
-        Read::Started(chunks) => chunks,
-    };
-    if !streamed && ctx.buffer_response && started.is_empty() {
-        let max = limits.max_bytes.unwrap_or(DEFAULT_MAX_BUFFERED_RESPONSE);
-        let read_at = Instant::now();
-        let read = read_all(response, limits.stall, max).await;
-        ctx.log.upstream_time += read_at.elapsed();
-        return match read {
-            Ok(body) => {
-                ctx.log.time_to_first_token.get_or_insert(ctx.started.elapsed());
-                respond_buffered(finisher, ctx, status, headers, body)
-            }
-            Err(err) => fail(finisher, ctx, err),
+) -> impl Future<Output = hyper::Response<ResponseBody>> + '_ {
+    async move {
+        let Answer { mut response, read } = answer;
+        let status = response.status();
+        let event_stream = attempt::is_event_stream(response.headers());
+        // A stream in another framing (AWS's binary event stream) is relayed as it arrives too.
+        let streamed = event_stream || attempt::is_binary_event_stream(response.headers());
+        let headers = std::mem::take(response.headers_mut());
+        ctx.log.streamed = Some(streamed);
+        finisher.observe.response_started(finisher, &ctx.log);
+        let started = match read {
+            Read::Nothing => Vec::new(),
+            Read::Whole(body) => return respond_buffered(finisher, ctx, status, headers, body),
+            Read::Started(chunks) => chunks,
         };
+        if !streamed && ctx.buffer_response && started.is_empty() {
+            let max = limits.max_bytes.unwrap_or(DEFAULT_MAX_BUFFERED_RESPONSE);
+            let read_at = Instant::now();
+            let read = read_all(response, limits.stall, max).await;
+            ctx.log.upstream_time += read_at.elapsed();
+            return match read {
+                Ok(body) => {
+                    ctx.log.time_to_first_token.get_or_insert(ctx.started.elapsed());
+                    respond_buffered(finisher, ctx, status, headers, body)
+                }
+                Err(err) => fail(finisher, ctx, err),
+            };
+        }
+        let mut head = response_head(status, headers, &mut ctx, true);
+        run_header_filters(finisher, &mut ctx, &mut head);
+        let rest = response.into_body().into_data_stream();
+        let stream: UpstreamBody = if started.is_empty() {
+            Box::pin(rest)
+        } else {
+            Box::pin(futures_util::stream::iter(started.into_iter().map(Ok)).chain(rest))
+        };
+        let converted_to_events = !event_stream && attempt::is_event_stream(&head.headers);
+        let mut relay = RelayBody::new(stream, event_stream, ctx, finisher.clone(), status.as_u16(), limits);
+        if converted_to_events {
+            relay.tells_cuts_as_events();
+        }
+        if let Some(resume) = resume.filter(|_| event_stream && status.is_success()) {
+            relay.resume_with(resume);
+        }
+        hyper::Response::from_parts(head, ResponseBody::Relay(Box::new(relay)))
     }
-    let mut head = response_head(status, headers, &mut ctx, true);
-    run_header_filters(finisher, &mut ctx, &mut head);
-    let rest = response.into_body().into_data_stream();
-    let stream: UpstreamBody = if started.is_empty() {
-        Box::pin(rest)
-    } else {
-        Box::pin(futures_util::stream::iter(started.into_iter().map(Ok)).chain(rest))
-    };
-    let converted_to_events = !event_stream && attempt::is_event_stream(&head.headers);
-    let mut relay = RelayBody::new(stream, event_stream, ctx, finisher.clone(), status.as_u16(), limits);
-    if converted_to_events {
-        relay.tells_cuts_as_events();
-    }
-    if let Some(resume) = resume.filter(|_| event_stream && status.is_success()) {
-        relay.resume_with(resume);
-    }
-    hyper::Response::from_parts(head, ResponseBody::Relay(Box::new(relay)))
 }
 
 /// Sends a whole upstream body through the filters (as one piece, end of stream).

@@ -18,6 +18,7 @@
 //! one event loop. A connection goes back to the pool ([`super::idle`]) when its response has
 //! been read to the end.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -60,22 +61,31 @@ impl UpstreamClient {
     /// Sends `request` (its URI absolute) on an idle connection to its origin, or a new one, and
     /// waits for the response head. The returned body reads the rest from the connection as it
     /// is polled, and returns the connection to the pool at its end.
-    pub async fn request(&self, mut request: Request<Bytes>) -> Result<Response<UpstreamBody>, ExchangeError> {
-        let origin = to_origin_form(&mut request)?;
-        while let Some(mut conn) = self.idle.take(&origin) {
-            match conn.exchange(&request).await {
-                Ok(head) => return Ok(self.wrap(head, conn, origin)),
-                // The upstream closed the connection before the request went out: try the next.
-                Err(Failure::Unsent(_)) => {}
-                Err(Failure::Sent(err)) => return Err(ExchangeError::Broken(err)),
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async block keeps its captures in place: see \"Futures on the request path\" in the crate docs"
+    )]
+    pub fn request(
+        &self,
+        mut request: Request<Bytes>,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, ExchangeError>> + '_ {
+        async move {
+            let origin = to_origin_form(&mut request)?;
+            while let Some(mut conn) = self.idle.take(&origin) {
+                match conn.exchange(&request).await {
+                    Ok(head) => return Ok(self.wrap(head, conn, origin)),
+                    // The upstream closed the connection before the request went out: try the next.
+                    Err(Failure::Unsent(_)) => {}
+                    Err(Failure::Sent(err)) => return Err(ExchangeError::Broken(err)),
+                }
             }
-        }
-        // Boxed: the connect and handshake state is large, and most requests never need it.
-        let mut conn = Box::pin(self.connect(&origin)).await?;
-        match conn.exchange(&request).await {
-            Ok(head) => Ok(self.wrap(head, conn, origin)),
-            Err(Failure::Sent(err)) => Err(ExchangeError::Broken(err)),
-            Err(Failure::Unsent(err)) => Err(ExchangeError::Connect(err.into())),
+            // Boxed: the connect and handshake state is large, and most requests never need it.
+            let mut conn = Box::pin(self.connect(&origin)).await?;
+            match conn.exchange(&request).await {
+                Ok(head) => Ok(self.wrap(head, conn, origin)),
+                Err(Failure::Sent(err)) => Err(ExchangeError::Broken(err)),
+                Err(Failure::Unsent(err)) => Err(ExchangeError::Connect(err.into())),
+            }
         }
     }
 
