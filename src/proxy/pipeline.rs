@@ -321,8 +321,8 @@ fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &mut Ctx, stre
     if streamed {
         headers.remove(CONTENT_LENGTH);
     }
-    // Room for the plugins' fields and the request id, unless the map has it already (a
-    // forwarded request's map is made with room for the response: `headers::forwardable`).
+    // Room for the plugins' fields and the request id, unless the map has it already (an
+    // answer's map is parsed with room for them: `transport::head`).
     headers.reserve(ctx.response_headers.len() + 2);
     std::mem::take(&mut ctx.response_headers).apply_to(&mut headers);
     request_id::stamp(&mut headers, &ctx.request_id);

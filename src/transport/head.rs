@@ -10,6 +10,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 use super::framing::{Chunk, Framing};
 use super::wire::WireError;
 
+/// Room past the upstream's own fields in an answer's map. The gateway adds a few before it
+/// relays the answer (request ids, `Content-Length`, plugins' fields); a map without room grows,
+/// which rehashes every field, on every request.
+const ANSWER_ROOM: usize = 8;
+
 /// The most fields a response head may have (hyper's client default).
 const MAX_FIELDS: usize = 100;
 /// The longest response head accepted, informational responses before it included.
@@ -45,7 +50,7 @@ pub fn parse(buf: &mut BytesMut, head_request: bool, spans: &mut Vec<FieldSpan>)
         if status.is_informational() {
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(spans.len());
+        let mut headers = HeaderMap::with_capacity(spans.len() + ANSWER_ROOM);
         for span in spans.iter() {
             let name = HeaderName::from_bytes(&head_bytes[span.name.0..span.name.1])
                 .map_err(|_| WireError::Protocol("invalid field name"))?;
