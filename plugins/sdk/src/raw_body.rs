@@ -204,7 +204,6 @@ impl BodyEdit<'_> {
         let latest = |key: &dyn Fn(&str) -> bool| self.changes.iter().rev().find(|(k, _)| key(k)).map(|(_, c)| c);
         let mut out = Vec::with_capacity(base.original.len() + 64);
         out.push(b'{');
-        // Writing JSON into a Vec cannot fail.
         let separate = |out: &mut Vec<u8>| {
             if out.len() > 1 {
                 out.push(b',');
@@ -212,18 +211,17 @@ impl BodyEdit<'_> {
         };
         for field in &base.fields {
             let change = latest(&|k| base.named(field, k));
+            if let Some(None) = change {
+                continue;
+            }
+            separate(&mut out);
+            base.write_name(&mut out, field);
             match change {
-                Some(None) => {}
+                // Writing JSON into a Vec cannot fail.
                 Some(Some(value)) => {
-                    separate(&mut out);
-                    base.write_name(&mut out, field);
                     let _ = serde_json::to_writer(&mut out, value);
                 }
-                None => {
-                    separate(&mut out);
-                    base.write_name(&mut out, field);
-                    out.extend_from_slice(base.text(field.value.clone()).as_bytes());
-                }
+                _ => out.extend_from_slice(base.text(field.value.clone()).as_bytes()),
             }
         }
         // Fields the client did not send, in the order first set.
