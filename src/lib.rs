@@ -15,6 +15,7 @@
 //! request, and smaller futures are cheaper to move between the states of their parents too.
 
 pub mod admin;
+pub mod allocator;
 pub mod background;
 pub mod cache;
 pub mod client_io;

@@ -9,9 +9,10 @@ use switchyard::{Config, Gateway};
 
 /// mimalloc: the request path allocates many small, short-lived buffers, where glibc's allocator
 /// cost about 15 % of the gateway's CPU in `make bench`. Built without transparent huge pages,
-/// which more than doubled the idle RSS.
+/// which more than doubled the idle RSS. [`switchyard::allocator`] says why it is not
+/// `mimalloc::MiMalloc` itself.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: switchyard::allocator::Allocator = switchyard::allocator::Allocator;
 
 fn main() -> ExitCode {
     let path = match config_path(std::env::args().skip(1)) {
