@@ -253,7 +253,7 @@ fn string_end(json: &[u8], open: usize) -> Option<usize> {
 fn string_start(json: &[u8], close: usize) -> Option<usize> {
     let mut i = close;
     loop {
-        i = json[..i].iter().rposition(|b| *b == b'"')?;
+        i = memchr::memrchr(b'"', &json[..i])?;
         let backslashes = json[..i].iter().rev().take_while(|b| **b == b'\\').count();
         if backslashes == i {
             return None;

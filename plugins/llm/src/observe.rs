@@ -58,11 +58,11 @@ pub fn on_body(ctx: &mut Ctx, chunk: &Bytes, end_of_stream: bool) {
         Some(reading) if reading.event_stream => {
             if let Some(data) = event_data(chunk) {
                 if &*data != b"[DONE]" {
-                    record(ctx, &data);
+                    record(ctx, &data, Carries::Sometimes);
                 }
             }
         }
-        None if end_of_stream => record(ctx, chunk),
+        None if end_of_stream => record(ctx, chunk, Carries::AsARule),
         None => {
             ctx.extensions.insert(Reading { event_stream: false, body: BodyWindow::starting_with(chunk) });
         }
@@ -71,7 +71,7 @@ pub fn on_body(ctx: &mut Ctx, chunk: &Bytes, end_of_stream: bool) {
             if end_of_stream {
                 let body = std::mem::take(&mut reading.body);
                 match body.whole() {
-                    Some(whole) => record(ctx, &whole),
+                    Some(whole) => record(ctx, &whole, Carries::AsARule),
                     None => record_ends(ctx, &body),
                 }
             }
@@ -89,21 +89,32 @@ fn record_ends(ctx: &mut Ctx, body: &BodyWindow) {
     {
         return usage::record_ends(ctx, protocol, body.head(), body.tail());
     }
-    record_members(ctx, body.head(), body.tail());
+    record_members(ctx, body.head(), body.tail(), Carries::AsARule);
+}
+
+/// How often the JSON being read carries `usage`: it decides whether a quick search for the key
+/// comes before the scan for the member.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Carries {
+    /// A whole answer: usage is its last member or next to it, where the scan from the end finds it
+    /// at once. A search first would read the whole answer for nothing.
+    AsARule,
+    /// An event of a stream: usage comes once, at the end. An event without the text `"usage"`
+    /// is not scanned for it (a vectorised search instead of a byte-by-byte walk).
+    Sometimes,
 }
 
 /// Usage from the top-level `usage` member nearest the end of `tail`, and the model from the
 /// `model` member nearest the start of `head` (else nearest the end of `tail`). Only those two
 /// members are parsed: the scan passes over the rest (choices, messages) without building it.
 ///
-/// Runs on every event of a stream, where usage comes once, at the end, and every event names the
-/// same model: an event without the text `"usage"` is not scanned for it (a vectorised search
-/// instead of a byte-by-byte walk), and a model equal to the one recorded is not copied again.
-fn record_members(ctx: &mut Ctx, head: &[u8], tail: &[u8]) {
+/// Runs on every event of a stream, where every event names the same model: a model equal to the
+/// one recorded is not copied again.
+fn record_members(ctx: &mut Ctx, head: &[u8], tail: &[u8], usage: Carries) {
     /// Built once: a searcher made per call costs more than the search of a short event.
     static USAGE_KEY: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
-    if USAGE_KEY.find(tail).is_some() {
+    if usage == Carries::AsARule || USAGE_KEY.find(tail).is_some() {
         if let Some(usage) = last_member_raw(tail, "usage").and_then(openai_usage) {
             ctx.log.usage = Some(usage);
         }
@@ -118,7 +129,7 @@ fn record_members(ctx: &mut Ctx, head: &[u8], tail: &[u8]) {
     }
 }
 
-fn record(ctx: &mut Ctx, json: &[u8]) {
+fn record(ctx: &mut Ctx, json: &[u8], usage: Carries) {
     match ctx.extensions.get::<UpstreamWire>() {
         Some(UpstreamWire(Protocol::AnthropicMessages)) => return usage::record_messages(ctx, json),
         Some(UpstreamWire(Protocol::OpenAiResponses)) => return usage::record_responses(ctx, json),
@@ -129,7 +140,7 @@ fn record(ctx: &mut Ctx, json: &[u8]) {
     // A completion keeps `usage` at its end and `model` at its start: scanning for the two
     // members passes over `choices` instead of deserializing it (about a quarter fewer
     // instructions on a 600-byte answer).
-    record_members(ctx, json, json);
+    record_members(ctx, json, json, usage);
     if let Some(text) = logged_text(ctx) {
         // Only with `logging.payloads`: the full tree is needed for the text.
         if let Ok(response) = serde_json::from_slice::<serde_json::Value>(json) {
