@@ -195,6 +195,9 @@ impl Instance {
             }
             let same = match edit.raw_unchanged(&option.key) {
                 Some(raw) if raw == option.json => true,
+                // Two strings written without escapes hold the same text only if their bytes
+                // are the same: the client's model is not parsed just to learn it differs.
+                Some(raw) if is_unescaped_string(raw) && is_unescaped_string(&option.json) => false,
                 _ => edit.current(&option.key).as_ref() == Some(&option.value),
             };
             if !same {
@@ -370,5 +373,49 @@ impl CallSettings {
                 .then(|| Duration::from_millis(common.streaming_flush_interval_ms)),
             logging: common.logging,
         })
+    }
+}
+
+/// Whether `json` (one valid JSON value) is a string with no escape in it, so that its bytes
+/// between the quotes are its text.
+fn is_unescaped_string(json: &str) -> bool {
+    json.len() >= 2 && json.starts_with('"') && !json.as_bytes()[1..].contains(&b'\\')
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+    use super::*;
+    use serde_json::json;
+
+    fn with_model_option(model: &str) -> Instance {
+        let options = json!({"model": model});
+        let Value::Object(options) = options else { unreachable!() };
+        let overrides = OverrideConfig::default();
+        Instance::compile("t", "openai", &AuthConfig::default(), None, &options, &overrides, &BaseUrls::new()).unwrap()
+    }
+
+    #[test]
+    fn a_model_option_equal_to_the_clients_leaves_the_body_as_it_came_however_it_is_spelled() {
+        let instance = with_model_option("gpt-4o");
+        for client in
+            [r#"{"model":"gpt-4o","n":1}"#, r#"{"model":"gpt\u002d4o","n":1}"#, r#"{"model" : "\u0067pt-4o"}"#]
+        {
+            let body = RawBody::parse(Bytes::from(client)).unwrap();
+            assert_eq!(instance.body_for(&body, Protocol::OpenAiChat), client.as_bytes(), "{client}");
+        }
+        let body = RawBody::parse(Bytes::from(r#"{"model":"gpt-4o-mini","n":1}"#)).unwrap();
+        assert_eq!(&instance.body_for(&body, Protocol::OpenAiChat)[..], br#"{"model":"gpt-4o","n":1}"#);
+    }
+
+    #[test]
+    fn only_a_string_without_escapes_is_taken_as_its_own_text() {
+        assert!(is_unescaped_string(r#""gpt-4o""#));
+        assert!(is_unescaped_string(r#""""#));
+        assert!(!is_unescaped_string(r#""a\"b""#));
+        assert!(!is_unescaped_string(r#""\u0067""#));
+        assert!(!is_unescaped_string("12"));
+        assert!(!is_unescaped_string("null"));
     }
 }
