@@ -10,7 +10,7 @@ require = command -v $(1) >/dev/null 2>&1 || { \
 	&& command -v $(1) >/dev/null 2>&1 \
 	|| { echo "make: cannot install $(2) for \`$(1)\`: install it by hand (apt-get install -y $(2))" >&2; exit 1; }; }
 
-.PHONY: help run build test lint fmt bench protoc etcd nginx redis promtool
+.PHONY: help run build test lint fmt bench protoc etcd nginx redis promtool valgrind
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ run: protoc ## Build and start the gateway with $(CONFIG) (embedded store, no ot
 build: protoc ## Build the release binary
 	$(CARGO) build --release
 
-test: protoc etcd redis nginx promtool ## Run every unit and integration test (the etcd and Redis tests spawn real servers)
+test: protoc etcd redis nginx promtool valgrind ## Run every unit and integration test (the etcd and Redis tests spawn real servers)
 	$(CARGO) test --workspace --all-targets
 
 lint: protoc ## Check formatting and run clippy with warnings as errors
@@ -31,7 +31,7 @@ lint: protoc ## Check formatting and run clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: protoc etcd redis nginx ## Benchmark in release mode: mock LLM, gateway, load; prints a table (raw: target/bench/)
+bench: protoc etcd redis nginx valgrind ## Benchmark in release mode: mock LLM, gateway, load; prints a table (raw: target/bench/)
 	$(CARGO) bench --bench gateway
 
 protoc: ## Install protoc (Debian protobuf-compiler) when missing: the etcd client's build needs it
@@ -48,3 +48,6 @@ redis: ## Install redis-server (Debian redis-server) when missing: the rate limi
 
 promtool: ## Install promtool (Debian prometheus) when missing: the tests check the metrics exposition with it
 	@$(call require,promtool,prometheus)
+
+valgrind: ## Install valgrind (Debian valgrind) when missing: the bench's row 12 counts instructions under callgrind
+	@$(call require,callgrind_control,valgrind)

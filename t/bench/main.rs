@@ -8,6 +8,7 @@
 //! Run without `--bench` (as `cargo test` does), it makes a smoke run: every step at toy sizes,
 //! failing only when the harness itself breaks.
 
+mod callgrind;
 mod etcd;
 mod load;
 mod mock;
@@ -142,6 +143,9 @@ async fn run(plan: Plan) -> Result<bool> {
     }
     if bench.plan.runs(&[11]) {
         rows::quota::measure(&mut bench, &main).await?;
+    }
+    if bench.plan.runs(&[12]) {
+        rows::instructions::measure(&mut bench).await?;
     }
     main.stop();
 

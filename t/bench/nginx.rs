@@ -5,6 +5,7 @@
 //! are relayed as they come), measured in the same run as the gateway.
 //! `make bench` installs nginx when it is missing; a smoke run without it says so in the report.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,15 +23,29 @@ impl NginxProcess {
     /// Starts nginx in `dir` proxying every path to `upstream`; returns once it accepts
     /// connections and its workers run. `Err` says why it could not (not installed, failed to start).
     pub fn spawn(upstream: SocketAddr, dir: &Path) -> Result<NginxProcess> {
+        NginxProcess::spawn_with(upstream, dir, None)
+    }
+
+    /// [`NginxProcess::spawn`] as one process (no master, one worker) with `prefix` (a program
+    /// and its arguments) run in front of nginx: valgrind, for row 12.
+    pub fn spawn_single_under(upstream: SocketAddr, dir: &Path, prefix: &[OsString]) -> Result<NginxProcess> {
+        NginxProcess::spawn_with(upstream, dir, Some(prefix))
+    }
+
+    fn spawn_with(upstream: SocketAddr, dir: &Path, single_under: Option<&[OsString]>) -> Result<NginxProcess> {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|path| Path::new(path).exists())
             .ok_or("nginx is not installed (make bench installs Debian's nginx-light)")?;
         std::fs::create_dir_all(dir.join("logs"))?;
         let port = free_port()?;
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (workers, master) = match single_under {
+            Some(_) => (1, "off"),
+            None => (std::thread::available_parallelism().map_or(1, |n| n.get()), "on"),
+        };
         let config = format!(
             "worker_processes {workers};\n\
+             master_process {master};\n\
              pid {dir}/nginx.pid;\n\
              error_log {dir}/logs/error.log warn;\n\
              events {{ worker_connections 4096; }}\n\
@@ -54,7 +69,15 @@ impl NginxProcess {
         );
         let config_path = dir.join("nginx.conf");
         std::fs::write(&config_path, config)?;
-        let master = Command::new(binary)
+        let mut command = match single_under.and_then(|prefix| prefix.split_first()) {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let master = command
             .args(["-e", "stderr", "-p"])
             .arg(dir)
             .arg("-c")
@@ -65,19 +88,21 @@ impl NginxProcess {
             .stderr(Stdio::inherit())
             .spawn()?;
         let mut nginx = NginxProcess { master, addr: ([127, 0, 0, 1], port).into() };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Under valgrind, nginx takes seconds to start.
+        let patience = if single_under.is_some() { Duration::from_secs(60) } else { Duration::from_secs(10) };
+        let deadline = Instant::now() + patience;
         while std::net::TcpStream::connect(nginx.addr).is_err() {
             if let Some(status) = nginx.master.try_wait()? {
                 return Err(format!("nginx exited at start ({status}); see {}/logs/error.log", dir.display()).into());
             }
             if Instant::now() > deadline {
-                return Err("nginx did not start listening within 10 s".into());
+                return Err(format!("nginx did not start listening within {} s", patience.as_secs()).into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         // The master listens before it forks its workers: until they exist, `pids` would miss
         // the processes that do the work (and nginx's CPU would read as zero).
-        while crate::process::children(nginx.master.id()).len() < workers {
+        while single_under.is_none() && crate::process::children(nginx.master.id()).len() < workers {
             if Instant::now() > deadline {
                 return Err(format!("nginx did not start its {workers} workers within 10 s").into());
             }

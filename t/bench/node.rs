@@ -1,6 +1,7 @@
 //! A gateway node under test: the release `switchyard` binary as its own process (so its memory
 //! is its own), its config file, and the admin calls the bench makes on it.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,17 +37,25 @@ impl Node {
     /// Starts the process and returns at once; [`Node::wait_ready`] waits for it. Metrics are on
     /// (as by default), their exporter on a port of its own.
     pub fn spawn(bin: &Path, dir: &Path, store_yaml: &str) -> Result<Node> {
-        Node::spawn_with(bin, dir, store_yaml, true)
+        Node::spawn_with(&[], bin, dir, store_yaml, true)
     }
 
     /// [`Node::start`], with metrics on or off (row 9 compares the two).
     pub async fn start_with_metrics(bin: &Path, dir: &Path, store_yaml: &str, metrics: bool) -> Result<Node> {
-        let mut node = Node::spawn_with(bin, dir, store_yaml, metrics)?;
+        let mut node = Node::spawn_with(&[], bin, dir, store_yaml, metrics)?;
         node.wait_ready().await?;
         Ok(node)
     }
 
-    fn spawn_with(bin: &Path, dir: &Path, store_yaml: &str, metrics: bool) -> Result<Node> {
+    /// [`Node::start`] with `prefix` (a program and its arguments) run in front of `bin`, which it
+    /// runs in turn: valgrind, for row 12. The node's process is the prefix's.
+    pub async fn start_under(prefix: &[OsString], bin: &Path, dir: &Path, store_yaml: &str) -> Result<Node> {
+        let mut node = Node::spawn_with(prefix, bin, dir, store_yaml, true)?;
+        node.wait_ready().await?;
+        Ok(node)
+    }
+
+    fn spawn_with(prefix: &[OsString], bin: &Path, dir: &Path, store_yaml: &str, metrics: bool) -> Result<Node> {
         std::fs::create_dir_all(dir)?;
         let (proxy, admin) = (free_port()?, free_port()?);
         let metrics = if metrics { "listen: \"127.0.0.1:0\"" } else { "enabled: false" };
@@ -57,7 +66,15 @@ impl Node {
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config)?;
         // The access log goes to stdout: formatted and written as in production, then dropped.
-        let child = Command::new(bin)
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin);
+                command
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .stdin(Stdio::null())

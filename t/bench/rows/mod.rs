@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod etcd;
+pub mod instructions;
 pub mod memory;
 pub mod metrics;
 pub mod model_api;
