@@ -25,14 +25,14 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::HOST;
-use http::uri::{PathAndQuery, Port, Scheme};
-use http::{HeaderValue, Request, Response, Uri};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
-use super::conn::{Conn, Failure, Stream};
+use super::conn::{Conn, Failure, HostField, Stream};
 use super::framing::Framing;
 use super::head::Head;
 use super::idle::{IdlePool, Origin};
@@ -71,8 +71,9 @@ impl UpstreamClient {
     ) -> impl Future<Output = Result<Response<UpstreamBody>, ExchangeError>> + '_ {
         async move {
             let origin = to_origin_form(&mut request)?;
+            let host = (!request.headers().contains_key(HOST)).then(|| host_field(&origin));
             while let Some(mut conn) = self.idle.take(&origin) {
-                match conn.exchange(&request).await {
+                match conn.exchange(&request, host).await {
                     Ok(head) => return Ok(self.wrap(head, conn, origin)),
                     // The upstream closed the connection before the request went out: try the next.
                     Err(Failure::Unsent(_)) => {}
@@ -81,7 +82,7 @@ impl UpstreamClient {
             }
             // Boxed: the connect and handshake state is large, and most requests never need it.
             let mut conn = Box::pin(self.connect(&origin)).await?;
-            match conn.exchange(&request).await {
+            match conn.exchange(&request, host).await {
                 Ok(head) => Ok(self.wrap(head, conn, origin)),
                 Err(Failure::Sent(err)) => Err(ExchangeError::Broken(err)),
                 Err(Failure::Unsent(err)) => Err(ExchangeError::Connect(err.into())),
@@ -109,7 +110,7 @@ impl UpstreamClient {
 }
 
 /// Turns an absolute request URI into origin form (`/path?query`), as HTTP/1.1 sends it to a
-/// server, and sets `Host` when the request has none. Returns the origin to connect to.
+/// server. Returns the origin to connect to.
 fn to_origin_form(request: &mut Request<Bytes>) -> Result<Origin, ExchangeError> {
     // Moved out, not cloned: the URI's bytes are usually the route config's, shared by every
     // worker, and a clone and its drop are two reference count changes on them.
@@ -117,22 +118,22 @@ fn to_origin_form(request: &mut Request<Bytes>) -> Result<Origin, ExchangeError>
     let (Some(scheme), Some(authority)) = (uri.scheme, uri.authority) else {
         return Err(ExchangeError::BadUri("an upstream URI must be absolute"));
     };
-    if !request.headers().contains_key(HOST) {
-        let host = match authority.port() {
-            Some(port) if !is_default_port(&scheme, &port) => HeaderValue::from_str(authority.as_str()),
-            _ => HeaderValue::from_str(authority.host()),
-        };
-        if let Ok(host) = host {
-            request.headers_mut().insert(HOST, host);
-        }
-    }
     let path = uri.path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/"));
     *request.uri_mut() = Uri::from(path);
     Ok(Origin { scheme, authority })
 }
 
-fn is_default_port(scheme: &Scheme, port: &Port<&str>) -> bool {
-    (*scheme == Scheme::HTTP && port.as_u16() == 80) || (*scheme == Scheme::HTTPS && port.as_u16() == 443)
+/// The `Host` field of a request to `origin` that has none: its host, and its port unless it is
+/// the scheme's default (never the URI's user information). Written straight into the request
+/// head, rather than put into the request's map as a new value (a copy and a check of the text
+/// the URI parser already checked).
+fn host_field(origin: &Origin) -> HostField<'_> {
+    let port = origin.authority.port_u16().filter(|port| !is_default_port(&origin.scheme, *port));
+    HostField { host: origin.authority.host(), port }
+}
+
+fn is_default_port(scheme: &Scheme, port: u16) -> bool {
+    (*scheme == Scheme::HTTP && port == 80) || (*scheme == Scheme::HTTPS && port == 443)
 }
 
 /// An upstream response body, read from its connection as it is polled. The connection goes
@@ -190,5 +191,38 @@ impl Drop for UpstreamBody {
         if self.framing.is_end() {
             self.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(uri: &str) -> (String, Option<u16>) {
+        let mut request = Request::get(uri).body(Bytes::new()).unwrap_or_else(|err| panic!("{uri}: {err}"));
+        let origin = to_origin_form(&mut request).unwrap_or_else(|_| panic!("{uri} is not absolute"));
+        let HostField { host, port } = host_field(&origin);
+        (host.to_string(), port)
+    }
+
+    #[test]
+    fn the_host_field_names_the_origin_without_its_default_port_or_user_information() {
+        assert_eq!(host_of("http://api.example/v1"), ("api.example".into(), None));
+        assert_eq!(host_of("http://api.example:80/v1"), ("api.example".into(), None));
+        assert_eq!(host_of("https://api.example:443/v1"), ("api.example".into(), None));
+        assert_eq!(host_of("https://api.example:80/v1"), ("api.example".into(), Some(80)));
+        assert_eq!(host_of("http://127.0.0.1:9300/v1"), ("127.0.0.1".into(), Some(9300)));
+        assert_eq!(host_of("http://[::1]:8080/v1"), ("[::1]".into(), Some(8080)));
+        assert_eq!(host_of("http://user:secret@api.example:8080/v1"), ("api.example".into(), Some(8080)));
+    }
+
+    #[test]
+    fn a_request_goes_out_in_origin_form() {
+        let mut request = Request::get("http://api.example:8080/v1/chat?x=1").body(Bytes::new()).unwrap_or_default();
+        let origin = to_origin_form(&mut request).unwrap_or_else(|_| panic!("absolute"));
+        assert_eq!(request.uri(), "/v1/chat?x=1");
+        assert_eq!(origin.authority.as_str(), "api.example:8080");
+        let mut relative = Request::get("/v1").body(Bytes::new()).unwrap_or_default();
+        assert!(to_origin_form(&mut relative).is_err());
     }
 }

@@ -84,8 +84,8 @@ impl Conn {
 
     /// Sends `request` (origin form, `body` whole) and reads the response head. Runs once per
     /// request on this connection; the body's bytes are then read through [`Conn::poll_body`].
-    pub async fn exchange(&mut self, request: &Request<Bytes>) -> Result<Head, Failure> {
-        encode_head(&mut self.head, request);
+    pub async fn exchange(&mut self, request: &Request<Bytes>, host: Option<HostField<'_>>) -> Result<Head, Failure> {
+        encode_head(&mut self.head, request, host);
         let head_request = request.method() == Method::HEAD;
         let mut written = 0;
         let sent = std::future::poll_fn(|cx| self.poll_send(cx, request.body(), &mut written, head_request)).await;
@@ -205,16 +205,34 @@ impl Conn {
     }
 }
 
-/// Writes the request line and fields of `request` into `out` (cleared first). The body is
-/// always whole, so it is framed by `Content-Length`, whatever the request's own framing fields
-/// said: a length that disagreed with the bytes sent would desynchronise the connection.
-fn encode_head(out: &mut Vec<u8>, request: &Request<Bytes>) {
+/// A `Host` field the request head gets besides the request's own fields: a host (a name, an
+/// IPv4 address, or an IPv6 one in brackets, as a URI writes it) and a port.
+#[derive(Clone, Copy, Debug)]
+pub struct HostField<'a> {
+    pub host: &'a str,
+    pub port: Option<u16>,
+}
+
+/// Writes the request line and fields of `request` into `out` (cleared first), `host` first
+/// when given. The body is always whole, so it is framed by `Content-Length`, whatever the
+/// request's own framing fields said: a length that disagreed with the bytes sent would
+/// desynchronise the connection.
+fn encode_head(out: &mut Vec<u8>, request: &Request<Bytes>, host: Option<HostField<'_>>) {
     out.clear();
     out.extend_from_slice(request.method().as_str().as_bytes());
     out.push(b' ');
     let target = request.uri().path_and_query().map_or("/", |target| target.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(HostField { host, port }) = host {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(host.as_bytes());
+        if let Some(port) = port {
+            out.push(b':');
+            out.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in request.headers() {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
@@ -295,9 +313,22 @@ mod tests {
     use super::*;
 
     fn encoded(request: Request<Bytes>) -> String {
+        encoded_with_host(request, None)
+    }
+
+    fn encoded_with_host(request: Request<Bytes>, host: Option<HostField<'_>>) -> String {
         let mut out = Vec::new();
-        encode_head(&mut out, &request);
+        encode_head(&mut out, &request, host);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_host_field_goes_first_with_its_port_when_it_has_one() {
+        let request = || Request::get("/a").header("x-b", "c").body(Bytes::new()).unwrap();
+        let named = HostField { host: "api.example", port: None };
+        assert_eq!(encoded_with_host(request(), Some(named)), "GET /a HTTP/1.1\r\nhost: api.example\r\nx-b: c\r\n\r\n");
+        let v6 = HostField { host: "[::1]", port: Some(8080) };
+        assert_eq!(encoded_with_host(request(), Some(v6)), "GET /a HTTP/1.1\r\nhost: [::1]:8080\r\nx-b: c\r\n\r\n");
     }
 
     #[test]
@@ -332,7 +363,7 @@ mod tests {
         });
         let mut conn = Conn::new(Stream::Plain(TcpStream::connect(address).await.unwrap()));
         let request = Request::get("/big").header("host", "up").body(Bytes::new()).unwrap();
-        let Ok(mut head) = conn.exchange(&request).await else { panic!("no response head") };
+        let Ok(mut head) = conn.exchange(&request, None).await else { panic!("no response head") };
         let mut received = 0;
         while let Some(piece) = std::future::poll_fn(|cx| conn.poll_body(cx, &mut head.framing)).await {
             received += piece.unwrap().len();
