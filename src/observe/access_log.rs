@@ -2,6 +2,8 @@
 //! JSON object (`log.access_log_format`). In JSON the prompt and answer text appear only when the
 //! route's `logging.payloads` recorded them; provider keys are never recorded at all.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use switchyard_sdk::{Ctx, Outcome};
 use time::format_description::well_known::Rfc3339;
@@ -58,8 +60,16 @@ fn now() -> String {
     OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
 }
 
-/// Writes the line of a finished request. `trace_id`: the request's trace, when it has one.
-pub fn finished(format: AccessLogFormat, finisher: &Finisher, ctx: &Ctx, outcome: &Outcome, trace_id: Option<&str>) {
+/// Writes the line of a finished request, which took `duration` (the figure its metrics got
+/// too). `trace_id`: the request's trace, when it has one.
+pub fn finished(
+    format: AccessLogFormat,
+    finisher: &Finisher,
+    ctx: &Ctx,
+    outcome: &Outcome,
+    duration: Duration,
+    trace_id: Option<&str>,
+) {
     let ai = &ctx.log;
     let request_id = String::from_utf8_lossy(finisher.request_id.as_bytes());
     if format == AccessLogFormat::Json {
@@ -76,7 +86,7 @@ pub fn finished(format: AccessLogFormat, finisher: &Finisher, ctx: &Ctx, outcome
             consumer: ctx.consumer.as_ref().map(|c| &*c.username),
             status: outcome.status,
             bytes: outcome.body_bytes,
-            duration_ms: ms(ctx.started.elapsed()),
+            duration_ms: ms(duration),
             upstream_ms: (ai.attempts > 0).then(|| ms(ai.upstream_time)),
             ttft_ms: ai.time_to_first_token.map(ms),
             instance: ai.instance.as_deref(),
@@ -115,7 +125,7 @@ pub fn finished(format: AccessLogFormat, finisher: &Finisher, ctx: &Ctx, outcome
     }
     line.int("status", Some(outcome.status))
         .int("bytes", Some(outcome.body_bytes))
-        .millis("duration_ms", Some(ctx.started.elapsed()))
+        .millis("duration_ms", Some(duration))
         .text("upstream", ai.instance.as_deref().unwrap_or("-"))
         .int("attempts", summary.map(|ai| ai.attempts));
     if let Some(ai) = summary {
@@ -137,9 +147,9 @@ pub fn finished(format: AccessLogFormat, finisher: &Finisher, ctx: &Ctx, outcome
     write_text(line);
 }
 
-/// Writes the line of a request that ended before its response head: its client left (499) or
-/// shutdown cut it (444).
-pub fn abandoned(format: AccessLogFormat, finisher: &Finisher, started: std::time::Instant, status: u16, error: &str) {
+/// Writes the line of a request that ended before its response head, after `duration`: its
+/// client left (499) or shutdown cut it (444).
+pub fn abandoned(format: AccessLogFormat, finisher: &Finisher, duration: Duration, status: u16, error: &str) {
     let request_id = String::from_utf8_lossy(finisher.request_id.as_bytes());
     if format == AccessLogFormat::Json {
         let line = serde_json::json!({
@@ -151,7 +161,7 @@ pub fn abandoned(format: AccessLogFormat, finisher: &Finisher, started: std::tim
             "service": finisher.route.service_id(),
             "consumer": null,
             "status": status,
-            "duration_ms": ms(started.elapsed()),
+            "duration_ms": ms(duration),
             "aborted": true,
             "error": error,
         });
@@ -167,7 +177,7 @@ pub fn abandoned(format: AccessLogFormat, finisher: &Finisher, started: std::tim
         .text("path", finisher.uri.path())
         .text("route", &finisher.route.id)
         .int("status", Some(status))
-        .millis("duration_ms", Some(started.elapsed()))
+        .millis("duration_ms", Some(duration))
         .boolean("aborted", Some(true))
         .quoted("error", Some(error));
     write_text(line);

@@ -156,13 +156,14 @@ impl Observe {
             }
         }
         if let Some(format) = self.access_log {
-            access_log::finished(format, finisher, ctx, outcome, trace_id.as_deref());
+            access_log::finished(format, finisher, ctx, outcome, total, trace_id.as_deref());
         }
     }
 
     /// The request ended before its response head: the client left (`status` 499) or shutdown
     /// cut it (444); `error` says which.
     pub fn abandoned(&self, finisher: &Finisher, started: Instant, status: u16, error: &'static str) {
+        let total = started.elapsed();
         if let Some(metrics) = &self.metrics {
             let route = &finisher.route;
             let log = LogRecord::default();
@@ -173,7 +174,7 @@ impl Observe {
                 status,
                 request_bytes: finisher.request_bytes,
                 response_bytes: 0,
-                total: started.elapsed(),
+                total,
             };
             route.metrics.finished(&metrics.families, &done);
             if let Some(active) = finisher.llm_active.get() {
@@ -181,7 +182,7 @@ impl Observe {
             }
         }
         if let Some(format) = self.access_log {
-            access_log::abandoned(format, finisher, started, status, error);
+            access_log::abandoned(format, finisher, total, status, error);
         }
     }
 }
