@@ -8,10 +8,10 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::process::{free_port, stop};
+use crate::process::{command_under, free_port, stop};
 use crate::Result;
 
 pub struct NginxProcess {
@@ -69,15 +69,7 @@ impl NginxProcess {
         );
         let config_path = dir.join("nginx.conf");
         std::fs::write(&config_path, config)?;
-        let mut command = match single_under.and_then(|prefix| prefix.split_first()) {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(binary);
-                command
-            }
-            None => Command::new(binary),
-        };
-        let master = command
+        let master = command_under(single_under.unwrap_or_default(), binary)
             .args(["-e", "stderr", "-p"])
             .arg(dir)
             .arg("-c")

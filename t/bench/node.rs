@@ -4,12 +4,12 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::process::{free_port, rss_kib, stop};
+use crate::process::{command_under, free_port, rss_kib, stop};
 use crate::Result;
 
 pub const ADMIN_KEY: &str = "bench-admin-key";
@@ -66,15 +66,7 @@ impl Node {
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config)?;
         // The access log goes to stdout: formatted and written as in production, then dropped.
-        let mut command = match prefix.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(bin);
-                command
-            }
-            None => Command::new(bin),
-        };
-        let child = command
+        let child = command_under(prefix, bin)
             .arg("-c")
             .arg(&config_path)
             .stdin(Stdio::null())

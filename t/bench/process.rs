@@ -1,5 +1,6 @@
 //! Child processes of the bench (mock, gateway nodes, etcd): ports, memory, stopping.
 
+use std::ffi::{OsStr, OsString};
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -35,6 +36,19 @@ pub async fn until_stdin_closes() -> Result<()> {
     let mut sink = [0u8; 64];
     while stdin.read(&mut sink).await? > 0 {}
     Ok(())
+}
+
+/// A command running `program`, behind `prefix` (a program and its arguments, which runs
+/// `program` in turn: valgrind) when there is one.
+pub fn command_under(prefix: &[OsString], program: impl AsRef<OsStr>) -> Command {
+    match prefix.split_first() {
+        Some((wrapper, args)) => {
+            let mut command = Command::new(wrapper);
+            command.args(args).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
 }
 
 /// A loopback port free right now (the child binds it a moment later).
