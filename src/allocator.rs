@@ -83,9 +83,9 @@ unsafe impl GlobalAlloc for Allocator {
 mod tests {
     use super::*;
 
-    /// Every size from 1 byte to past the small-block limit, at every alignment up to 4 KiB: each
-    /// block is aligned as asked, writable over its whole size, and survives growing and shrinking
-    /// with its contents.
+    /// Every size from 1 byte to past the small-block limit (and some larger), at every alignment
+    /// up to 4 KiB: each block is aligned as asked, writable over its whole size, keeps its
+    /// contents and its alignment when it grows, and a zeroed one is zeroed.
     #[test]
     fn every_block_has_the_alignment_its_layout_asks_for() {
         let sizes = (1..=2100).chain([4095, 4096, 4097, 65_536, 1 << 20]);
