@@ -11,7 +11,12 @@ use crate::Result;
 /// Starts this bench executable again with `args` (a helper: mock or relay) and returns it with
 /// the first line it prints (where it listens). The helper exits when its standard input closes.
 pub fn spawn_self(args: &[String]) -> Result<(Child, String)> {
-    let mut child = Command::new(std::env::current_exe()?)
+    spawn_self_under(&[], args)
+}
+
+/// [`spawn_self`] behind `prefix` (see [`command_under`]).
+pub fn spawn_self_under(prefix: &[OsString], args: &[String]) -> Result<(Child, String)> {
+    let mut child = command_under(prefix, std::env::current_exe()?)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

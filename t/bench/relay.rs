@@ -5,6 +5,7 @@
 //! so the gap between it and the gateway is the gateway's own work.
 
 use std::convert::Infallible;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
-use crate::process::{port_field, spawn_self, stop, until_stdin_closes};
+use crate::process::{port_field, spawn_self_under, stop, until_stdin_closes};
 use crate::Result;
 
 /// The relay's entry point, in the child process: `--to PORT`. Returns when stdin closes.
@@ -93,7 +94,13 @@ pub struct RelayProcess {
 impl RelayProcess {
     /// Starts a relay to `to` and waits until it listens.
     pub fn spawn(to: SocketAddr) -> Result<RelayProcess> {
-        let (child, line) = spawn_self(&["relay".into(), "--to".into(), to.port().to_string()])?;
+        RelayProcess::spawn_under(&[], to)
+    }
+
+    /// [`RelayProcess::spawn`] behind `prefix` (a program and its arguments, which runs the relay
+    /// in turn): valgrind, for row 12.
+    pub fn spawn_under(prefix: &[OsString], to: SocketAddr) -> Result<RelayProcess> {
+        let (child, line) = spawn_self_under(prefix, &["relay".into(), "--to".into(), to.port().to_string()])?;
         Ok(RelayProcess { addr: port_field(&line, "relay=")?, child })
     }
 

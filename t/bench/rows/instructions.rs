@@ -1,8 +1,9 @@
 //! Row 12: instructions per request under callgrind, the `ai-proxy` route against nginx as a
-//! plain proxy, both in front of the same mock with the same load (four connections). A figure of
-//! the work itself, free of what else the machine is doing; it moves by well under 1 % between
-//! runs, where throughput moves by 10 %. Each proxy runs alone under valgrind (a second gateway
-//! node, and nginx as one process), since callgrind slows it about fiftyfold.
+//! plain proxy (and the bare hyper relay beside them), all in front of the same mock with the same
+//! load (four connections). A figure of the work itself, free of what else the machine is doing:
+//! it moves by well under 1 % between runs, where throughput moves by 10 %. Each proxy runs alone
+//! under valgrind (a second gateway node, nginx as one process, the relay), since callgrind slows
+//! it about fiftyfold.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,11 +15,15 @@ use crate::callgrind::Callgrind;
 use crate::load::{self, Shape, Target};
 use crate::nginx::NginxProcess;
 use crate::node::{embedded_store, Node};
+use crate::relay::RelayProcess;
 use crate::report::Line;
 use crate::routes::{self, CHAT, PROVIDER_KEY};
 use crate::{Bench, Result};
 
 const SCENARIO: &str = "ai-proxy ÷ nginx under callgrind (direct column: nginx)";
+/// The barest tokio and hyper proxy (`relay.rs`): what the HTTP layers alone cost, without the
+/// gateway's work.
+const RELAY: &str = "reference: bare hyper relay ÷ nginx under callgrind";
 /// Few connections: under callgrind each proxy serves a few thousand requests a second at most.
 const CONNECTIONS: usize = 4;
 
@@ -63,17 +68,29 @@ pub async fn measure(bench: &mut Bench) -> Result<()> {
     let reference = per_request(bench, &callgrind, pid, &target, &nginx_out).await?;
     drop(nginx);
 
-    bench.report.push(Line {
+    let relay_out = dir.join("relay.callgrind");
+    let relay = RelayProcess::spawn_under(&callgrind.prefix(&relay_out), bench.mock.ok)?;
+    let target = Arc::new(
+        Target::post("bare hyper relay under callgrind", relay.addr, "/v1/chat/completions", CHAT)
+            .header("authorization", &format!("Bearer {PROVIDER_KEY}"))?,
+    );
+    let bare = per_request(bench, &callgrind, relay.pid(), &target, &relay_out).await?;
+    drop(relay);
+
+    let line = |scenario: &str, ours: &PerRequest| Line {
         direct: thousands_of_instructions(reference.instructions),
-        gateway: thousands_of_instructions(gateway.instructions),
-        versus: format!("{:.2}×", gateway.instructions / reference.instructions.max(1.0)),
-        ..Line::new(12, SCENARIO, "instructions per request, 4 conns")
-    });
+        gateway: thousands_of_instructions(ours.instructions),
+        versus: format!("{:.2}×", ours.instructions / reference.instructions.max(1.0)),
+        ..Line::new(12, scenario, "instructions per request, 4 conns")
+    };
+    bench.report.push(line(SCENARIO, &gateway));
+    bench.report.push(line(RELAY, &bare));
     bench.report.raw(
         "instructions",
         json!({
             "gateway": {"per_request": gateway.instructions, "requests": gateway.requests},
             "nginx": {"per_request": reference.instructions, "requests": reference.requests},
+            "bare_relay": {"per_request": bare.instructions, "requests": bare.requests},
         }),
     );
     Ok(())
