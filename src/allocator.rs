@@ -26,10 +26,10 @@ const PLAIN_ALIGN: usize = 16;
 /// The global allocator of the `switchyard` binary.
 pub struct Allocator;
 
-/// Whether a plain `mi_malloc` block of `layout.size()` bytes is aligned enough for `layout`.
+/// Whether a plain `mi_malloc` block of `size` bytes is aligned to `align`.
 #[inline]
-fn plain_block_fits(layout: Layout) -> bool {
-    layout.align() <= PLAIN_ALIGN && layout.align() <= layout.size()
+fn plain_block_fits(align: usize, size: usize) -> bool {
+    align <= PLAIN_ALIGN && align <= size
 }
 
 // SAFETY: every method hands the request to mimalloc, whose blocks meet the layout's alignment:
@@ -39,7 +39,7 @@ fn plain_block_fits(layout: Layout) -> bool {
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if plain_block_fits(layout) {
+        if plain_block_fits(layout.align(), layout.size()) {
             // SAFETY: `GlobalAlloc::alloc`'s contract (a non-zero size) is the caller's.
             unsafe { libmimalloc_sys::mi_malloc(layout.size()).cast() }
         } else {
@@ -50,7 +50,7 @@ unsafe impl GlobalAlloc for Allocator {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if plain_block_fits(layout) {
+        if plain_block_fits(layout.align(), layout.size()) {
             // SAFETY: as in `alloc`.
             unsafe { libmimalloc_sys::mi_zalloc(layout.size()).cast() }
         } else {
@@ -68,8 +68,7 @@ unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // The alignment stays the layout's; only the size changes.
-        let fits = layout.align() <= PLAIN_ALIGN && layout.align() <= new_size;
-        if fits {
+        if plain_block_fits(layout.align(), new_size) {
             // SAFETY: `ptr` came from this allocator (mimalloc); `new_size` is non-zero by contract.
             unsafe { libmimalloc_sys::mi_realloc(ptr.cast::<c_void>(), new_size).cast() }
         } else {
