@@ -13,6 +13,41 @@ use serde::Deserialize;
 /// The value of the first top-level member `key` of the object that `head` begins, parsed as `T`.
 /// `None` when the member is absent from `head` (or cut off by its end), or is not a `T`.
 pub fn first_member<'a, T: Deserialize<'a>>(head: &'a [u8], key: &str) -> Option<T> {
+    let rest = &head[first_member_value(head, key)?..];
+    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
+    let value = values.next()?.ok()?;
+    // A value is whole only when the member visibly ends: a number cut by the end of `head`
+    // (`-1` of `-1000`) parses, but is not the value.
+    ends_member(rest, values.byte_offset()).then_some(value)
+}
+
+/// The text of the first top-level member `key` of the object that `head` begins, when its value
+/// is a string written without escapes (a model name, as a rule): borrowed, no decoding.
+/// `None` when [`first_member`] would find nothing, or when the string has escapes (then
+/// `first_member::<String>` decodes it). Runs on every event of a stream, where handing a short
+/// string to serde cost more than finding it.
+pub fn first_member_plain_str<'a>(head: &'a [u8], key: &str) -> Option<&'a str> {
+    let rest = &head[first_member_value(head, key)?..];
+    let open = skip_whitespace(rest, 0);
+    if rest.get(open) != Some(&b'"') {
+        return None;
+    }
+    let end = string_end(rest, open)?;
+    let text = &rest[open + 1..end - 1];
+    if text.contains(&b'\\') || !ends_member(rest, end) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()
+}
+
+/// Whether the member whose value ends at `end` of `rest` visibly ends there: a `,` or `}` follows.
+fn ends_member(rest: &[u8], end: usize) -> bool {
+    matches!(rest.get(skip_whitespace(rest, end)), Some(b',' | b'}'))
+}
+
+/// Where the value of the first top-level member `key` of the object that `head` begins starts
+/// (just past its `:`); `None` when the member is not in `head`.
+fn first_member_value(head: &[u8], key: &str) -> Option<usize> {
     let mut i = skip_whitespace(head, 0);
     if head.get(i) != Some(&b'{') {
         return None;
@@ -26,13 +61,7 @@ pub fn first_member<'a, T: Deserialize<'a>>(head: &'a [u8], key: &str) -> Option
                 let after = skip_whitespace(head, end);
                 if depth == 1 && head.get(after) == Some(&b':') {
                     if &head[i + 1..end - 1] == key.as_bytes() {
-                        let rest = &head[after + 1..];
-                        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
-                        let value = values.next()?.ok()?;
-                        // A value is whole only when the member visibly ends: a number cut by the
-                        // end of `head` (`-1` of `-1000`) parses, but is not the value.
-                        let next = skip_whitespace(rest, values.byte_offset());
-                        return matches!(rest.get(next), Some(b',' | b'}')).then_some(value);
+                        return Some(after + 1);
                     }
                     i = after + 1;
                 } else {
@@ -304,6 +333,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The start of a string, one byte at a time: what `string_start`'s search must agree with.
+    fn plain_string_start(json: &[u8], close: usize) -> Option<usize> {
+        let mut i = close;
+        while i > 0 {
+            i -= 1;
+            if json[i] == b'"' {
+                let backslashes = json[..i].iter().rev().take_while(|b| **b == b'\\').count();
+                if backslashes == i {
+                    return None;
+                }
+                if backslashes % 2 == 0 {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn string_starts_agree_with_a_byte_by_byte_scan() {
+        for length in 0..40 {
+            for escape_at in (0..length).map(Some).chain([None]) {
+                let mut body: Vec<u8> = (0..length).map(|i| b'a' + (i % 26) as u8).collect();
+                if let Some(at) = escape_at {
+                    body[at] = b'"';
+                    if at > 0 {
+                        body[at - 1] = b'\\';
+                    }
+                }
+                let opened = [&b"1, \""[..], &body, b"\""].concat();
+                let unopened = [&body[..], b"\""].concat();
+                for json in [opened, unopened] {
+                    let close = json.len() - 1;
+                    let text = String::from_utf8_lossy(&json);
+                    assert_eq!(string_start(&json, close), plain_string_start(&json, close), "{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_plain_string_member_is_borrowed_and_an_escaped_one_is_left_to_serde() {
+        let body = BODY.as_bytes();
+        assert_eq!(first_member_plain_str(body, "model"), Some("m-1"));
+        assert_eq!(first_member_plain_str(body, "id"), Some("x"));
+        assert_eq!(first_member_plain_str(body, "usage"), None, "not a string");
+        assert_eq!(first_member_plain_str(body, "content"), None, "not a top-level member");
+        let escaped = br#"{"model":"m\u002d1"}"#;
+        assert_eq!(first_member_plain_str(escaped, "model"), None);
+        assert_eq!(first_member::<String>(escaped, "model").as_deref(), Some("m-1"));
+        assert_eq!(
+            first_member_plain_str(br#"{"model" : "a long model name, past the byte loop" }"#, "model"),
+            Some("a long model name, past the byte loop")
+        );
+        assert_eq!(first_member_plain_str(br#"{"model":"m-1""#, "model"), None, "the member does not visibly end");
+        assert_eq!(first_member_plain_str(br#"{"model":"m-"#, "model"), None, "the value is cut off");
     }
 
     const BODY: &str = r#"{"id":"x","model":"m-1","choices":[{"message":{"content":"a \"model\":\"no\" \\","usage":{"n":1}}}],"usage":{"prompt_tokens":3} }"#;

@@ -9,7 +9,7 @@
 use std::sync::LazyLock;
 
 use crate::body_window::BodyWindow;
-use crate::json_scan::{first_member, last_member, last_member_raw};
+use crate::json_scan::{first_member, first_member_plain_str, last_member, last_member_raw};
 use crate::protocol::usage::{self, UpstreamWire};
 use crate::protocol::Protocol;
 use crate::providers::openai;
@@ -30,6 +30,8 @@ struct Reading {
     event_stream: bool,
     /// A non-streaming body that arrives in several pieces: its ends.
     body: BodyWindow,
+    /// An event of this attempt's stream named the model: later events are not read for it.
+    model_named: bool,
 }
 
 /// Header phase: remembers whether the body will be an event stream. Only streams need the slot:
@@ -41,7 +43,7 @@ pub fn on_head(ctx: &mut Ctx, head: &http::response::Parts) {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     if event_stream {
-        ctx.extensions.insert(Reading { event_stream, body: BodyWindow::default() });
+        ctx.extensions.insert(Reading { event_stream, body: BodyWindow::default(), model_named: false });
     }
 }
 
@@ -51,27 +53,51 @@ pub fn relaying_event_stream(ctx: &Ctx) -> bool {
     ctx.extensions.get::<Reading>().is_some_and(|reading| reading.event_stream)
 }
 
+/// Runs when an attempt's answer is about to be read, the first or one taking up a broken
+/// stream: the new attempt's events are read for the model again (another instance may answer
+/// with another model).
+pub fn attempt_begins(ctx: &mut Ctx) {
+    if let Some(reading) = ctx.extensions.get_mut::<Reading>() {
+        reading.model_named = false;
+    }
+}
+
 /// Body phase: one SSE event, one chunk, or the whole body.
 pub fn on_body(ctx: &mut Ctx, chunk: &Bytes, end_of_stream: bool) {
     let reading = ctx.extensions.get_mut::<Reading>();
     match reading {
         Some(reading) if reading.event_stream => {
-            if let Some(data) = event_data(chunk) {
-                if &*data != b"[DONE]" {
-                    record(ctx, &data, Carries::Sometimes);
+            let Some(data) = event_data(chunk) else { return };
+            if &*data == b"[DONE]" {
+                return;
+            }
+            // Every event of a stream names the same model: the first one that names it is read for
+            // it (the walk to `model` cost more than the rest of an event's reading).
+            let model = if reading.model_named { Model::Named } else { Model::Unknown };
+            if record(ctx, &data, Carries::Sometimes, model) == Model::Named && model == Model::Unknown {
+                if let Some(reading) = ctx.extensions.get_mut::<Reading>() {
+                    reading.model_named = true;
                 }
             }
         }
-        None if end_of_stream => record(ctx, chunk, Carries::AsARule),
+        None if end_of_stream => {
+            record(ctx, chunk, Carries::AsARule, Model::Unknown);
+        }
         None => {
-            ctx.extensions.insert(Reading { event_stream: false, body: BodyWindow::starting_with(chunk) });
+            ctx.extensions.insert(Reading {
+                event_stream: false,
+                body: BodyWindow::starting_with(chunk),
+                model_named: false,
+            });
         }
         Some(reading) => {
             reading.body.push(chunk);
             if end_of_stream {
                 let body = std::mem::take(&mut reading.body);
                 match body.whole() {
-                    Some(whole) => record(ctx, &whole, Carries::AsARule),
+                    Some(whole) => {
+                        record(ctx, &whole, Carries::AsARule, Model::Unknown);
+                    }
                     None => record_ends(ctx, &body),
                 }
             }
@@ -89,7 +115,7 @@ fn record_ends(ctx: &mut Ctx, body: &BodyWindow) {
     {
         return usage::record_ends(ctx, protocol, body.head(), body.tail());
     }
-    record_members(ctx, body.head(), body.tail(), Carries::AsARule);
+    record_members(ctx, body.head(), body.tail(), Carries::AsARule, Model::Unknown);
 }
 
 /// How often the JSON being read carries `usage`: it decides whether a quick search for the key
@@ -104,13 +130,21 @@ enum Carries {
     Sometimes,
 }
 
-/// Usage from the top-level `usage` member nearest the end of `tail`, and the model from the
-/// `model` member nearest the start of `head` (else nearest the end of `tail`). Only those two
-/// members are parsed: the scan passes over the rest (choices, messages) without building it.
-///
-/// Runs on every event of a stream, where every event names the same model: a model equal to the
-/// one recorded is not copied again.
-fn record_members(ctx: &mut Ctx, head: &[u8], tail: &[u8], usage: Carries) {
+/// Whether the model answering is known already, before a piece of the answer is read; after, whether
+/// the piece named it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Model {
+    /// Read the piece for it.
+    Unknown,
+    /// Named by an earlier event of the stream (the piece is not read for it), or by this piece.
+    Named,
+}
+
+/// Usage from the top-level `usage` member nearest the end of `tail`, and, unless `model` is
+/// [`Model::Named`], the model from the `model` member nearest the start of `head` (else nearest
+/// the end of `tail`). Only those two members are parsed: the scan passes over the rest (choices,
+/// messages) without building it. Returns whether the model is named now.
+fn record_members(ctx: &mut Ctx, head: &[u8], tail: &[u8], usage: Carries, model: Model) -> Model {
     /// Built once: a searcher made per call costs more than the search of a short event.
     static USAGE_KEY: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
@@ -119,28 +153,42 @@ fn record_members(ctx: &mut Ctx, head: &[u8], tail: &[u8], usage: Carries) {
             ctx.log.usage = Some(usage);
         }
     }
+    if model == Model::Named {
+        return Model::Named;
+    }
     // Borrowed when the name has no escapes (always, in practice); else copied as it is decoded.
-    if let Some(model) = first_member::<&str>(head, "model") {
+    if let Some(model) = first_member_plain_str(head, "model") {
         if ctx.log.model.as_deref() != Some(model) {
             ctx.log.model = Some(model.to_owned());
         }
     } else if let Some(model) = first_member::<String>(head, "model").or_else(|| last_member(tail, "model")) {
         ctx.log.model = Some(model);
+    } else {
+        return Model::Unknown;
     }
+    Model::Named
 }
 
-fn record(ctx: &mut Ctx, json: &[u8], usage: Carries) {
+/// Reads usage and (unless `model` says it is known) the model from one whole answer or event;
+/// returns whether the model is named now. The Messages, Responses, Converse and Predict readers
+/// read every event for the model: their streams name it in one event only.
+fn record(ctx: &mut Ctx, json: &[u8], usage: Carries, model: Model) -> Model {
     match ctx.extensions.get::<UpstreamWire>() {
-        Some(UpstreamWire(Protocol::AnthropicMessages)) => return usage::record_messages(ctx, json),
-        Some(UpstreamWire(Protocol::OpenAiResponses)) => return usage::record_responses(ctx, json),
-        Some(UpstreamWire(Protocol::BedrockConverse)) => return usage::record_converse(ctx, json),
-        Some(UpstreamWire(Protocol::VertexPredict)) => return crate::protocol::predict::record_usage(ctx, json),
-        _ => {}
+        Some(UpstreamWire(Protocol::AnthropicMessages)) => usage::record_messages(ctx, json),
+        Some(UpstreamWire(Protocol::OpenAiResponses)) => usage::record_responses(ctx, json),
+        Some(UpstreamWire(Protocol::BedrockConverse)) => usage::record_converse(ctx, json),
+        Some(UpstreamWire(Protocol::VertexPredict)) => crate::protocol::predict::record_usage(ctx, json),
+        _ => return record_openai(ctx, json, usage, model),
     }
+    Model::Unknown
+}
+
+/// [`record`] for an OpenAI answer or chunk.
+fn record_openai(ctx: &mut Ctx, json: &[u8], usage: Carries, model: Model) -> Model {
     // A completion keeps `usage` at its end and `model` at its start: scanning for the two
     // members passes over `choices` instead of deserializing it (about a quarter fewer
     // instructions on a 600-byte answer).
-    record_members(ctx, json, json, usage);
+    let model = record_members(ctx, json, json, usage, model);
     if let Some(text) = logged_text(ctx) {
         // Only with `logging.payloads`: the full tree is needed for the text.
         if let Ok(response) = serde_json::from_slice::<serde_json::Value>(json) {
@@ -148,6 +196,7 @@ fn record(ctx: &mut Ctx, json: &[u8], usage: Carries) {
         }
         cap_logged_text(text);
     }
+    model
 }
 
 /// The response text being logged (`logging.payloads`), while it is still under its limit; `None`
@@ -260,23 +309,29 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_keeps_the_latest_model_and_the_usage_however_it_is_written() {
+    fn a_stream_keeps_the_first_model_each_attempt_names_and_the_usage_however_it_is_written() {
         let mut ctx = ctx();
         let head = http::Response::builder().header("content-type", "text/event-stream").body(()).unwrap();
         on_head(&mut ctx, &head.into_parts().0);
-        let events: [&[u8]; 5] = [
-            b"data: {\"model\":\"first\",\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":1\"}}]}\n\n",
-            b"data: {\"model\":\"first\",\"choices\":[]}\n\n",
-            b"data: {\"model\":\"sec\\u006fnd\",\"choices\":[]}\n\n",
+        let events: [&[u8]; 6] = [
+            b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+            b"data: {\"model\":\"fir\\u0073t\",\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":1\"}}]}\n\n",
+            b"data: {\"model\":\"second\",\"choices\":[]}\n\n",
             b"data: {\"model\":\"second\",\"choices\":[],\"usage\" : {\"prompt_tokens\":4,\"completion_tokens\":1}}\n\n",
             b"data: [DONE]\n\n",
+            // Another attempt takes up the stream: its events are read for the model again.
+            b"data: {\"model\":\"second\",\"choices\":[]}\n\n",
         ];
         let mut seen = Vec::new();
-        for event in events {
+        for (i, event) in events.into_iter().enumerate() {
+            if i == 5 {
+                attempt_begins(&mut ctx);
+            }
             on_body(&mut ctx, &Bytes::from_static(event), false);
             seen.push((ctx.log.model.clone().unwrap_or_default(), ctx.log.usage.map(|u| u.total_tokens)));
         }
-        let expected = [("first", None), ("first", None), ("second", None), ("second", Some(5)), ("second", Some(5))];
+        let expected =
+            [("", None), ("first", None), ("first", None), ("first", Some(5)), ("first", Some(5)), ("second", Some(5))];
         let expected: Vec<(String, Option<u64>)> = expected.iter().map(|(m, u)| (m.to_string(), *u)).collect();
         assert_eq!(seen, expected);
     }

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use switchyard_llm::body_window::BodyWindow;
 use switchyard_llm::config::OverrideConfig;
 use switchyard_llm::instance::Instance;
-use switchyard_llm::json_scan::{first_member, last_member};
+use switchyard_llm::json_scan::{first_member, first_member_plain_str, last_member};
 use switchyard_llm::protocol::chat_over_messages::{self, MessagesToChat};
 use switchyard_llm::protocol::rewrite::{ResponseRewrite, Stage};
 use switchyard_llm::protocol::{convert_request, Conversion, Protocol};
@@ -187,10 +187,17 @@ proptest! {
         let whole = object.get(&key);
         prop_assert_eq!(first_member::<Value>(bytes, &key), whole.cloned());
         prop_assert_eq!(last_member::<Value>(bytes, &key), whole.cloned());
+        // The borrowed string, else the decoded one (as the access log reads the model), is the
+        // parser's string.
+        let read = first_member_plain_str(bytes, &key).map(str::to_owned).or_else(|| first_member::<String>(bytes, &key));
+        prop_assert_eq!(read.as_deref(), whole.and_then(Value::as_str));
         let at = cut_at % (bytes.len() + 1);
         let (head, tail) = bytes.split_at(at);
         if let Some(found) = first_member::<Value>(head, &key) {
             prop_assert_eq!(Some(&found), whole);
+        }
+        if let Some(found) = first_member_plain_str(head, &key) {
+            prop_assert_eq!(whole.and_then(Value::as_str), Some(found));
         }
         if let Some(found) = last_member::<Value>(tail, &key) {
             prop_assert_eq!(Some(&found), whole);

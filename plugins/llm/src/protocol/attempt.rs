@@ -74,6 +74,7 @@ impl Prepared {
 /// chat call with nothing to rewrite inserts nothing. Runs before each attempt, also one taking
 /// up a broken stream (whose head is not seen again).
 pub fn prepare_response(ctx: &mut Ctx, plan: &Plan, include_usage: bool, before: Vec<Stage>, after: Vec<Stage>) {
+    observe::attempt_begins(ctx);
     match plan.target {
         Protocol::OpenAiChat | Protocol::OpenAiEmbeddings | Protocol::Passthrough => {
             ctx.extensions.remove::<UpstreamWire>();
