@@ -35,7 +35,8 @@ enum Answer {
     /// A chunked `200` that also carries a `Content-Length`: framed by the chunks, and the
     /// connection not trusted with another request.
     ChunkedWithLength,
-    /// `200` with every hop-by-hop field a proxy must not pass on, keep-alive.
+    /// `200` with every hop-by-hop field a proxy must not pass on, fields its `Connection` names
+    /// among them, keep-alive.
     JsonWithHopByHopFields,
     /// `413` with `Connection: close` as soon as the request head is in, then the upstream closes
     /// without reading the body (so the gateway's write of it fails).
@@ -63,7 +64,7 @@ impl Answer {
                 b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: 9\r\n\r\ntoo large"
             }
             Answer::JsonWithHopByHopFields => {
-                b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\nproxy-connection: keep-alive\r\nte: trailers\r\ntrailer: x-sum\r\nupgrade: h2c\r\nx-kept: yes\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
+                b"HTTP/1.1 200 OK\r\nconnection: keep-alive, X-Upstream-Hop\r\nconnection: x-second-hop\r\nkeep-alive: timeout=5\r\nproxy-connection: keep-alive\r\nte: trailers\r\ntrailer: x-sum\r\nupgrade: h2c\r\nx-upstream-hop: secret\r\nx-second-hop: 2\r\nx-kept: yes\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
             }
             Answer::ChunkedWithLength => {
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\nb\r\n{\"ok\":true}\r\n0\r\n\r\n"
@@ -200,7 +201,7 @@ async fn hop_by_hop_fields_of_an_answer_stay_with_the_upstream_connection() {
         assert_eq!(response.status(), 200);
         let headers = response.headers().clone();
         assert_eq!(headers["x-kept"], "yes");
-        for hop in ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+        for hop in ["keep-alive", "proxy-connection", "te", "trailer", "upgrade", "x-upstream-hop", "x-second-hop"] {
             assert!(!headers.contains_key(hop), "{hop} was relayed: {headers:?}");
         }
         assert_eq!(response.text().await.unwrap(), "{\"ok\":true}");

@@ -332,19 +332,48 @@ fn response_head(status: StatusCode, mut headers: HeaderMap, ctx: &mut Ctx, stre
     head
 }
 
-/// Removes the hop-by-hop fields from an upstream's headers. An answer usually has one of them
-/// (`Connection`) or none: finding which are there, by comparing names, costs less than hashing
-/// all seven for removals.
+/// Removes the hop-by-hop fields from an upstream's headers, those its `Connection` names
+/// included. An answer usually has one of them (`Connection`) or none: finding which are there,
+/// by comparing names, costs less than hashing all seven for removals.
 fn drop_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = [false; HOP_BY_HOP_FIELDS];
-    for name in headers.keys() {
+    let mut names_fields = false;
+    for (name, value) in headers.iter() {
         if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
             present[i] = true;
+            // `HOP_BY_HOP[0]` is `Connection`.
+            names_fields |= i == 0 && !is_connection_option(value.as_bytes());
         }
+    }
+    if names_fields {
+        drop_named_by_connection(headers);
     }
     for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, present)| *present) {
         headers.remove(name);
     }
+}
+
+/// Removes the fields an answer's `Connection` names (RFC 9110 §7.6.1): they were meant for the
+/// gateway's connection only. Runs only when a `Connection` value is more than `keep-alive` or
+/// `close`.
+fn drop_named_by_connection(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty() && !is_connection_option(token))
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+}
+
+/// Whether a `Connection` token (or a whole value) is one that names no field: `keep-alive` or
+/// `close`, what answers carry as a rule.
+fn is_connection_option(token: &[u8]) -> bool {
+    token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close")
 }
 
 fn run_header_filters(finisher: &Finisher, ctx: &mut Ctx, head: &mut http::response::Parts) {
