@@ -200,7 +200,19 @@ fn alias_in_place(alias: &str, json: &Bytes) -> Option<Option<Bytes>> {
 fn renamed_event(stages: &[Stage], raw: &Bytes) -> Option<Bytes> {
     let data = event_data(raw).filter(|data| &**data != b"[DONE]")?;
     let data = match data {
-        Cow::Borrowed(data) => raw.slice_ref(data),
+        Cow::Borrowed(data) => {
+            // One `data:` line: its JSON is replaced where it stands, and the event's other lines
+            // (`event:`, `id:`, comments) go out as they came.
+            let at = data.as_ptr() as usize - raw.as_ptr() as usize;
+            let end = at + data.len();
+            let renamed = renamed(stages, raw.slice(at..end))?;
+            let mut out = Vec::with_capacity(raw.len() - (end - at) + renamed.len());
+            out.extend_from_slice(&raw[..at]);
+            out.extend_from_slice(&renamed);
+            out.extend_from_slice(&raw[end..]);
+            return Some(Bytes::from(out));
+        }
+        // Data over several lines is joined: the event is written again with one.
         Cow::Owned(data) => Bytes::from(data),
     };
     let json = renamed(stages, data)?;
@@ -493,6 +505,20 @@ mod tests {
             error,
             json!({"type": "error", "error": {"type": "api_error", "message": "<html>bad gateway</html>"}})
         );
+    }
+
+    #[test]
+    fn an_event_keeps_its_other_lines_as_sent_around_the_renamed_data() {
+        let alias = vec![Stage::Alias("my-alias".into())];
+        let raw = Bytes::from_static(b"id: 17\r\nevent: chunk\r\n: note\r\ndata:{\"model\":\"gpt\",\"n\":1}\r\n\r\n");
+        let out = renamed_event(&alias, &raw).unwrap();
+        assert_eq!(&out[..], &b"id: 17\r\nevent: chunk\r\n: note\r\ndata:{\"model\":\"my-alias\",\"n\":1}\r\n\r\n"[..]);
+        // Data over two lines is joined into one.
+        let split = Bytes::from_static(b"id: 18\ndata: {\"model\":\"gpt\",\ndata: \"n\":1}\n\n");
+        let out = renamed_event(&alias, &split).unwrap();
+        assert_eq!(&out[..], &b"data: {\"model\":\"my-alias\",\n\"n\":1}\n\n"[..]);
+        assert!(renamed_event(&alias, &Bytes::from_static(b"data: [DONE]\n\n")).is_none());
+        assert!(renamed_event(&alias, &Bytes::from_static(b"data:\n\n")).is_none());
     }
 
     #[test]
