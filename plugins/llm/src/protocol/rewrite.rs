@@ -184,15 +184,32 @@ fn alias_in_place(alias: &str, json: &Bytes) -> Option<Option<Bytes>> {
         }
     }
     let Some(model) = model else { return Some(None) };
-    let quoted = serde_json::to_vec(alias).ok()?;
-    if json[model.clone()] == quoted[..] {
-        return Some(None);
-    }
-    let mut out = Vec::with_capacity(json.len() + quoted.len());
+    let value = &json[model.clone()];
+    let mut out = Vec::with_capacity(json.len() + alias.len() + 2);
     out.extend_from_slice(&json[..model.start]);
-    out.extend_from_slice(&quoted);
+    if written_as_is(alias) {
+        // As a rule: quoted here rather than serialised again for every answer and event.
+        if value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")) == Some(alias.as_bytes()) {
+            return Some(None);
+        }
+        out.push(b'"');
+        out.extend_from_slice(alias.as_bytes());
+        out.push(b'"');
+    } else {
+        let quoted = serde_json::to_vec(alias).ok()?;
+        if value == quoted {
+            return Some(None);
+        }
+        out.extend_from_slice(&quoted);
+    }
     out.extend_from_slice(&json[model.end..]);
     Some(Some(Bytes::from(out)))
+}
+
+/// Whether JSON writes `text` as a string without escapes: no quote, backslash or control
+/// character (serde_json escapes nothing else).
+fn written_as_is(text: &str) -> bool {
+    text.bytes().all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
 }
 
 /// One event with renaming stages applied to its data; `None` when it goes out as it came
@@ -505,6 +522,15 @@ mod tests {
             error,
             json!({"type": "error", "error": {"type": "api_error", "message": "<html>bad gateway</html>"}})
         );
+    }
+
+    #[test]
+    fn an_alias_is_written_as_is_exactly_when_serde_json_would_add_no_escapes() {
+        for code in 0..=0x80u32 {
+            let text = format!("a{}é", char::from_u32(code).unwrap());
+            let as_is = serde_json::to_string(&text).unwrap() == format!("\"{text}\"");
+            assert_eq!(written_as_is(&text), as_is, "{text:?}");
+        }
     }
 
     #[test]
