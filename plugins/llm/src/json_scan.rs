@@ -315,22 +315,34 @@ mod tests {
         None
     }
 
-    #[test]
-    fn string_ends_agree_with_a_byte_by_byte_scan() {
+    /// Letters of every length below 40, plain and with `mark` applied at each position in turn.
+    fn texts(mark: impl Fn(&mut [u8], usize)) -> Vec<Vec<u8>> {
+        let mut texts = Vec::new();
         for length in 0..40 {
             for escape_at in (0..length).map(Some).chain([None]) {
                 let mut body: Vec<u8> = (0..length).map(|i| b'a' + (i % 26) as u8).collect();
                 if let Some(at) = escape_at {
-                    body[at] = b'\\';
-                    if at + 1 < length {
-                        body[at + 1] = b'"';
-                    }
+                    mark(&mut body, at);
                 }
-                let closed = [&b"\""[..], &body, b"\" , 1"].concat();
-                let open = [&b"\""[..], &body].concat();
-                for json in [closed, open] {
-                    assert_eq!(string_end(&json, 0), plain_string_end(&json, 0), "{}", String::from_utf8_lossy(&json));
-                }
+                texts.push(body);
+            }
+        }
+        texts
+    }
+
+    #[test]
+    fn string_ends_agree_with_a_byte_by_byte_scan() {
+        let backslash_then_quote = |body: &mut [u8], at: usize| {
+            body[at] = b'\\';
+            if at + 1 < body.len() {
+                body[at + 1] = b'"';
+            }
+        };
+        for body in texts(backslash_then_quote) {
+            let closed = [&b"\""[..], &body, b"\" , 1"].concat();
+            let open = [&b"\""[..], &body].concat();
+            for json in [closed, open] {
+                assert_eq!(string_end(&json, 0), plain_string_end(&json, 0), "{}", String::from_utf8_lossy(&json));
             }
         }
     }
@@ -355,22 +367,19 @@ mod tests {
 
     #[test]
     fn string_starts_agree_with_a_byte_by_byte_scan() {
-        for length in 0..40 {
-            for escape_at in (0..length).map(Some).chain([None]) {
-                let mut body: Vec<u8> = (0..length).map(|i| b'a' + (i % 26) as u8).collect();
-                if let Some(at) = escape_at {
-                    body[at] = b'"';
-                    if at > 0 {
-                        body[at - 1] = b'\\';
-                    }
-                }
-                let opened = [&b"1, \""[..], &body, b"\""].concat();
-                let unopened = [&body[..], b"\""].concat();
-                for json in [opened, unopened] {
-                    let close = json.len() - 1;
-                    let text = String::from_utf8_lossy(&json);
-                    assert_eq!(string_start(&json, close), plain_string_start(&json, close), "{text}");
-                }
+        let quote_after_backslash = |body: &mut [u8], at: usize| {
+            body[at] = b'"';
+            if at > 0 {
+                body[at - 1] = b'\\';
+            }
+        };
+        for body in texts(quote_after_backslash) {
+            let opened = [&b"1, \""[..], &body, b"\""].concat();
+            let unopened = [&body[..], b"\""].concat();
+            for json in [opened, unopened] {
+                let close = json.len() - 1;
+                let text = String::from_utf8_lossy(&json);
+                assert_eq!(string_start(&json, close), plain_string_start(&json, close), "{text}");
             }
         }
     }
