@@ -130,8 +130,8 @@ enum Carries {
     Sometimes,
 }
 
-/// Whether the model answering is known already, before a piece of the answer is read; after, whether
-/// the piece named it.
+/// Whether the model answering is known: before a piece of the answer is read, already; after,
+/// now.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Model {
     /// Read the piece for it.
