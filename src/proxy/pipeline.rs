@@ -27,7 +27,6 @@ use crate::observe::metrics::route::Matched;
 use crate::state::ProxyState;
 use crate::transport::send::read_all;
 use futures_util::StreamExt;
-use http_body_util::BodyExt;
 
 /// The largest failed-attempt body kept to relay if every attempt fails.
 const MAX_FAILURE_BODY: u64 = 1 << 20;
@@ -277,7 +276,7 @@ fn respond_upstream(
         }
         let mut head = response_head(status, headers, &mut ctx, true);
         run_header_filters(finisher, &mut ctx, &mut head);
-        let rest = response.into_body().into_data_stream();
+        let rest = response.into_body();
         let stream: UpstreamBody = if started.is_empty() {
             Box::pin(rest)
         } else {

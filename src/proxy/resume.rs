@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use http_body_util::BodyExt;
 use switchyard_llm::resume::{Sent, Splice};
 use switchyard_sdk::{Ctx, Request, ResumeMode, Resumption, Target};
 
@@ -191,7 +190,7 @@ async fn take_up(mut job: Job, watched: (Arc<CompiledRoute>, Arc<Observe>), deli
 
 /// An accepted stream's body: what the core read of it first, then the rest.
 fn body_of(answer: Answer) -> UpstreamBody {
-    let rest = answer.response.into_body().into_data_stream();
+    let rest = answer.response.into_body();
     match answer.read {
         Read::Nothing => Box::pin(rest),
         Read::Whole(body) => Box::pin(futures_util::stream::iter([Ok(body)])),

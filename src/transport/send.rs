@@ -6,7 +6,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http_body::Body;
-use http_body_util::BodyExt;
 use switchyard_sdk::{AttemptResult, UpstreamRequest};
 
 use super::client::{ExchangeError, UpstreamBody, UpstreamClient};
@@ -68,17 +67,16 @@ pub fn read_all(
     max: u64,
 ) -> impl Future<Output = Result<Bytes, ProxyError>> {
     async move {
-        let body = response.into_body();
+        let mut body = response.into_body();
         let announced = body.size_hint().exact();
         if announced.is_some_and(|length| length > max) {
             return Err(ProxyError::ResponseTooLarge(max));
         }
         let capacity = announced.map_or(8 * 1024, |l| l.min(1 << 20) as usize);
-        let mut stream = body.into_data_stream();
         let mut first = Bytes::new();
         let mut joined: Option<BytesMut> = None;
         loop {
-            match tokio::time::timeout(stall, stream.next()).await {
+            match tokio::time::timeout(stall, body.next()).await {
                 Err(_) => return Err(ProxyError::UpstreamTimeout),
                 Ok(None) => return Ok(joined.map_or(first, BytesMut::freeze)),
                 Ok(Some(Err(err))) => return Err(ProxyError::UpstreamBroken(err.into())),
