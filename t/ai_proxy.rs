@@ -392,6 +392,10 @@ async fn a_broken_or_stalled_or_oversized_stream_ends_with_an_error_event_never_
     let (text, _) = read_stream(response).await;
     assert!(text.contains("event: error") && text.contains("stopped sending"), "{text}");
     assert!(!text.contains("[DONE]"));
+    // The limit is on each gap, not on the whole: seven events 150 ms apart outlast it.
+    let response = gw.http.post(gw.url("/cut")).header("x-mock-gap-ms", "150").body(stream).send().await.unwrap();
+    let (text, complete) = read_stream(response).await;
+    assert!(complete && text.contains("[DONE]") && !text.contains("event: error"), "{text}");
 
     gw.put_route(deepseek_route("small", "/small", json!({"max_response_bytes": 300}))).await;
     let (text, _) = read_stream(gw.http.post(gw.url("/small")).body(stream).send().await.unwrap()).await;

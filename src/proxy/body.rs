@@ -129,7 +129,10 @@ pub struct RelayBody {
     chain: RequestChain<'static>,
     outcome: Outcome,
     limits: RelayLimits,
+    /// Fires at the earliest moment the stall limit could be reached; see [`RelayBody::stalled`].
     stall: Pin<Box<Sleep>>,
+    /// When the upstream last sent something (or the relay, or a resumed stream, began).
+    last_read: Instant,
     deadline: Option<Pin<Box<Sleep>>>,
     /// Events held back under a flush interval, and when they are due.
     batch: BytesMut,
@@ -165,6 +168,7 @@ impl RelayBody {
             finisher,
             outcome: Outcome { status, ..Outcome::default() },
             stall: Box::pin(tokio::time::sleep(limits.stall)),
+            last_read: Instant::now(),
             deadline,
             limits,
             batch: BytesMut::new(),
@@ -235,6 +239,21 @@ impl RelayBody {
         Some(self.batch.split().freeze())
     }
 
+    /// Runs when the upstream has nothing to read: whether it has now sent nothing for the stall
+    /// limit (else the timer wakes the task when it might have). The timer is moved on only when
+    /// it fires, to the limit after the last read: moving it on every read cost a timer update
+    /// (a clock read and the wheel's bookkeeping) per chunk.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.stall.as_mut().poll(cx).is_ready() {
+            let due = self.last_read + self.limits.stall;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.stall.as_mut().reset(due);
+        }
+        false
+    }
+
     /// Whatever is still held, followed by `last`.
     fn with_held(&mut self, last: Bytes) -> Bytes {
         self.batch_due = None;
@@ -300,7 +319,7 @@ impl Body for RelayBody {
                     Taking::Pending => return Poll::Pending,
                     Taking::Ready(upstream) => {
                         this.upstream = upstream;
-                        this.stall.as_mut().reset(Instant::now() + this.limits.stall);
+                        this.last_read = Instant::now();
                     }
                     Taking::Failed => return this.cut(Cut::Broken),
                 }
@@ -314,7 +333,7 @@ impl Body for RelayBody {
                     if this.limits.max_bytes.is_some_and(|max| this.received > max) {
                         return this.cut(Cut::TooLarge);
                     }
-                    this.stall.as_mut().reset(Instant::now() + this.limits.stall);
+                    this.last_read = Instant::now();
                     match this.sse.as_mut() {
                         Some(sse) => match sse.push_bytes(chunk) {
                             Some(event) => {
@@ -355,7 +374,7 @@ impl Body for RelayBody {
                     return Poll::Ready((!last.is_empty()).then(|| Ok(Frame::data(last))));
                 }
                 Poll::Pending => {
-                    if this.stall.as_mut().poll(cx).is_ready() {
+                    if this.stalled(cx) {
                         if this.take_up(true) {
                             continue;
                         }
