@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use switchyard::observe::access_format::AccessFormat;
+use switchyard::observe::access_format::{AccessFormat, LogFormat};
 use switchyard::observe::log_writer;
 use switchyard::{Config, Gateway};
 
@@ -92,14 +92,12 @@ fn config_path(mut args: impl Iterator<Item = String>) -> Result<PathBuf, String
 /// Logs go to stdout through a batching writer thread ([`log_writer`]), so a request never waits
 /// on a `write` system call for its access log line. The writer blocks rather than drops lines
 /// when it falls behind; the returned guard flushes what is queued when `main` ends. Access
-/// events are printed by [`AccessFormat`]: as other lines in text mode, bare with
+/// events are printed by [`AccessFormat`] (through [`LogFormat`]): as other lines in text mode, bare with
 /// `access_log_format: json` (their message is the JSON object), so those lines are pure JSON.
 /// `Err`: the writer thread could not start.
 fn init_tracing(log: &switchyard::config::LogConfig) -> std::io::Result<log_writer::FlushGuard> {
-    use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
@@ -107,18 +105,15 @@ fn init_tracing(log: &switchyard::config::LogConfig) -> std::io::Result<log_writ
     let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let (writer, guard) = log_writer::start(std::io::stdout())?;
     let json = log.access_log_format == switchyard::observe::config::AccessLogFormat::Json;
-    let is_access = |meta: &tracing::Metadata<'_>| meta.target() == "access";
-    let text = tracing_subscriber::fmt::layer()
-        .with_target(true)
+    // One layer for both kinds of line: see `access_format` for why not a layer each.
+    let lines = tracing_subscriber::fmt::layer()
+        .event_format(LogFormat {
+            access: AccessFormat { json },
+            other: tracing_subscriber::fmt::format().with_target(true),
+        })
         .with_ansi(colours)
-        .with_writer(writer.clone())
-        .with_filter(filter_fn(move |meta| !is_access(meta)));
-    let access = tracing_subscriber::fmt::layer()
-        .event_format(AccessFormat { json })
-        .with_ansi(colours && !json)
-        .with_writer(writer)
-        .with_filter(filter_fn(is_access));
-    tracing_subscriber::registry().with(filter).with(text).with(access).init();
+        .with_writer(writer);
+    tracing_subscriber::registry().with(filter).with(lines).init();
     Ok(guard)
 }
 

@@ -218,22 +218,25 @@ pub fn refused(
     write_text(line);
 }
 
+/// The target of access events: the log format prints them as access lines.
+pub const TARGET: &str = "access";
+
 /// Whether the log filter lets access lines through (checked before a line is written).
 fn access_enabled() -> bool {
-    tracing::enabled!(target: "access", tracing::Level::INFO)
+    tracing::enabled!(target: TARGET, tracing::Level::INFO)
 }
 
 /// A text line goes out as the event's only content, after the subscriber's time, level and
 /// target, as any other event.
 fn write_text(line: TextLine) {
-    tracing::info!(target: "access", "{}", line.finish());
+    tracing::info!(target: TARGET, "{}", line.finish());
 }
 
 /// A JSON line goes out as the event's only content; the binary's log setup prints such events
 /// bare (see `main.rs`), so each line on stdout is one JSON object.
 fn write_json(line: &impl Serialize) {
     match serde_json::to_string(line) {
-        Ok(json) => tracing::info!(target: "access", "{json}"),
+        Ok(json) => tracing::info!(target: TARGET, "{json}"),
         Err(err) => tracing::warn!(error = %err, "cannot write an access log line"),
     }
 }
